@@ -1,0 +1,401 @@
+//! `Operation` and `CommandBuffer`: recording GPU work.
+//!
+//! An [`Operation`] checks its inputs ([`Operation::validate`], a pure function) and encodes
+//! its dispatches into a [`ComputeEncoder`] ([`Operation::encode`]). A [`CommandBuffer`]
+//! records many operations into one compute pass and submits them together.
+
+use std::sync::Arc;
+
+use bytemuck::Pod;
+
+use crate::cache::ResourceCache;
+use crate::context::{Context, gpu_error};
+use crate::error::{Error, Result};
+use crate::kernel::{ComputeKernel, Kernel, Overrides, PipelineKey};
+use crate::params::{MAX_PARAMS_BYTES, ParamArena, ParamMode, ParamsLayout};
+use crate::pool::Allocation;
+use crate::tensor::{DType, Tensor};
+
+/// A GPU operation: validates its inputs, then encodes its dispatches.
+///
+/// Implementations hold the tensors they read and write. Adding an op means one folder under
+/// `kernels/` with a struct implementing this trait and its `.wgsl` file.
+pub trait Operation {
+    /// Short name for errors and labels.
+    fn name(&self) -> &'static str;
+
+    /// Checks shapes, dtypes and devices. Pure: no GPU work. Called before [`encode`](Self::encode).
+    fn validate(&self) -> Result<()>;
+
+    /// Records the op's dispatches. Fetches pipelines from `cache` (compiled once per key).
+    fn encode(&self, encoder: &mut ComputeEncoder<'_>, cache: &ResourceCache) -> Result<()>;
+}
+
+/// A tensor as a kernel binds it: the buffer range, aligned down to the device's storage
+/// offset alignment, and the tensor's first element within that range.
+#[derive(Debug, Clone)]
+pub struct TensorBinding {
+    storage: Arc<Allocation>,
+    offset: u64,
+    size: u64,
+    elem_offset: u32,
+}
+
+impl TensorBinding {
+    /// Index of the tensor's first element in the bound range, in elements of its dtype.
+    /// Kernels add it to every index (`a[params.a_off + i]`).
+    pub fn elem_offset(&self) -> u32 {
+        self.elem_offset
+    }
+}
+
+/// Records dispatches into an open compute pass; handed to [`Operation::encode`].
+pub struct ComputeEncoder<'a> {
+    ctx: &'a Context,
+    pass: &'a mut wgpu::ComputePass<'static>,
+    arena: &'a mut ParamArena,
+    retained: &'a mut Vec<Arc<Allocation>>,
+    dispatches: &'a mut usize,
+}
+
+/// One kernel launch: what [`ComputeEncoder::dispatch`] takes.
+#[derive(Debug)]
+pub struct Dispatch<'a, P: Pod> {
+    /// The kernel.
+    pub kernel: &'static Kernel,
+    /// The storage type `T` the kernel is compiled for.
+    pub dtype: DType,
+    /// Override constants; `WG` sets the 1-D workgroup size.
+    pub overrides: Overrides,
+    /// Storage buffers, in binding order (`kernel.bindings` of them).
+    pub bindings: &'a [&'a TensorBinding],
+    /// The kernel's `Params` struct.
+    pub params: P,
+    /// Workgroups in x, y, z (from [`ComputeEncoder::linear_grid`] for 1-D kernels).
+    pub workgroups: [u32; 3],
+}
+
+impl ComputeEncoder<'_> {
+    /// The context being recorded for.
+    pub fn context(&self) -> &Context {
+        self.ctx
+    }
+
+    /// How parameters travel on this device (part of every pipeline key).
+    pub fn param_mode(&self) -> ParamMode {
+        self.ctx.caps().params
+    }
+
+    /// How `tensor` binds: the aligned range and its element offset within it.
+    pub fn bind(&self, tensor: &Tensor) -> Result<TensorBinding> {
+        if !tensor.context().same_device(self.ctx) {
+            return Err(Error::invalid("bind", "tensor belongs to another device"));
+        }
+        let align = self.ctx.caps().storage_alignment();
+        let start = tensor.byte_offset();
+        let offset = start - start % align;
+        let end = start + tensor.size_in_bytes() as u64;
+        let buffer_size = tensor.storage().buffer().size();
+        let size = end
+            .next_multiple_of(4)
+            .min(buffer_size)
+            .saturating_sub(offset)
+            .max(4);
+        let limit = u64::from(self.ctx.caps().limits.max_storage_buffer_binding_size);
+        if size > limit {
+            return Err(Error::BufferAllocation {
+                requested: size,
+                limit,
+                what: "max_storage_buffer_binding_size",
+            });
+        }
+        let elem = (start - offset) / tensor.dtype().size_in_bytes() as u64;
+        let elem_offset = u32::try_from(elem)
+            .ok()
+            .filter(|e| u64::from(*e) + tensor.numel() as u64 <= u64::from(u32::MAX))
+            .ok_or_else(|| Error::invalid("bind", "tensor too large for 32-bit indexing"))?;
+        Ok(TensorBinding {
+            storage: Arc::clone(tensor.storage()),
+            offset,
+            size,
+            elem_offset,
+        })
+    }
+
+    /// Workgroups covering `threads` invocations of a 1-D kernel with workgroup size `wg`,
+    /// folded into y and z when x alone would exceed the device limit. Kernels recover the
+    /// linear index with `linear_index(gid, nwg)` from the prelude.
+    pub fn linear_grid(&self, threads: usize, wg: u32) -> Result<[u32; 3]> {
+        let max = u64::from(
+            self.ctx
+                .caps()
+                .limits
+                .max_compute_workgroups_per_dimension
+                .max(1),
+        );
+        let groups = (threads as u64).div_ceil(u64::from(wg.max(1)));
+        let x = groups.min(max);
+        let rest = groups.div_ceil(x.max(1));
+        let y = rest.min(max);
+        let z = rest.div_ceil(y.max(1));
+        if z > max {
+            return Err(Error::invalid(
+                "linear_grid",
+                format!("{threads} invocations exceed the dispatch limit"),
+            ));
+        }
+        Ok([x as u32, y as u32, z as u32])
+    }
+
+    /// Binds and launches one kernel. A grid with a zero dimension records nothing.
+    pub fn dispatch<P: Pod>(&mut self, cache: &ResourceCache, d: Dispatch<'_, P>) -> Result<()> {
+        let kernel = d.kernel;
+        if d.bindings.len() != kernel.bindings as usize {
+            return Err(Error::invalid(
+                "dispatch",
+                format!(
+                    "kernel `{}` binds {} buffers, {} given",
+                    kernel.name,
+                    kernel.bindings,
+                    d.bindings.len()
+                ),
+            ));
+        }
+        let bytes = bytemuck::bytes_of(&d.params);
+        if bytes.len() % 4 != 0 || bytes.len() > MAX_PARAMS_BYTES as usize {
+            return Err(Error::invalid(
+                "dispatch",
+                format!(
+                    "params of kernel `{}` are {} bytes; need a multiple of 4, at most {MAX_PARAMS_BYTES}",
+                    kernel.name,
+                    bytes.len()
+                ),
+            ));
+        }
+        if d.workgroups.contains(&0) {
+            return Ok(());
+        }
+        let max = self.ctx.caps().limits.max_compute_workgroups_per_dimension;
+        if d.workgroups.iter().any(|&w| w > max) {
+            return Err(Error::invalid(
+                "dispatch",
+                format!("{:?} workgroups exceed the limit {max}", d.workgroups),
+            ));
+        }
+        let mode = self.param_mode();
+        let key = PipelineKey {
+            kernel,
+            dtype: d.dtype,
+            params: mode,
+            overrides: d.overrides,
+        };
+        let compiled = cache.get::<ComputeKernel>(&key)?;
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = d
+            .bindings
+            .iter()
+            .zip(0u32..)
+            .map(|(b, binding)| wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b.storage.buffer(),
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                }),
+            })
+            .collect();
+        let group = self
+            .ctx
+            .device()
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(kernel.name),
+                layout: &compiled.storage_layout.0,
+                entries: &entries,
+            });
+        self.pass.set_pipeline(&compiled.pipeline);
+        self.pass.set_bind_group(0, &group, &[]);
+        match mode {
+            ParamMode::Immediates => self.pass.set_immediates(0, bytes),
+            ParamMode::Uniform => {
+                let layout = cache.get::<ParamsLayout>(&())?;
+                let (group, offset) = self.arena.push(self.ctx, &layout, bytes)?;
+                self.pass.set_bind_group(1, &group, &[offset]);
+            }
+        }
+        let [x, y, z] = d.workgroups;
+        self.pass.dispatch_workgroups(x, y, z);
+        self.retained
+            .extend(d.bindings.iter().map(|b| Arc::clone(&b.storage)));
+        *self.dispatches += 1;
+        Ok(())
+    }
+}
+
+/// Records operations into one compute pass and submits them together.
+///
+/// A command buffer is reusable: after [`commit`](Self::commit) it records into a fresh
+/// encoder. Tensors bound by recorded operations stay allocated until the commit.
+///
+/// ```no_run
+/// use metallic::{kernels::elementwise::{Binary, BinaryOp}, Runtime, Tensor};
+/// let rt = Runtime::new()?;
+/// let a = Tensor::from_slice(&rt, [3], &[1.0f32, 2.0, 3.0])?;
+/// let b = Tensor::from_slice(&rt, [3], &[10.0f32, 20.0, 30.0])?;
+/// let out = a.empty_like()?;
+/// let mut cb = rt.command_buffer()?;
+/// cb.record(&Binary::new(BinaryOp::Add, &a, &b, &out)?)?;
+/// cb.commit()?;
+/// cb.wait()?;
+/// assert_eq!(out.to_vec::<f32>()?, [11.0, 22.0, 33.0]);
+/// # Ok::<(), metallic::Error>(())
+/// ```
+pub struct CommandBuffer {
+    ctx: Context,
+    cache: ResourceCache,
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    arena: ParamArena,
+    retained: Vec<Arc<Allocation>>,
+    ops: usize,
+    dispatches: usize,
+    submitted: Option<wgpu::SubmissionIndex>,
+}
+
+impl CommandBuffer {
+    /// An empty command buffer on `ctx`, compiling through `cache`.
+    pub fn new(ctx: &Context, cache: &ResourceCache) -> Result<Self> {
+        if !cache.context().same_device(ctx) {
+            return Err(Error::invalid(
+                "CommandBuffer::new",
+                "the cache belongs to another device",
+            ));
+        }
+        Ok(CommandBuffer {
+            ctx: ctx.clone(),
+            cache: cache.clone(),
+            encoder: None,
+            pass: None,
+            arena: ParamArena::default(),
+            retained: Vec::new(),
+            ops: 0,
+            dispatches: 0,
+            submitted: None,
+        })
+    }
+
+    /// Validates `op` and records its dispatches.
+    pub fn record(&mut self, op: &dyn Operation) -> Result<()> {
+        op.validate()?;
+        if self.pass.is_none() {
+            let encoder = self.encoder.get_or_insert_with(|| {
+                self.ctx
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("metallic"),
+                    })
+            });
+            let pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("metallic"),
+                timestamp_writes: None,
+            });
+            self.pass = Some(pass.forget_lifetime());
+        }
+        let Some(pass) = self.pass.as_mut() else {
+            return Err(Error::invalid(
+                "CommandBuffer::record",
+                "no open compute pass",
+            ));
+        };
+        let mut encoder = ComputeEncoder {
+            ctx: &self.ctx,
+            pass,
+            arena: &mut self.arena,
+            retained: &mut self.retained,
+            dispatches: &mut self.dispatches,
+        };
+        op.encode(&mut encoder, &self.cache)?;
+        self.ops += 1;
+        Ok(())
+    }
+
+    /// Records a buffer-to-buffer copy (ends the open compute pass; the next op opens another).
+    /// Offsets and size must be multiples of 4.
+    pub(crate) fn copy_buffer(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    ) {
+        self.pass = None;
+        let encoder = self.encoder.get_or_insert_with(|| {
+            self.ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("metallic"),
+                })
+        });
+        encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
+        self.ops += 1;
+    }
+
+    /// Operations recorded since the last commit.
+    pub fn len(&self) -> usize {
+        self.ops
+    }
+
+    /// Whether nothing was recorded since the last commit.
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// Dispatches recorded since the last commit.
+    pub fn dispatches(&self) -> usize {
+        self.dispatches
+    }
+
+    /// Submits what was recorded. GPU validation errors come back here as [`Error`]s.
+    pub fn commit(&mut self) -> Result<()> {
+        self.ctx.check_health("recording")?;
+        self.pass = None;
+        let Some(encoder) = self.encoder.take() else {
+            return Ok(());
+        };
+        let ops = std::mem::take(&mut self.ops);
+        self.dispatches = 0;
+        let (index, err) = self.ctx.capture(|| {
+            let commands = encoder.finish();
+            self.arena.upload(self.ctx.queue());
+            self.ctx.queue().submit([commands])
+        });
+        // The queue now orders every later use of these regions after this work.
+        self.retained.clear();
+        if let Some(err) = err {
+            return Err(gpu_error(err, &format!("submitting {ops} operations")));
+        }
+        self.submitted = Some(index);
+        Ok(())
+    }
+
+    /// Blocks until the last commit has finished on the GPU.
+    pub fn wait(&self) -> Result<()> {
+        match &self.submitted {
+            Some(index) => self.ctx.wait_for(Some(index.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The index of the last submission, if any.
+    pub(crate) fn last_submission(&self) -> Option<wgpu::SubmissionIndex> {
+        self.submitted.clone()
+    }
+}
+
+impl std::fmt::Debug for CommandBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandBuffer")
+            .field("ops", &self.ops)
+            .field("dispatches", &self.dispatches)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,295 @@
+//! WGSL kernels, their cache keys and compiled pipelines.
+//!
+//! A kernel is a `static` [`Kernel`]: a `.wgsl` file next to its op, an entry point and the
+//! number of storage buffers it binds. The file is written against a small contract:
+//!
+//! - `T` is the storage element type (`f32`, `f16`, `u32`), substituted per dtype;
+//! - `WG` is the 1-D workgroup size, an `override` constant (default 256);
+//! - storage buffers are `@group(0) @binding(i) var<storage, read_write>` (every binding is
+//!   read-write so that sub-allocations of one pooled buffer can be bound together);
+//! - the file declares `struct Params` and reads `params`, whose declaration is generated for
+//!   the [`ParamMode`] in use.
+//!
+//! [`compose_source`] produces the exact text compiled for a variant; the test suite runs
+//! every `.wgsl` file under `src/kernels` through naga (WGSL → validation → MSL) with it.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use crate::cache::{Cacheable, ResourceCache};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::params::{MAX_PARAMS_BYTES, ParamMode, ParamsLayout};
+use crate::tensor::DType;
+
+/// Helpers every kernel may use; prepended after the dtype alias.
+const PRELUDE: &str = include_str!("kernels/prelude.wgsl");
+
+/// A WGSL compute kernel. Declare kernels as `static` items: the cache tells them apart by
+/// address, so two kernels can never collide by name.
+#[derive(Debug)]
+pub struct Kernel {
+    /// Name used in errors and labels.
+    pub name: &'static str,
+    /// The WGSL source (an `include_str!` of the op's `.wgsl` file).
+    pub source: &'static str,
+    /// The entry point.
+    pub entry: &'static str,
+    /// Number of storage buffers, bound at `@group(0) @binding(0..bindings)`.
+    pub bindings: u32,
+}
+
+/// Most override constants one pipeline key can carry.
+pub const MAX_OVERRIDES: usize = 6;
+
+/// Values for a kernel's WGSL `override` constants. Part of the pipeline key; fixed-size so
+/// that building a key per dispatch does not allocate.
+#[derive(Clone, Copy, Default)]
+pub struct Overrides {
+    items: [(&'static str, f64); MAX_OVERRIDES],
+    len: usize,
+}
+
+impl Overrides {
+    /// Overrides from `(name, value)` pairs; fails on more than [`MAX_OVERRIDES`].
+    pub fn new(items: &[(&'static str, f64)]) -> Result<Self> {
+        let mut out = Overrides::default();
+        if items.len() > MAX_OVERRIDES {
+            return Err(Error::invalid(
+                "Overrides::new",
+                format!("{} overrides, at most {MAX_OVERRIDES}", items.len()),
+            ));
+        }
+        for (slot, item) in out.items.iter_mut().zip(items) {
+            *slot = *item;
+        }
+        out.len = items.len();
+        Ok(out)
+    }
+
+    /// The pairs, as given.
+    pub fn as_slice(&self) -> &[(&'static str, f64)] {
+        self.items.get(..self.len).unwrap_or(&[])
+    }
+}
+
+impl PartialEq for Overrides {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len
+            && self
+                .as_slice()
+                .iter()
+                .zip(other.as_slice())
+                .all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits())
+    }
+}
+impl Eq for Overrides {}
+
+impl Hash for Overrides {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for (name, value) in self.as_slice() {
+            name.hash(state);
+            value.to_bits().hash(state);
+        }
+    }
+}
+
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.as_slice().iter().map(|(k, v)| (k, v)))
+            .finish()
+    }
+}
+
+/// Everything that changes a compiled compute pipeline.
+#[derive(Clone, Copy)]
+pub struct PipelineKey {
+    /// The kernel (compared by address).
+    pub kernel: &'static Kernel,
+    /// The storage element type `T`.
+    pub dtype: DType,
+    /// How `params` is declared.
+    pub params: ParamMode,
+    /// Override constants (workgroup size, op selector, ...).
+    pub overrides: Overrides,
+}
+
+impl PartialEq for PipelineKey {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.kernel, other.kernel)
+            && self.dtype == other.dtype
+            && self.params == other.params
+            && self.overrides == other.overrides
+    }
+}
+impl Eq for PipelineKey {}
+
+impl Hash for PipelineKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::ptr::hash(self.kernel, state);
+        self.dtype.hash(state);
+        self.params.hash(state);
+        self.overrides.hash(state);
+    }
+}
+
+impl fmt::Debug for PipelineKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineKey")
+            .field("kernel", &self.kernel.name)
+            .field("dtype", &self.dtype)
+            .field("params", &self.params)
+            .field("overrides", &self.overrides)
+            .finish()
+    }
+}
+
+/// The WGSL text compiled for one variant of a kernel source.
+///
+/// ```
+/// use metallic::{compose_source, DType, ParamMode};
+/// let src = "struct Params { n: u32 }\n@compute @workgroup_size(WG) fn main() {}";
+/// let text = compose_source(src, DType::F16, ParamMode::Immediates);
+/// assert!(text.starts_with("enable f16;"));
+/// assert!(text.contains("var<immediate> params: Params;"));
+/// ```
+pub fn compose_source(source: &str, dtype: DType, params: ParamMode) -> String {
+    let enable = if dtype == DType::F16 {
+        "enable f16;\n"
+    } else {
+        ""
+    };
+    let declaration = match params {
+        ParamMode::Immediates => "var<immediate> params: Params;",
+        ParamMode::Uniform => "@group(1) @binding(0) var<uniform> params: Params;",
+    };
+    format!(
+        "{enable}alias T = {};\n{PRELUDE}\n{source}\n{declaration}\n",
+        dtype.wgsl()
+    )
+}
+
+/// The bind-group layout for `n` read-write storage buffers at group 0.
+pub(crate) struct StorageLayout(pub(crate) wgpu::BindGroupLayout);
+
+impl Cacheable for StorageLayout {
+    type Key = u32;
+    fn create(bindings: &u32, ctx: &Context, _cache: &ResourceCache) -> Result<Self> {
+        let entries: Vec<_> = (0..*bindings)
+            .map(|binding| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let (layout, err) = ctx.capture(|| {
+            ctx.device()
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some("metallic storage"),
+                    entries: &entries,
+                })
+        });
+        match err {
+            Some(err) => Err(crate::context::gpu_error(
+                err,
+                &format!("creating a layout of {bindings} storage buffers"),
+            )),
+            None => Ok(StorageLayout(layout)),
+        }
+    }
+}
+
+/// A compiled compute pipeline and the layout its storage bind group must follow.
+pub struct ComputeKernel {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) storage_layout: std::sync::Arc<StorageLayout>,
+    pub(crate) kernel: &'static Kernel,
+}
+
+impl fmt::Debug for ComputeKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComputeKernel")
+            .field("kernel", &self.kernel.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cacheable for ComputeKernel {
+    type Key = PipelineKey;
+
+    fn create(key: &PipelineKey, ctx: &Context, cache: &ResourceCache) -> Result<Self> {
+        let kernel = key.kernel;
+        if key.dtype == DType::F16 && !ctx.caps().shader_f16() {
+            return Err(ctx.unsupported(kernel.name, "SHADER_F16"));
+        }
+        let storage_layout = cache.get::<StorageLayout>(&kernel.bindings)?;
+        let params_layout = match key.params {
+            ParamMode::Uniform => Some(cache.get::<ParamsLayout>(&())?),
+            ParamMode::Immediates => None,
+        };
+        let source = compose_source(kernel.source, key.dtype, key.params);
+        let label = format!("{}<{}>", kernel.name, key.dtype);
+        let (pipeline, err) = ctx.capture(|| {
+            let module = ctx
+                .device()
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(&label),
+                    source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
+                });
+            let layouts = [
+                Some(&storage_layout.0),
+                params_layout.as_ref().map(|l| &l.0),
+            ];
+            let layout = ctx
+                .device()
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(&label),
+                    bind_group_layouts: if params_layout.is_some() {
+                        &layouts
+                    } else {
+                        &layouts[..1]
+                    },
+                    immediate_size: if key.params == ParamMode::Immediates {
+                        MAX_PARAMS_BYTES
+                    } else {
+                        0
+                    },
+                });
+            ctx.device()
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: Some(&layout),
+                    module: &module,
+                    entry_point: Some(kernel.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: key.overrides.as_slice(),
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+        });
+        match err {
+            Some(wgpu::Error::OutOfMemory { .. }) => Err(Error::OutOfMemory {
+                context: format!("compiling kernel `{}`", kernel.name),
+            }),
+            Some(
+                wgpu::Error::Validation { description, .. }
+                | wgpu::Error::Internal { description, .. },
+            ) => Err(Error::ShaderCompilation {
+                kernel: kernel.name.to_string(),
+                message: description,
+            }),
+            None => Ok(ComputeKernel {
+                pipeline,
+                storage_layout,
+                kernel,
+            }),
+        }
+    }
+}

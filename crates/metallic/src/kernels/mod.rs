@@ -1,0 +1,61 @@
+//! The kernel library: one folder per op, each a Rust [`Operation`](crate::Operation) beside
+//! its `.wgsl` file.
+//!
+//! Adding an op: create `kernels/<op>/mod.rs` and `kernels/<op>/<op>.wgsl`, add one `pub mod`
+//! line here, and add a test file under `tests/`. The naga test picks the `.wgsl` up by itself.
+
+pub mod copy;
+pub mod elementwise;
+pub mod fill;
+pub mod random;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Fails unless every tensor lives on the first one's device.
+pub(crate) fn check_same_device(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
+    match tensors.split_first() {
+        Some((first, rest))
+            if rest
+                .iter()
+                .any(|t| !t.context().same_device(first.context())) =>
+        {
+            Err(Error::invalid(op, "tensors live on different devices"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Fails unless `t` has `want`'s dtype.
+pub(crate) fn check_dtype(op: &'static str, want: crate::DType, t: &Tensor) -> Result<()> {
+    if t.dtype() == want {
+        Ok(())
+    } else {
+        Err(Error::DTypeMismatch {
+            op,
+            expected: want,
+            got: t.dtype(),
+        })
+    }
+}
+
+/// Fails unless `t` has a float dtype.
+pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype().is_float() {
+        Ok(())
+    } else {
+        Err(Error::DTypeMismatch {
+            op,
+            expected: crate::DType::F32,
+            got: t.dtype(),
+        })
+    }
+}
+
+/// Converts an element count to the `u32` kernels index with.
+pub(crate) fn count_u32(op: &'static str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::invalid(op, format!("{n} elements exceed 32-bit indexing")))
+}
+
+/// The 1-D workgroup size of the linear kernels.
+pub(crate) const LINEAR_WG: u32 = 256;
