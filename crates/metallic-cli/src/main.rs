@@ -9,11 +9,7 @@ use metallic::{
 };
 
 #[derive(Parser)]
-#[command(
-    name = "metallic",
-    version,
-    about = "GPU inference engine on wgpu (Metal, Vulkan, DX12)"
-)]
+#[command(name = "metallic", version, about = "GPU inference engine on wgpu (Metal, Vulkan, DX12)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,18 +46,12 @@ fn info() -> metallic::Result<()> {
     let all = metallic::adapters(metallic::wgpu::Backends::all());
     println!("adapters found: {}", all.len());
     for (i, a) in all.iter().enumerate() {
-        println!(
-            "  [{i}] {} ({:?}, {:?}, driver {} {})",
-            a.name, a.backend, a.device_type, a.driver, a.driver_info
-        );
+        println!("  [{i}] {} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info);
     }
     let ctx = metallic::Context::new()?;
     let caps = ctx.caps();
     let info = ctx.adapter_info();
-    println!(
-        "chosen: {} ({:?}, {:?})",
-        info.name, info.backend, info.device_type
-    );
+    println!("chosen: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
     println!(
         "  subgroups:          {} (size {}..{})",
         caps.subgroups(),
@@ -74,45 +64,20 @@ fn info() -> metallic::Result<()> {
     println!("  cooperative matrix: {}", caps.cooperative_matrix());
     println!("  unified memory:     {}", caps.unified_memory);
     let l = &caps.limits;
-    println!(
-        "  max buffer size:              {} MiB",
-        l.max_buffer_size >> 20
-    );
-    println!(
-        "  max storage binding size:     {} MiB",
-        l.max_storage_buffer_binding_size >> 20
-    );
-    println!(
-        "  storage offset alignment:     {} bytes",
-        l.min_storage_buffer_offset_alignment
-    );
-    println!(
-        "  workgroup storage:            {} KiB",
-        l.max_compute_workgroup_storage_size >> 10
-    );
-    println!(
-        "  invocations per workgroup:    {}",
-        l.max_compute_invocations_per_workgroup
-    );
-    println!(
-        "  workgroups per dimension:     {}",
-        l.max_compute_workgroups_per_dimension
-    );
-    println!(
-        "  immediate (push constant) size: {} bytes",
-        l.max_immediate_size
-    );
+    println!("  max buffer size:              {} MiB", l.max_buffer_size >> 20);
+    println!("  max storage binding size:     {} MiB", l.max_storage_buffer_binding_size >> 20);
+    println!("  storage offset alignment:     {} bytes", l.min_storage_buffer_offset_alignment);
+    println!("  workgroup storage:            {} KiB", l.max_compute_workgroup_storage_size >> 10);
+    println!("  invocations per workgroup:    {}", l.max_compute_invocations_per_workgroup);
+    println!("  workgroups per dimension:     {}", l.max_compute_workgroups_per_dimension);
+    println!("  immediate (push constant) size: {} bytes", l.max_immediate_size);
     println!("  all features: {:?}", caps.features);
     Ok(())
 }
 
 fn demo(n: usize) -> metallic::Result<()> {
     let rt = Runtime::new()?;
-    println!(
-        "device: {} ({:?})",
-        rt.context().adapter_info().name,
-        rt.context().adapter_info().backend
-    );
+    println!("device: {} ({:?})", rt.context().adapter_info().name, rt.context().adapter_info().backend);
     // y = (x * w + 1) over a graph, x random on the GPU, w broadcast over rows of 256.
     let cols = 256.min(n.max(1));
     let rows = n.div_ceil(cols);
@@ -126,10 +91,7 @@ fn demo(n: usize) -> metallic::Result<()> {
     graph.output("y", &gy)?;
     let start = std::time::Instant::now();
     let y = graph.forward(&[("x", &x)])?;
-    let y = y.get("y").ok_or_else(|| metallic::Error::InvalidArgument {
-        op: "demo",
-        message: "no output".into(),
-    })?;
+    let y = y.get("y").ok_or_else(|| metallic::Error::InvalidArgument { op: "demo", message: "no output".into() })?;
     let got = y.to_vec::<f32>()?;
     let elapsed = start.elapsed();
     let xs = x.to_vec::<f32>()?;

@@ -36,7 +36,7 @@ pub struct CacheStats {
 
 /// Compiled GPU objects by key, for one [`Context`]. Cheap to clone (shared); `Send + Sync`.
 ///
-/// ```no_run
+/// ```
 /// use metallic::{Context, ResourceCache};
 /// let ctx = Context::new()?;
 /// let cache = ResourceCache::new(&ctx);
@@ -89,10 +89,7 @@ impl Inner {
 impl ResourceCache {
     /// An empty cache for objects of `ctx`'s device.
     pub fn new(ctx: &Context) -> Self {
-        ResourceCache {
-            ctx: ctx.clone(),
-            inner: Arc::default(),
-        }
+        ResourceCache { ctx: ctx.clone(), inner: Arc::default() }
     }
 
     /// The context whose device the cached objects belong to.
@@ -128,9 +125,7 @@ impl ResourceCache {
                 inner.stats.hits += 1;
                 Ok(found)
             }
-            None => Err(Error::ResourceNotCached {
-                key: format!("{key:?}"),
-            }),
+            None => Err(Error::ResourceNotCached { key: format!("{key:?}") }),
         }
     }
 
@@ -149,8 +144,6 @@ impl ResourceCache {
 
 impl fmt::Debug for ResourceCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResourceCache")
-            .field("stats", &self.stats())
-            .finish_non_exhaustive()
+        f.debug_struct("ResourceCache").field("stats", &self.stats()).finish_non_exhaustive()
     }
 }

@@ -96,53 +96,31 @@ impl ComputeEncoder<'_> {
         let offset = start - start % align;
         let end = start + tensor.size_in_bytes() as u64;
         let buffer_size = tensor.storage().buffer().size();
-        let size = end
-            .next_multiple_of(4)
-            .min(buffer_size)
-            .saturating_sub(offset)
-            .max(4);
-        let limit = u64::from(self.ctx.caps().limits.max_storage_buffer_binding_size);
+        let size = end.next_multiple_of(4).min(buffer_size).saturating_sub(offset).max(4);
+        let limit = self.ctx.caps().limits.max_storage_buffer_binding_size;
         if size > limit {
-            return Err(Error::BufferAllocation {
-                requested: size,
-                limit,
-                what: "max_storage_buffer_binding_size",
-            });
+            return Err(Error::BufferAllocation { requested: size, limit, what: "max_storage_buffer_binding_size" });
         }
         let elem = (start - offset) / tensor.dtype().size_in_bytes() as u64;
         let elem_offset = u32::try_from(elem)
             .ok()
             .filter(|e| u64::from(*e) + tensor.numel() as u64 <= u64::from(u32::MAX))
             .ok_or_else(|| Error::invalid("bind", "tensor too large for 32-bit indexing"))?;
-        Ok(TensorBinding {
-            storage: Arc::clone(tensor.storage()),
-            offset,
-            size,
-            elem_offset,
-        })
+        Ok(TensorBinding { storage: Arc::clone(tensor.storage()), offset, size, elem_offset })
     }
 
     /// Workgroups covering `threads` invocations of a 1-D kernel with workgroup size `wg`,
     /// folded into y and z when x alone would exceed the device limit. Kernels recover the
     /// linear index with `linear_index(gid, nwg)` from the prelude.
     pub fn linear_grid(&self, threads: usize, wg: u32) -> Result<[u32; 3]> {
-        let max = u64::from(
-            self.ctx
-                .caps()
-                .limits
-                .max_compute_workgroups_per_dimension
-                .max(1),
-        );
+        let max = u64::from(self.ctx.caps().limits.max_compute_workgroups_per_dimension.max(1));
         let groups = (threads as u64).div_ceil(u64::from(wg.max(1)));
         let x = groups.min(max);
         let rest = groups.div_ceil(x.max(1));
         let y = rest.min(max);
         let z = rest.div_ceil(y.max(1));
         if z > max {
-            return Err(Error::invalid(
-                "linear_grid",
-                format!("{threads} invocations exceed the dispatch limit"),
-            ));
+            return Err(Error::invalid("linear_grid", format!("{threads} invocations exceed the dispatch limit")));
         }
         Ok([x as u32, y as u32, z as u32])
     }
@@ -153,16 +131,11 @@ impl ComputeEncoder<'_> {
         if d.bindings.len() != kernel.bindings as usize {
             return Err(Error::invalid(
                 "dispatch",
-                format!(
-                    "kernel `{}` binds {} buffers, {} given",
-                    kernel.name,
-                    kernel.bindings,
-                    d.bindings.len()
-                ),
+                format!("kernel `{}` binds {} buffers, {} given", kernel.name, kernel.bindings, d.bindings.len()),
             ));
         }
         let bytes = bytemuck::bytes_of(&d.params);
-        if bytes.len() % 4 != 0 || bytes.len() > MAX_PARAMS_BYTES as usize {
+        if !bytes.len().is_multiple_of(4) || bytes.len() > MAX_PARAMS_BYTES as usize {
             return Err(Error::invalid(
                 "dispatch",
                 format!(
@@ -177,18 +150,10 @@ impl ComputeEncoder<'_> {
         }
         let max = self.ctx.caps().limits.max_compute_workgroups_per_dimension;
         if d.workgroups.iter().any(|&w| w > max) {
-            return Err(Error::invalid(
-                "dispatch",
-                format!("{:?} workgroups exceed the limit {max}", d.workgroups),
-            ));
+            return Err(Error::invalid("dispatch", format!("{:?} workgroups exceed the limit {max}", d.workgroups)));
         }
         let mode = self.param_mode();
-        let key = PipelineKey {
-            kernel,
-            dtype: d.dtype,
-            params: mode,
-            overrides: d.overrides,
-        };
+        let key = PipelineKey { kernel, dtype: d.dtype, params: mode, overrides: d.overrides };
         let compiled = cache.get::<ComputeKernel>(&key)?;
         let entries: Vec<wgpu::BindGroupEntry<'_>> = d
             .bindings
@@ -203,14 +168,11 @@ impl ComputeEncoder<'_> {
                 }),
             })
             .collect();
-        let group = self
-            .ctx
-            .device()
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(kernel.name),
-                layout: &compiled.storage_layout.0,
-                entries: &entries,
-            });
+        let group = self.ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name),
+            layout: &compiled.storage_layout.0,
+            entries: &entries,
+        });
         self.pass.set_pipeline(&compiled.pipeline);
         self.pass.set_bind_group(0, &group, &[]);
         match mode {
@@ -223,8 +185,7 @@ impl ComputeEncoder<'_> {
         }
         let [x, y, z] = d.workgroups;
         self.pass.dispatch_workgroups(x, y, z);
-        self.retained
-            .extend(d.bindings.iter().map(|b| Arc::clone(&b.storage)));
+        self.retained.extend(d.bindings.iter().map(|b| Arc::clone(&b.storage)));
         *self.dispatches += 1;
         Ok(())
     }
@@ -235,7 +196,7 @@ impl ComputeEncoder<'_> {
 /// A command buffer is reusable: after [`commit`](Self::commit) it records into a fresh
 /// encoder. Tensors bound by recorded operations stay allocated until the commit.
 ///
-/// ```no_run
+/// ```
 /// use metallic::{kernels::elementwise::{Binary, BinaryOp}, Runtime, Tensor};
 /// let rt = Runtime::new()?;
 /// let a = Tensor::from_slice(&rt, [3], &[1.0f32, 2.0, 3.0])?;
@@ -264,10 +225,7 @@ impl CommandBuffer {
     /// An empty command buffer on `ctx`, compiling through `cache`.
     pub fn new(ctx: &Context, cache: &ResourceCache) -> Result<Self> {
         if !cache.context().same_device(ctx) {
-            return Err(Error::invalid(
-                "CommandBuffer::new",
-                "the cache belongs to another device",
-            ));
+            return Err(Error::invalid("CommandBuffer::new", "the cache belongs to another device"));
         }
         Ok(CommandBuffer {
             ctx: ctx.clone(),
@@ -287,23 +245,14 @@ impl CommandBuffer {
         op.validate()?;
         if self.pass.is_none() {
             let encoder = self.encoder.get_or_insert_with(|| {
-                self.ctx
-                    .device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("metallic"),
-                    })
+                self.ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("metallic") })
             });
-            let pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("metallic"),
-                timestamp_writes: None,
-            });
+            let pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("metallic"), timestamp_writes: None });
             self.pass = Some(pass.forget_lifetime());
         }
         let Some(pass) = self.pass.as_mut() else {
-            return Err(Error::invalid(
-                "CommandBuffer::record",
-                "no open compute pass",
-            ));
+            return Err(Error::invalid("CommandBuffer::record", "no open compute pass"));
         };
         let mut encoder = ComputeEncoder {
             ctx: &self.ctx,
@@ -329,11 +278,7 @@ impl CommandBuffer {
     ) {
         self.pass = None;
         let encoder = self.encoder.get_or_insert_with(|| {
-            self.ctx
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("metallic"),
-                })
+            self.ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("metallic") })
         });
         encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
         self.ops += 1;

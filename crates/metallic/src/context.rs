@@ -21,7 +21,7 @@ const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
 ///
 /// Cheap to clone (an `Arc`); `Send + Sync`.
 ///
-/// ```no_run
+/// ```
 /// let ctx = metallic::Context::new()?;
 /// println!("{} ({:?})", ctx.adapter_info().name, ctx.adapter_info().backend);
 /// # Ok::<(), metallic::Error>(())
@@ -71,8 +71,7 @@ impl Capabilities {
     }
     /// Cooperative matrix (tensor core / `simdgroup_matrix`) operations are available.
     pub fn cooperative_matrix(&self) -> bool {
-        self.features
-            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        self.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     }
     /// Alignment of storage-buffer binding offsets, in bytes.
     pub fn storage_alignment(&self) -> u64 {
@@ -119,11 +118,7 @@ impl Context {
 
     /// An [`Error::Unsupported`] for `op` missing `feature` on this adapter.
     pub(crate) fn unsupported(&self, op: &'static str, feature: &'static str) -> Error {
-        Error::Unsupported {
-            op,
-            feature,
-            adapter: self.adapter_info().name.clone(),
-        }
+        Error::Unsupported { op, feature, adapter: self.adapter_info().name.clone() }
     }
 
     /// Runs `f` inside error scopes for validation, out-of-memory and internal errors, and
@@ -134,11 +129,8 @@ impl Context {
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
         let value = f();
-        let errors = [
-            pollster::block_on(internal.pop()),
-            pollster::block_on(validation.pop()),
-            pollster::block_on(oom.pop()),
-        ];
+        let errors =
+            [pollster::block_on(internal.pop()), pollster::block_on(validation.pop()), pollster::block_on(oom.pop())];
         (value, errors.into_iter().flatten().next())
     }
 
@@ -155,20 +147,12 @@ impl Context {
 
     /// Blocks until `submission` (or all work, if `None`) has finished on the GPU.
     pub(crate) fn wait_for(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        self.device()
-            .poll(wgpu::PollType::Wait {
-                submission_index: submission,
-                timeout: None,
-            })
-            .map_err(|e| match e {
-                wgpu::PollError::Timeout => Error::DeviceLost {
-                    reason: e.to_string(),
-                },
-                other => Error::Validation {
-                    context: "waiting for the GPU".into(),
-                    message: other.to_string(),
-                },
-            })?;
+        self.device().poll(wgpu::PollType::Wait { submission_index: submission, timeout: None }).map_err(
+            |e| match e {
+                wgpu::PollError::Timeout => Error::DeviceLost { reason: e.to_string() },
+                other => Error::Validation { context: "waiting for the GPU".into(), message: other.to_string() },
+            },
+        )?;
         self.check_health("waiting for the GPU")
     }
 }
@@ -187,14 +171,9 @@ impl fmt::Debug for Context {
 /// Converts a GPU error into an [`Error`], naming what was being done.
 pub(crate) fn gpu_error(err: wgpu::Error, context: &str) -> Error {
     match err {
-        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {
-            context: context.to_string(),
-        },
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory { context: context.to_string() },
         wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
-            Error::Validation {
-                context: context.to_string(),
-                message: description,
-            }
+            Error::Validation { context: context.to_string(), message: description }
         }
     }
 }
@@ -205,13 +184,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Chooses an adapter and creates a [`Context`].
 ///
-/// ```no_run
+/// ```
 /// use metallic::{Context, ParamMode};
 /// let ctx = Context::builder()
-///     .backends(wgpu::Backends::VULKAN)
-///     .adapter("llvmpipe")
+///     .backends(metallic::wgpu::Backends::PRIMARY)
+///     .adapter("0") // the first adapter `metallic info` lists; or part of its name
 ///     .params(ParamMode::Uniform)
 ///     .build()?;
+/// assert_eq!(ctx.caps().params, ParamMode::Uniform);
 /// # Ok::<(), metallic::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -247,10 +227,7 @@ impl ContextBuilder {
         if let Ok(v) = std::env::var("METALLIC_BACKEND") {
             self.backends = wgpu::Backends::from_comma_list(&v);
             if self.backends.is_empty() {
-                return Err(Error::invalid(
-                    "METALLIC_BACKEND",
-                    format!("no known backend in {v:?}"),
-                ));
+                return Err(Error::invalid("METALLIC_BACKEND", format!("no known backend in {v:?}")));
             }
         }
         if let Ok(v) = std::env::var("METALLIC_ADAPTER") {
@@ -274,16 +251,10 @@ impl ContextBuilder {
                     "subgroup" | "subgroups" => wgpu::Features::SUBGROUP,
                     "f16" => wgpu::Features::SHADER_F16,
                     "immediates" => wgpu::Features::IMMEDIATES,
-                    "timestamps" => {
-                        wgpu::Features::TIMESTAMP_QUERY
-                            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
-                    }
+                    "timestamps" => wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
                     "coopmat" => wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
                     _ => {
-                        return Err(Error::invalid(
-                            "METALLIC_DISABLE",
-                            format!("unknown feature {name:?}"),
-                        ));
+                        return Err(Error::invalid("METALLIC_DISABLE", format!("unknown feature {name:?}")));
                     }
                 };
             }
@@ -328,10 +299,7 @@ impl ContextBuilder {
         let adapter = choose(candidates, self.adapter.as_deref())?;
         let info = adapter.get_info();
         let mut wanted = WANTED_FEATURES;
-        let unified = matches!(
-            info.device_type,
-            wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu
-        );
+        let unified = matches!(info.device_type, wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu);
         if unified {
             wanted |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
         }
@@ -362,12 +330,8 @@ impl ContextBuilder {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            Error::DeviceRequest {
-                adapter: info.name.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::DeviceRequest { adapter: info.name.clone(), message: e.to_string() })?;
 
         let lost = Arc::new(Mutex::new(None));
         let lost_slot = Arc::clone(&lost);
@@ -380,22 +344,8 @@ impl ContextBuilder {
             lock(&slot).get_or_insert(err);
         }));
 
-        let caps = Capabilities {
-            adapter: info,
-            features,
-            limits,
-            params,
-            unified_memory: unified,
-        };
-        Ok(Context {
-            inner: Arc::new(ContextInner {
-                device,
-                queue,
-                caps,
-                lost,
-                uncaptured,
-            }),
-        })
+        let caps = Capabilities { adapter: info, features, limits, params, unified_memory: unified };
+        Ok(Context { inner: Arc::new(ContextInner { device, queue, caps, lost, uncaptured }) })
     }
 }
 
@@ -422,10 +372,7 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 /// Every adapter wgpu finds on these backends, in the order `METALLIC_ADAPTER` indexes.
 pub fn adapters(backends: wgpu::Backends) -> Vec<wgpu::AdapterInfo> {
     let instance = instance(backends);
-    pollster::block_on(instance.enumerate_adapters(backends))
-        .iter()
-        .map(wgpu::Adapter::get_info)
-        .collect()
+    pollster::block_on(instance.enumerate_adapters(backends)).iter().map(wgpu::Adapter::get_info).collect()
 }
 
 /// Rank of a device type: lower is preferred (high-performance first).
@@ -443,10 +390,7 @@ fn choose(candidates: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<wgpu
     let hint = "install a Vulkan driver (on Debian: `apt-get install mesa-vulkan-drivers libvulkan1` \
                 gives the software adapter lavapipe), or check METALLIC_BACKEND / METALLIC_ADAPTER";
     if candidates.is_empty() {
-        return Err(Error::NoAdapter {
-            requested: selector.map(str::to_string),
-            hint: hint.to_string(),
-        });
+        return Err(Error::NoAdapter { requested: selector.map(str::to_string), hint: hint.to_string() });
     }
     let found = candidates.len();
     let names: Vec<String> = candidates.iter().map(|a| a.get_info().name).collect();
@@ -455,14 +399,10 @@ fn choose(candidates: Vec<wgpu::Adapter>, selector: Option<&str>) -> Result<wgpu
             Ok(i) => candidates.into_iter().nth(i),
             Err(_) => {
                 let needle = sel.to_lowercase();
-                candidates
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+                candidates.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&needle))
             }
         },
-        None => candidates
-            .into_iter()
-            .min_by_key(|a| preference(a.get_info().device_type)),
+        None => candidates.into_iter().min_by_key(|a| preference(a.get_info().device_type)),
     };
     picked.ok_or_else(|| Error::NoAdapter {
         requested: selector.map(str::to_string),

@@ -34,9 +34,7 @@ pub enum Error {
         message: String,
     },
     /// A buffer larger than the device allows was asked for.
-    #[error(
-        "buffer allocation of {requested} bytes exceeds the device limit of {limit} bytes ({what})"
-    )]
+    #[error("buffer allocation of {requested} bytes exceeds the device limit of {limit} bytes ({what})")]
     BufferAllocation {
         /// Bytes requested.
         requested: u64,
@@ -60,14 +58,14 @@ pub enum Error {
         message: String,
     },
     /// Two shapes that must agree do not.
-    #[error("shape mismatch in {op}: {lhs} vs {rhs}")]
+    #[error("shape mismatch in {op}: {lhs:?} vs {rhs:?}")]
     ShapeMismatch {
         /// The operation.
         op: &'static str,
-        /// The first shape.
-        lhs: Shape,
-        /// The second shape.
-        rhs: Shape,
+        /// The first shape's dimensions.
+        lhs: Vec<usize>,
+        /// The second shape's dimensions.
+        rhs: Vec<usize>,
     },
     /// A dtype that is not the expected one.
     #[error("dtype mismatch in {op}: expected {expected}, got {got}")]
@@ -147,16 +145,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn invalid(op: &'static str, message: impl Into<String>) -> Self {
-        Error::InvalidArgument {
-            op,
-            message: message.into(),
-        }
+        Error::InvalidArgument { op, message: message.into() }
+    }
+
+    pub(crate) fn mismatch(op: &'static str, lhs: Shape, rhs: Shape) -> Self {
+        Error::ShapeMismatch { op, lhs: lhs.dims().to_vec(), rhs: rhs.dims().to_vec() }
     }
 
     pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
-        Error::InvalidShape {
-            op,
-            message: message.into(),
-        }
+        Error::InvalidShape { op, message: message.into() }
     }
 }

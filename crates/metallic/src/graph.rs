@@ -12,7 +12,7 @@ use crate::tensor::{DType, IntoShape, Tensor};
 /// tensors allocated once, and named outputs. [`forward`](Self::forward) copies the inputs in,
 /// runs every operation and copies the outputs out, all in one command buffer.
 ///
-/// ```no_run
+/// ```
 /// use metallic::{kernels::elementwise::{Binary, BinaryOp}, DType, Graph, Runtime, Tensor};
 /// let rt = Runtime::new()?;
 /// let mut g = Graph::new(&rt);
@@ -36,21 +36,13 @@ pub struct Graph {
 impl Graph {
     /// An empty graph on `rt`.
     pub fn new(rt: &Runtime) -> Self {
-        Graph {
-            rt: rt.clone(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            ops: Vec::new(),
-        }
+        Graph { rt: rt.clone(), inputs: Vec::new(), outputs: Vec::new(), ops: Vec::new() }
     }
 
     /// Declares input `name` and returns its slot, for building the operations that read it.
     pub fn input(&mut self, name: &str, shape: impl IntoShape, dtype: DType) -> Result<Tensor> {
         if self.inputs.iter().any(|(n, _)| n == name) {
-            return Err(Error::invalid(
-                "Graph::input",
-                format!("input {name:?} declared twice"),
-            ));
+            return Err(Error::invalid("Graph::input", format!("input {name:?} declared twice")));
         }
         let slot = Tensor::empty(&self.rt, shape, dtype)?;
         self.inputs.push((name.to_string(), slot.clone()));
@@ -67,16 +59,10 @@ impl Graph {
     /// Declares `tensor` as output `name`.
     pub fn output(&mut self, name: &str, tensor: &Tensor) -> Result<()> {
         if self.outputs.iter().any(|(n, _)| n == name) {
-            return Err(Error::invalid(
-                "Graph::output",
-                format!("output {name:?} declared twice"),
-            ));
+            return Err(Error::invalid("Graph::output", format!("output {name:?} declared twice")));
         }
         if !tensor.runtime().same(&self.rt) {
-            return Err(Error::invalid(
-                "Graph::output",
-                "tensor belongs to another runtime",
-            ));
+            return Err(Error::invalid("Graph::output", "tensor belongs to another runtime"));
         }
         self.outputs.push((name.to_string(), tensor.clone()));
         Ok(())
@@ -96,27 +82,17 @@ impl Graph {
     /// and returns fresh copies of the outputs. One command buffer, submitted before return.
     pub fn forward(&mut self, inputs: &[(&str, &Tensor)]) -> Result<HashMap<String, Tensor>> {
         let op = "Graph::forward";
-        if let Some((name, _)) = inputs
-            .iter()
-            .find(|(n, _)| !self.inputs.iter().any(|(m, _)| m == n))
-        {
+        if let Some((name, _)) = inputs.iter().find(|(n, _)| !self.inputs.iter().any(|(m, _)| m == n)) {
             return Err(Error::invalid(op, format!("unknown input {name:?}")));
         }
         let mut cb = self.rt.command_buffer()?;
         for (name, slot) in &self.inputs {
             let mut given = inputs.iter().filter(|(n, _)| n == name);
             let (Some((_, value)), None) = (given.next(), given.next()) else {
-                return Err(Error::invalid(
-                    op,
-                    format!("input {name:?} must be given exactly once"),
-                ));
+                return Err(Error::invalid(op, format!("input {name:?} must be given exactly once")));
             };
             if value.shape() != slot.shape() {
-                return Err(Error::ShapeMismatch {
-                    op,
-                    lhs: slot.shape(),
-                    rhs: value.shape(),
-                });
+                return Err(Error::mismatch(op, slot.shape(), value.shape()));
             }
             cb.record(&CopyOp::new(value, slot)?)?;
         }
@@ -137,14 +113,8 @@ impl Graph {
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")
-            .field(
-                "inputs",
-                &self.inputs.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field(
-                "outputs",
-                &self.outputs.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
+            .field("inputs", &self.inputs.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("outputs", &self.outputs.iter().map(|(n, _)| n).collect::<Vec<_>>())
             .field("ops", &self.ops.len())
             .finish()
     }

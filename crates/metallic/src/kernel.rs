@@ -76,11 +76,7 @@ impl Overrides {
 impl PartialEq for Overrides {
     fn eq(&self, other: &Self) -> bool {
         self.len == other.len
-            && self
-                .as_slice()
-                .iter()
-                .zip(other.as_slice())
-                .all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits())
+            && self.as_slice().iter().zip(other.as_slice()).all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits())
     }
 }
 impl Eq for Overrides {}
@@ -96,9 +92,7 @@ impl Hash for Overrides {
 
 impl fmt::Debug for Overrides {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.as_slice().iter().map(|(k, v)| (k, v)))
-            .finish()
+        f.debug_map().entries(self.as_slice().iter().map(|(k, v)| (k, v))).finish()
     }
 }
 
@@ -155,19 +149,12 @@ impl fmt::Debug for PipelineKey {
 /// assert!(text.contains("var<immediate> params: Params;"));
 /// ```
 pub fn compose_source(source: &str, dtype: DType, params: ParamMode) -> String {
-    let enable = if dtype == DType::F16 {
-        "enable f16;\n"
-    } else {
-        ""
-    };
+    let enable = if dtype == DType::F16 { "enable f16;\n" } else { "" };
     let declaration = match params {
         ParamMode::Immediates => "var<immediate> params: Params;",
         ParamMode::Uniform => "@group(1) @binding(0) var<uniform> params: Params;",
     };
-    format!(
-        "{enable}alias T = {};\n{PRELUDE}\n{source}\n{declaration}\n",
-        dtype.wgsl()
-    )
+    format!("{enable}alias T = {};\n{PRELUDE}\n{source}\n{declaration}\n", dtype.wgsl())
 }
 
 /// The bind-group layout for `n` read-write storage buffers at group 0.
@@ -189,17 +176,15 @@ impl Cacheable for StorageLayout {
             })
             .collect();
         let (layout, err) = ctx.capture(|| {
-            ctx.device()
-                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("metallic storage"),
-                    entries: &entries,
-                })
+            ctx.device().create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("metallic storage"),
+                entries: &entries,
+            })
         });
         match err {
-            Some(err) => Err(crate::context::gpu_error(
-                err,
-                &format!("creating a layout of {bindings} storage buffers"),
-            )),
+            Some(err) => {
+                Err(crate::context::gpu_error(err, &format!("creating a layout of {bindings} storage buffers")))
+            }
             None => Ok(StorageLayout(layout)),
         }
     }
@@ -214,9 +199,7 @@ pub struct ComputeKernel {
 
 impl fmt::Debug for ComputeKernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ComputeKernel")
-            .field("kernel", &self.kernel.name)
-            .finish_non_exhaustive()
+        f.debug_struct("ComputeKernel").field("kernel", &self.kernel.name).finish_non_exhaustive()
     }
 }
 
@@ -236,60 +219,36 @@ impl Cacheable for ComputeKernel {
         let source = compose_source(kernel.source, key.dtype, key.params);
         let label = format!("{}<{}>", kernel.name, key.dtype);
         let (pipeline, err) = ctx.capture(|| {
-            let module = ctx
-                .device()
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&label),
-                    source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
-                });
-            let layouts = [
-                Some(&storage_layout.0),
-                params_layout.as_ref().map(|l| &l.0),
-            ];
-            let layout = ctx
-                .device()
-                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(&label),
-                    bind_group_layouts: if params_layout.is_some() {
-                        &layouts
-                    } else {
-                        &layouts[..1]
-                    },
-                    immediate_size: if key.params == ParamMode::Immediates {
-                        MAX_PARAMS_BYTES
-                    } else {
-                        0
-                    },
-                });
-            ctx.device()
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&label),
-                    layout: Some(&layout),
-                    module: &module,
-                    entry_point: Some(kernel.entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: key.overrides.as_slice(),
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                })
+            let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
+            });
+            let layouts = [Some(&storage_layout.0), params_layout.as_ref().map(|l| &l.0)];
+            let layout = ctx.device().create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: if params_layout.is_some() { &layouts } else { &layouts[..1] },
+                immediate_size: if key.params == ParamMode::Immediates { MAX_PARAMS_BYTES } else { 0 },
+            });
+            ctx.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: key.overrides.as_slice(),
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
         });
         match err {
-            Some(wgpu::Error::OutOfMemory { .. }) => Err(Error::OutOfMemory {
-                context: format!("compiling kernel `{}`", kernel.name),
-            }),
-            Some(
-                wgpu::Error::Validation { description, .. }
-                | wgpu::Error::Internal { description, .. },
-            ) => Err(Error::ShaderCompilation {
-                kernel: kernel.name.to_string(),
-                message: description,
-            }),
-            None => Ok(ComputeKernel {
-                pipeline,
-                storage_layout,
-                kernel,
-            }),
+            Some(wgpu::Error::OutOfMemory { .. }) => {
+                Err(Error::OutOfMemory { context: format!("compiling kernel `{}`", kernel.name) })
+            }
+            Some(wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. }) => {
+                Err(Error::ShaderCompilation { kernel: kernel.name.to_string(), message: description })
+            }
+            None => Ok(ComputeKernel { pipeline, storage_layout, kernel }),
         }
     }
 }

@@ -12,7 +12,7 @@
 //! - [`Graph`]: a fixed list of operations over named tensors, run in one command buffer;
 //! - [`kernels`]: the op library, one folder per op with its WGSL.
 //!
-//! ```no_run
+//! ```
 //! use metallic::{DType, Runtime, Tensor};
 //!
 //! let rt = Runtime::new()?;

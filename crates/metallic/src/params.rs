@@ -36,21 +36,19 @@ pub(crate) struct ParamsLayout(pub(crate) wgpu::BindGroupLayout);
 impl Cacheable for ParamsLayout {
     type Key = ();
     fn create(_key: &(), ctx: &Context, _cache: &ResourceCache) -> Result<Self> {
-        let layout = ctx
-            .device()
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("metallic params"),
-                entries: &[wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: true,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                }],
-            });
+        let layout = ctx.device().create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("metallic params"),
+            entries: &[wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: None,
+                },
+                count: None,
+            }],
+        });
         Ok(ParamsLayout(layout))
     }
 }
@@ -75,25 +73,16 @@ impl ParamArena {
         layout: &Arc<ParamsLayout>,
         bytes: &[u8],
     ) -> Result<(wgpu::BindGroup, u32)> {
-        let slot = SLOT_BYTES.max(u64::from(
-            ctx.caps().limits.min_uniform_buffer_offset_alignment,
-        ));
-        let needs_block = self
-            .blocks
-            .last()
-            .is_none_or(|b| b.staged.len() as u64 + slot > slot * SLOTS_PER_BLOCK);
+        let slot = SLOT_BYTES.max(u64::from(ctx.caps().limits.min_uniform_buffer_offset_alignment));
+        let needs_block = self.blocks.last().is_none_or(|b| b.staged.len() as u64 + slot > slot * SLOTS_PER_BLOCK);
         if needs_block {
             self.blocks.push(Block::new(ctx, layout, slot)?);
         }
-        let block = self
-            .blocks
-            .last_mut()
-            .ok_or_else(|| Error::invalid("ParamArena", "no block"))?;
+        let block = self.blocks.last_mut().ok_or_else(|| Error::invalid("ParamArena", "no block"))?;
         let offset = block.staged.len();
         block.staged.extend_from_slice(bytes);
         block.staged.resize(offset + slot as usize, 0);
-        let offset =
-            u32::try_from(offset).map_err(|_| Error::invalid("ParamArena", "offset overflow"))?;
+        let offset = u32::try_from(offset).map_err(|_| Error::invalid("ParamArena", "offset overflow"))?;
         Ok((block.bind_group.clone(), offset))
     }
 
@@ -132,10 +121,6 @@ impl Block {
         if let Some(err) = err {
             return Err(gpu_error(err, "allocating the parameter arena"));
         }
-        Ok(Block {
-            buffer,
-            bind_group,
-            staged: Vec::with_capacity((slot * SLOTS_PER_BLOCK) as usize),
-        })
+        Ok(Block { buffer, bind_group, staged: Vec::with_capacity((slot * SLOTS_PER_BLOCK) as usize) })
     }
 }

@@ -31,11 +31,7 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        PoolConfig {
-            chunk_bytes: 64 << 20,
-            limit_bytes: u64::MAX,
-            grow: true,
-        }
+        PoolConfig { chunk_bytes: 64 << 20, limit_bytes: u64::MAX, grow: true }
     }
 }
 
@@ -56,14 +52,15 @@ pub struct PoolStats {
 
 /// Sub-allocates GPU memory from large buffers. Cheap to clone (shared); `Send + Sync`.
 ///
-/// ```no_run
+/// ```
 /// use metallic::{Context, MemoryPool, PoolConfig};
 /// let ctx = Context::new()?;
 /// let pool = MemoryPool::new(&ctx, PoolConfig::default());
 /// let a = pool.alloc(1000)?;
 /// let b = pool.alloc(1000)?;
-/// assert!(std::ptr::eq(a.buffer(), a.buffer()));
+/// assert_eq!(a.buffer(), b.buffer()); // both regions of one chunk
 /// assert_ne!(a.offset(), b.offset());
+/// assert_eq!(a.offset() % pool.alignment(), 0);
 /// drop(a); // its region is reused by the next allocation that fits
 /// # Ok::<(), metallic::Error>(())
 /// ```
@@ -111,12 +108,7 @@ struct Lease {
 impl Allocation {
     /// Wraps `size` bytes of `buffer` from `offset`; nothing is freed on drop.
     pub(crate) fn external(buffer: wgpu::Buffer, offset: u64, size: u64) -> Self {
-        Allocation {
-            buffer,
-            offset,
-            size,
-            lease: None,
-        }
+        Allocation { buffer, offset, size, lease: None }
     }
 
     /// The GPU buffer holding the region.
@@ -158,18 +150,8 @@ impl MemoryPool {
     pub fn new(ctx: &Context, config: PoolConfig) -> Self {
         let alignment = ctx.caps().storage_alignment();
         let max = ctx.caps().limits.max_buffer_size;
-        let config = PoolConfig {
-            chunk_bytes: config.chunk_bytes.clamp(alignment, max),
-            ..config
-        };
-        MemoryPool {
-            inner: Arc::new(PoolInner {
-                ctx: ctx.clone(),
-                config,
-                alignment,
-                state: Mutex::default(),
-            }),
-        }
+        let config = PoolConfig { chunk_bytes: config.chunk_bytes.clamp(alignment, max), ..config };
+        MemoryPool { inner: Arc::new(PoolInner { ctx: ctx.clone(), config, alignment, state: Mutex::default() }) }
     }
 
     /// The configuration in force (chunk size clamped to the device).
@@ -186,14 +168,11 @@ impl MemoryPool {
     /// at least one alignment unit). Its contents are unspecified.
     pub fn alloc(&self, bytes: u64) -> Result<Allocation> {
         let inner = &self.inner;
-        let size = bytes
-            .max(1)
-            .checked_next_multiple_of(inner.alignment)
-            .ok_or(Error::BufferAllocation {
-                requested: bytes,
-                limit: inner.ctx.caps().limits.max_buffer_size,
-                what: "max_buffer_size",
-            })?;
+        let size = bytes.max(1).checked_next_multiple_of(inner.alignment).ok_or(Error::BufferAllocation {
+            requested: bytes,
+            limit: inner.ctx.caps().limits.max_buffer_size,
+            what: "max_buffer_size",
+        })?;
         let mut state = lock(&inner.state);
         if let Some((chunk, offset)) = state.best_fit(size) {
             return state.take(inner, chunk, offset, size);
@@ -223,9 +202,7 @@ impl MemoryPool {
     pub fn trim(&self) -> u64 {
         let mut state = lock(&self.inner.state);
         let before = state.stats.reserved_bytes;
-        state
-            .chunks
-            .retain(|c| !(c.free.len() == 1 && c.free.get(&0) == Some(&c.size)));
+        state.chunks.retain(|c| !(c.free.len() == 1 && c.free.get(&0) == Some(&c.size)));
         state.stats.reserved_bytes = state.chunks.iter().map(|c| c.size).sum();
         state.stats.chunks = state.chunks.len();
         before - state.stats.reserved_bytes
@@ -244,10 +221,7 @@ impl MemoryPool {
 
 impl fmt::Debug for MemoryPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryPool")
-            .field("config", &self.inner.config)
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("MemoryPool").field("config", &self.inner.config).field("stats", &self.stats()).finish()
     }
 }
 
@@ -264,18 +238,10 @@ impl PoolState {
     }
 
     /// Cuts `size` bytes at `offset` out of chunk `index`'s free range starting there.
-    fn take(
-        &mut self,
-        inner: &Arc<PoolInner>,
-        index: usize,
-        offset: u64,
-        size: u64,
-    ) -> Result<Allocation> {
+    fn take(&mut self, inner: &Arc<PoolInner>, index: usize, offset: u64, size: u64) -> Result<Allocation> {
         // `index` comes from `best_fit` or `add_chunk` under the same lock.
-        let chunk = self
-            .chunks
-            .get_mut(index)
-            .ok_or_else(|| Error::invalid("MemoryPool", "chunk index out of range"))?;
+        let chunk =
+            self.chunks.get_mut(index).ok_or_else(|| Error::invalid("MemoryPool", "chunk index out of range"))?;
         if let Some(len) = chunk.free.remove(&offset)
             && len > size
         {
@@ -285,52 +251,30 @@ impl PoolState {
         stats.used_bytes += size;
         stats.peak_used_bytes = stats.peak_used_bytes.max(stats.used_bytes);
         stats.allocations += 1;
-        let lease = Lease {
-            pool: Arc::clone(inner),
-            chunk: chunk.id,
-        };
-        Ok(Allocation {
-            buffer: chunk.buffer.clone(),
-            offset,
-            size,
-            lease: Some(lease),
-        })
+        let lease = Lease { pool: Arc::clone(inner), chunk: chunk.id };
+        Ok(Allocation { buffer: chunk.buffer.clone(), offset, size, lease: Some(lease) })
     }
 
     fn add_chunk(&mut self, inner: &PoolInner, size: u64) -> Result<usize> {
         let ctx = &inner.ctx;
         let max = ctx.caps().limits.max_buffer_size;
         if size > max {
-            return Err(Error::BufferAllocation {
-                requested: size,
-                limit: max,
-                what: "max_buffer_size",
-            });
+            return Err(Error::BufferAllocation { requested: size, limit: max, what: "max_buffer_size" });
         }
         let (buffer, err) = ctx.capture(|| {
             ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("metallic pool chunk"),
                 size,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         });
         if let Some(err) = err {
-            return Err(gpu_error(
-                err,
-                &format!("allocating a {size}-byte pool chunk"),
-            ));
+            return Err(gpu_error(err, &format!("allocating a {size}-byte pool chunk")));
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.chunks.push(Chunk {
-            id,
-            buffer,
-            size,
-            free: BTreeMap::from([(0, size)]),
-        });
+        self.chunks.push(Chunk { id, buffer, size, free: BTreeMap::from([(0, size)]) });
         self.stats.reserved_bytes += size;
         self.stats.chunks = self.chunks.len();
         Ok(self.chunks.len() - 1)

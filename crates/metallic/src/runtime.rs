@@ -19,7 +19,7 @@ pub const FLUSH_EVERY: usize = 128;
 /// buffer, which is submitted every [`FLUSH_EVERY`] operations and whenever the host reads or
 /// writes tensor data. Cheap to clone (shared); `Send + Sync`.
 ///
-/// ```no_run
+/// ```
 /// use metallic::{Runtime, Tensor};
 /// let rt = Runtime::new()?;
 /// let x = Tensor::arange(&rt, 0.0, 4.0, 1.0, metallic::DType::F32)?;
@@ -47,30 +47,17 @@ impl Runtime {
 
     /// A runtime on `ctx` with a fresh cache and a default pool.
     pub fn with_context(ctx: &Context) -> Result<Self> {
-        Self::from_parts(
-            ResourceCache::new(ctx),
-            MemoryPool::new(ctx, PoolConfig::default()),
-        )
+        Self::from_parts(ResourceCache::new(ctx), MemoryPool::new(ctx, PoolConfig::default()))
     }
 
     /// A runtime over an existing cache and pool (which must share a device).
     pub fn from_parts(cache: ResourceCache, pool: MemoryPool) -> Result<Self> {
         let ctx = cache.context().clone();
         if !pool.context().same_device(&ctx) {
-            return Err(Error::invalid(
-                "Runtime::from_parts",
-                "cache and pool belong to different devices",
-            ));
+            return Err(Error::invalid("Runtime::from_parts", "cache and pool belong to different devices"));
         }
         let pending = Mutex::new(CommandBuffer::new(&ctx, &cache)?);
-        Ok(Runtime {
-            inner: Arc::new(RuntimeInner {
-                ctx,
-                cache,
-                pool,
-                pending,
-            }),
-        })
+        Ok(Runtime { inner: Arc::new(RuntimeInner { ctx, cache, pool, pending }) })
     }
 
     /// The context.
@@ -122,12 +109,7 @@ impl Runtime {
     }
 
     /// Reads `len` bytes of `buffer` from `offset`, after all work recorded so far.
-    pub(crate) fn read_bytes(
-        &self,
-        buffer: &wgpu::Buffer,
-        offset: u64,
-        len: u64,
-    ) -> Result<Vec<u8>> {
+    pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -136,11 +118,7 @@ impl Runtime {
         if end > buffer.size() {
             return Err(Error::invalid(
                 "read",
-                format!(
-                    "bytes {offset}..{} outside a {}-byte buffer",
-                    offset + len,
-                    buffer.size()
-                ),
+                format!("bytes {offset}..{} outside a {}-byte buffer", offset + len, buffer.size()),
             ));
         }
         let ctx = &self.inner.ctx;
@@ -163,35 +141,22 @@ impl Runtime {
         });
         ctx.wait_for(submission)?;
         rx.recv()
-            .map_err(|_| Error::BufferMap {
-                message: "the map callback never ran".into(),
-            })?
-            .map_err(|e| Error::BufferMap {
-                message: e.to_string(),
-            })?;
+            .map_err(|_| Error::BufferMap { message: "the map callback never ran".into() })?
+            .map_err(|e| Error::BufferMap { message: e.to_string() })?;
         let bytes = {
-            let view = staging.get_mapped_range(..).map_err(|e| Error::BufferMap {
-                message: e.to_string(),
-            })?;
+            let view = staging.get_mapped_range(..).map_err(|e| Error::BufferMap { message: e.to_string() })?;
             let skip = (offset - start) as usize;
             view.get(skip..skip + len as usize).map(<[u8]>::to_vec)
         };
         staging.unmap();
-        bytes.ok_or_else(|| Error::BufferMap {
-            message: "mapped range shorter than requested".into(),
-        })
+        bytes.ok_or_else(|| Error::BufferMap { message: "mapped range shorter than requested".into() })
     }
 
     /// Writes `data` into `buffer` at `offset`, ordered after all work recorded so far.
-    pub(crate) fn write_bytes(
-        &self,
-        buffer: &wgpu::Buffer,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<()> {
+    pub(crate) fn write_bytes(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
         self.flush()?;
         let len = data.len() as u64;
-        if offset % 4 == 0 && len % 4 == 0 {
+        if offset.is_multiple_of(4) && len.is_multiple_of(4) {
             self.inner.ctx.queue().write_buffer(buffer, offset, data);
             return Ok(());
         }

@@ -15,11 +15,7 @@ use crate::tensor::Tensor;
 /// Fails unless every tensor lives on the first one's device.
 pub(crate) fn check_same_device(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
     match tensors.split_first() {
-        Some((first, rest))
-            if rest
-                .iter()
-                .any(|t| !t.context().same_device(first.context())) =>
-        {
+        Some((first, rest)) if rest.iter().any(|t| !t.context().same_device(first.context())) => {
             Err(Error::invalid(op, "tensors live on different devices"))
         }
         _ => Ok(()),
@@ -28,15 +24,7 @@ pub(crate) fn check_same_device(op: &'static str, tensors: &[&Tensor]) -> Result
 
 /// Fails unless `t` has `want`'s dtype.
 pub(crate) fn check_dtype(op: &'static str, want: crate::DType, t: &Tensor) -> Result<()> {
-    if t.dtype() == want {
-        Ok(())
-    } else {
-        Err(Error::DTypeMismatch {
-            op,
-            expected: want,
-            got: t.dtype(),
-        })
-    }
+    if t.dtype() == want { Ok(()) } else { Err(Error::DTypeMismatch { op, expected: want, got: t.dtype() }) }
 }
 
 /// Fails unless `t` has a float dtype.
@@ -44,11 +32,7 @@ pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype().is_float() {
         Ok(())
     } else {
-        Err(Error::DTypeMismatch {
-            op,
-            expected: crate::DType::F32,
-            got: t.dtype(),
-        })
+        Err(Error::DTypeMismatch { op, expected: crate::DType::F32, got: t.dtype() })
     }
 }
 

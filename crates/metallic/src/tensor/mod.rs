@@ -25,7 +25,7 @@ use crate::runtime::Runtime;
 /// [`Runtime`]'s implicit command buffer; reading data back ([`to_vec`](Self::to_vec))
 /// submits it and waits.
 ///
-/// ```no_run
+/// ```
 /// use metallic::{DType, Runtime, Tensor};
 /// let rt = Runtime::new()?;
 /// let a = Tensor::from_slice(&rt, [2, 2], &[1.0f32, 2.0, 3.0, 4.0])?;
@@ -52,18 +52,10 @@ impl Tensor {
         let bytes = shape
             .numel()
             .checked_mul(dtype.size_in_bytes())
-            .ok_or_else(|| {
-                Error::shape("Tensor::empty", format!("{shape} of {dtype} overflows"))
-            })?;
+            .ok_or_else(|| Error::shape("Tensor::empty", format!("{shape} of {dtype} overflows")))?;
         let storage = Arc::new(rt.pool().alloc(bytes as u64)?);
         let offset = storage.offset();
-        Ok(Tensor {
-            rt: rt.clone(),
-            storage,
-            offset,
-            shape,
-            dtype,
-        })
+        Ok(Tensor { rt: rt.clone(), storage, offset, shape, dtype })
     }
 
     /// A tensor with every element `value` (converted to `dtype`).
@@ -100,10 +92,7 @@ impl Tensor {
     pub fn arange(rt: &Runtime, start: f32, end: f32, step: f32, dtype: DType) -> Result<Self> {
         let count = ((end - start) / step).ceil();
         if !count.is_finite() || step == 0.0 || count < 0.0 || count > u32::MAX as f32 {
-            return Err(Error::invalid(
-                "Tensor::arange",
-                format!("no sequence from {start} to {end} by {step}"),
-            ));
+            return Err(Error::invalid("Tensor::arange", format!("no sequence from {start} to {end} by {step}")));
         }
         let t = Self::empty(rt, [count as usize], dtype)?;
         rt.record(&Fill::new(&t, start, step)?)?;
@@ -136,45 +125,26 @@ impl Tensor {
     ) -> Result<Self> {
         let shape = shape.into_shape()?;
         let op = "Tensor::from_existing_buffer";
-        let needed = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_SRC
-            | wgpu::BufferUsages::COPY_DST;
+        let needed = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         if !buffer.usage().contains(needed) {
-            return Err(Error::invalid(
-                op,
-                format!("buffer usage {:?} lacks {needed:?}", buffer.usage()),
-            ));
+            return Err(Error::invalid(op, format!("buffer usage {:?} lacks {needed:?}", buffer.usage())));
         }
-        if byte_offset % dtype.size_in_bytes() as u64 != 0 || buffer.size() % 4 != 0 {
+        if !byte_offset.is_multiple_of(dtype.size_in_bytes() as u64) || !buffer.size().is_multiple_of(4) {
             return Err(Error::invalid(
                 op,
-                format!(
-                    "offset {byte_offset} not aligned to {dtype}, or buffer size not a multiple of 4"
-                ),
+                format!("offset {byte_offset} not aligned to {dtype}, or buffer size not a multiple of 4"),
             ));
         }
         let bytes = (shape.numel() * dtype.size_in_bytes()) as u64;
-        if byte_offset
-            .checked_add(bytes)
-            .is_none_or(|end| end > buffer.size())
-        {
+        if byte_offset.checked_add(bytes).is_none_or(|end| end > buffer.size()) {
             return Err(Error::invalid(
                 op,
-                format!(
-                    "{shape} of {dtype} at byte {byte_offset} exceeds the {}-byte buffer",
-                    buffer.size()
-                ),
+                format!("{shape} of {dtype} at byte {byte_offset} exceeds the {}-byte buffer", buffer.size()),
             ));
         }
         let size = buffer.size() - byte_offset;
         let storage = Arc::new(Allocation::external(buffer, byte_offset, size));
-        Ok(Tensor {
-            rt: rt.clone(),
-            storage,
-            offset: byte_offset,
-            shape,
-            dtype,
-        })
+        Ok(Tensor { rt: rt.clone(), storage, offset: byte_offset, shape, dtype })
     }
 
     /// A tensor like `self` with unspecified contents.
@@ -207,39 +177,20 @@ impl Tensor {
     /// Overwrites this tensor's data with `data` from the host, after all recorded work.
     pub fn write<T: Element>(&self, data: &[T]) -> Result<()> {
         if T::DTYPE != self.dtype {
-            return Err(Error::DTypeMismatch {
-                op: "Tensor::write",
-                expected: self.dtype,
-                got: T::DTYPE,
-            });
+            return Err(Error::DTypeMismatch { op: "Tensor::write", expected: self.dtype, got: T::DTYPE });
         }
         if data.len() != self.numel() {
-            return Err(Error::invalid(
-                "Tensor::write",
-                format!("{} values for shape {}", data.len(), self.shape),
-            ));
+            return Err(Error::invalid("Tensor::write", format!("{} values for shape {}", data.len(), self.shape)));
         }
-        self.rt.write_bytes(
-            self.storage.buffer(),
-            self.offset,
-            bytemuck::cast_slice(data),
-        )
+        self.rt.write_bytes(self.storage.buffer(), self.offset, bytemuck::cast_slice(data))
     }
 
     /// Copies the data to the host (submits pending work and waits for it).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype {
-            return Err(Error::DTypeMismatch {
-                op: "Tensor::to_vec",
-                expected: self.dtype,
-                got: T::DTYPE,
-            });
+            return Err(Error::DTypeMismatch { op: "Tensor::to_vec", expected: self.dtype, got: T::DTYPE });
         }
-        let bytes = self.rt.read_bytes(
-            self.storage.buffer(),
-            self.offset,
-            self.size_in_bytes() as u64,
-        )?;
+        let bytes = self.rt.read_bytes(self.storage.buffer(), self.offset, self.size_in_bytes() as u64)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
@@ -247,16 +198,8 @@ impl Tensor {
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         match self.dtype {
             DType::F32 => self.to_vec::<f32>(),
-            DType::F16 => Ok(self
-                .to_vec::<half::f16>()?
-                .into_iter()
-                .map(half::f16::to_f32)
-                .collect()),
-            DType::U32 => Ok(self
-                .to_vec::<u32>()?
-                .into_iter()
-                .map(Element::to_f32)
-                .collect()),
+            DType::F16 => Ok(self.to_vec::<half::f16>()?.into_iter().map(half::f16::to_f32).collect()),
+            DType::U32 => Ok(self.to_vec::<u32>()?.into_iter().map(Element::to_f32).collect()),
         }
     }
 
@@ -264,16 +207,9 @@ impl Tensor {
     pub fn reshape(&self, shape: impl IntoShape) -> Result<Self> {
         let shape = shape.into_shape()?;
         if shape.numel() != self.numel() {
-            return Err(Error::ShapeMismatch {
-                op: "reshape",
-                lhs: self.shape,
-                rhs: shape,
-            });
+            return Err(Error::mismatch("reshape", self.shape, shape));
         }
-        Ok(Tensor {
-            shape,
-            ..self.clone()
-        })
+        Ok(Tensor { shape, ..self.clone() })
     }
 
     /// The same data as one dimension.
@@ -287,11 +223,7 @@ impl Tensor {
         if start.checked_add(len).is_none_or(|end| end > rows) {
             return Err(Error::invalid(
                 "narrow",
-                format!(
-                    "rows {start}..{} of shape {}",
-                    start.saturating_add(len),
-                    self.shape
-                ),
+                format!("rows {start}..{} of shape {}", start.saturating_add(len), self.shape),
             ));
         }
         let mut dims = self.shape.dims().to_vec();
@@ -299,11 +231,7 @@ impl Tensor {
             *first = len;
         }
         let row_bytes = (self.numel() / rows.max(1) * self.dtype.size_in_bytes()) as u64;
-        Ok(Tensor {
-            shape: Shape::new(&dims)?,
-            offset: self.offset + start as u64 * row_bytes,
-            ..self.clone()
-        })
+        Ok(Tensor { shape: Shape::new(&dims)?, offset: self.offset + start as u64 * row_bytes, ..self.clone() })
     }
 
     /// Item `i` of dimension 0, with that dimension removed, sharing this tensor's buffer.

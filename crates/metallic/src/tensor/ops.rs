@@ -12,21 +12,16 @@ use crate::kernels::elementwise::{Binary, BinaryOp};
 impl Tensor {
     fn binary(&self, op: BinaryOp, other: &Tensor) -> Result<Tensor> {
         if !self.runtime().same(other.runtime()) {
-            return Err(Error::invalid(
-                "binary",
-                "tensors belong to different runtimes",
-            ));
+            return Err(Error::invalid("binary", "tensors belong to different runtimes"));
         }
         let out = self.empty_like()?;
-        self.runtime()
-            .record(&Binary::new(op, self, other, &out)?)?;
+        self.runtime().record(&Binary::new(op, self, other, &out)?)?;
         Ok(out)
     }
 
     fn binary_scalar(&self, op: BinaryOp, value: f32) -> Result<Tensor> {
         let out = self.empty_like()?;
-        self.runtime()
-            .record(&Binary::scalar(op, self, value, &out)?)?;
+        self.runtime().record(&Binary::scalar(op, self, value, &out)?)?;
         Ok(out)
     }
 
@@ -83,8 +78,7 @@ impl Tensor {
     /// `value - self`.
     pub fn rsub_scalar(&self, value: f32) -> Result<Tensor> {
         let out = self.empty_like()?;
-        self.runtime()
-            .record(&Binary::scalar_first(BinaryOp::Sub, value, self, &out)?)?;
+        self.runtime().record(&Binary::scalar_first(BinaryOp::Sub, value, self, &out)?)?;
         Ok(out)
     }
 

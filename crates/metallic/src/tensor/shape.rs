@@ -31,25 +31,17 @@ impl Shape {
         if dims.len() > MAX_DIMS {
             return Err(Error::shape(
                 "Shape::new",
-                format!(
-                    "{} dimensions given, at most {MAX_DIMS} supported",
-                    dims.len()
-                ),
+                format!("{} dimensions given, at most {MAX_DIMS} supported", dims.len()),
             ));
         }
         let mut out = [0usize; MAX_DIMS];
         for (slot, &d) in out.iter_mut().zip(dims) {
             *slot = d;
         }
-        let shape = Shape {
-            dims: out,
-            rank: dims.len() as u8,
-        };
+        let shape = Shape { dims: out, rank: dims.len() as u8 };
         dims.iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| {
-                Error::shape("Shape::new", format!("element count of {shape} overflows"))
-            })?;
+            .ok_or_else(|| Error::shape("Shape::new", format!("element count of {shape} overflows")))?;
         Ok(shape)
     }
 
@@ -76,17 +68,15 @@ impl Shape {
             *stride = acc;
             acc = acc.saturating_mul(dim);
         }
-        Strides {
-            strides,
-            rank: self.rank,
-        }
+        Strides { strides, rank: self.rank }
     }
 
     /// Size of dimension `i`, or an error naming `op` if out of range.
     pub fn dim(&self, i: usize, op: &'static str) -> Result<usize> {
-        self.dims().get(i).copied().ok_or_else(|| {
-            Error::invalid(op, format!("dimension {i} out of range for shape {self}"))
-        })
+        self.dims()
+            .get(i)
+            .copied()
+            .ok_or_else(|| Error::invalid(op, format!("dimension {i} out of range for shape {self}")))
     }
 
     /// Whether `other`'s dimensions equal the trailing dimensions of `self`

@@ -7,12 +7,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_dtype, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static COPY: Kernel = Kernel {
-    name: "copy",
-    source: include_str!("copy.wgsl"),
-    entry: "main",
-    bindings: 2,
-};
+static COPY: Kernel = Kernel { name: "copy", source: include_str!("copy.wgsl"), entry: "main", bindings: 2 };
 
 /// `dst = src` element by element; shapes may differ if the element counts agree.
 #[derive(Debug, Clone)]
@@ -32,10 +27,7 @@ struct Params {
 impl Copy {
     /// Copies `src` into `dst`.
     pub fn new(src: &Tensor, dst: &Tensor) -> Result<Self> {
-        let this = Copy {
-            src: src.clone(),
-            dst: dst.clone(),
-        };
+        let this = Copy { src: src.clone(), dst: dst.clone() };
         this.validate()?;
         Ok(this)
     }
@@ -51,11 +43,7 @@ impl Operation for Copy {
         check_dtype(op, self.src.dtype(), &self.dst)?;
         check_same_device(op, &[&self.src, &self.dst])?;
         if self.src.numel() != self.dst.numel() {
-            return Err(Error::ShapeMismatch {
-                op,
-                lhs: self.src.shape(),
-                rhs: self.dst.shape(),
-            });
+            return Err(Error::mismatch(op, self.src.shape(), self.dst.shape()));
         }
         count_u32(op, self.src.numel()).map(|_| ())
     }
@@ -64,23 +52,12 @@ impl Operation for Copy {
         let n = count_u32(self.name(), self.src.numel())?;
         let src = encoder.bind(&self.src)?;
         let dst = encoder.bind(&self.dst)?;
-        let params = Params {
-            n,
-            src_off: src.elem_offset(),
-            dst_off: dst.elem_offset(),
-        };
+        let params = Params { n, src_off: src.elem_offset(), dst_off: dst.elem_offset() };
         let workgroups = encoder.linear_grid(n as usize, LINEAR_WG)?;
         let overrides = Overrides::new(&[("WG", f64::from(LINEAR_WG))])?;
         encoder.dispatch(
             cache,
-            Dispatch {
-                kernel: &COPY,
-                dtype: self.src.dtype(),
-                overrides,
-                bindings: &[&src, &dst],
-                params,
-                workgroups,
-            },
+            Dispatch { kernel: &COPY, dtype: self.src.dtype(), overrides, bindings: &[&src, &dst], params, workgroups },
         )
     }
 }

@@ -7,12 +7,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static BINARY: Kernel = Kernel {
-    name: "binary",
-    source: include_str!("binary.wgsl"),
-    entry: "main",
-    bindings: 3,
-};
+static BINARY: Kernel = Kernel { name: "binary", source: include_str!("binary.wgsl"), entry: "main", bindings: 3 };
 
 /// The arithmetic an element-wise [`Binary`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,42 +86,21 @@ struct Params {
 impl Binary {
     /// `out = op(a, b)`; `b`'s shape must be a suffix of `a`'s, `out`'s equal to `a`'s.
     pub fn new(op: BinaryOp, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<Self> {
-        let this = Binary {
-            op,
-            a: a.clone(),
-            b: Operand::Tensor(b.clone()),
-            out: out.clone(),
-        };
+        let this = Binary { op, a: a.clone(), b: Operand::Tensor(b.clone()), out: out.clone() };
         this.validate()?;
         Ok(this)
     }
 
     /// `out = op(a, value)`.
     pub fn scalar(op: BinaryOp, a: &Tensor, value: f32, out: &Tensor) -> Result<Self> {
-        let this = Binary {
-            op,
-            a: a.clone(),
-            b: Operand::Scalar {
-                value,
-                swapped: false,
-            },
-            out: out.clone(),
-        };
+        let this = Binary { op, a: a.clone(), b: Operand::Scalar { value, swapped: false }, out: out.clone() };
         this.validate()?;
         Ok(this)
     }
 
     /// `out = op(value, a)` (for `value - a`, `value / a`).
     pub fn scalar_first(op: BinaryOp, value: f32, a: &Tensor, out: &Tensor) -> Result<Self> {
-        let this = Binary {
-            op,
-            a: a.clone(),
-            b: Operand::Scalar {
-                value,
-                swapped: true,
-            },
-            out: out.clone(),
-        };
+        let this = Binary { op, a: a.clone(), b: Operand::Scalar { value, swapped: true }, out: out.clone() };
         this.validate()?;
         Ok(this)
     }
@@ -143,21 +117,13 @@ impl Operation for Binary {
         check_dtype(op, self.a.dtype(), &self.out)?;
         check_same_device(op, &[&self.a, &self.out])?;
         if self.out.shape() != self.a.shape() {
-            return Err(Error::ShapeMismatch {
-                op,
-                lhs: self.a.shape(),
-                rhs: self.out.shape(),
-            });
+            return Err(Error::mismatch(op, self.a.shape(), self.out.shape()));
         }
         if let Operand::Tensor(b) = &self.b {
             check_dtype(op, self.a.dtype(), b)?;
             check_same_device(op, &[&self.a, b])?;
             if !self.a.shape().ends_with(&b.shape()) || (b.numel() == 0 && self.a.numel() != 0) {
-                return Err(Error::ShapeMismatch {
-                    op,
-                    lhs: self.a.shape(),
-                    rhs: b.shape(),
-                });
+                return Err(Error::mismatch(op, self.a.shape(), b.shape()));
             }
         }
         count_u32(op, self.a.numel()).map(|_| ())
@@ -168,23 +134,12 @@ impl Operation for Binary {
         let a = encoder.bind(&self.a)?;
         let out = encoder.bind(&self.out)?;
         let (b, b_len, scalar, swapped) = match &self.b {
-            Operand::Tensor(t) => (
-                encoder.bind(t)?,
-                count_u32(self.name(), t.numel())?,
-                0.0,
-                false,
-            ),
+            Operand::Tensor(t) => (encoder.bind(t)?, count_u32(self.name(), t.numel())?, 0.0, false),
             // No second tensor: bind `a` in its place; the kernel reads `scalar` instead.
             Operand::Scalar { value, swapped } => (a.clone(), 0, *value, *swapped),
         };
-        let params = Params {
-            n,
-            b_len,
-            a_off: a.elem_offset(),
-            b_off: b.elem_offset(),
-            out_off: out.elem_offset(),
-            scalar,
-        };
+        let params =
+            Params { n, b_len, a_off: a.elem_offset(), b_off: b.elem_offset(), out_off: out.elem_offset(), scalar };
         let workgroups = encoder.linear_grid(n as usize, LINEAR_WG)?;
         let overrides = Overrides::new(&[
             ("WG", f64::from(LINEAR_WG)),

@@ -7,12 +7,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, count_u32};
 use crate::tensor::Tensor;
 
-static FILL: Kernel = Kernel {
-    name: "fill",
-    source: include_str!("fill.wgsl"),
-    entry: "main",
-    bindings: 1,
-};
+static FILL: Kernel = Kernel { name: "fill", source: include_str!("fill.wgsl"), entry: "main", bindings: 1 };
 
 /// Writes `start + i * step` (computed in f32, converted to the tensor's dtype) to element `i`.
 #[derive(Debug, Clone)]
@@ -34,11 +29,7 @@ struct Params {
 impl Fill {
     /// Fills `out` with `start, start + step, ...` (`step = 0` for a constant).
     pub fn new(out: &Tensor, start: f32, step: f32) -> Result<Self> {
-        let this = Fill {
-            out: out.clone(),
-            start,
-            step,
-        };
+        let this = Fill { out: out.clone(), start, step };
         this.validate()?;
         Ok(this)
     }
@@ -56,24 +47,12 @@ impl Operation for Fill {
     fn encode(&self, encoder: &mut ComputeEncoder<'_>, cache: &ResourceCache) -> Result<()> {
         let n = count_u32(self.name(), self.out.numel())?;
         let out = encoder.bind(&self.out)?;
-        let params = Params {
-            n,
-            out_off: out.elem_offset(),
-            start: self.start,
-            step: self.step,
-        };
+        let params = Params { n, out_off: out.elem_offset(), start: self.start, step: self.step };
         let workgroups = encoder.linear_grid(n as usize, LINEAR_WG)?;
         let overrides = Overrides::new(&[("WG", f64::from(LINEAR_WG))])?;
         encoder.dispatch(
             cache,
-            Dispatch {
-                kernel: &FILL,
-                dtype: self.out.dtype(),
-                overrides,
-                bindings: &[&out],
-                params,
-                workgroups,
-            },
+            Dispatch { kernel: &FILL, dtype: self.out.dtype(), overrides, bindings: &[&out], params, workgroups },
         )
     }
 }

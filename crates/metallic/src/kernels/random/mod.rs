@@ -7,12 +7,8 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_float, count_u32};
 use crate::tensor::Tensor;
 
-static RANDOM: Kernel = Kernel {
-    name: "random_uniform",
-    source: include_str!("random.wgsl"),
-    entry: "main",
-    bindings: 1,
-};
+static RANDOM: Kernel =
+    Kernel { name: "random_uniform", source: include_str!("random.wgsl"), entry: "main", bindings: 1 };
 
 /// Fills a tensor with uniform values in `[low, high)` from a counter-based hash of
 /// `(seed, index)`: deterministic, and independent of how the work is split.
@@ -38,12 +34,7 @@ struct Params {
 impl RandomUniform {
     /// Fills `out` with values in `[low, high)`.
     pub fn new(out: &Tensor, low: f32, high: f32, seed: u64) -> Result<Self> {
-        let this = RandomUniform {
-            out: out.clone(),
-            low,
-            high,
-            seed,
-        };
+        let this = RandomUniform { out: out.clone(), low, high, seed };
         this.validate()?;
         Ok(this)
     }
@@ -71,10 +62,7 @@ impl Operation for RandomUniform {
         if !(self.low.is_finite() && self.high.is_finite() && self.low <= self.high) {
             return Err(Error::invalid(
                 self.name(),
-                format!(
-                    "bounds [{}, {}) are not a finite range",
-                    self.low, self.high
-                ),
+                format!("bounds [{}, {}) are not a finite range", self.low, self.high),
             ));
         }
         count_u32(self.name(), self.out.numel()).map(|_| ())
@@ -95,14 +83,7 @@ impl Operation for RandomUniform {
         let overrides = Overrides::new(&[("WG", f64::from(LINEAR_WG))])?;
         encoder.dispatch(
             cache,
-            Dispatch {
-                kernel: &RANDOM,
-                dtype: self.out.dtype(),
-                overrides,
-                bindings: &[&out],
-                params,
-                workgroups,
-            },
+            Dispatch { kernel: &RANDOM, dtype: self.out.dtype(), overrides, bindings: &[&out], params, workgroups },
         )
     }
 }

@@ -1,0 +1,71 @@
+//! Every WGSL kernel in the crate parses, validates and translates to Metal (MSL) with naga,
+//! in every dtype and parameter variant. New `.wgsl` files are picked up by walking the
+//! kernel folder.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+
+use metallic::{DType, ParamMode, compose_source};
+
+fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            wgsl_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "wgsl") && path.file_name().is_some_and(|n| n != "prelude.wgsl")
+        {
+            out.push(path);
+        }
+    }
+}
+
+fn translate(name: &str, text: &str) -> Result<String, String> {
+    let module = naga::front::wgsl::parse_str(text).map_err(|e| format!("parse: {}", e.emit_to_string(text)))?;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .map_err(|e| format!("validate: {}", e.emit_to_string(text)))?;
+    let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default())
+        .map_err(|e| format!("overrides: {e}"))?;
+    let options = naga::back::msl::Options { lang_version: (2, 4), ..Default::default() };
+    let (msl, _) =
+        naga::back::msl::write_string(&module, &info, &options, &naga::back::msl::PipelineOptions::default())
+            .map_err(|e| format!("msl: {e}"))?;
+    if msl.is_empty() {
+        return Err(format!("{name}: empty MSL"));
+    }
+    Ok(msl)
+}
+
+#[test]
+fn every_kernel_translates_to_msl_in_every_variant() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels");
+    let mut files = Vec::new();
+    wgsl_files(&root, &mut files);
+    files.sort();
+    assert!(files.len() >= 4, "expected the kernel library under {}, found {files:?}", root.display());
+    let mut failures = Vec::new();
+    for file in &files {
+        let source = std::fs::read_to_string(file).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::U32] {
+            for mode in [ParamMode::Immediates, ParamMode::Uniform] {
+                let text = compose_source(&source, dtype, mode);
+                let name = format!("{} [{dtype}, {mode:?}]", file.strip_prefix(&root).unwrap().display());
+                match translate(&name, &text) {
+                    Ok(msl) => assert!(msl.contains("kernel void"), "{name}: no kernel entry point in MSL"),
+                    Err(e) => failures.push(format!("{name}: {e}")),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "kernels failing naga:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_broken_kernel_fails_the_check() {
+    let text = compose_source(
+        "struct Params { n: u32 }\n@compute @workgroup_size(WG) fn main() { let x = nope; }",
+        DType::F32,
+        ParamMode::Immediates,
+    );
+    assert!(translate("broken", &text).is_err());
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up a GPU adapter if none is installed, then checks formatting, lints with warnings as
+# errors, and runs every test (unit, integration, doc) on the GPU adapter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+ensure_cargo
+ensure_adapter
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace
