@@ -1,12 +1,19 @@
-//! Context: adapter choice, capabilities, builder errors.
+//! Context: adapter choice, capabilities, builder errors, device-level failures.
+//!
+//! Every test here creates devices of its own, so each holds `common::serial()`: NVIDIA's
+//! Vulkan driver (580) has been seen to deadlock when one thread destroys a device while
+//! another submits to a different one (see docs/ARCHITECTURE.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
-use metallic::{Context, Error, ParamMode, wgpu};
+use common::{fresh_context, runtime, serial};
+use metallic::kernels::elementwise::{Binary, BinaryOp};
+use metallic::{CommandBuffer, Context, DType, Error, ParamMode, Tensor, wgpu};
 
 #[test]
 fn picks_an_adapter_and_reports_what_it_got() {
+    let _serial = serial();
     let rt = common::runtime();
     let ctx = rt.context();
     let caps = ctx.caps();
@@ -26,6 +33,7 @@ fn picks_an_adapter_and_reports_what_it_got() {
 
 #[test]
 fn adapters_can_be_chosen_by_index_or_name() {
+    let _serial = serial();
     let listed = metallic::adapters(wgpu::Backends::PRIMARY);
     let first = listed.first().expect("at least one adapter");
     let by_index = Context::builder().adapter("0").build().unwrap();
@@ -37,6 +45,7 @@ fn adapters_can_be_chosen_by_index_or_name() {
 
 #[test]
 fn unknown_adapters_are_errors_that_list_the_choices() {
+    let _serial = serial();
     let err = Context::builder().adapter("no-such-gpu-9000").build().unwrap_err();
     match &err {
         Error::NoAdapter { requested, hint } => {
@@ -53,6 +62,7 @@ fn unknown_adapters_are_errors_that_list_the_choices() {
 
 #[test]
 fn features_can_be_turned_off() {
+    let _serial = serial();
     let ctx = Context::builder()
         .disable(wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16 | wgpu::Features::IMMEDIATES)
         .experimental(false)
@@ -68,6 +78,7 @@ fn features_can_be_turned_off() {
 
 #[test]
 fn f16_kernels_without_shader_f16_are_unsupported_errors() {
+    let _serial = serial();
     let ctx = Context::builder().disable(wgpu::Features::SHADER_F16).build().unwrap();
     let rt = metallic::Runtime::with_context(&ctx).unwrap();
     // Host I/O of f16 needs no shader support...
@@ -90,4 +101,48 @@ fn engine_handles_are_send_and_sync() {
     check::<metallic::Graph>();
     fn check_send<T: Send>() {}
     check_send::<metallic::CommandBuffer>();
+}
+
+#[test]
+fn gpu_validation_errors_surface_as_errors_at_the_next_submission() {
+    let _serial = serial();
+    // A device of its own: the error would otherwise surface in another test's submission.
+    let rt = metallic::Runtime::with_context(&fresh_context(None)).unwrap();
+    // A raw wgpu misuse outside any error scope: an unaligned mapped-at-creation buffer.
+    let _bad = rt.context().device().create_buffer(&metallic::wgpu::BufferDescriptor {
+        label: Some("deliberately invalid"),
+        size: 3,
+        usage: metallic::wgpu::BufferUsages::MAP_WRITE,
+        mapped_at_creation: true,
+    });
+    let err = rt.synchronize().unwrap_err();
+    assert!(matches!(err, Error::Validation { .. }), "{err}");
+    // Reported once; the device keeps working.
+    rt.synchronize().unwrap();
+    assert_eq!(Tensor::ones(&rt, [3], DType::F32).unwrap().to_vec::<f32>().unwrap(), [1.0; 3]);
+}
+
+#[test]
+fn a_lost_device_is_reported() {
+    let _serial = serial();
+    let rt = metallic::Runtime::with_context(&fresh_context(None)).unwrap();
+    let t = Tensor::ones(&rt, [3], DType::F32).unwrap();
+    rt.synchronize().unwrap();
+    rt.context().device().destroy();
+    let _ = rt.context().device().poll(metallic::wgpu::PollType::Poll);
+    let err = (&t + 1.0).and_then(|x| x.to_vec::<f32>()).unwrap_err();
+    assert!(matches!(err, Error::DeviceLost { .. }), "{err}");
+}
+
+#[test]
+fn command_buffers_and_caches_must_share_a_device() {
+    let _serial = serial();
+    let a = runtime();
+    let b = metallic::Runtime::with_context(&fresh_context(None)).unwrap();
+    let err = CommandBuffer::new(a.context(), b.cache()).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { op: "CommandBuffer::new", .. }), "{err}");
+    let t = Tensor::zeros(&b, [2], DType::F32).unwrap();
+    let mut cb = a.command_buffer().unwrap();
+    let err = cb.record(&Binary::scalar(BinaryOp::Add, &t, 1.0, &t).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("another device"), "{err}");
 }

@@ -180,7 +180,7 @@ fn invalid_arguments_are_errors() {
         let err = a.add_elem(&h).unwrap_err();
         assert!(matches!(err, Error::DTypeMismatch { expected: DType::F32, got: DType::F16, .. }), "{err}");
     }
-    let other = runtime();
+    let other = runtime(); // same device, another runtime
     let foreign = Tensor::zeros(&other, [2, 3], DType::F32).unwrap();
     let err = a.add_elem(&foreign).unwrap_err();
     assert!(err.to_string().contains("different"), "{err}");

@@ -105,7 +105,7 @@ fn tensors_release_their_regions_to_the_runtime_pool() {
 
 #[test]
 fn a_fixed_pool_backs_a_runtime() {
-    let ctx = runtime().context().clone();
+    let ctx = context();
     let small = MemoryPool::new(&ctx, PoolConfig { chunk_bytes: 1 << 16, grow: false, limit_bytes: 1 << 16 });
     let rt = Runtime::from_parts(metallic::ResourceCache::new(&ctx), small).unwrap();
     let t = Tensor::ones(&rt, [1000], DType::F32).unwrap();

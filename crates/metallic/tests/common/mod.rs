@@ -2,22 +2,50 @@
 //! f64 reference comparison.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use std::sync::OnceLock;
+
 use metallic::{Context, DType, ParamMode, Runtime, Tensor};
 
-/// A runtime on the default adapter. Panics with instructions when none exists: GPU tests
-/// never pass by skipping.
-pub fn runtime() -> Runtime {
-    Runtime::new().unwrap_or_else(|e| {
+/// The test process's device, shared by every test thread (as a server's threads share one):
+/// each test gets its own `Runtime` (cache, pool, command buffer) on it.
+pub fn context() -> Context {
+    static SHARED: OnceLock<Context> = OnceLock::new();
+    SHARED.get_or_init(|| fresh_context(None)).clone()
+}
+
+/// A context of its own, for tests that change or break the device. Panics with
+/// instructions when no adapter exists: GPU tests never pass by skipping.
+pub fn fresh_context(mode: Option<ParamMode>) -> Context {
+    let builder = Context::builder().with_env().unwrap();
+    let builder = match mode {
+        Some(mode) => builder.params(mode),
+        None => builder,
+    };
+    builder.build().unwrap_or_else(|e| {
         panic!("these tests need a GPU adapter ({e}); on Debian install mesa-vulkan-drivers libvulkan1 for lavapipe")
     })
 }
 
-/// A runtime whose kernels take their parameters through `mode`.
+/// Held by tests that create or destroy devices of their own, so that none of them runs while
+/// another creates, destroys or submits to a device of its own.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A runtime of its own on the shared device.
+pub fn runtime() -> Runtime {
+    Runtime::with_context(&context()).unwrap()
+}
+
+/// A runtime whose kernels take their parameters through `mode` (on a shared device per mode).
 pub fn runtime_with(mode: ParamMode) -> Runtime {
-    let ctx = Context::builder()
-        .with_env()
-        .and_then(|b| b.params(mode).build())
-        .unwrap_or_else(|e| panic!("no adapter for {mode:?} parameters: {e}"));
+    static UNIFORM: OnceLock<Context> = OnceLock::new();
+    let ctx = match mode {
+        ParamMode::Uniform => UNIFORM.get_or_init(|| fresh_context(Some(mode))).clone(),
+        ParamMode::Immediates if context().caps().params == mode => context(),
+        ParamMode::Immediates => panic!("the adapter offers no immediates"),
+    };
     Runtime::with_context(&ctx).unwrap()
 }
 
