@@ -11,7 +11,7 @@ use bytemuck::Pod;
 use crate::cache::ResourceCache;
 use crate::context::{Context, gpu_error};
 use crate::error::{Error, Result};
-use crate::kernel::{ComputeKernel, Kernel, Overrides, PipelineKey};
+use crate::kernel::{ComputeKernel, Kernel, Overrides, PipelineKey, ShaderVariant};
 use crate::params::{MAX_PARAMS_BYTES, ParamArena, ParamMode, ParamsLayout};
 use crate::pool::Allocation;
 use crate::tensor::{DType, Tensor};
@@ -153,7 +153,8 @@ impl ComputeEncoder<'_> {
             return Err(Error::invalid("dispatch", format!("{:?} workgroups exceed the limit {max}", d.workgroups)));
         }
         let mode = self.param_mode();
-        let key = PipelineKey { kernel, dtype: d.dtype, params: mode, overrides: d.overrides };
+        let variant = ShaderVariant { dtype: d.dtype, params: mode, subgroups: self.ctx.caps().subgroups() };
+        let key = PipelineKey { kernel, variant, overrides: d.overrides };
         let compiled = cache.get::<ComputeKernel>(&key)?;
         let entries: Vec<wgpu::BindGroupEntry<'_>> = d
             .bindings

@@ -8,7 +8,10 @@
 //! - storage buffers are `@group(0) @binding(i) var<storage, read_write>` (every binding is
 //!   read-write so that sub-allocations of one pooled buffer can be bound together);
 //! - the file declares `struct Params` and reads `params`, whose declaration is generated for
-//!   the [`ParamMode`] in use.
+//!   the [`ParamMode`] in use;
+//! - reductions across a workgroup call `workgroup_sum(v, lanes)` / `workgroup_max(v, lanes)`
+//!   with `lanes: Lanes` taken as an entry-point argument; they use subgroup operations where
+//!   the adapter has them and workgroup memory otherwise (`WG` must then be a power of two).
 //!
 //! [`compose_source`] produces the exact text compiled for a variant; the test suite runs
 //! every `.wgsl` file under `src/kernels` through naga (WGSL → validation → MSL) with it.
@@ -23,7 +26,11 @@ use crate::params::{MAX_PARAMS_BYTES, ParamMode, ParamsLayout};
 use crate::tensor::DType;
 
 /// Helpers every kernel may use; prepended after the dtype alias.
-const PRELUDE: &str = include_str!("kernels/prelude.wgsl");
+const PRELUDE: &str = include_str!("kernels/prelude/common.wgsl");
+/// `workgroup_sum` / `workgroup_max` and the `Lanes` built-ins, with subgroup operations.
+const REDUCE_SUBGROUP: &str = include_str!("kernels/prelude/reduce_subgroup.wgsl");
+/// The same functions over workgroup memory only, for adapters without subgroups.
+const REDUCE_WORKGROUP: &str = include_str!("kernels/prelude/reduce_workgroup.wgsl");
 
 /// A WGSL compute kernel. Declare kernels as `static` items: the cache tells them apart by
 /// address, so two kernels can never collide by name.
@@ -96,25 +103,32 @@ impl fmt::Debug for Overrides {
     }
 }
 
+/// What [`compose_source`] substitutes into a kernel's WGSL: one source, many variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShaderVariant {
+    /// The storage element type `T`.
+    pub dtype: DType,
+    /// How `params` is declared.
+    pub params: ParamMode,
+    /// Whether `workgroup_sum` / `workgroup_max` use subgroup operations (else workgroup
+    /// memory only).
+    pub subgroups: bool,
+}
+
 /// Everything that changes a compiled compute pipeline.
 #[derive(Clone, Copy)]
 pub struct PipelineKey {
     /// The kernel (compared by address).
     pub kernel: &'static Kernel,
-    /// The storage element type `T`.
-    pub dtype: DType,
-    /// How `params` is declared.
-    pub params: ParamMode,
+    /// Dtype, parameter mode and reduction flavour.
+    pub variant: ShaderVariant,
     /// Override constants (workgroup size, op selector, ...).
     pub overrides: Overrides,
 }
 
 impl PartialEq for PipelineKey {
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self.kernel, other.kernel)
-            && self.dtype == other.dtype
-            && self.params == other.params
-            && self.overrides == other.overrides
+        std::ptr::eq(self.kernel, other.kernel) && self.variant == other.variant && self.overrides == other.overrides
     }
 }
 impl Eq for PipelineKey {}
@@ -122,8 +136,7 @@ impl Eq for PipelineKey {}
 impl Hash for PipelineKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         std::ptr::hash(self.kernel, state);
-        self.dtype.hash(state);
-        self.params.hash(state);
+        self.variant.hash(state);
         self.overrides.hash(state);
     }
 }
@@ -132,8 +145,7 @@ impl fmt::Debug for PipelineKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipelineKey")
             .field("kernel", &self.kernel.name)
-            .field("dtype", &self.dtype)
-            .field("params", &self.params)
+            .field("variant", &self.variant)
             .field("overrides", &self.overrides)
             .finish()
     }
@@ -142,19 +154,22 @@ impl fmt::Debug for PipelineKey {
 /// The WGSL text compiled for one variant of a kernel source.
 ///
 /// ```
-/// use metallic::{compose_source, DType, ParamMode};
+/// use metallic::{compose_source, DType, ParamMode, ShaderVariant};
 /// let src = "struct Params { n: u32 }\n@compute @workgroup_size(WG) fn main() {}";
-/// let text = compose_source(src, DType::F16, ParamMode::Immediates);
+/// let variant = ShaderVariant { dtype: DType::F16, params: ParamMode::Immediates, subgroups: true };
+/// let text = compose_source(src, variant);
 /// assert!(text.starts_with("enable f16;"));
 /// assert!(text.contains("var<immediate> params: Params;"));
+/// assert!(text.contains("subgroupAdd"));
 /// ```
-pub fn compose_source(source: &str, dtype: DType, params: ParamMode) -> String {
-    let enable = if dtype == DType::F16 { "enable f16;\n" } else { "" };
-    let declaration = match params {
+pub fn compose_source(source: &str, variant: ShaderVariant) -> String {
+    let enable = if variant.dtype == DType::F16 { "enable f16;\n" } else { "" };
+    let reduce = if variant.subgroups { REDUCE_SUBGROUP } else { REDUCE_WORKGROUP };
+    let declaration = match variant.params {
         ParamMode::Immediates => "var<immediate> params: Params;",
         ParamMode::Uniform => "@group(1) @binding(0) var<uniform> params: Params;",
     };
-    format!("{enable}alias T = {};\n{PRELUDE}\n{source}\n{declaration}\n", dtype.wgsl())
+    format!("{enable}alias T = {};\n{PRELUDE}\n{reduce}\n{source}\n{declaration}\n", variant.dtype.wgsl())
 }
 
 /// The bind-group layout for `n` read-write storage buffers at group 0.
@@ -208,16 +223,20 @@ impl Cacheable for ComputeKernel {
 
     fn create(key: &PipelineKey, ctx: &Context, cache: &ResourceCache) -> Result<Self> {
         let kernel = key.kernel;
-        if key.dtype == DType::F16 && !ctx.caps().shader_f16() {
+        let variant = key.variant;
+        if variant.dtype == DType::F16 && !ctx.caps().shader_f16() {
             return Err(ctx.unsupported(kernel.name, "SHADER_F16"));
         }
+        if variant.subgroups && !ctx.caps().subgroups() {
+            return Err(ctx.unsupported(kernel.name, "SUBGROUP"));
+        }
         let storage_layout = cache.get::<StorageLayout>(&kernel.bindings)?;
-        let params_layout = match key.params {
+        let params_layout = match variant.params {
             ParamMode::Uniform => Some(cache.get::<ParamsLayout>(&())?),
             ParamMode::Immediates => None,
         };
-        let source = compose_source(kernel.source, key.dtype, key.params);
-        let label = format!("{}<{}>", kernel.name, key.dtype);
+        let source = compose_source(kernel.source, variant);
+        let label = format!("{}<{}>", kernel.name, variant.dtype);
         let (pipeline, err) = ctx.capture(|| {
             let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&label),
@@ -227,7 +246,7 @@ impl Cacheable for ComputeKernel {
             let layout = ctx.device().create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(&label),
                 bind_group_layouts: if params_layout.is_some() { &layouts } else { &layouts[..1] },
-                immediate_size: if key.params == ParamMode::Immediates { MAX_PARAMS_BYTES } else { 0 },
+                immediate_size: if variant.params == ParamMode::Immediates { MAX_PARAMS_BYTES } else { 0 },
             });
             ctx.device().create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&label),

@@ -42,7 +42,7 @@ pub use command::{CommandBuffer, ComputeEncoder, Dispatch, Operation, TensorBind
 pub use context::{Capabilities, Context, ContextBuilder, adapters};
 pub use error::{Error, Result};
 pub use graph::Graph;
-pub use kernel::{ComputeKernel, Kernel, MAX_OVERRIDES, Overrides, PipelineKey, compose_source};
+pub use kernel::{ComputeKernel, Kernel, MAX_OVERRIDES, Overrides, PipelineKey, ShaderVariant, compose_source};
 pub use params::{MAX_PARAMS_BYTES, ParamMode};
 pub use pool::{Allocation, MemoryPool, PoolConfig, PoolStats};
 pub use runtime::{FLUSH_EVERY, Runtime};

@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use metallic::{
-    Cacheable, ComputeKernel, Context, DType, Error, Kernel, Overrides, PipelineKey, ResourceCache, Tensor,
+    Cacheable, ComputeKernel, Context, DType, Error, Kernel, Overrides, PipelineKey, ResourceCache, ShaderVariant,
+    Tensor,
 };
 
 static DOUBLE: Kernel = Kernel {
@@ -27,7 +28,8 @@ static BROKEN: Kernel = Kernel {
 };
 
 fn key(ctx: &Context, dtype: DType, wg: f64) -> PipelineKey {
-    PipelineKey { kernel: &DOUBLE, dtype, params: ctx.caps().params, overrides: Overrides::new(&[("WG", wg)]).unwrap() }
+    let variant = ShaderVariant { dtype, params: ctx.caps().params, subgroups: ctx.caps().subgroups() };
+    PipelineKey { kernel: &DOUBLE, variant, overrides: Overrides::new(&[("WG", wg)]).unwrap() }
 }
 
 #[test]
@@ -95,12 +97,8 @@ fn get_cached_never_compiles() {
 #[test]
 fn shader_errors_name_the_kernel_and_carry_the_compiler_message() {
     let rt = runtime();
-    let k = PipelineKey {
-        kernel: &BROKEN,
-        dtype: DType::F32,
-        params: rt.context().caps().params,
-        overrides: Overrides::default(),
-    };
+    let variant = ShaderVariant { dtype: DType::F32, params: rt.context().caps().params, subgroups: false };
+    let k = PipelineKey { kernel: &BROKEN, variant, overrides: Overrides::default() };
     let err = rt.cache().get::<ComputeKernel>(&k).unwrap_err();
     match &err {
         Error::ShaderCompilation { kernel, message } => {
@@ -117,12 +115,8 @@ fn shader_errors_name_the_kernel_and_carry_the_compiler_message() {
 #[test]
 fn unknown_override_is_a_compile_error() {
     let rt = runtime();
-    let k = PipelineKey {
-        kernel: &DOUBLE,
-        dtype: DType::F32,
-        params: rt.context().caps().params,
-        overrides: Overrides::new(&[("NO_SUCH_CONSTANT", 1.0)]).unwrap(),
-    };
+    let variant = ShaderVariant { dtype: DType::F32, params: rt.context().caps().params, subgroups: false };
+    let k = PipelineKey { kernel: &DOUBLE, variant, overrides: Overrides::new(&[("NO_SUCH_CONSTANT", 1.0)]).unwrap() };
     let err = rt.cache().get::<ComputeKernel>(&k).unwrap_err();
     assert!(matches!(&err, Error::ShaderCompilation { kernel, .. } if kernel == "test_double"), "{err}");
     assert!(Overrides::new(&[("A", 1.0); 7]).is_err());

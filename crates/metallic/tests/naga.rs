@@ -1,19 +1,19 @@
 //! Every WGSL kernel in the crate parses, validates and translates to Metal (MSL) with naga,
-//! in every dtype and parameter variant. New `.wgsl` files are picked up by walking the
+//! in every variant (dtype × parameter mode × reduction flavour). New `.wgsl` files are picked up by walking the
 //! kernel folder.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
 
-use metallic::{DType, ParamMode, compose_source};
+use metallic::{DType, ParamMode, ShaderVariant, compose_source};
 
 fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.is_dir() {
+        // `prelude/` holds the pieces `compose_source` adds to every kernel, not kernels.
+        if path.is_dir() && !path.ends_with("prelude") {
             wgsl_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "wgsl") && path.file_name().is_some_and(|n| n != "prelude.wgsl")
-        {
+        } else if path.extension().is_some_and(|e| e == "wgsl") {
             out.push(path);
         }
     }
@@ -47,9 +47,15 @@ fn every_kernel_translates_to_msl_in_every_variant() {
     for file in &files {
         let source = std::fs::read_to_string(file).unwrap();
         for dtype in [DType::F32, DType::F16, DType::U32] {
-            for mode in [ParamMode::Immediates, ParamMode::Uniform] {
-                let text = compose_source(&source, dtype, mode);
-                let name = format!("{} [{dtype}, {mode:?}]", file.strip_prefix(&root).unwrap().display());
+            for (params, subgroups) in [
+                (ParamMode::Immediates, true),
+                (ParamMode::Uniform, false),
+                (ParamMode::Immediates, false),
+                (ParamMode::Uniform, true),
+            ] {
+                let variant = ShaderVariant { dtype, params, subgroups };
+                let text = compose_source(&source, variant);
+                let name = format!("{} [{variant:?}]", file.strip_prefix(&root).unwrap().display());
                 match translate(&name, &text) {
                     Ok(msl) => assert!(msl.contains("kernel void"), "{name}: no kernel entry point in MSL"),
                     Err(e) => failures.push(format!("{name}: {e}")),
@@ -62,10 +68,8 @@ fn every_kernel_translates_to_msl_in_every_variant() {
 
 #[test]
 fn a_broken_kernel_fails_the_check() {
-    let text = compose_source(
-        "struct Params { n: u32 }\n@compute @workgroup_size(WG) fn main() { let x = nope; }",
-        DType::F32,
-        ParamMode::Immediates,
-    );
+    let variant = ShaderVariant { dtype: DType::F32, params: ParamMode::Immediates, subgroups: false };
+    let text =
+        compose_source("struct Params { n: u32 }\n@compute @workgroup_size(WG) fn main() { let x = nope; }", variant);
     assert!(translate("broken", &text).is_err());
 }

@@ -49,6 +49,28 @@ pub fn runtime_with(mode: ParamMode) -> Runtime {
     Runtime::with_context(&ctx).unwrap()
 }
 
+/// A runtime on a shared device with subgroups turned off: kernels take their workgroup-memory
+/// reduction path.
+pub fn runtime_without_subgroups() -> Runtime {
+    static NO_SUBGROUPS: OnceLock<Context> = OnceLock::new();
+    let ctx = NO_SUBGROUPS
+        .get_or_init(|| {
+            Context::builder().with_env().unwrap().disable(metallic::wgpu::Features::SUBGROUP).build().unwrap()
+        })
+        .clone();
+    Runtime::with_context(&ctx).unwrap()
+}
+
+/// Runtimes covering both reduction flavours: subgroups (where offered) and workgroup memory.
+pub fn reduction_runtimes() -> Vec<Runtime> {
+    let rt = runtime();
+    let mut out = vec![runtime_without_subgroups()];
+    if rt.context().caps().subgroups() {
+        out.push(rt);
+    }
+    out
+}
+
 /// Both parameter paths where the adapter has immediates, else the uniform one.
 pub fn runtimes() -> Vec<Runtime> {
     let rt = runtime();
