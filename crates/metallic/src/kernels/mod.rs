@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod fill;
 pub mod norm;
 pub mod random;
+pub mod softmax;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
