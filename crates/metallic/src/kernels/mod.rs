@@ -7,7 +7,9 @@
 pub mod copy;
 pub mod elementwise;
 pub mod fill;
+pub mod gated;
 pub mod random;
+pub mod unary;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
