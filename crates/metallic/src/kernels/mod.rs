@@ -7,9 +7,11 @@
 pub mod copy;
 pub mod elementwise;
 pub mod fill;
+pub mod gated;
 pub mod norm;
 pub mod random;
 pub mod softmax;
+pub mod unary;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
