@@ -6,8 +6,11 @@
 
 pub mod copy;
 pub mod elementwise;
+pub mod embedding;
 pub mod fill;
 pub mod random;
+pub mod rope;
+pub mod strided;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
