@@ -6,11 +6,14 @@
 
 pub mod copy;
 pub mod elementwise;
+pub mod embedding;
 pub mod fill;
 pub mod gated;
 pub mod norm;
 pub mod random;
+pub mod rope;
 pub mod softmax;
+pub mod strided;
 pub mod unary;
 
 use crate::error::{Error, Result};
