@@ -7,6 +7,7 @@
 pub mod copy;
 pub mod elementwise;
 pub mod fill;
+pub mod matmul;
 pub mod random;
 
 use crate::error::{Error, Result};
