@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod fill;
 pub mod gated;
+pub mod matmul;
 pub mod norm;
 pub mod random;
 pub mod rope;

@@ -1,0 +1,451 @@
+//! Batched matrix multiplication, `C = alpha * op(A) · op(B) + beta * C` (MPS-like), in f32 or
+//! f16 storage with f32 accumulation.
+//!
+//! Two kernels: a GEMM tiled in workgroup memory (`gemm.wgsl`) and, for a single row
+//! (`M == 1`, the decode step of a language model), a GEMV that reduces along K inside each
+//! workgroup (`gemv.wgsl`), for both layouts of B.
+//!
+//! ```
+//! use metallic::{Runtime, Tensor};
+//! let rt = Runtime::new()?;
+//! let a = Tensor::from_slice(&rt, [2, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+//! let b = Tensor::from_slice(&rt, [3, 2], &[7.0f32, 8.0, 9.0, 10.0, 11.0, 12.0])?;
+//! assert_eq!(a.matmul(&b)?.to_vec::<f32>()?, [58.0, 64.0, 139.0, 154.0]);
+//! // A · Bᵀ with B stored [N, K], the layout of linear-layer weights:
+//! let w = Tensor::from_slice(&rt, [1, 3], &[1.0f32, 0.0, -1.0])?;
+//! assert_eq!(a.matmul_t(&w)?.to_vec::<f32>()?, [-2.0, -2.0]);
+//! # Ok::<(), metallic::Error>(())
+//! ```
+
+use crate::cache::ResourceCache;
+use crate::command::{ComputeEncoder, Dispatch, Operation};
+use crate::error::{Error, Result};
+use crate::kernel::{Kernel, Overrides};
+use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
+use crate::tensor::{Shape, Tensor};
+
+static GEMM: Kernel = Kernel { name: "gemm", source: include_str!("gemm.wgsl"), entry: "main", bindings: 3 };
+static GEMV_NK: Kernel = Kernel { name: "gemv_nk", source: include_str!("gemv.wgsl"), entry: "gemv_nk", bindings: 3 };
+static GEMV_KN: Kernel = Kernel { name: "gemv_kn", source: include_str!("gemv.wgsl"), entry: "gemv_kn", bindings: 3 };
+
+/// Rows and columns each GEMM invocation computes (`TM`, `TN` in `gemm.wgsl`).
+const GEMM_BLOCK: u32 = 4;
+/// K-step of the GEMM tiles.
+const GEMM_BK: u32 = 16;
+/// Output columns per workgroup of the `[K, N]` GEMV.
+const GEMV_KN_COLS: u32 = 32;
+/// Below this many 64 x 64 output tiles, the GEMM takes 32 x 32 tiles (more workgroups for a
+/// GPU with many cores to share).
+const LARGE_TILE_MIN_TILES: u64 = 64;
+
+/// Which kernel a [`Matmul`] runs. [`MatmulPath::Auto`] is the right choice outside tests and
+/// tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MatmulPath {
+    /// GEMV where the product has one row (after folding a batch of rows against a shared B
+    /// into M), else GEMM with tiles sized by the output.
+    #[default]
+    Auto,
+    /// GEMM with 32 x 32 output tiles per workgroup (64 invocations).
+    Gemm32,
+    /// GEMM with 64 x 64 output tiles per workgroup (256 invocations).
+    Gemm64,
+    /// GEMV; needs `M == 1`.
+    Gemv,
+}
+
+/// `C = alpha * op(A) · op(B) + beta * C` for every batch item, where `op(X)` is `X` or `Xᵀ`.
+///
+/// Shapes: `A` is `[..batch, M, K]` (`[..batch, K, M]` with [`transpose_a`](Self::transpose_a)),
+/// `B` is `[..batch, K, N]` (`[..batch, N, K]` with [`transpose_b`](Self::transpose_b)), `C` is
+/// `[..batch, M, N]`. The batch dimensions of `A` and of `B` each either equal `C`'s (leading
+/// ones aside) or hold a single matrix (absent or all ones), which then serves every batch
+/// item — a rank-2 weight against a batch of activations, say. All three share one float
+/// dtype; products accumulate in f32. With `beta == 0` (the default) `C` is only written, so
+/// its old contents (even NaN) do not matter. `C` must not overlap `A` or `B`.
+///
+/// [`new`](Self::new) checks what the options cannot change (ranks, dtypes, devices); the
+/// shape agreement, which depends on the transposes, is checked by
+/// [`validate`](Operation::validate), which recording runs.
+///
+/// ```
+/// use metallic::{kernels::matmul::Matmul, Operation, Runtime, Tensor};
+/// let rt = Runtime::new()?;
+/// let a = Tensor::from_slice(&rt, [2, 2], &[1.0f32, 2.0, 3.0, 4.0])?;
+/// let c = Tensor::from_slice(&rt, [2, 2], &[1.0f32, 1.0, 1.0, 1.0])?;
+/// // c = 2 * aᵀ · a + c
+/// let op = Matmul::new(&a, &a, &c)?.transpose_a(true).alpha(2.0).beta(1.0);
+/// op.validate()?;
+/// rt.record(&op)?;
+/// assert_eq!(c.to_vec::<f32>()?, [21.0, 29.0, 29.0, 41.0]);
+/// # Ok::<(), metallic::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Matmul {
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    transpose_a: bool,
+    transpose_b: bool,
+    alpha: f32,
+    beta: f32,
+    path: MatmulPath,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    a_batch: u32,
+    b_batch: u32,
+    c_batch: u32,
+    alpha: f32,
+    beta: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemvParams {
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    ldb: u32,
+    a_batch: u32,
+    b_batch: u32,
+    c_batch: u32,
+    alpha: f32,
+    beta: f32,
+}
+
+/// The sizes and strides (in elements) of one multiplication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    lda: u32,
+    ldb: u32,
+    a_batch: u32,
+    b_batch: u32,
+}
+
+impl Plan {
+    /// With `B` shared by every batch item and untransposed `A` batched and contiguous, the
+    /// batch is one tall matrix: `[batch * M, K] · B`, one GEMM with fuller tiles.
+    fn folded(self, transpose_a: bool) -> Plan {
+        let fold = !transpose_a && self.batch > 1 && self.b_batch == 0 && self.a_batch != 0;
+        match self.m.checked_mul(self.batch) {
+            Some(m) if fold => Plan { m, batch: 1, a_batch: 0, ..self },
+            _ => self,
+        }
+    }
+}
+
+/// The dimensions before the last two.
+fn batch_dims(t: &Tensor) -> &[usize] {
+    let dims = t.dims();
+    dims.get(..dims.len().saturating_sub(2)).unwrap_or(&[])
+}
+
+/// The dimensions without their leading ones.
+fn strip_ones(dims: &[usize]) -> &[usize] {
+    let first = dims.iter().position(|&d| d != 1).unwrap_or(dims.len());
+    dims.get(first..).unwrap_or(&[])
+}
+
+/// The last two dimensions (rank >= 2 checked by the caller).
+fn matrix_dims(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
+    match t.dims() {
+        [.., rows, cols] => Ok((*rows, *cols)),
+        _ => Err(Error::shape(op, format!("needs a matrix (rank >= 2), got shape {}", t.shape()))),
+    }
+}
+
+/// Whether two tensors' bytes overlap in one buffer.
+fn overlaps(x: &Tensor, y: &Tensor) -> bool {
+    let (xs, ys) = (x.byte_offset(), y.byte_offset());
+    let (xe, ye) = (xs + x.size_in_bytes() as u64, ys + y.size_in_bytes() as u64);
+    x.buffer() == y.buffer() && xs < ye && ys < xe && x.numel() > 0 && y.numel() > 0
+}
+
+impl Matmul {
+    /// `c = a · b` (no transposes, `alpha = 1`, `beta = 0`); adjust with the builder methods.
+    /// Fails on a rank below 2, dtypes that differ or are not float, or tensors on different
+    /// devices.
+    pub fn new(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Self> {
+        let this = Matmul {
+            a: a.clone(),
+            b: b.clone(),
+            c: c.clone(),
+            transpose_a: false,
+            transpose_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+            path: MatmulPath::Auto,
+        };
+        this.check_operands()?;
+        Ok(this)
+    }
+
+    /// Use `Aᵀ`: `A` is stored `[..batch, K, M]`.
+    pub fn transpose_a(mut self, transpose: bool) -> Self {
+        self.transpose_a = transpose;
+        self
+    }
+
+    /// Use `Bᵀ`: `B` is stored `[..batch, N, K]` (a linear layer's `[out, in]` weight).
+    pub fn transpose_b(mut self, transpose: bool) -> Self {
+        self.transpose_b = transpose;
+        self
+    }
+
+    /// Scales the product (default 1); must be finite.
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    /// Scales the old `C` added to the product (default 0: `C` is not read); must be finite.
+    pub fn beta(mut self, beta: f32) -> Self {
+        self.beta = beta;
+        self
+    }
+
+    /// Forces a kernel (for tests and tuning); [`MatmulPath::Auto`] by default.
+    pub fn path(mut self, path: MatmulPath) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// The kernel [`encode`](Operation::encode) will run: never [`MatmulPath::Auto`].
+    pub fn chosen_path(&self) -> Result<MatmulPath> {
+        let plan = self.plan()?;
+        Ok(self.choose(plan).0)
+    }
+
+    fn check_operands(&self) -> Result<()> {
+        let op = self.name();
+        for t in [&self.a, &self.b, &self.c] {
+            matrix_dims(op, t)?;
+        }
+        check_float(op, &self.a)?;
+        check_dtype(op, self.a.dtype(), &self.b)?;
+        check_dtype(op, self.a.dtype(), &self.c)?;
+        check_same_device(op, &[&self.a, &self.b, &self.c])
+    }
+
+    /// The batch stride of an operand holding `matrix` elements per item, or an error when
+    /// its batch dimensions fit neither `C`'s nor a single matrix.
+    fn batch_stride(&self, t: &Tensor, matrix: usize) -> Result<usize> {
+        let dims = batch_dims(t);
+        if dims.iter().product::<usize>() == 1 {
+            Ok(0)
+        } else if strip_ones(dims) == strip_ones(batch_dims(&self.c)) {
+            Ok(matrix)
+        } else {
+            Err(Error::mismatch(self.name(), t.shape(), self.c.shape()))
+        }
+    }
+
+    /// Checks everything and works out sizes and strides.
+    fn plan(&self) -> Result<Plan> {
+        let op = self.name();
+        self.check_operands()?;
+        for (name, value) in [("alpha", self.alpha), ("beta", self.beta)] {
+            if !value.is_finite() {
+                return Err(Error::invalid(op, format!("{name} must be finite, got {value}")));
+            }
+        }
+        let (ar, ac) = matrix_dims(op, &self.a)?;
+        let (br, bc) = matrix_dims(op, &self.b)?;
+        let (m, k) = if self.transpose_a { (ac, ar) } else { (ar, ac) };
+        let (kb, n) = if self.transpose_b { (bc, br) } else { (br, bc) };
+        if k != kb {
+            return Err(Error::mismatch(op, self.a.shape(), self.b.shape()));
+        }
+        let c_batch = batch_dims(&self.c);
+        let want = Shape::new(&[c_batch, &[m, n]].concat())?;
+        if self.c.shape() != want {
+            return Err(Error::mismatch(op, want, self.c.shape()));
+        }
+        let a_batch = self.batch_stride(&self.a, m * k)?;
+        let b_batch = self.batch_stride(&self.b, k * n)?;
+        if overlaps(&self.c, &self.a) || overlaps(&self.c, &self.b) {
+            return Err(Error::invalid(op, "the output C overlaps an input"));
+        }
+        for t in [&self.a, &self.b, &self.c] {
+            count_u32(op, t.numel())?;
+        }
+        Ok(Plan {
+            m: count_u32(op, m)?,
+            n: count_u32(op, n)?,
+            k: count_u32(op, k)?,
+            batch: count_u32(op, c_batch.iter().product())?,
+            lda: count_u32(op, ac)?,
+            ldb: count_u32(op, bc)?,
+            a_batch: count_u32(op, a_batch)?,
+            b_batch: count_u32(op, b_batch)?,
+        })
+    }
+
+    /// The kernel and the plan it runs (folded for GEMM).
+    fn choose(&self, plan: Plan) -> (MatmulPath, Plan) {
+        match self.path {
+            MatmulPath::Gemv => (MatmulPath::Gemv, plan),
+            MatmulPath::Gemm32 | MatmulPath::Gemm64 => (self.path, plan.folded(self.transpose_a)),
+            MatmulPath::Auto => {
+                let folded = plan.folded(self.transpose_a);
+                if folded.m == 1 {
+                    return (MatmulPath::Gemv, folded);
+                }
+                let tiles = u64::from(folded.m.div_ceil(64)) * u64::from(folded.n.div_ceil(64));
+                if tiles * u64::from(folded.batch) >= LARGE_TILE_MIN_TILES {
+                    (MatmulPath::Gemm64, folded)
+                } else {
+                    (MatmulPath::Gemm32, folded)
+                }
+            }
+        }
+    }
+}
+
+impl Operation for Matmul {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+
+    fn validate(&self) -> Result<()> {
+        let plan = self.plan()?;
+        if self.path == MatmulPath::Gemv && plan.m != 1 {
+            return Err(Error::invalid(self.name(), format!("the GEMV path needs M == 1, got M = {}", plan.m)));
+        }
+        Ok(())
+    }
+
+    fn encode(&self, encoder: &mut ComputeEncoder<'_>, cache: &ResourceCache) -> Result<()> {
+        let (path, plan) = self.choose(self.plan()?);
+        let a = encoder.bind(&self.a)?;
+        let b = encoder.bind(&self.b)?;
+        let c = encoder.bind(&self.c)?;
+        let max = encoder.context().caps().limits.max_compute_workgroups_per_dimension.max(1);
+        let dtype = self.a.dtype();
+        let c_batch = plan.m * plan.n;
+        let trans = |t: bool| if t { 1.0 } else { 0.0 };
+        let tile = match path {
+            MatmulPath::Gemv => {
+                if plan.m != 1 {
+                    return Err(Error::invalid(self.name(), format!("the GEMV path needs M == 1, got M = {}", plan.m)));
+                }
+                let params = GemvParams {
+                    n: plan.n,
+                    k: plan.k,
+                    batch: plan.batch,
+                    a_off: a.elem_offset(),
+                    b_off: b.elem_offset(),
+                    c_off: c.elem_offset(),
+                    ldb: plan.ldb,
+                    a_batch: plan.a_batch,
+                    b_batch: plan.b_batch,
+                    c_batch,
+                    alpha: self.alpha,
+                    beta: self.beta,
+                };
+                let (kernel, wg, groups) = if self.transpose_b {
+                    let wg = if plan.k <= 512 { 64 } else { 256 };
+                    (&GEMV_NK, wg, plan.n.div_ceil(4))
+                } else {
+                    (&GEMV_KN, 256, plan.n.div_ceil(GEMV_KN_COLS))
+                };
+                let overrides = Overrides::new(&[("WG", f64::from(wg)), ("KN_COLS", f64::from(GEMV_KN_COLS))])?;
+                let workgroups = [groups.min(max), 1, plan.batch.min(max)];
+                return encoder.dispatch(
+                    cache,
+                    Dispatch { kernel, dtype, overrides, bindings: &[&a, &b, &c], params, workgroups },
+                );
+            }
+            MatmulPath::Gemm32 => 32u32,
+            MatmulPath::Gemm64 | MatmulPath::Auto => 64u32,
+        };
+        let params = GemmParams {
+            m: plan.m,
+            n: plan.n,
+            k: plan.k,
+            batch: plan.batch,
+            a_off: a.elem_offset(),
+            b_off: b.elem_offset(),
+            c_off: c.elem_offset(),
+            lda: plan.lda,
+            ldb: plan.ldb,
+            ldc: plan.n,
+            a_batch: plan.a_batch,
+            b_batch: plan.b_batch,
+            c_batch,
+            alpha: self.alpha,
+            beta: self.beta,
+        };
+        let wg = (tile / GEMM_BLOCK) * (tile / GEMM_BLOCK);
+        let overrides = Overrides::new(&[
+            ("WG", f64::from(wg)),
+            ("BM", f64::from(tile)),
+            ("BN", f64::from(tile)),
+            ("BK", f64::from(GEMM_BK)),
+            ("TRANS_A", trans(self.transpose_a)),
+            ("TRANS_B", trans(self.transpose_b)),
+        ])?;
+        let workgroups = [plan.n.div_ceil(tile).min(max), plan.m.div_ceil(tile).min(max), plan.batch.min(max)];
+        encoder
+            .dispatch(cache, Dispatch { kernel: &GEMM, dtype, overrides, bindings: &[&a, &b, &c], params, workgroups })
+    }
+}
+
+impl Tensor {
+    fn matmul_with(&self, other: &Tensor, transpose_b: bool) -> Result<Tensor> {
+        const OP: &str = "matmul";
+        if !self.runtime().same(other.runtime()) {
+            return Err(Error::invalid(OP, "tensors belong to different runtimes"));
+        }
+        let (m, _) = matrix_dims(OP, self)?;
+        let (br, bc) = matrix_dims(OP, other)?;
+        let n = if transpose_b { br } else { bc };
+        let (a_batch, b_batch) = (batch_dims(self), batch_dims(other));
+        let single = |dims: &[usize]| dims.iter().product::<usize>() == 1;
+        let longer = if a_batch.len() >= b_batch.len() { a_batch } else { b_batch };
+        let batch = match (single(a_batch), single(b_batch)) {
+            (true, true) => longer,
+            (true, false) => b_batch,
+            (false, true) => a_batch,
+            (false, false) if strip_ones(a_batch) == strip_ones(b_batch) => longer,
+            (false, false) => return Err(Error::mismatch(OP, self.shape(), other.shape())),
+        };
+        let out = Tensor::empty(self.runtime(), [batch, &[m, n]].concat(), self.dtype())?;
+        self.runtime().record(&Matmul::new(self, other, &out)?.transpose_b(transpose_b))?;
+        Ok(out)
+    }
+
+    /// The matrix product `self · other` in a new tensor: `self` is `[..batch, M, K]`, `other`
+    /// `[..batch, K, N]`, the result `[..batch, M, N]`. Either operand may hold a single
+    /// matrix (rank 2, or batch dimensions all ones) that multiplies every batch item of the
+    /// other. Float dtypes only, the same for both; f32 accumulation.
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        self.matmul_with(other, false)
+    }
+
+    /// `self · otherᵀ` in a new tensor, with `other` stored `[..batch, N, K]` (a linear layer's
+    /// `[out_features, in_features]` weight); otherwise like [`matmul`](Self::matmul).
+    pub fn matmul_t(&self, other: &Tensor) -> Result<Tensor> {
+        self.matmul_with(other, true)
+    }
+}
