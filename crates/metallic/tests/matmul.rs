@@ -365,7 +365,7 @@ fn gemv_for_one_row_in_both_weight_layouts() {
     let rt = runtime();
     let mut cases = Vec::new();
     for tb in [true, false] {
-        for k in [1usize, 7, 64, 513, 4099] {
+        for k in [1usize, 7, 64, 513, 2000, 4099] {
             for n in [1usize, 5, 33, 300] {
                 cases.push(Case::new(1, n, k).trans(false, tb));
             }
@@ -373,8 +373,27 @@ fn gemv_for_one_row_in_both_weight_layouts() {
         cases.push(Case::new(1, 300, 4099).trans(true, tb).batch(&[2], &[2], &[2]));
         // The same shapes through the GEMM, for the record.
         cases.push(Case::new(1, 300, 513).trans(false, tb).path(MatmulPath::Gemm32));
+        // Wide outputs: 32 columns a workgroup for [K, N]; more column groups than one grid
+        // dimension holds (65,535) for [N, K].
+        cases.push(Case::new(1, 32_768 + 5, 70).trans(false, tb));
     }
+    cases.push(Case::new(1, 4 * 65_535 + 9, 2).trans(false, true));
     check_all(&rt, &cases, 8);
+}
+
+#[test]
+fn batches_beyond_one_grid_dimension() {
+    let rt = runtime();
+    // The grid's z holds 65,535 batch items; workgroups loop over the rest (f32 only: the
+    // dtype does not change the grid).
+    let batch = 65_535 + 3;
+    let mut rng = Rng::new(14);
+    for case in [
+        Case::new(2, 3, 2).batch(&[batch], &[batch], &[batch]).path(MatmulPath::Gemm32),
+        Case::new(1, 3, 2).batch(&[batch], &[batch], &[batch]).trans(false, true),
+    ] {
+        check(&rt, DType::F32, &case, &mut rng);
+    }
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //   contiguously, and `workgroup_sum` finishes each dot product.
 // - `gemv_kn`: B stored [K, N]. A workgroup computes KN_COLS adjacent outputs with
 //   WG / KN_COLS slices of K; the KN_COLS invocations of a slice read a contiguous run of a
-//   row of B, and the slices' partial sums meet in workgroup memory.
+//   row of B (four rows in flight per invocation), and the slices' partial sums meet in
+//   workgroup memory.
 //
 // Grid: x = column groups, z = batch, each clamped to the device limit; workgroups loop over
 // the rest.
@@ -99,8 +100,22 @@ fn gemv_kn(
             let n = g * KN_COLS + col;
             var acc = 0.0;
             if n < params.n {
-                for (var k = slice; k < params.k; k += slices) {
-                    acc += f32(a[a_base + k]) * f32(b[b_base + k * params.ldb + n]);
+                // Four independent loads per iteration keep enough bytes in flight.
+                var k = slice;
+                let step = slices * params.ldb;
+                var p = b_base + k * params.ldb + n;
+                for (; k + 3u * slices < params.k; k += 4u * slices) {
+                    let b0 = f32(b[p]);
+                    let b1 = f32(b[p + step]);
+                    let b2 = f32(b[p + 2u * step]);
+                    let b3 = f32(b[p + 3u * step]);
+                    acc += f32(a[a_base + k]) * b0 + f32(a[a_base + k + slices]) * b1
+                        + f32(a[a_base + k + 2u * slices]) * b2 + f32(a[a_base + k + 3u * slices]) * b3;
+                    p += 4u * step;
+                }
+                for (; k < params.k; k += slices) {
+                    acc += f32(a[a_base + k]) * f32(b[p]);
+                    p += step;
                 }
             }
             partial[lid] = acc;
