@@ -8,6 +8,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod fill;
 pub mod random;
+pub mod sdpa;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
