@@ -222,7 +222,10 @@ const CASES: &[Case] = &[
     // v's head dimension differs; odd head dimensions.
     mha(1, 2, 6, 10, 24).dv(40),
     mha(2, 1, 13, 31, 7).dv(13).causal(Some(3)),
-    // Several key tiles and row blocks; large head dimensions.
+    // Several key tiles and row blocks (causal blocks that stop early; blocks spanning heads);
+    // large head dimensions.
+    mha(1, 1, 100, 100, 16).causal(None),
+    mha(1, 6, 30, 41, 16).kv(2).causal(None),
     mha(1, 2, 40, 70, 128).causal(None),
     mha(1, 1, 3, 20, 256).dv(200),
 ];
@@ -342,6 +345,17 @@ fn views_at_odd_offsets_touch_only_their_elements() {
         let want = reference(&case, &qv, &kv, &vv, Some((&mv, mask_strides(&case, &[6, 11]))));
         check(&all[9..9 + n], &want, tol(dtype), &format!("views {dtype}"));
     }
+}
+
+#[test]
+fn grids_beyond_65535_workgroups_fold() {
+    let rt = runtime();
+    let mut rng = Rng::new(15);
+    // One row per workgroup: 66,000 workgroups.
+    let case = Case { rank3: true, ..mha(66_000, 1, 1, 3, 4) };
+    let x = inputs(&rt, &case, DType::F32, &mut rng, 1.0);
+    let got = flash(&rt, &case, &x, None);
+    check(&got, &reference(&case, &x.qv, &x.kv, &x.vv, None), 1e-4, "folded grid");
 }
 
 #[test]

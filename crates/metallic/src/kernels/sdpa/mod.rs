@@ -293,7 +293,10 @@ fn overlaps(a: &Tensor, b: &Tensor) -> bool {
 /// mask values and large logits stay finite. Results are deterministic.
 ///
 /// Head dimensions up to [`FlashAttention::MAX_HEAD_DIM`]; tile sizes follow the head
-/// dimensions and the device's workgroup memory (32 KiB fits every head dimension).
+/// dimensions, the rows per K/V head and the device's workgroup memory (20 KiB fits every head
+/// dimension; more gives larger tiles). Short query blocks over long caches (decoding) use one
+/// workgroup per (batch, K/V head); splitting the keys across workgroups is what would fill a
+/// large GPU there.
 #[derive(Debug, Clone)]
 pub struct FlashAttention {
     q: Tensor,
@@ -326,51 +329,52 @@ struct Params {
     mask_sk: u32,
 }
 
-/// Threads per team in `flash.wgsl` (`LANES`); a team owns two query rows.
-const LANES: usize = 8;
+/// Most threads per workgroup the kernel uses (every adapter allows 256).
+const MAX_WORKGROUP: usize = 256;
 
-/// Tile sizes of one launch.
-#[derive(Debug, Clone, Copy)]
+/// Tile sizes of one launch of `flash.wgsl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tiles {
-    /// Query rows per workgroup (the workgroup has `LANES / 2 * bq` threads).
+    /// Query rows per workgroup (two per team).
     bq: usize,
     /// Keys per tile.
     bk: usize,
+    /// Threads per team: each lane accumulates two vec4 columns of `v`'s head dimension.
+    lanes: usize,
 }
 
 impl Tiles {
     fn workgroup_size(self) -> usize {
-        self.bq / 2 * LANES
+        self.bq / 2 * self.lanes
     }
 
     /// Workgroup memory `flash.wgsl` declares for these tiles (plus the prelude's reduction
     /// scratch, in case a compiler keeps it), in bytes.
     fn bytes(self, shape: &SdpaShape) -> usize {
-        let stride = shape.head_dim | 1;
-        let floats = self.bq * stride
-            + self.bk * stride
-            + self.bk * shape.head_dim_v
-            + self.bq * (self.bk + 1)
-            + self.workgroup_size();
-        floats * 4
+        let stride4 = shape.head_dim.div_ceil(4) | 1;
+        let vec4s = self.bq * stride4 + self.bk * stride4 + self.bk * shape.head_dim_v.div_ceil(4);
+        let floats = self.bq * (self.bk + 1) + self.bq * self.lanes + self.workgroup_size();
+        16 * vec4s + 4 * floats
     }
 
-    /// The largest tiles that fit `limit` bytes of workgroup memory: as many query rows as the
-    /// problem has per K/V head (up to 32), keys in tiles of 32 or 16 where they fit, else 8.
+    /// Tiles for `shape` within `limit` bytes of workgroup memory: teams of 8, 16 or 32 lanes
+    /// (enough for `v`'s head dimension), as many query rows per workgroup as the problem has per
+    /// K/V head up to 256 threads, then the longest key tile (32, 16 or 8) that fits. On an
+    /// H100 (48 KiB) this gives 64×32 tiles for head dimension 64, 32×16 for 128, 16×8 for 256,
+    /// the fastest of the configurations measured there.
     fn choose(shape: &SdpaShape, limit: usize) -> Option<Tiles> {
+        let lanes = shape.head_dim_v.div_ceil(8).checked_next_power_of_two()?.max(8);
+        let max_bq = 2 * MAX_WORKGROUP / lanes;
         let rows = shape.group().saturating_mul(shape.seq_q);
-        let target = rows.checked_next_power_of_two().unwrap_or(32).clamp(2, 32);
-        for min_bk in [16, 8] {
-            let mut bq = target;
-            while bq >= 2 {
-                for bk in [32, 16, 8] {
-                    let tiles = Tiles { bq, bk };
-                    if bk >= min_bk && tiles.bytes(shape) <= limit {
-                        return Some(tiles);
-                    }
+        let mut bq = rows.checked_next_power_of_two().unwrap_or(max_bq).clamp(2, max_bq.max(2));
+        while bq >= 2 {
+            for bk in [32, 16, 8] {
+                let tiles = Tiles { bq, bk, lanes };
+                if tiles.bytes(shape) <= limit {
+                    return Some(tiles);
                 }
-                bq /= 2;
             }
+            bq /= 2;
         }
         None
     }
@@ -483,6 +487,7 @@ impl Operation for FlashAttention {
             ("D", shape.head_dim as f64),
             ("DV", shape.head_dim_v as f64),
             ("MASK", if problem.mask.is_some() { 1.0 } else { 0.0 }),
+            ("LANES", tiles.lanes as f64),
         ])?;
         encoder.dispatch(
             cache,
