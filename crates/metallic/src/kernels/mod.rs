@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod norm;
 pub mod random;
 pub mod rope;
+pub mod sdpa;
 pub mod softmax;
 pub mod strided;
 pub mod unary;

@@ -1,0 +1,514 @@
+//! Scaled-dot-product attention (the fused flash kernel) against an f64 CPU reference: scores,
+//! additive masks, the causal rule with offsets, grouped-query heads, 3-D inputs, f32 and f16,
+//! views at odd offsets, properties and every error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use common::*;
+use metallic::kernels::sdpa::{FlashAttention, SdpaOptions, SdpaProblem, SdpaShape, scaled_dot_product_attention};
+use metallic::{DType, Error, Runtime, Tensor};
+
+/// One attention problem.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    seq_q: usize,
+    seq_k: usize,
+    d: usize,
+    dv: usize,
+    /// 3-D `[batch, seq, dim]` inputs (heads = kv_heads = 1).
+    rank3: bool,
+    causal: bool,
+    offset: Option<u32>,
+    scale: Option<f32>,
+}
+
+/// `[batch, heads, seq_q, seq_k, d]` with one head per K/V head, d = dv.
+const fn mha(batch: usize, heads: usize, seq_q: usize, seq_k: usize, d: usize) -> Case {
+    Case {
+        batch,
+        heads,
+        kv_heads: heads,
+        seq_q,
+        seq_k,
+        d,
+        dv: d,
+        rank3: false,
+        causal: false,
+        offset: None,
+        scale: None,
+    }
+}
+
+impl Case {
+    const fn causal(mut self, offset: Option<u32>) -> Self {
+        self.causal = true;
+        self.offset = offset;
+        self
+    }
+    const fn kv(mut self, kv_heads: usize) -> Self {
+        self.kv_heads = kv_heads;
+        self
+    }
+    const fn dv(mut self, dv: usize) -> Self {
+        self.dv = dv;
+        self
+    }
+    const fn scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+    fn shape(&self, heads: usize, seq: usize, dim: usize) -> Vec<usize> {
+        if self.rank3 { vec![self.batch, seq, dim] } else { vec![self.batch, heads, seq, dim] }
+    }
+    fn q_shape(&self) -> Vec<usize> {
+        self.shape(self.heads, self.seq_q, self.d)
+    }
+    fn k_shape(&self) -> Vec<usize> {
+        self.shape(self.kv_heads, self.seq_k, self.d)
+    }
+    fn v_shape(&self) -> Vec<usize> {
+        self.shape(self.kv_heads, self.seq_k, self.dv)
+    }
+    fn out_shape(&self) -> Vec<usize> {
+        self.shape(self.heads, self.seq_q, self.dv)
+    }
+    /// The logits a mask broadcasts to.
+    fn logits_shape(&self) -> Vec<usize> {
+        self.shape(self.heads, self.seq_q, self.seq_k)
+    }
+    fn options(&self, mask: Option<Tensor>) -> SdpaOptions {
+        SdpaOptions { scale: self.scale, causal: self.causal, causal_offset: self.offset, mask }
+    }
+    fn scale_f64(&self) -> f64 {
+        match self.scale {
+            Some(s) => f64::from(s),
+            None => 1.0 / (self.d as f64).sqrt(),
+        }
+    }
+    fn causal_offset(&self) -> Option<i64> {
+        self.causal.then(|| match self.offset {
+            Some(o) => i64::from(o),
+            None => self.seq_k as i64 - self.seq_q as i64,
+        })
+    }
+}
+
+/// Element strides of a mask over (batch, head, query, key), broadcasting right-aligned.
+fn mask_strides(case: &Case, mask_dims: &[usize]) -> [usize; 4] {
+    let target = case.logits_shape();
+    assert!(mask_dims.len() <= target.len());
+    let mut strides = vec![0usize; mask_dims.len()];
+    let mut acc = 1;
+    for a in (0..mask_dims.len()).rev() {
+        strides[a] = if mask_dims[a] == 1 { 0 } else { acc };
+        acc *= mask_dims[a];
+    }
+    let lead = target.len() - mask_dims.len();
+    let mut per_axis = vec![0usize; target.len()];
+    for a in 0..mask_dims.len() {
+        assert!(mask_dims[a] == target[lead + a] || mask_dims[a] == 1);
+        per_axis[lead + a] = strides[a];
+    }
+    if case.rank3 {
+        [per_axis[0], 0, per_axis[1], per_axis[2]]
+    } else {
+        [per_axis[0], per_axis[1], per_axis[2], per_axis[3]]
+    }
+}
+
+/// The f64 reference: softmax(scale q kᵀ + mask, causal) v; rows with no visible key give 0.
+fn reference(case: &Case, q: &[f64], k: &[f64], v: &[f64], mask: Option<(&[f64], [usize; 4])>) -> Vec<f64> {
+    let (heads, kvh, sq, sk, d, dv) = (case.heads, case.kv_heads, case.seq_q, case.seq_k, case.d, case.dv);
+    let group = heads / kvh;
+    let scale = case.scale_f64();
+    let causal = case.causal_offset();
+    let mut out = vec![0.0; case.batch * heads * sq * dv];
+    for b in 0..case.batch {
+        for h in 0..heads {
+            let kh = h / group;
+            for i in 0..sq {
+                let qrow = &q[((b * heads + h) * sq + i) * d..][..d];
+                let scores: Vec<f64> = (0..sk)
+                    .map(|j| {
+                        if causal.is_some_and(|off| j as i64 > i as i64 + off) {
+                            return f64::NEG_INFINITY;
+                        }
+                        let krow = &k[((b * kvh + kh) * sk + j) * d..][..d];
+                        let mut s = scale * qrow.iter().zip(krow).map(|(a, b)| a * b).sum::<f64>();
+                        if let Some((m, st)) = mask {
+                            s += m[b * st[0] + h * st[1] + i * st[2] + j * st[3]];
+                        }
+                        s
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let o = &mut out[((b * heads + h) * sq + i) * dv..][..dv];
+                if max == f64::NEG_INFINITY {
+                    continue; // every key masked: zeros
+                }
+                let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = w.iter().sum();
+                for (j, wj) in w.iter().enumerate() {
+                    let vrow = &v[((b * kvh + kh) * sk + j) * dv..][..dv];
+                    for (oc, vc) in o.iter_mut().zip(vrow) {
+                        *oc += wj / total * vc;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+struct Inputs {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    qv: Vec<f64>,
+    kv: Vec<f64>,
+    vv: Vec<f64>,
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn inputs(rt: &Runtime, case: &Case, dtype: DType, rng: &mut Rng, range: f64) -> Inputs {
+    let (q, qv) = upload(rt, &case.q_shape(), dtype, &rng.vec(numel(&case.q_shape()), -range, range));
+    let (k, kv) = upload(rt, &case.k_shape(), dtype, &rng.vec(numel(&case.k_shape()), -range, range));
+    let (v, vv) = upload(rt, &case.v_shape(), dtype, &rng.vec(numel(&case.v_shape()), -1.0, 1.0));
+    Inputs { q, k, v, qv, kv, vv }
+}
+
+/// Records the fused kernel into a NaN-poisoned output and returns it.
+fn flash(rt: &Runtime, case: &Case, x: &Inputs, mask: Option<Tensor>) -> Vec<f32> {
+    let out = poisoned(rt, &case.out_shape(), x.q.dtype());
+    rt.record(&FlashAttention::new(&x.q, &x.k, &x.v, &out, case.options(mask)).unwrap()).unwrap();
+    out.to_vec_f32().unwrap()
+}
+
+/// Asserts closeness and returns the largest absolute error.
+fn check(got: &[f32], want: &[f64], tol: f64, what: &str) -> f64 {
+    assert_close(got, want, tol, what);
+    got.iter().zip(want).map(|(&g, &w)| (f64::from(g) - w).abs()).fold(0.0, f64::max)
+}
+
+fn tol(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 1e-2,
+        _ => 1e-4,
+    }
+}
+
+const CASES: &[Case] = &[
+    mha(1, 1, 1, 1, 8),
+    mha(2, 3, 7, 13, 16),
+    mha(2, 3, 7, 13, 16).causal(None).scale(0.3),
+    mha(1, 4, 33, 33, 64).causal(None),
+    // Decoding: one query against a cache of 37 keys, default offset (sees all) and explicit.
+    mha(2, 2, 1, 37, 32).causal(None),
+    mha(2, 2, 1, 37, 32).causal(Some(20)),
+    // Prefill chunk against a longer cache, and more queries than keys (first rows see none).
+    mha(1, 2, 5, 70, 24).causal(None),
+    mha(1, 1, 9, 4, 8).causal(None),
+    // Grouped-query attention.
+    mha(1, 4, 5, 19, 16).kv(2).causal(None),
+    mha(2, 6, 3, 11, 8).kv(1),
+    mha(1, 8, 1, 45, 32).kv(2).causal(None),
+    // v's head dimension differs; odd head dimensions.
+    mha(1, 2, 6, 10, 24).dv(40),
+    mha(2, 1, 13, 31, 7).dv(13).causal(Some(3)),
+    // Several key tiles and row blocks (causal blocks that stop early; blocks spanning heads);
+    // large head dimensions.
+    mha(1, 1, 100, 100, 16).causal(None),
+    mha(1, 6, 30, 41, 16).kv(2).causal(None),
+    mha(1, 2, 40, 70, 128).causal(None),
+    mha(1, 1, 3, 20, 256).dv(200),
+];
+
+#[test]
+fn matches_reference_for_every_case_dtype_and_param_path() {
+    for rt in runtimes() {
+        let mode = rt.context().caps().params;
+        for dtype in float_dtypes(&rt) {
+            let mut worst = 0.0f64;
+            let mut rng = Rng::new(7);
+            for case in CASES {
+                let x = inputs(&rt, case, dtype, &mut rng, 1.0);
+                let got = flash(&rt, case, &x, None);
+                let want = reference(case, &x.qv, &x.kv, &x.vv, None);
+                worst = worst.max(check(&got, &want, tol(dtype), &format!("{case:?} {dtype} {mode:?}")));
+            }
+            eprintln!("{dtype} {mode:?}: largest error {worst:e}");
+        }
+    }
+}
+
+#[test]
+fn three_dimensional_inputs_are_one_head() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut rng = Rng::new(8);
+        for case in [
+            Case { rank3: true, ..mha(2, 1, 9, 9, 32) },
+            Case { rank3: true, ..mha(2, 1, 9, 12, 32).causal(None).dv(20) },
+        ] {
+            let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+            // Through the tensor-level entry point.
+            let out = scaled_dot_product_attention(&x.q, &x.k, &x.v, case.options(None)).unwrap();
+            assert_eq!(out.dims(), &case.out_shape()[..]);
+            let want = reference(&case, &x.qv, &x.kv, &x.vv, None);
+            check(&out.to_vec_f32().unwrap(), &want, tol(dtype), &format!("{case:?} {dtype}"));
+        }
+    }
+}
+
+#[test]
+fn additive_masks_broadcast() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut worst = 0.0f64;
+        let mut rng = Rng::new(9);
+        let case = mha(2, 3, 7, 13, 16);
+        let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+        // Key padding [B, 1, 1, K]: batch 0 sees 13 keys, batch 1 the first 9.
+        let padding: Vec<f64> =
+            (0..2 * 13).map(|e| if e >= 13 && e % 13 >= 9 { f64::NEG_INFINITY } else { 0.0 }).collect();
+        // [Q, K]: random additive values, a few -inf, query 4 sees no key at all.
+        let mut qk = rng.vec(7 * 13, -2.0, 2.0);
+        for (e, m) in qk.iter_mut().enumerate() {
+            if e / 13 == 4 || e % 5 == 0 {
+                *m = f64::NEG_INFINITY;
+            }
+        }
+        // [B, H, Q, K] of large negative (finite) values: uniform attention where they meet.
+        let full = rng.vec(2 * 3 * 7 * 13, -3.0, 3.0).into_iter().map(|m| if m > 2.0 { -1e9 } else { m }).collect();
+        let masked = [
+            (vec![2usize, 1, 1, 13], padding, case),
+            (vec![7, 13], qk.clone(), case),
+            (vec![7, 13], qk, case.causal(Some(2))),
+            (vec![2, 3, 7, 13], full, case.causal(None)),
+            (vec![3, 1, 13], rng.vec(3 * 13, -1.0, 1.0), case),
+        ];
+        for (dims, values, case) in masked {
+            let (mask, mv) = upload(&rt, &dims, dtype, &values);
+            let got = flash(&rt, &case, &x, Some(mask));
+            let want = reference(&case, &x.qv, &x.kv, &x.vv, Some((&mv, mask_strides(&case, &dims))));
+            worst = worst.max(check(&got, &want, tol(dtype), &format!("mask {dims:?} {case:?} {dtype}")));
+            if dims == [7, 13] {
+                // Query 4 sees no key: zeros, not NaN.
+                for bh in 0..6 {
+                    assert!(got[(bh * 7 + 4) * 16..][..16].iter().all(|&g| g == 0.0), "fully masked row");
+                }
+            }
+        }
+        // 3-D inputs with a [B, Q, K] mask.
+        let case3 = Case { rank3: true, ..mha(2, 1, 5, 8, 16) };
+        let x3 = inputs(&rt, &case3, dtype, &mut rng, 1.0);
+        let (mask, mv) = upload(&rt, &[2, 5, 8], dtype, &rng.vec(80, -1.0, 1.0));
+        let got = flash(&rt, &case3, &x3, Some(mask));
+        let want = reference(&case3, &x3.qv, &x3.kv, &x3.vv, Some((&mv, mask_strides(&case3, &[2, 5, 8]))));
+        worst = worst.max(check(&got, &want, tol(dtype), &format!("3-D mask {dtype}")));
+        eprintln!("masks {dtype}: largest error {worst:e}");
+    }
+}
+
+/// A view of `numel` elements at element `offset` of a larger flat tensor.
+fn view_of(rt: &Runtime, shape: &[usize], dtype: DType, offset: usize, values: &[f64]) -> (Tensor, Vec<f64>) {
+    let n = numel(shape);
+    let mut all = vec![0.5; offset + n + 3];
+    all[offset..offset + n].copy_from_slice(values);
+    let (t, rounded) = upload(rt, &[all.len()], dtype, &all);
+    (t.narrow(offset, n).unwrap().reshape(shape.to_vec()).unwrap(), rounded[offset..offset + n].to_vec())
+}
+
+#[test]
+fn views_at_odd_offsets_touch_only_their_elements() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut rng = Rng::new(10);
+        let case = mha(2, 4, 6, 11, 12).kv(2).causal(None).dv(10);
+        let (q, qv) = view_of(&rt, &case.q_shape(), dtype, 5, &rng.vec(numel(&case.q_shape()), -1.0, 1.0));
+        let (k, kv) = view_of(&rt, &case.k_shape(), dtype, 3, &rng.vec(numel(&case.k_shape()), -1.0, 1.0));
+        let (v, vv) = view_of(&rt, &case.v_shape(), dtype, 7, &rng.vec(numel(&case.v_shape()), -1.0, 1.0));
+        let (mask, mv) = view_of(&rt, &[6, 11], dtype, 1, &rng.vec(66, -1.0, 1.0));
+        let n = numel(&case.out_shape());
+        let big = poisoned(&rt, &[n + 20], dtype);
+        let out = big.narrow(9, n).unwrap().reshape(case.out_shape()).unwrap();
+        rt.record(&FlashAttention::new(&q, &k, &v, &out, case.options(Some(mask))).unwrap()).unwrap();
+        let all = big.to_vec_f32().unwrap();
+        assert!(all[..9].iter().chain(&all[9 + n..]).all(|x| x.is_nan()), "wrote outside the output view");
+        let want = reference(&case, &qv, &kv, &vv, Some((&mv, mask_strides(&case, &[6, 11]))));
+        check(&all[9..9 + n], &want, tol(dtype), &format!("views {dtype}"));
+    }
+}
+
+#[test]
+fn grids_beyond_65535_workgroups_fold() {
+    let rt = runtime();
+    let mut rng = Rng::new(15);
+    // One row per workgroup: 66,000 workgroups.
+    let case = Case { rank3: true, ..mha(66_000, 1, 1, 3, 4) };
+    let x = inputs(&rt, &case, DType::F32, &mut rng, 1.0);
+    let got = flash(&rt, &case, &x, None);
+    check(&got, &reference(&case, &x.qv, &x.kv, &x.vv, None), 1e-4, "folded grid");
+}
+
+#[test]
+fn causal_outputs_ignore_future_keys_and_values() {
+    let rt = runtime();
+    let mut rng = Rng::new(11);
+    // Offset 0 over 40 keys: queries 0..16 see keys 0..16 at most.
+    let case = mha(1, 2, 40, 40, 16).causal(Some(0));
+    let x = inputs(&rt, &case, DType::F32, &mut rng, 1.0);
+    let before = flash(&rt, &case, &x, None);
+    // Rewrite keys and values from position 16 on.
+    let change = |vals: &[f64], dim: usize| -> Vec<f32> {
+        vals.iter()
+            .enumerate()
+            .map(|(e, &x)| if (e / dim) % 40 >= 16 { (x * 3.0 - 1.0) as f32 } else { x as f32 })
+            .collect()
+    };
+    let y = Inputs {
+        k: Tensor::from_slice(&rt, case.k_shape(), &change(&x.kv, 16)).unwrap(),
+        v: Tensor::from_slice(&rt, case.v_shape(), &change(&x.vv, 16)).unwrap(),
+        ..x
+    };
+    let after = flash(&rt, &case, &y, None);
+    for h in 0..2 {
+        let rows = |o: &[f32]| o[h * 40 * 16..][..16 * 16].to_vec();
+        assert_eq!(rows(&before), rows(&after), "head {h}: queries before position 16 changed");
+        let later = |o: &[f32]| o[(h * 40 + 30) * 16..][..16].to_vec();
+        assert_ne!(later(&before), later(&after), "head {h}: a later query must see the change");
+    }
+}
+
+#[test]
+fn large_logits_stay_finite_and_correct() {
+    let rt = runtime();
+    let mut rng = Rng::new(12);
+    for case in [mha(1, 2, 9, 21, 16), mha(1, 1, 33, 33, 64).causal(None)] {
+        let x = inputs(&rt, &case, DType::F32, &mut rng, 100.0);
+        let got = flash(&rt, &case, &x, None);
+        assert!(got.iter().all(|g| g.is_finite()), "non-finite output");
+        let want = reference(&case, &x.qv, &x.kv, &x.vv, None);
+        let worst = check(&got, &want, 1e-3, &format!("large logits {case:?}"));
+        eprintln!("large logits {case:?}: largest error {worst:e}");
+    }
+}
+
+#[test]
+fn runs_are_bit_identical() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut rng = Rng::new(13);
+        let case = mha(2, 4, 17, 45, 32).kv(2).causal(None);
+        let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+        let a = flash(&rt, &case, &x, None);
+        let b = flash(&rt, &case, &x, None);
+        assert_eq!(
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn rows_that_see_no_key_are_zero() {
+    let rt = runtime();
+    let mut rng = Rng::new(14);
+    for dtype in float_dtypes(&rt) {
+        // Default offset seq_k - seq_q = -6: the first six queries see nothing.
+        let case = mha(1, 2, 10, 4, 8).causal(None);
+        let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+        let got = flash(&rt, &case, &x, None);
+        for h in 0..2 {
+            assert!(got[h * 80..][..48].iter().all(|&g| g == 0.0), "{dtype}: masked rows must be 0");
+            assert!(got[h * 80 + 48..][..32].iter().all(|&g| g != 0.0 && g.is_finite()));
+        }
+        // A mask of -inf everywhere, and no keys at all.
+        let case = mha(1, 2, 3, 5, 8);
+        let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+        let mask = Tensor::full(&rt, [5], dtype, f32::NEG_INFINITY).unwrap();
+        assert!(flash(&rt, &case, &x, Some(mask)).iter().all(|&g| g == 0.0));
+        let case = mha(1, 2, 3, 0, 8);
+        let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+        assert!(flash(&rt, &case, &x, None).iter().all(|&g| g == 0.0));
+    }
+}
+
+#[test]
+fn shared_description_resolves_defaults() {
+    let rt = runtime();
+    let t = |dims: &[usize]| Tensor::zeros(&rt, dims, DType::F32).unwrap();
+    let (q, k, v, out) = (t(&[2, 6, 5, 16]), t(&[2, 3, 9, 16]), t(&[2, 3, 9, 8]), t(&[2, 6, 5, 8]));
+    let options = SdpaOptions { causal: true, mask: Some(t(&[5, 1])), ..Default::default() };
+    let p = SdpaProblem::new(&q, &k, &v, &out, &options).unwrap();
+    let s: SdpaShape = p.shape;
+    assert_eq!(
+        (s.batch, s.heads, s.kv_heads, s.seq_q, s.seq_k, s.head_dim, s.head_dim_v, s.rank),
+        (2, 6, 3, 5, 9, 16, 8, 4)
+    );
+    assert_eq!((s.group(), s.kv_head(5)), (2, 2));
+    assert_eq!(p.scale, 0.25);
+    assert_eq!(p.causal_offset, Some(4));
+    assert_eq!(p.mask.unwrap().strides, [0, 0, 1, 0]);
+    assert_eq!(s.out_shape().unwrap().dims(), &[2, 6, 5, 8]);
+}
+
+#[test]
+fn invalid_inputs_return_the_right_error() {
+    let rt = runtime();
+    let t = |dims: &[usize], dtype: DType| Tensor::zeros(&rt, dims, dtype).unwrap();
+    let f = |dims: &[usize]| t(dims, DType::F32);
+    let new = |q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, o: SdpaOptions| {
+        FlashAttention::new(q, k, v, out, o).unwrap_err()
+    };
+    let (q, k, v, out) = (f(&[1, 4, 3, 8]), f(&[1, 2, 5, 8]), f(&[1, 2, 5, 8]), f(&[1, 4, 3, 8]));
+    let none = SdpaOptions::default;
+    let with_mask = |m: Tensor| SdpaOptions { mask: Some(m), ..Default::default() };
+
+    // Head dimensions of q and k differ.
+    assert!(matches!(new(&q, &f(&[1, 2, 5, 16]), &v, &out, none()), Error::ShapeMismatch { .. }));
+    // Heads not a multiple of kv_heads: a disagreement between q and k.
+    assert!(matches!(new(&q, &f(&[1, 3, 5, 8]), &f(&[1, 3, 5, 8]), &out, none()), Error::ShapeMismatch { .. }));
+    // k and v disagree; batch differs; out has the wrong shape.
+    assert!(matches!(new(&q, &k, &f(&[1, 2, 6, 8]), &out, none()), Error::ShapeMismatch { .. }));
+    assert!(matches!(new(&f(&[2, 4, 3, 8]), &k, &v, &f(&[2, 4, 3, 8]), none()), Error::ShapeMismatch { .. }));
+    assert!(matches!(new(&q, &k, &v, &f(&[1, 4, 3, 9]), none()), Error::ShapeMismatch { .. }));
+    assert!(matches!(new(&q, &f(&[2, 5, 8]), &f(&[2, 5, 8]), &out, none()), Error::ShapeMismatch { .. }));
+    // Dtypes.
+    assert!(matches!(new(&q, &t(&[1, 2, 5, 8], DType::F16), &v, &out, none()), Error::DTypeMismatch { .. }));
+    assert!(matches!(new(&q, &k, &v, &t(&[1, 4, 3, 8], DType::F16), none()), Error::DTypeMismatch { .. }));
+    let u = |dims: &[usize]| t(dims, DType::U32);
+    let err = new(&u(&[1, 4, 3, 8]), &u(&[1, 2, 5, 8]), &u(&[1, 2, 5, 8]), &u(&[1, 4, 3, 8]), none());
+    assert!(matches!(err, Error::DTypeMismatch { got: DType::U32, .. }), "{err:?}");
+    assert!(matches!(new(&q, &k, &v, &out, with_mask(t(&[5], DType::F16))), Error::DTypeMismatch { .. }));
+    // Ranks.
+    assert!(matches!(new(&f(&[3, 8]), &f(&[5, 8]), &f(&[5, 8]), &f(&[3, 8]), none()), Error::InvalidShape { .. }));
+    let r5 = f(&[1, 1, 4, 3, 8]);
+    assert!(matches!(new(&r5, &f(&[1, 1, 2, 5, 8]), &f(&[1, 1, 2, 5, 8]), &r5, none()), Error::InvalidShape { .. }));
+    // Masks that do not broadcast.
+    assert!(matches!(new(&q, &k, &v, &out, with_mask(f(&[4]))), Error::ShapeMismatch { .. }));
+    assert!(matches!(new(&q, &k, &v, &out, with_mask(f(&[2, 3, 5]))), Error::ShapeMismatch { .. }));
+    assert!(matches!(new(&q, &k, &v, &out, with_mask(f(&[1, 1, 4, 3, 5]))), Error::ShapeMismatch { .. }));
+    // Scale.
+    for scale in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let o = SdpaOptions { scale: Some(scale), ..Default::default() };
+        assert!(matches!(new(&q, &k, &v, &out, o), Error::InvalidArgument { .. }));
+    }
+    // Output overlapping an input.
+    assert!(matches!(new(&q, &k, &v, &q, none()), Error::InvalidArgument { .. }));
+    // Head dimension beyond the fused kernel's limit.
+    let (q3, k3) = (f(&[1, 2, 300]), f(&[1, 3, 300]));
+    assert!(matches!(new(&q3, &k3, &k3, &q3.empty_like().unwrap(), none()), Error::InvalidShape { .. }));
+    // The tensor-level entry point reports the same.
+    let e = scaled_dot_product_attention(&q, &f(&[1, 3, 5, 8]), &f(&[1, 3, 5, 8]), none()).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { .. }));
+    let e = scaled_dot_product_attention(&u(&[1, 4, 3, 8]), &u(&[1, 2, 5, 8]), &u(&[1, 2, 5, 8]), none()).unwrap_err();
+    assert!(matches!(e, Error::DTypeMismatch { .. }));
+}
