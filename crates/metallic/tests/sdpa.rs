@@ -1,4 +1,5 @@
-//! Scaled-dot-product attention (the fused flash kernel) against an f64 CPU reference: scores,
+//! Scaled-dot-product attention (the fused flash kernel and the composite GEMM → softmax → GEMM
+//! path) against an f64 CPU reference and each other: scores,
 //! additive masks, the causal rule with offsets, grouped-query heads, 3-D inputs, f32 and f16,
 //! views at odd offsets, properties and every error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -6,7 +7,10 @@
 mod common;
 
 use common::*;
-use metallic::kernels::sdpa::{FlashAttention, SdpaOptions, SdpaProblem, SdpaShape, scaled_dot_product_attention};
+use metallic::kernels::sdpa::{
+    CompositeAttention, FlashAttention, SdpaImpl, SdpaOptions, SdpaProblem, SdpaShape, scaled_dot_product_attention,
+    scaled_dot_product_attention_with,
+};
 use metallic::{DType, Error, Runtime, Tensor};
 
 /// One attention problem.
@@ -511,4 +515,71 @@ fn invalid_inputs_return_the_right_error() {
     assert!(matches!(e, Error::ShapeMismatch { .. }));
     let e = scaled_dot_product_attention(&u(&[1, 4, 3, 8]), &u(&[1, 2, 5, 8]), &u(&[1, 2, 5, 8]), none()).unwrap_err();
     assert!(matches!(e, Error::DTypeMismatch { .. }));
+}
+
+/// Records the composite path (GEMM → softmax → GEMM) into a NaN-poisoned output.
+fn composite(rt: &Runtime, case: &Case, x: &Inputs, mask: Option<Tensor>) -> Vec<f32> {
+    let out = poisoned(rt, &case.out_shape(), x.q.dtype());
+    rt.record(&CompositeAttention::new(&x.q, &x.k, &x.v, &out, case.options(mask)).unwrap()).unwrap();
+    out.to_vec_f32().unwrap()
+}
+
+#[test]
+fn composite_path_matches_reference_and_fused_kernel() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut worst = (0.0f64, 0.0f64);
+        let mut rng = Rng::new(17);
+        for case in CASES {
+            let x = inputs(&rt, case, dtype, &mut rng, 1.0);
+            if case.causal && case.offset.is_none() && case.seq_q > case.seq_k {
+                // A negative causal offset: only the fused kernel takes it.
+                let out = poisoned(&rt, &case.out_shape(), dtype);
+                let err = CompositeAttention::new(&x.q, &x.k, &x.v, &out, case.options(None)).unwrap_err();
+                assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+                continue;
+            }
+            let got = composite(&rt, case, &x, None);
+            let want = reference(case, &x.qv, &x.kv, &x.vv, None);
+            let what = format!("composite {case:?} {dtype}");
+            worst.0 = worst.0.max(check(&got, &want, tol(dtype), &what));
+            let fused = flash(&rt, case, &x, None);
+            let fused_vs_composite: Vec<f64> = fused.iter().map(|&f| f64::from(f)).collect();
+            worst.1 = worst.1.max(check(&got, &fused_vs_composite, tol(dtype), &format!("{what} vs fused")));
+        }
+        // Masks through the composite path: key padding with GQA, and a full [B, H, Q, K] mask.
+        let case = mha(2, 4, 6, 11, 16).kv(2).causal(None);
+        let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+        let padding: Vec<f64> = (0..22).map(|e| if e >= 11 && e % 11 >= 7 { f64::NEG_INFINITY } else { 0.0 }).collect();
+        let full = rng.vec(2 * 4 * 6 * 11, -2.0, 2.0);
+        for (dims, values) in
+            [(vec![2usize, 1, 1, 11], padding), (vec![2, 4, 6, 11], full), (vec![6, 11], rng.vec(66, -1.0, 1.0))]
+        {
+            let (mask, mv) = upload(&rt, &dims, dtype, &values);
+            let got = composite(&rt, &case, &x, Some(mask.clone()));
+            let want = reference(&case, &x.qv, &x.kv, &x.vv, Some((&mv, mask_strides(&case, &dims))));
+            worst.0 = worst.0.max(check(&got, &want, tol(dtype), &format!("composite mask {dims:?} {dtype}")));
+            let fused: Vec<f64> = flash(&rt, &case, &x, Some(mask)).iter().map(|&f| f64::from(f)).collect();
+            worst.1 =
+                worst.1.max(check(&got, &fused, tol(dtype), &format!("composite vs fused, mask {dims:?} {dtype}")));
+        }
+        eprintln!("composite {dtype}: largest error vs reference {:e}, vs fused {:e}", worst.0, worst.1);
+    }
+}
+
+#[test]
+fn head_dimensions_beyond_the_fused_kernel_take_the_composite_path() {
+    let rt = runtime();
+    let mut rng = Rng::new(18);
+    let case = mha(1, 2, 3, 9, 320).causal(None);
+    let x = inputs(&rt, &case, DType::F32, &mut rng, 1.0);
+    let out = poisoned(&rt, &case.out_shape(), DType::F32);
+    assert!(matches!(FlashAttention::new(&x.q, &x.k, &x.v, &out, case.options(None)), Err(Error::InvalidShape { .. })));
+    for implementation in [SdpaImpl::Auto, SdpaImpl::Composite] {
+        let got = scaled_dot_product_attention_with(&x.q, &x.k, &x.v, case.options(None), implementation).unwrap();
+        let want = reference(&case, &x.qv, &x.kv, &x.vv, None);
+        check(&got.to_vec_f32().unwrap(), &want, tol(DType::F32), &format!("{implementation:?} head_dim 320"));
+    }
+    let forced = scaled_dot_product_attention_with(&x.q, &x.k, &x.v, case.options(None), SdpaImpl::Fused);
+    assert!(matches!(forced, Err(Error::InvalidShape { .. })));
 }

@@ -39,6 +39,10 @@
 //! another dtype is [`Error::DTypeMismatch`]; a non-finite scale or an `out` that overlaps an
 //! input is [`Error::InvalidArgument`].
 
+mod composite;
+
+pub use composite::{CompositeAttention, SdpaImpl};
+
 use crate::cache::ResourceCache;
 use crate::command::{ComputeEncoder, Dispatch, Operation};
 use crate::context::Context;
@@ -504,12 +508,27 @@ impl Operation for FlashAttention {
 }
 
 /// `softmax(scale · q kᵀ + mask, causal) · v` as a new tensor shaped like `q` with `v`'s head
-/// dimension last, recorded on `q`'s runtime. Uses the fused [`FlashAttention`] kernel.
+/// dimension last, recorded on `q`'s runtime: the fused [`FlashAttention`] kernel where it can
+/// run, [`CompositeAttention`] otherwise.
 pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, options: SdpaOptions) -> Result<Tensor> {
+    scaled_dot_product_attention_with(q, k, v, options, SdpaImpl::Auto)
+}
+
+/// [`scaled_dot_product_attention`] with the implementation chosen by the caller.
+pub fn scaled_dot_product_attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    options: SdpaOptions,
+    implementation: SdpaImpl,
+) -> Result<Tensor> {
     check_inputs(q, k, v, &options)?;
     let shape = SdpaShape::new(q.shape(), k.shape(), v.shape())?;
     let out = Tensor::empty(q.runtime(), shape.out_shape()?, q.dtype())?;
-    let op = FlashAttention::new(q, k, v, &out, options)?;
-    q.runtime().record(&op)?;
+    let problem = SdpaProblem::new(q, k, v, &out, &options)?;
+    match implementation.resolve(&problem, q) {
+        SdpaImpl::Composite => q.runtime().record(&CompositeAttention::new(q, k, v, &out, options)?)?,
+        _ => q.runtime().record(&FlashAttention::new(q, k, v, &out, options)?)?,
+    }
     Ok(out)
 }
