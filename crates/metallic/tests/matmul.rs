@@ -570,3 +570,24 @@ fn errors() {
     assert!(t(&[2, 3]).matmul(&foreign).unwrap_err().to_string().contains("different"));
     rt.synchronize().unwrap();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, failure_persistence: None, ..Default::default() })]
+
+    /// Random shapes, transposes, scales and batch layouts against the f64 reference.
+    #[test]
+    fn property_random_gemm_matches_reference(
+        m in 1usize..80, n in 1usize..80, k in 1usize..150,
+        ta: bool, tb: bool, beta_on: bool, layout in 0usize..3, batch in 1usize..3, f16: bool, seed: u64,
+    ) {
+        let rt = runtime();
+        let dtype = if f16 && rt.context().caps().shader_f16() { DType::F16 } else { DType::F32 };
+        let (ab, bb) = match layout {
+            0 => (vec![batch], vec![batch]),
+            1 => (vec![batch], vec![]),
+            _ => (vec![], vec![batch]),
+        };
+        let case = Case::new(m, n, k).trans(ta, tb).batch(&ab, &bb, &[batch]).scale(0.75, if beta_on { 0.5 } else { 0.0 });
+        check(&rt, dtype, &case, &mut Rng::new(seed));
+    }
+}

@@ -583,3 +583,28 @@ fn head_dimensions_beyond_the_fused_kernel_take_the_composite_path() {
     let forced = scaled_dot_product_attention_with(&x.q, &x.k, &x.v, case.options(None), SdpaImpl::Fused);
     assert!(matches!(forced, Err(Error::InvalidShape { .. })));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, failure_persistence: None, ..Default::default() })]
+
+    /// Random attention problems (GQA groups, sequence lengths, head dimensions, causal
+    /// offsets): the fused kernel and the composite path both match the f64 reference.
+    #[test]
+    fn property_random_attention_fused_and_composite_match_reference(
+        batch in 1usize..3, kv_heads in 1usize..3, group in 1usize..4, seq_q in 1usize..20, seq_k in 1usize..40,
+        d in proptest::sample::select(vec![4usize, 8, 12, 16, 32, 64]), dv in proptest::sample::select(vec![4usize, 8, 24, 64]),
+        causal: bool, offset in proptest::option::of(0u32..16), f16: bool, seed: u64,
+    ) {
+        let rt = runtime();
+        let dtype = if f16 && rt.context().caps().shader_f16() { DType::F16 } else { DType::F32 };
+        let mut case = mha(batch, kv_heads * group, seq_q, seq_k, d).kv(kv_heads).dv(dv);
+        if causal {
+            // Composite needs a non-negative offset: default to one when seq_q > seq_k.
+            case = case.causal(offset.or((seq_q > seq_k).then_some(0)));
+        }
+        let x = inputs(&rt, &case, dtype, &mut Rng::new(seed), 1.0);
+        let want = reference(&case, &x.qv, &x.kv, &x.vv, None);
+        check(&flash(&rt, &case, &x, None), &want, tol(dtype), &format!("fused {case:?} {dtype}"));
+        check(&composite(&rt, &case, &x, None), &want, tol(dtype), &format!("composite {case:?} {dtype}"));
+    }
+}

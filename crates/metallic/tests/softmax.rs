@@ -552,3 +552,26 @@ fn invalid_arguments_are_errors() {
     let err = scalar.softmax().unwrap_err();
     assert!(matches!(err, Error::InvalidShape { op: "softmax", .. }), "{err}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, failure_persistence: None, ..Default::default() })]
+
+    /// Random shapes, scales and causal offsets, in both reduction flavours: matches the f64
+    /// reference and every row sums to 1.
+    #[test]
+    fn property_random_rows_match_reference_and_sum_to_one(
+        planes in 1usize..4, q in 1usize..6, k in 1usize..700, scale in 0.05f32..3.0,
+        causal in proptest::option::of(0u32..8), subgroups: bool, f16: bool, seed: u64,
+    ) {
+        let rt = if subgroups { runtime() } else { runtime_without_subgroups() };
+        let dtype = if f16 && rt.context().caps().shader_f16() { DType::F16 } else { DType::F32 };
+        let dims = [planes, q, k];
+        let mut rng = Rng::new(seed);
+        let (x, xv) = upload(&rt, &dims, dtype, &rng.vec(planes * q * k, -8.0, 8.0));
+        let got = run(&rt, &x, SoftmaxOptions { scale, causal, mask: None });
+        let want = reference(&xv, &dims, f64::from(scale), causal, None);
+        let what = format!("{dtype} {dims:?} scale {scale} causal {causal:?} subgroups {subgroups}");
+        check(&got, &want, dtype, &what);
+        check_row_sums(&got, &want, k, dtype, &what);
+    }
+}
