@@ -220,6 +220,19 @@ pub struct CommandBuffer {
     ops: usize,
     dispatches: usize,
     submitted: Option<wgpu::SubmissionIndex>,
+    timer: Option<GpuTimer>,
+}
+
+/// GPU timestamps around the compute passes of one recording: the first pass's start and the
+/// last pass's end.
+struct GpuTimer {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Whether the current recording has written its start timestamp.
+    started: bool,
+    /// Whether the last commit carried timestamps.
+    committed: bool,
 }
 
 impl CommandBuffer {
@@ -238,7 +251,76 @@ impl CommandBuffer {
             ops: 0,
             dispatches: 0,
             submitted: None,
+            timer: None,
         })
+    }
+
+    /// Records GPU timestamps around the compute work of every later commit, read with
+    /// [`gpu_time`](Self::gpu_time). Needs the adapter's `TIMESTAMP_QUERY`.
+    pub fn enable_gpu_timing(&mut self) -> Result<()> {
+        if !self.ctx.caps().timestamps() {
+            return Err(self.ctx.unsupported("CommandBuffer::enable_gpu_timing", "TIMESTAMP_QUERY"));
+        }
+        if self.timer.is_some() {
+            return Ok(());
+        }
+        let device = self.ctx.device();
+        let (timer, err) = self.ctx.capture(|| {
+            let buffer = |label, usage| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: 16,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            };
+            GpuTimer {
+                queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("metallic timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                }),
+                resolve: buffer(
+                    "metallic timestamps",
+                    wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                ),
+                readback: buffer(
+                    "metallic timestamps read-back",
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                ),
+                started: false,
+                committed: false,
+            }
+        });
+        if let Some(err) = err {
+            return Err(gpu_error(err, "creating GPU timestamp queries"));
+        }
+        self.timer = Some(timer);
+        Ok(())
+    }
+
+    /// GPU time from the start of the first compute pass to the end of the last one in the last
+    /// commit (waits for it), or `None` if that commit was not timed.
+    pub fn gpu_time(&self) -> Result<Option<std::time::Duration>> {
+        let Some(timer) = self.timer.as_ref().filter(|t| t.committed) else { return Ok(None) };
+        self.wait()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        timer.readback.map_async(wgpu::MapMode::Read, .., move |result| {
+            // The receiver waits below; a send fails only if it is gone.
+            let _ = tx.send(result);
+        });
+        self.ctx.wait_for(None)?;
+        rx.recv()
+            .map_err(|_| Error::BufferMap { message: "the map callback never ran".into() })?
+            .map_err(|e| Error::BufferMap { message: e.to_string() })?;
+        let ticks: Vec<u64> = {
+            let view = timer.readback.get_mapped_range(..).map_err(|e| Error::BufferMap { message: e.to_string() })?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        timer.readback.unmap();
+        let (Some(&start), Some(&end)) = (ticks.first(), ticks.get(1)) else { return Ok(None) };
+        let nanos = end.saturating_sub(start) as f64 * f64::from(self.ctx.queue().get_timestamp_period());
+        Ok(Some(std::time::Duration::from_nanos(nanos as u64)))
     }
 
     /// Validates `op` and records its dispatches.
@@ -248,8 +330,17 @@ impl CommandBuffer {
             let encoder = self.encoder.get_or_insert_with(|| {
                 self.ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("metallic") })
             });
-            let pass = encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("metallic"), timestamp_writes: None });
+            let timestamp_writes = self.timer.as_mut().map(|t| {
+                let start = (!t.started).then_some(0);
+                t.started = true;
+                wgpu::ComputePassTimestampWrites {
+                    query_set: &t.queries,
+                    beginning_of_pass_write_index: start,
+                    end_of_pass_write_index: Some(1),
+                }
+            });
+            let pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("metallic"), timestamp_writes });
             self.pass = Some(pass.forget_lifetime());
         }
         let Some(pass) = self.pass.as_mut() else {
@@ -304,10 +395,18 @@ impl CommandBuffer {
     pub fn commit(&mut self) -> Result<()> {
         self.ctx.check_health("recording")?;
         self.pass = None;
-        let Some(encoder) = self.encoder.take() else {
+        let Some(mut encoder) = self.encoder.take() else {
             return Ok(());
         };
         let ops = std::mem::take(&mut self.ops);
+        if let Some(timer) = self.timer.as_mut() {
+            timer.committed = timer.started;
+            if timer.started {
+                encoder.resolve_query_set(&timer.queries, 0..2, &timer.resolve, 0);
+                encoder.copy_buffer_to_buffer(&timer.resolve, 0, &timer.readback, 0, 16);
+            }
+            timer.started = false;
+        }
         self.dispatches = 0;
         let (index, err) = self.ctx.capture(|| {
             let commands = encoder.finish();

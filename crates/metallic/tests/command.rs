@@ -175,3 +175,25 @@ fn wrong_binding_count_or_oversized_params_are_errors() {
     let err = cb.record(&Bad(t, false)).unwrap_err();
     assert!(err.to_string().contains("160 bytes"), "{err}");
 }
+
+#[test]
+fn gpu_timestamps_measure_the_committed_work() {
+    let rt = runtime();
+    assert!(rt.context().caps().timestamps(), "the test adapter offers TIMESTAMP_QUERY");
+    let t = Tensor::zeros(&rt, [1 << 16], DType::F32).unwrap();
+    let mut cb = rt.command_buffer().unwrap();
+    assert_eq!(cb.gpu_time().unwrap(), None, "nothing timed yet");
+    cb.enable_gpu_timing().unwrap();
+    let time = |cb: &mut metallic::CommandBuffer, ops: usize| {
+        for _ in 0..ops {
+            cb.record(&Binary::scalar(BinaryOp::Add, &t, 1.0, &t).unwrap()).unwrap();
+        }
+        cb.commit().unwrap();
+        cb.gpu_time().unwrap().expect("a timed commit")
+    };
+    let one = time(&mut cb, 1);
+    let many = time(&mut cb, 40);
+    assert!(one.as_nanos() > 0, "{one:?}");
+    assert!(many > one, "40 dispatches ({many:?}) should take longer than one ({one:?})");
+    assert!(t.to_vec::<f32>().unwrap().iter().all(|&v| v == 41.0));
+}

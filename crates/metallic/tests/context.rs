@@ -70,6 +70,10 @@ fn features_can_be_turned_off() {
         .unwrap();
     let caps = ctx.caps();
     assert!(!caps.subgroups() && !caps.shader_f16() && !caps.cooperative_matrix());
+    let untimed = Context::builder().disable(wgpu::Features::TIMESTAMP_QUERY).build().unwrap();
+    let err =
+        CommandBuffer::new(&untimed, &metallic::ResourceCache::new(&untimed)).unwrap().enable_gpu_timing().unwrap_err();
+    assert!(matches!(err, Error::Unsupported { feature: "TIMESTAMP_QUERY", .. }), "{err}");
     assert_eq!(caps.params, ParamMode::Uniform);
     // Without immediates, asking for them is an error rather than a silent fallback.
     let err = Context::builder().disable(wgpu::Features::IMMEDIATES).params(ParamMode::Immediates).build().unwrap_err();
