@@ -93,6 +93,9 @@ struct Params {
     ms1: u32,
     ms2: u32,
     ms_k: u32,
+    /// Always 0; XOR-ed into compensated sums so that no compiler can prove the compensation
+    /// cancels (NVIDIA's Vulkan compiler did, on an H100).
+    zero: u32,
 }
 
 /// How the mask broadcasts: the row index splits into three digits of sizes `(_, n1, n2)`

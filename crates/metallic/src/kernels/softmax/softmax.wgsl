@@ -39,6 +39,15 @@ struct Params {
     ms1: u32,
     ms2: u32,
     ms_k: u32,
+    // Always 0 (see `opaque`).
+    zero: u32,
+}
+
+// `v`, hidden from the optimiser: compensated summation computes (s - (s + t)) + t, which a
+// compiler that reassociates float additions folds to 0. NVIDIA's Vulkan compiler did so on an
+// H100 until the sum went through this runtime identity.
+fn opaque(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) ^ params.zero);
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<T>;
@@ -105,7 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             t = exp(max(v - m, EXP_FLOOR));
         }
         if COMPENSATED {
-            let sum = s + t;
+            let sum = opaque(s + t);
             if abs(s) >= abs(t) {
                 c += (s - sum) + t;
             } else {

@@ -135,8 +135,12 @@ fn apply(x: f32) -> f32 {
         case 5u: { return inverseSqrt(x); }
         case 6u: { return safe_tanh(x); }
         case 7u: { return sigmoid(x); }
-        // NaN stays NaN.
-        case 8u: { return select(x, 0.0, x < 0.0); }
+        // NaN stays NaN. Decided on the bits: NVIDIA's compiler turned the float comparison
+        // into max(x, 0), which maps NaN to 0.
+        case 8u: {
+            let bits = bitcast<u32>(x);
+            return select(x, 0.0, bits > 0x80000000u && bits <= 0xff800000u);
+        }
         case 9u: { return gelu_erf(x); }
         case 10u: { return gelu_tanh(x); }
         case 11u: { return silu(x); }
