@@ -1,5 +1,7 @@
 //! The `metallic` command-line tool.
 
+mod bench;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +27,11 @@ enum Command {
         #[arg(long, default_value_t = 1 << 20)]
         n: usize,
     },
+    /// Time one of metallic's kernels (GPU timestamps; see `bench/README.md`).
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -32,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info(),
         Command::Demo { n } => demo(n),
+        Command::Bench { what } => bench::run(what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
