@@ -75,7 +75,14 @@ fn tile_bytes(rows: usize, bk: usize, head_dim: usize, head_dim_v: usize) -> usi
 }
 
 /// Split-K attention: `out = softmax(scale · q kᵀ + mask, causal) · v` in two passes, the keys
-/// split into chunks across workgroups (see the [module docs](self)).
+/// split into chunks across workgroups.
+///
+/// Pass 1: one workgroup per (batch, K/V head, chunk of keys) takes every query row of its K/V
+/// head (`heads / kv_heads · seq_q` rows) against its chunk — online softmax over key tiles in
+/// workgroup memory — and writes each row's chunk maximum, sum and unnormalised accumulator to
+/// an f32 scratch tensor (from the runtime's pool, held by the op). Pass 2: one workgroup per
+/// output row merges the chunks with the usual rescaling. Chunks are multiples of 64 keys, as
+/// short as gives about 256 pass-1 workgroups.
 ///
 /// Takes every problem [`FlashAttention`](super::FlashAttention) takes (scale, causal rule with
 /// any offset, broadcast masks, grouped-query heads, 3-D and 4-D inputs, `v`'s head dimension
