@@ -9,7 +9,7 @@
 //! `k` `[batch, kv_heads, seq_k, head_dim]` directly, and the product with `v` lands in
 //! `out`'s memory in `out`'s layout.
 
-use super::{FlashAttention, SdpaOptions, SdpaProblem};
+use super::{FlashAttention, SdpaOptions, SdpaProblem, SplitKAttention};
 use crate::cache::ResourceCache;
 use crate::command::{ComputeEncoder, Operation};
 use crate::error::{Error, Result};
@@ -102,19 +102,23 @@ impl Operation for CompositeAttention {
 /// Which attention implementation [`scaled_dot_product_attention_with`](super::scaled_dot_product_attention_with) records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum SdpaImpl {
-    /// The fused kernel where it can run, the composite path otherwise.
+    /// [`SplitKAttention`] for decoding shapes it prefers, else the fused kernel where it can
+    /// run, else the composite path.
     #[default]
     Auto,
     /// [`FlashAttention`]: one pass, no score matrix in memory.
     Fused,
     /// [`CompositeAttention`]: GEMM → softmax → GEMM through a scratch score matrix.
     Composite,
+    /// [`SplitKAttention`]: keys split across workgroups, then merged (decoding).
+    SplitK,
 }
 
 impl SdpaImpl {
-    /// The implementation `Auto` resolves to for these tensors.
-    pub(super) fn resolve(self, problem: &SdpaProblem, q: &Tensor) -> SdpaImpl {
+    /// The implementation `Auto` resolves to for these tensors (any other choice is kept).
+    pub fn resolve(self, problem: &SdpaProblem, q: &Tensor) -> SdpaImpl {
         match self {
+            SdpaImpl::Auto if SplitKAttention::preferred(problem, q.context()) => SdpaImpl::SplitK,
             SdpaImpl::Auto if FlashAttention::supports(problem, q.context()).is_ok() => SdpaImpl::Fused,
             SdpaImpl::Auto if problem.causal_offset.is_some_and(|o| o < 0) => SdpaImpl::Fused,
             SdpaImpl::Auto => SdpaImpl::Composite,

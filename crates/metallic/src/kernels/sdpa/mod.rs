@@ -40,8 +40,10 @@
 //! input is [`Error::InvalidArgument`].
 
 mod composite;
+mod decode;
 
 pub use composite::{CompositeAttention, SdpaImpl};
+pub use decode::SplitKAttention;
 
 use crate::cache::ResourceCache;
 use crate::command::{ComputeEncoder, Dispatch, Operation};
@@ -508,8 +510,9 @@ impl Operation for FlashAttention {
 }
 
 /// `softmax(scale · q kᵀ + mask, causal) · v` as a new tensor shaped like `q` with `v`'s head
-/// dimension last, recorded on `q`'s runtime: the fused [`FlashAttention`] kernel where it can
-/// run, [`CompositeAttention`] otherwise.
+/// dimension last, recorded on `q`'s runtime: [`SplitKAttention`] for decoding shapes (see
+/// [`SplitKAttention::preferred`]), else the fused [`FlashAttention`] kernel where it can run,
+/// else [`CompositeAttention`].
 pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, options: SdpaOptions) -> Result<Tensor> {
     scaled_dot_product_attention_with(q, k, v, options, SdpaImpl::Auto)
 }
@@ -528,6 +531,7 @@ pub fn scaled_dot_product_attention_with(
     let problem = SdpaProblem::new(q, k, v, &out, &options)?;
     match implementation.resolve(&problem, q) {
         SdpaImpl::Composite => q.runtime().record(&CompositeAttention::new(q, k, v, &out, options)?)?,
+        SdpaImpl::SplitK => q.runtime().record(&SplitKAttention::new(q, k, v, &out, options)?)?,
         _ => q.runtime().record(&FlashAttention::new(q, k, v, &out, options)?)?,
     }
     Ok(out)

@@ -1,0 +1,331 @@
+//! Split-K ("flash-decoding") attention for short query blocks over long key/value caches.
+//!
+//! The fused kernel gives one workgroup to each (batch, K/V head, block of query rows); when
+//! decoding (one to a few queries per head, thousands of cached keys) that is a handful of
+//! workgroups on a GPU with over a hundred cores. [`SplitKAttention`] also splits the keys:
+//!
+//! 1. `decode.wgsl`: one workgroup per (batch, K/V head, chunk of keys) takes every query row of
+//!    its K/V head (`group · seq_q` of them) against its chunk — online softmax over key tiles
+//!    in workgroup memory — and writes each row's chunk maximum `m`, sum `l` and unnormalised
+//!    accumulator `acc` to an f32 scratch tensor;
+//! 2. `decode_merge.wgsl`: one workgroup per output row merges the chunks,
+//!    `out = Σ w_c acc_c / Σ w_c l_c` with `w_c = exp(m_c − max m)`, or 0 where no key is seen.
+//!
+//! Both dispatches are recorded by one `encode`; the scratch comes from the runtime's pool and
+//! is held by the op.
+
+use super::{SdpaOptions, SdpaProblem};
+use crate::cache::ResourceCache;
+use crate::command::{ComputeEncoder, Dispatch, Operation};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::kernel::{Kernel, Overrides};
+use crate::kernels::count_u32;
+use crate::tensor::{DType, Tensor};
+
+static PARTIAL: Kernel =
+    Kernel { name: "sdpa_decode_partial", source: include_str!("decode.wgsl"), entry: "main", bindings: 5 };
+static MERGE: Kernel =
+    Kernel { name: "sdpa_decode_merge", source: include_str!("decode_merge.wgsl"), entry: "main", bindings: 2 };
+
+const NAME: &str = "split_k_attention";
+
+/// Threads per workgroup of the partial pass.
+const PARTIAL_WG: usize = 256;
+/// Threads per workgroup of the merge pass.
+const MERGE_WG: usize = 64;
+/// Accumulator vec4s one thread of the partial pass holds at most.
+const MAX_ACC_PER_THREAD: usize = 4;
+/// Shortest key chunk; chunks are multiples of it (and so of every key tile).
+const MIN_CHUNK: usize = 64;
+/// Partial-pass workgroups the chunk length aims for (a few per core of a large GPU).
+const TARGET_WORKGROUPS: usize = 256;
+/// Shortest key sequence [`SdpaImpl::Auto`](super::SdpaImpl::Auto) sends here.
+const AUTO_MIN_SEQ_K: usize = 256;
+
+/// How one problem is split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    /// Query rows per (batch, K/V head): `group · seq_q`.
+    rows: usize,
+    /// Keys per tile staged in workgroup memory.
+    bk: usize,
+    /// Keys per chunk (a multiple of `bk`).
+    chunk: usize,
+    /// Chunks per (batch, K/V head).
+    chunks: usize,
+    /// Scratch records: one per (batch, K/V head, chunk, row).
+    records: usize,
+}
+
+impl Plan {
+    /// f32 elements of scratch: an accumulator of `head_dim_v` and an (m, l) pair per record.
+    fn scratch_len(&self, head_dim_v: usize) -> usize {
+        self.records.saturating_mul(head_dim_v.saturating_add(2))
+    }
+}
+
+/// Workgroup memory `decode.wgsl` declares for `rows` rows and `bk`-key tiles (plus the
+/// prelude's reduction scratch, in case a compiler keeps it), in bytes.
+fn tile_bytes(rows: usize, bk: usize, head_dim: usize, head_dim_v: usize) -> usize {
+    let (d4, dv4) = (head_dim.div_ceil(4), head_dim_v.div_ceil(4));
+    let vec4s = rows * d4 + bk * (d4 | 1) + bk * dv4;
+    let floats = rows * (bk + 1) + 3 * rows + PARTIAL_WG;
+    16 * vec4s + 4 * floats
+}
+
+/// Split-K attention: `out = softmax(scale · q kᵀ + mask, causal) · v` in two passes, the keys
+/// split into chunks across workgroups.
+///
+/// Pass 1: one workgroup per (batch, K/V head, chunk of keys) takes every query row of its K/V
+/// head (`heads / kv_heads · seq_q` rows) against its chunk — online softmax over key tiles in
+/// workgroup memory — and writes each row's chunk maximum, sum and unnormalised accumulator to
+/// an f32 scratch tensor (from the runtime's pool, held by the op). Pass 2: one workgroup per
+/// output row merges the chunks with the usual rescaling. Chunks are multiples of 64 keys, as
+/// short as gives about 256 pass-1 workgroups.
+///
+/// Takes every problem [`FlashAttention`](super::FlashAttention) takes (scale, causal rule with
+/// any offset, broadcast masks, grouped-query heads, 3-D and 4-D inputs, `v`'s head dimension
+/// differing, f32 and f16) within these bounds, checked by [`supports`](Self::supports): head
+/// dimensions up to [`MAX_HEAD_DIM`](Self::MAX_HEAD_DIM), at most [`MAX_ROWS`](Self::MAX_ROWS)
+/// query rows per K/V head (`heads / kv_heads · seq_q`), with `rows · head_dim_v` at most 4096.
+/// Rows that see no key give 0; results are deterministic.
+#[derive(Debug, Clone)]
+pub struct SplitKAttention {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    options: SdpaOptions,
+    scratch: Tensor,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PartialParams {
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    s_off: u32,
+    mask_off: u32,
+    kv_heads: u32,
+    group: u32,
+    seq_q: u32,
+    seq_k: u32,
+    chunk: u32,
+    chunks: u32,
+    total: u32,
+    ml_base: u32,
+    causal: u32,
+    offset: u32,
+    scale: f32,
+    mask_sb: u32,
+    mask_sh: u32,
+    mask_sq: u32,
+    mask_sk: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MergeParams {
+    s_off: u32,
+    out_off: u32,
+    rows: u32,
+    r: u32,
+    chunks: u32,
+    ml_base: u32,
+}
+
+impl SplitKAttention {
+    /// Largest head dimension (of `q`/`k` and of `v`) the kernels take.
+    pub const MAX_HEAD_DIM: usize = 256;
+    /// Most query rows per K/V head (`heads / kv_heads · seq_q`) one workgroup takes.
+    pub const MAX_ROWS: usize = 64;
+
+    /// `out = softmax(scale · q kᵀ + mask, causal) · v`; validates like
+    /// [`FlashAttention::new`](super::FlashAttention::new), checks [`supports`](Self::supports)
+    /// and allocates the f32 scratch from `q`'s runtime pool.
+    pub fn new(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, options: SdpaOptions) -> Result<Self> {
+        let problem = SdpaProblem::new(q, k, v, out, &options)?;
+        let plan = Self::plan(&problem, q.context())?;
+        let len = plan.scratch_len(problem.shape.head_dim_v).max(1);
+        let scratch = Tensor::empty(q.runtime(), [len], DType::F32)?;
+        let this = SplitKAttention { q: q.clone(), k: k.clone(), v: v.clone(), out: out.clone(), options, scratch };
+        this.validate()?;
+        Ok(this)
+    }
+
+    /// The validated problem.
+    pub fn problem(&self) -> Result<SdpaProblem> {
+        SdpaProblem::new(&self.q, &self.k, &self.v, &self.out, &self.options)
+    }
+
+    /// Whether the split-K kernels can run `problem` on `ctx`: head dimensions up to
+    /// [`MAX_HEAD_DIM`](Self::MAX_HEAD_DIM), at most [`MAX_ROWS`](Self::MAX_ROWS) rows per K/V
+    /// head with `rows · head_dim_v <= 4096`, and a scratch within one storage binding
+    /// ([`Error::InvalidShape`] otherwise); enough workgroup memory for the rows and head
+    /// dimensions ([`Error::Unsupported`] otherwise).
+    pub fn supports(problem: &SdpaProblem, ctx: &Context) -> Result<()> {
+        Self::plan(problem, ctx).map(|_| ())
+    }
+
+    /// Whether [`SdpaImpl::Auto`](super::SdpaImpl::Auto) picks this path: decoding shapes
+    /// (at most [`MAX_ROWS`](Self::MAX_ROWS) rows per K/V head against 256 keys or more) that
+    /// the kernels [`support`](Self::supports).
+    pub fn preferred(problem: &SdpaProblem, ctx: &Context) -> bool {
+        problem.shape.seq_k >= AUTO_MIN_SEQ_K && Self::supports(problem, ctx).is_ok()
+    }
+
+    fn plan(problem: &SdpaProblem, ctx: &Context) -> Result<Plan> {
+        let s = &problem.shape;
+        if s.head_dim > Self::MAX_HEAD_DIM || s.head_dim_v > Self::MAX_HEAD_DIM {
+            return Err(Error::shape(
+                NAME,
+                format!(
+                    "head dimensions {} and {} exceed the split-K kernels' {}",
+                    s.head_dim,
+                    s.head_dim_v,
+                    Self::MAX_HEAD_DIM
+                ),
+            ));
+        }
+        let rows = s.group().saturating_mul(s.seq_q);
+        if rows > Self::MAX_ROWS || rows * s.head_dim_v.div_ceil(4) > MAX_ACC_PER_THREAD * PARTIAL_WG {
+            return Err(Error::shape(
+                NAME,
+                format!(
+                    "{rows} query rows per K/V head (heads / kv_heads · seq_q) with head dimension {} exceed \
+                     the split-K kernels' {} rows and {} accumulator elements",
+                    s.head_dim_v,
+                    Self::MAX_ROWS,
+                    4 * MAX_ACC_PER_THREAD * PARTIAL_WG
+                ),
+            ));
+        }
+        let limit = ctx.caps().limits.max_compute_workgroup_storage_size as usize;
+        let bk = [64, 32, 16, 8]
+            .into_iter()
+            .find(|&bk| tile_bytes(rows, bk, s.head_dim, s.head_dim_v) <= limit)
+            .ok_or_else(|| ctx.unsupported(NAME, "more workgroup memory for these rows and head dimensions"))?;
+        let pairs = s.batch.saturating_mul(s.kv_heads).max(1);
+        let wanted = TARGET_WORKGROUPS.div_ceil(pairs);
+        let chunk = s.seq_k.div_ceil(wanted).max(1).next_multiple_of(MIN_CHUNK);
+        let chunks = s.seq_k.div_ceil(chunk).max(1);
+        let records = s.batch.saturating_mul(s.kv_heads).saturating_mul(chunks).saturating_mul(rows);
+        let plan = Plan { rows, bk, chunk, chunks, records };
+        let bytes = plan.scratch_len(s.head_dim_v).saturating_mul(4);
+        if bytes as u64 > ctx.caps().limits.max_storage_buffer_binding_size || bytes / 4 > u32::MAX as usize {
+            return Err(Error::shape(NAME, format!("the split-K scratch ({bytes} bytes) exceeds one storage binding")));
+        }
+        Ok(plan)
+    }
+}
+
+impl Operation for SplitKAttention {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn validate(&self) -> Result<()> {
+        let problem = self.problem()?;
+        let plan = Self::plan(&problem, self.q.context())?;
+        for t in [&self.q, &self.k, &self.v, &self.out] {
+            count_u32(NAME, t.numel())?;
+        }
+        if self.scratch.numel() < plan.scratch_len(problem.shape.head_dim_v) {
+            return Err(Error::invalid(NAME, "the scratch is smaller than the problem needs"));
+        }
+        Ok(())
+    }
+
+    fn encode(&self, encoder: &mut ComputeEncoder<'_>, cache: &ResourceCache) -> Result<()> {
+        let problem = self.problem()?;
+        let plan = Self::plan(&problem, encoder.context())?;
+        let shape = problem.shape;
+        if self.out.numel() == 0 {
+            return Ok(());
+        }
+        let pairs = shape.batch * shape.kv_heads;
+        let total = count_u32(NAME, pairs.saturating_mul(plan.chunks))?;
+        let ml_base = count_u32(NAME, plan.records.saturating_mul(shape.head_dim_v))?;
+
+        let q = encoder.bind(&self.q)?;
+        let k = encoder.bind(&self.k)?;
+        let v = encoder.bind(&self.v)?;
+        let scratch = encoder.bind(&self.scratch)?;
+        let out = encoder.bind(&self.out)?;
+        // Without a mask, `q` is bound in its place (never read).
+        let (mask, strides) = match &problem.mask {
+            Some(m) => (encoder.bind(&m.tensor)?, m.strides),
+            None => (q.clone(), [0; 4]),
+        };
+        let [mask_sb, mask_sh, mask_sq, mask_sk] = strides.map(|s| count_u32(NAME, s));
+        // Offsets beyond [-seq_q - 1, seq_k] change nothing; the clamp keeps i32 arithmetic in range.
+        let offset = problem.causal_offset.unwrap_or(0).clamp(-(shape.seq_q as i64) - 1, shape.seq_k as i64);
+        let params = PartialParams {
+            q_off: q.elem_offset(),
+            k_off: k.elem_offset(),
+            v_off: v.elem_offset(),
+            s_off: scratch.elem_offset(),
+            mask_off: mask.elem_offset(),
+            kv_heads: count_u32(NAME, shape.kv_heads)?,
+            group: count_u32(NAME, shape.group())?,
+            seq_q: count_u32(NAME, shape.seq_q)?,
+            seq_k: count_u32(NAME, shape.seq_k)?,
+            chunk: count_u32(NAME, plan.chunk)?,
+            chunks: count_u32(NAME, plan.chunks)?,
+            total,
+            ml_base,
+            causal: u32::from(problem.causal_offset.is_some()),
+            offset: (offset as i32).cast_unsigned(),
+            scale: problem.scale * std::f32::consts::LOG2_E,
+            mask_sb: mask_sb?,
+            mask_sh: mask_sh?,
+            mask_sq: mask_sq?,
+            mask_sk: mask_sk?,
+        };
+        let overrides = Overrides::new(&[
+            ("WG", PARTIAL_WG as f64),
+            ("BK", plan.bk as f64),
+            ("D", shape.head_dim as f64),
+            ("DV", shape.head_dim_v as f64),
+            ("MASK", if problem.mask.is_some() { 1.0 } else { 0.0 }),
+            ("R", plan.rows as f64),
+        ])?;
+        let workgroups = encoder.linear_grid(total as usize * PARTIAL_WG, PARTIAL_WG as u32)?;
+        encoder.dispatch(
+            cache,
+            Dispatch {
+                kernel: &PARTIAL,
+                dtype: problem.dtype,
+                overrides,
+                bindings: &[&q, &k, &v, &scratch, &mask],
+                params,
+                workgroups,
+            },
+        )?;
+
+        let rows = count_u32(NAME, pairs.saturating_mul(plan.rows))?;
+        let params = MergeParams {
+            s_off: scratch.elem_offset(),
+            out_off: out.elem_offset(),
+            rows,
+            r: count_u32(NAME, plan.rows)?,
+            chunks: count_u32(NAME, plan.chunks)?,
+            ml_base,
+        };
+        let overrides = Overrides::new(&[("WG", MERGE_WG as f64), ("DV", shape.head_dim_v as f64)])?;
+        let workgroups = encoder.linear_grid(rows as usize * MERGE_WG, MERGE_WG as u32)?;
+        encoder.dispatch(
+            cache,
+            Dispatch {
+                kernel: &MERGE,
+                dtype: problem.dtype,
+                overrides,
+                bindings: &[&scratch, &out],
+                params,
+                workgroups,
+            },
+        )
+    }
+}

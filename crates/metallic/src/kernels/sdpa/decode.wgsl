@@ -1,0 +1,317 @@
+// Split-K ("flash-decoding") attention, pass 1: partial softmax statistics per key chunk.
+// Arithmetic in f32 whatever T is.
+//
+// Layouts as in flash.wgsl (a 3-D [batch, seq, dim] tensor is the one-head case). The `group`
+// query heads sharing a K/V head form R = group * seq_q rows (row = h_local * seq_q + i), which
+// sit contiguously in q and out: row r of (batch, kv head) `bkv` is q row bkv * R + r.
+//
+// One workgroup per (bkv, chunk of CHUNK keys) takes all R rows of its K/V head against its
+// chunk, in tiles of BK keys:
+//   1. K and V tiles are staged in workgroup memory as vec4 (Q was staged once, pre-multiplied
+//      by scale * log2(e), so the softmax uses exp2);
+//   2. the R * BK scores are spread over the workgroup (adjacent threads, adjacent keys);
+//   3. thread r < R folds row r's scores into its running max m and sum l (online softmax) and
+//      turns them into probabilities in place;
+//   4. every thread rescales and accumulates the vec4 output columns it owns (element
+//      e = t + WG * o of the R x DV4 accumulator, o < OPT <= 4) with p . V.
+// The chunk's m, l and unnormalised accumulator of every row go to the f32 scratch: record
+// rec = (bkv * chunks + chunk) * R + r holds acc at s_off + rec * DV and (m, l) at
+// s_off + ml_base + 2 * rec. decode_merge.wgsl combines the chunks. Masked scores (causal,
+// mask <= MASKED incl. -inf, keys past the chunk or seq_k) are MASKED and contribute exactly
+// 0; a chunk a row sees no key of records m = MASKED, l = 0, acc = 0. Results are
+// deterministic.
+
+// Keys per tile.
+override BK: u32 = 32u;
+// Head dimension of q and k.
+override D: u32 = 64u;
+// Head dimension of v and out.
+override DV: u32 = 64u;
+// Whether an additive mask is bound.
+override MASK: bool = false;
+// Query rows per K/V head: group * seq_q.
+override R: u32 = 1u;
+
+const MASKED: f32 = -3.0e38;
+const LOG2E: f32 = 1.4426950408889634;
+
+override D4: u32 = (D + 3u) / 4u;
+override DV4: u32 = (DV + 3u) / 4u;
+// Row stride of the K tile in vec4s: odd, so threads reading different keys hit different banks.
+override KS4: u32 = D4 | 1u;
+// Row stride of the score tile.
+override PS: u32 = BK + 1u;
+override Q_LEN: u32 = R * D4;
+override K_LEN: u32 = BK * KS4;
+override V_LEN: u32 = BK * DV4;
+override P_LEN: u32 = R * PS;
+// Accumulator vec4s per thread (at most 4).
+override OPT: u32 = (R * DV4 + WG - 1u) / WG;
+override Q_ITERS: u32 = (R * D4 + WG - 1u) / WG;
+override K_ITERS: u32 = (BK * D4 + WG - 1u) / WG;
+override V_ITERS: u32 = (BK * DV4 + WG - 1u) / WG;
+override S_ITERS: u32 = (R * BK + WG - 1u) / WG;
+
+struct Params {
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    s_off: u32,
+    mask_off: u32,
+    kv_heads: u32,
+    // heads / kv_heads
+    group: u32,
+    seq_q: u32,
+    seq_k: u32,
+    // Keys per chunk (a multiple of BK) and chunks per (batch, kv head).
+    chunk: u32,
+    chunks: u32,
+    // Workgroups with work: batch * kv_heads * chunks (the grid may be folded and larger).
+    total: u32,
+    // Where (m, l) pairs start in the scratch: records * DV.
+    ml_base: u32,
+    // 1: query i sees key j iff j <= i + offset.
+    causal: u32,
+    // The causal offset, an i32 (the host clamps it to [-seq_q - 1, seq_k]).
+    offset: u32,
+    // scale * log2(e)
+    scale: f32,
+    // Mask strides over (batch, head, query, key), in elements; 0 broadcasts.
+    mask_sb: u32,
+    mask_sh: u32,
+    mask_sq: u32,
+    mask_sk: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> q: array<T>;
+@group(0) @binding(1) var<storage, read_write> k: array<T>;
+@group(0) @binding(2) var<storage, read_write> v: array<T>;
+@group(0) @binding(3) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(4) var<storage, read_write> mask: array<T>;
+
+var<workgroup> q_tile: array<vec4<f32>, Q_LEN>;
+var<workgroup> k_tile: array<vec4<f32>, K_LEN>;
+var<workgroup> v_tile: array<vec4<f32>, V_LEN>;
+// Scores, then (step 3) probabilities.
+var<workgroup> p_tile: array<f32, P_LEN>;
+// Per row: running max, running sum, and the latest tile's rescaling factor.
+var<workgroup> row_m: array<f32, R>;
+var<workgroup> row_l: array<f32, R>;
+var<workgroup> row_alpha: array<f32, R>;
+
+// Keys query `i` may see: min(seq_k, i + offset + 1) under the causal rule, else seq_k.
+fn key_end(i: u32) -> u32 {
+    if params.causal == 0u {
+        return params.seq_k;
+    }
+    return u32(clamp(i32(i) + bitcast<i32>(params.offset) + 1, 0, i32(params.seq_k)));
+}
+
+// Elements d..d+3 of q / k / v from index `at` (zeros past the head dimension).
+fn q4(at: u32, d: u32) -> vec4<f32> {
+    var x = vec4<f32>(0.0);
+    if d < D { x.x = f32(q[at]); }
+    if d + 1u < D { x.y = f32(q[at + 1u]); }
+    if d + 2u < D { x.z = f32(q[at + 2u]); }
+    if d + 3u < D { x.w = f32(q[at + 3u]); }
+    return x;
+}
+fn k4(at: u32, d: u32) -> vec4<f32> {
+    var x = vec4<f32>(0.0);
+    if d < D { x.x = f32(k[at]); }
+    if d + 1u < D { x.y = f32(k[at + 1u]); }
+    if d + 2u < D { x.z = f32(k[at + 2u]); }
+    if d + 3u < D { x.w = f32(k[at + 3u]); }
+    return x;
+}
+fn v4(at: u32, d: u32) -> vec4<f32> {
+    var x = vec4<f32>(0.0);
+    if d < DV { x.x = f32(v[at]); }
+    if d + 1u < DV { x.y = f32(v[at + 1u]); }
+    if d + 2u < DV { x.z = f32(v[at + 2u]); }
+    if d + 3u < DV { x.w = f32(v[at + 3u]); }
+    return x;
+}
+
+// The score of (row, key) from its scaled dot product: mask added, masked pairs MASKED.
+fn score(dot_qk: f32, b: u32, h: u32, i: u32, key: u32, end: u32) -> f32 {
+    if key >= end {
+        return MASKED;
+    }
+    var s = dot_qk;
+    if MASK {
+        s += f32(mask[params.mask_off + b * params.mask_sb + h * params.mask_sh + i * params.mask_sq
+            + key * params.mask_sk]) * LOG2E;
+    }
+    return max(s, MASKED);
+}
+
+// Rescales the accumulator element `e` (row e / DV4, vec4 column e % DV4) to the tile's new
+// maximum and adds the tile's p . V.
+fn accumulate(e: u32, a: vec4<f32>) -> vec4<f32> {
+    if e >= R * DV4 {
+        return a;
+    }
+    let r = e / DV4;
+    let c = e % DV4;
+    var x = a * row_alpha[r];
+    for (var j = 0u; j < BK; j += 1u) {
+        x = fma(vec4<f32>(p_tile[r * PS + j]), v_tile[j * DV4 + c], x);
+    }
+    return x;
+}
+
+// Writes accumulator element `e` of workgroup `wg_index` to the scratch.
+fn store_acc(wg_index: u32, e: u32, x: vec4<f32>) {
+    if e >= R * DV4 {
+        return;
+    }
+    let r = e / DV4;
+    let d = 4u * (e % DV4);
+    let at = params.s_off + (wg_index * R + r) * DV + d;
+    if d < DV { scratch[at] = x.x; }
+    if d + 1u < DV { scratch[at + 1u] = x.y; }
+    if d + 2u < DV { scratch[at + 2u] = x.z; }
+    if d + 3u < DV { scratch[at + 3u] = x.w; }
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let wg_index = wid.x + (wid.y + wid.z * nwg.y) * nwg.x;
+    if wg_index >= params.total {
+        return;
+    }
+    let bkv = wg_index / params.chunks;
+    let chunk = wg_index % params.chunks;
+    let b = bkv / params.kv_heads;
+    let kvh = bkv % params.kv_heads;
+    let kv_row0 = bkv * params.seq_k;
+    // Keys of this chunk that some row may see (uniform): the last query sees the most.
+    let key_begin = chunk * params.chunk;
+    let key_stop = min(min(key_begin + params.chunk, params.seq_k), key_end(params.seq_q - 1u));
+    var tiles = 0u;
+    if key_stop > key_begin {
+        tiles = (key_stop - key_begin + BK - 1u) / BK;
+    }
+
+    // Stage the Q rows, pre-scaled.
+    for (var it = 0u; it < Q_ITERS; it += 1u) {
+        let e = t + it * WG;
+        if e < R * D4 {
+            let r = e / D4;
+            let d = 4u * (e % D4);
+            q_tile[e] = q4(params.q_off + (bkv * R + r) * D + d, d) * params.scale;
+        }
+    }
+    if t < R {
+        row_m[t] = MASKED;
+        row_l[t] = 0.0;
+    }
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+
+    for (var tile = 0u; tile < tiles; tile += 1u) {
+        let key0 = key_begin + tile * BK;
+        // The previous tile's reads are done (on the first tile: Q is staged).
+        workgroupBarrier();
+        for (var it = 0u; it < K_ITERS; it += 1u) {
+            let e = t + it * WG;
+            if e < BK * D4 {
+                let j = e / D4;
+                let d4 = e % D4;
+                var x = vec4<f32>(0.0);
+                if key0 + j < key_stop {
+                    x = k4(params.k_off + (kv_row0 + key0 + j) * D + 4u * d4, 4u * d4);
+                }
+                k_tile[j * KS4 + d4] = x;
+            }
+        }
+        for (var it = 0u; it < V_ITERS; it += 1u) {
+            let e = t + it * WG;
+            if e < BK * DV4 {
+                let j = e / DV4;
+                let d = 4u * (e % DV4);
+                var x = vec4<f32>(0.0);
+                if key0 + j < key_stop {
+                    x = v4(params.v_off + (kv_row0 + key0 + j) * DV + d, d);
+                }
+                v_tile[e] = x;
+            }
+        }
+        workgroupBarrier();
+
+        // Scores: pair p = (row p / BK, key p % BK).
+        for (var it = 0u; it < S_ITERS; it += 1u) {
+            let p = t + it * WG;
+            if p < R * BK {
+                let r = p / BK;
+                let j = p % BK;
+                var s = 0.0;
+                for (var d4 = 0u; d4 < D4; d4 += 1u) {
+                    s += dot(q_tile[r * D4 + d4], k_tile[j * KS4 + d4]);
+                }
+                let i = r % params.seq_q;
+                let h = kvh * params.group + r / params.seq_q;
+                p_tile[r * PS + j] = score(s, b, h, i, key0 + j, min(key_stop, key_end(i)));
+            }
+        }
+        workgroupBarrier();
+
+        // Online softmax per row: new maximum, probabilities in place, running sum.
+        if t < R {
+            let base = t * PS;
+            let m_old = row_m[t];
+            var m_new = m_old;
+            for (var j = 0u; j < BK; j += 1u) {
+                m_new = max(m_new, p_tile[base + j]);
+            }
+            var sum = 0.0;
+            for (var j = 0u; j < BK; j += 1u) {
+                let s = p_tile[base + j];
+                let p = select(exp2(s - m_new), 0.0, s == MASKED);
+                p_tile[base + j] = p;
+                sum += p;
+            }
+            // Nothing to rescale while every key so far was masked (l and acc are 0).
+            let alpha = select(exp2(m_old - m_new), 0.0, m_old == MASKED);
+            row_alpha[t] = alpha;
+            row_m[t] = m_new;
+            row_l[t] = row_l[t] * alpha + sum;
+        }
+        workgroupBarrier();
+
+        acc0 = accumulate(t, acc0);
+        if OPT > 1u {
+            acc1 = accumulate(t + WG, acc1);
+        }
+        if OPT > 2u {
+            acc2 = accumulate(t + 2u * WG, acc2);
+        }
+        if OPT > 3u {
+            acc3 = accumulate(t + 3u * WG, acc3);
+        }
+    }
+
+    store_acc(wg_index, t, acc0);
+    if OPT > 1u {
+        store_acc(wg_index, t + WG, acc1);
+    }
+    if OPT > 2u {
+        store_acc(wg_index, t + 2u * WG, acc2);
+    }
+    if OPT > 3u {
+        store_acc(wg_index, t + 3u * WG, acc3);
+    }
+    // Row t's statistics were last written by this thread.
+    if t < R {
+        let at = params.s_off + params.ml_base + 2u * (wg_index * R + t);
+        scratch[at] = row_m[t];
+        scratch[at + 1u] = row_l[t];
+    }
+}

@@ -1,0 +1,506 @@
+//! Split-K ("flash-decoding") attention against an f64 CPU reference and the fused kernel:
+//! decoding shapes (few queries, long caches), grouped-query heads, the causal rule with default,
+//! explicit and negative offsets, masks, 3-D inputs, f16, views at odd offsets, determinism,
+//! the `Auto` selector and every error the path adds.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use common::*;
+use metallic::kernels::sdpa::{
+    FlashAttention, SdpaImpl, SdpaOptions, SdpaProblem, SplitKAttention, scaled_dot_product_attention,
+    scaled_dot_product_attention_with,
+};
+use metallic::{DType, Error, Runtime, Tensor};
+
+/// One attention problem.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    seq_q: usize,
+    seq_k: usize,
+    d: usize,
+    dv: usize,
+    /// 3-D `[batch, seq, dim]` inputs (heads = kv_heads = 1).
+    rank3: bool,
+    causal: bool,
+    offset: Option<u32>,
+    scale: Option<f32>,
+}
+
+/// `[batch, heads, seq_q, seq_k, d]` with one head per K/V head, d = dv.
+const fn mha(batch: usize, heads: usize, seq_q: usize, seq_k: usize, d: usize) -> Case {
+    Case {
+        batch,
+        heads,
+        kv_heads: heads,
+        seq_q,
+        seq_k,
+        d,
+        dv: d,
+        rank3: false,
+        causal: false,
+        offset: None,
+        scale: None,
+    }
+}
+
+impl Case {
+    const fn causal(mut self, offset: Option<u32>) -> Self {
+        self.causal = true;
+        self.offset = offset;
+        self
+    }
+    const fn kv(mut self, kv_heads: usize) -> Self {
+        self.kv_heads = kv_heads;
+        self
+    }
+    const fn dv(mut self, dv: usize) -> Self {
+        self.dv = dv;
+        self
+    }
+    const fn scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+    fn shape(&self, heads: usize, seq: usize, dim: usize) -> Vec<usize> {
+        if self.rank3 { vec![self.batch, seq, dim] } else { vec![self.batch, heads, seq, dim] }
+    }
+    fn q_shape(&self) -> Vec<usize> {
+        self.shape(self.heads, self.seq_q, self.d)
+    }
+    fn k_shape(&self) -> Vec<usize> {
+        self.shape(self.kv_heads, self.seq_k, self.d)
+    }
+    fn v_shape(&self) -> Vec<usize> {
+        self.shape(self.kv_heads, self.seq_k, self.dv)
+    }
+    fn out_shape(&self) -> Vec<usize> {
+        self.shape(self.heads, self.seq_q, self.dv)
+    }
+    /// The logits a mask broadcasts to.
+    fn logits_shape(&self) -> Vec<usize> {
+        self.shape(self.heads, self.seq_q, self.seq_k)
+    }
+    fn options(&self, mask: Option<Tensor>) -> SdpaOptions {
+        SdpaOptions { scale: self.scale, causal: self.causal, causal_offset: self.offset, mask }
+    }
+    fn scale_f64(&self) -> f64 {
+        match self.scale {
+            Some(s) => f64::from(s),
+            None => 1.0 / (self.d as f64).sqrt(),
+        }
+    }
+    fn causal_offset(&self) -> Option<i64> {
+        self.causal.then(|| match self.offset {
+            Some(o) => i64::from(o),
+            None => self.seq_k as i64 - self.seq_q as i64,
+        })
+    }
+}
+
+/// Element strides of a mask over (batch, head, query, key), broadcasting right-aligned.
+fn mask_strides(case: &Case, mask_dims: &[usize]) -> [usize; 4] {
+    let target = case.logits_shape();
+    assert!(mask_dims.len() <= target.len());
+    let mut strides = vec![0usize; mask_dims.len()];
+    let mut acc = 1;
+    for a in (0..mask_dims.len()).rev() {
+        strides[a] = if mask_dims[a] == 1 { 0 } else { acc };
+        acc *= mask_dims[a];
+    }
+    let lead = target.len() - mask_dims.len();
+    let mut per_axis = vec![0usize; target.len()];
+    for a in 0..mask_dims.len() {
+        assert!(mask_dims[a] == target[lead + a] || mask_dims[a] == 1);
+        per_axis[lead + a] = strides[a];
+    }
+    if case.rank3 {
+        [per_axis[0], 0, per_axis[1], per_axis[2]]
+    } else {
+        [per_axis[0], per_axis[1], per_axis[2], per_axis[3]]
+    }
+}
+
+/// The f64 reference: softmax(scale q kᵀ + mask, causal) v; rows with no visible key give 0.
+fn reference(case: &Case, q: &[f64], k: &[f64], v: &[f64], mask: Option<(&[f64], [usize; 4])>) -> Vec<f64> {
+    let (heads, kvh, sq, sk, d, dv) = (case.heads, case.kv_heads, case.seq_q, case.seq_k, case.d, case.dv);
+    let group = heads / kvh;
+    let scale = case.scale_f64();
+    let causal = case.causal_offset();
+    let mut out = vec![0.0; case.batch * heads * sq * dv];
+    for b in 0..case.batch {
+        for h in 0..heads {
+            let kh = h / group;
+            for i in 0..sq {
+                let qrow = &q[((b * heads + h) * sq + i) * d..][..d];
+                let scores: Vec<f64> = (0..sk)
+                    .map(|j| {
+                        if causal.is_some_and(|off| j as i64 > i as i64 + off) {
+                            return f64::NEG_INFINITY;
+                        }
+                        let krow = &k[((b * kvh + kh) * sk + j) * d..][..d];
+                        let mut s = scale * qrow.iter().zip(krow).map(|(a, b)| a * b).sum::<f64>();
+                        if let Some((m, st)) = mask {
+                            s += m[b * st[0] + h * st[1] + i * st[2] + j * st[3]];
+                        }
+                        s
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let o = &mut out[((b * heads + h) * sq + i) * dv..][..dv];
+                if max == f64::NEG_INFINITY {
+                    continue; // every key masked: zeros
+                }
+                let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = w.iter().sum();
+                for (j, wj) in w.iter().enumerate() {
+                    let vrow = &v[((b * kvh + kh) * sk + j) * dv..][..dv];
+                    for (oc, vc) in o.iter_mut().zip(vrow) {
+                        *oc += wj / total * vc;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+struct Inputs {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    qv: Vec<f64>,
+    kv: Vec<f64>,
+    vv: Vec<f64>,
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn inputs(rt: &Runtime, case: &Case, dtype: DType, rng: &mut Rng, range: f64) -> Inputs {
+    let (q, qv) = upload(rt, &case.q_shape(), dtype, &rng.vec(numel(&case.q_shape()), -range, range));
+    let (k, kv) = upload(rt, &case.k_shape(), dtype, &rng.vec(numel(&case.k_shape()), -range, range));
+    let (v, vv) = upload(rt, &case.v_shape(), dtype, &rng.vec(numel(&case.v_shape()), -1.0, 1.0));
+    Inputs { q, k, v, qv, kv, vv }
+}
+
+/// Records the fused kernel into a NaN-poisoned output and returns it.
+fn flash(rt: &Runtime, case: &Case, x: &Inputs, mask: Option<Tensor>) -> Vec<f32> {
+    let out = poisoned(rt, &case.out_shape(), x.q.dtype());
+    rt.record(&FlashAttention::new(&x.q, &x.k, &x.v, &out, case.options(mask)).unwrap()).unwrap();
+    out.to_vec_f32().unwrap()
+}
+
+/// Asserts closeness and returns the largest absolute error.
+fn check(got: &[f32], want: &[f64], tol: f64, what: &str) -> f64 {
+    assert_close(got, want, tol, what);
+    got.iter().zip(want).map(|(&g, &w)| (f64::from(g) - w).abs()).fold(0.0, f64::max)
+}
+
+fn tol(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 1e-2,
+        _ => 1e-4,
+    }
+}
+
+/// A view of `numel` elements at element `offset` of a larger flat tensor.
+fn view_of(rt: &Runtime, shape: &[usize], dtype: DType, offset: usize, values: &[f64]) -> (Tensor, Vec<f64>) {
+    let n = numel(shape);
+    let mut all = vec![0.5; offset + n + 3];
+    all[offset..offset + n].copy_from_slice(values);
+    let (t, rounded) = upload(rt, &[all.len()], dtype, &all);
+    (t.narrow(offset, n).unwrap().reshape(shape.to_vec()).unwrap(), rounded[offset..offset + n].to_vec())
+}
+
+/// Records the split-K path into a NaN-poisoned output and returns it.
+fn split_k(rt: &Runtime, case: &Case, x: &Inputs, mask: Option<Tensor>) -> Vec<f32> {
+    let out = poisoned(rt, &case.out_shape(), x.q.dtype());
+    rt.record(&SplitKAttention::new(&x.q, &x.k, &x.v, &out, case.options(mask)).unwrap()).unwrap();
+    out.to_vec_f32().unwrap()
+}
+
+const CASES: &[Case] = &[
+    // One query, caches of every length: one key, odd, one chunk, several chunks, a last chunk
+    // of one key.
+    mha(1, 1, 1, 1, 8),
+    mha(2, 2, 1, 7, 16),
+    mha(1, 2, 1, 64, 32),
+    mha(2, 3, 2, 300, 16),
+    mha(1, 2, 1, 2049, 64),
+    // Grouped-query decoding: groups 2 and 7 (the 14-head, 2-KV-head shape), several queries.
+    mha(1, 4, 3, 300, 32).kv(2),
+    mha(1, 14, 1, 2049, 64).kv(2),
+    mha(2, 14, 4, 300, 16).kv(2).causal(None),
+    // Causal: default offset (each query sees its prefix of the cache), explicit offsets that
+    // end mid-chunk and within the first chunk, and more queries than keys (a negative
+    // default offset: the first queries see nothing and give 0).
+    mha(1, 2, 4, 300, 16).causal(None),
+    mha(1, 4, 3, 2049, 16).kv(2).causal(Some(150)),
+    mha(2, 2, 2, 300, 8).causal(Some(3)),
+    mha(1, 2, 4, 1, 16).causal(None),
+    mha(1, 2, 3, 7, 16).causal(None).scale(0.3),
+    // Chunks of several key tiles (16 (batch, K/V head) pairs: 128-key chunks).
+    mha(2, 16, 1, 1500, 16).kv(8).causal(Some(1400)),
+    // v's head dimension differs; odd and large head dimensions.
+    mha(1, 2, 2, 300, 24).dv(40),
+    mha(2, 1, 3, 65, 7).dv(13).causal(Some(40)),
+    mha(1, 2, 1, 300, 128),
+    mha(1, 1, 2, 200, 256).dv(200),
+];
+
+#[test]
+fn matches_reference_for_every_case_dtype_and_param_path() {
+    for rt in runtimes() {
+        let mode = rt.context().caps().params;
+        for dtype in float_dtypes(&rt) {
+            let mut worst = 0.0f64;
+            let mut rng = Rng::new(21);
+            for case in CASES {
+                let x = inputs(&rt, case, dtype, &mut rng, 1.0);
+                let got = split_k(&rt, case, &x, None);
+                let want = reference(case, &x.qv, &x.kv, &x.vv, None);
+                worst = worst.max(check(&got, &want, tol(dtype), &format!("{case:?} {dtype} {mode:?}")));
+            }
+            eprintln!("{dtype} {mode:?}: largest error {worst:e}");
+        }
+    }
+}
+
+#[test]
+fn rows_that_see_no_key_are_zero() {
+    let rt = runtime();
+    let mut rng = Rng::new(22);
+    // Offset -3 (default, seq_q 4 > seq_k 1): queries 0..3 see nothing.
+    let case = mha(1, 2, 4, 1, 16).causal(None);
+    let x = inputs(&rt, &case, DType::F32, &mut rng, 1.0);
+    let got = split_k(&rt, &case, &x, None);
+    for h in 0..2 {
+        assert!(got[h * 4 * 16..][..3 * 16].iter().all(|&g| g == 0.0), "head {h}: unseeing rows must be 0");
+        assert!(got[(h * 4 + 3) * 16..][..16].iter().all(|&g| g != 0.0 && g.is_finite()));
+    }
+}
+
+#[test]
+fn additive_masks_broadcast() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut worst = 0.0f64;
+        let mut rng = Rng::new(23);
+        let case = mha(2, 4, 2, 300, 16).kv(2);
+        let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+        // Key padding [B, 1, 1, K]: batch 0 sees 300 keys, batch 1 the first 170.
+        let padding: Vec<f64> =
+            (0..2 * 300).map(|e| if e >= 300 && e % 300 >= 170 { f64::NEG_INFINITY } else { 0.0 }).collect();
+        // [Q, K]: random additive values, a few -inf, query 1 sees no key at all.
+        let mut qk = rng.vec(2 * 300, -2.0, 2.0);
+        for (e, m) in qk.iter_mut().enumerate() {
+            if e / 300 == 1 || e % 5 == 0 {
+                *m = f64::NEG_INFINITY;
+            }
+        }
+        // [B, H, Q, K] with large negative (finite) values.
+        let full = rng.vec(2 * 4 * 2 * 300, -3.0, 3.0).into_iter().map(|m| if m > 2.0 { -1e9 } else { m }).collect();
+        let masked = [
+            (vec![2usize, 1, 1, 300], padding, case),
+            (vec![2, 300], qk.clone(), case),
+            (vec![2, 300], qk, case.causal(Some(120))),
+            (vec![2, 4, 2, 300], full, case.causal(None)),
+            (vec![4, 1, 300], rng.vec(4 * 300, -1.0, 1.0), case),
+        ];
+        for (dims, values, case) in masked {
+            let (mask, mv) = upload(&rt, &dims, dtype, &values);
+            let got = split_k(&rt, &case, &x, Some(mask));
+            let want = reference(&case, &x.qv, &x.kv, &x.vv, Some((&mv, mask_strides(&case, &dims))));
+            worst = worst.max(check(&got, &want, tol(dtype), &format!("mask {dims:?} {case:?} {dtype}")));
+            if dims == [2, 300] {
+                for bh in 0..8 {
+                    assert!(got[(bh * 2 + 1) * 16..][..16].iter().all(|&g| g == 0.0), "fully masked row");
+                }
+            }
+        }
+        eprintln!("masks {dtype}: largest error {worst:e}");
+    }
+}
+
+#[test]
+fn three_dimensional_inputs_are_one_head() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut rng = Rng::new(24);
+        for case in [
+            Case { rank3: true, ..mha(2, 1, 1, 300, 32) },
+            Case { rank3: true, ..mha(2, 1, 3, 257, 32).causal(None).dv(20) },
+        ] {
+            let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+            let got = split_k(&rt, &case, &x, None);
+            let want = reference(&case, &x.qv, &x.kv, &x.vv, None);
+            check(&got, &want, tol(dtype), &format!("{case:?} {dtype}"));
+        }
+        // With a [B, Q, K] mask.
+        let case = Case { rank3: true, ..mha(2, 1, 2, 300, 16) };
+        let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+        let (mask, mv) = upload(&rt, &[2, 2, 300], dtype, &rng.vec(1200, -1.0, 1.0));
+        let got = split_k(&rt, &case, &x, Some(mask));
+        let want = reference(&case, &x.qv, &x.kv, &x.vv, Some((&mv, mask_strides(&case, &[2, 2, 300]))));
+        check(&got, &want, tol(dtype), &format!("3-D mask {dtype}"));
+    }
+}
+
+#[test]
+fn views_at_odd_offsets_touch_only_their_elements() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut rng = Rng::new(25);
+        let case = mha(2, 4, 2, 300, 12).kv(2).causal(None).dv(10);
+        let (q, qv) = view_of(&rt, &case.q_shape(), dtype, 5, &rng.vec(numel(&case.q_shape()), -1.0, 1.0));
+        let (k, kv) = view_of(&rt, &case.k_shape(), dtype, 3, &rng.vec(numel(&case.k_shape()), -1.0, 1.0));
+        let (v, vv) = view_of(&rt, &case.v_shape(), dtype, 7, &rng.vec(numel(&case.v_shape()), -1.0, 1.0));
+        let (mask, mv) = view_of(&rt, &[2, 300], dtype, 1, &rng.vec(600, -1.0, 1.0));
+        let n = numel(&case.out_shape());
+        let big = poisoned(&rt, &[n + 20], dtype);
+        let out = big.narrow(9, n).unwrap().reshape(case.out_shape()).unwrap();
+        rt.record(&SplitKAttention::new(&q, &k, &v, &out, case.options(Some(mask))).unwrap()).unwrap();
+        let all = big.to_vec_f32().unwrap();
+        assert!(all[..9].iter().chain(&all[9 + n..]).all(|x| x.is_nan()), "wrote outside the output view");
+        let want = reference(&case, &qv, &kv, &vv, Some((&mv, mask_strides(&case, &[2, 300]))));
+        check(&all[9..9 + n], &want, tol(dtype), &format!("views {dtype}"));
+    }
+}
+
+#[test]
+fn agrees_with_the_fused_kernel() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut worst = 0.0f64;
+        let mut rng = Rng::new(26);
+        for case in [mha(1, 14, 1, 2049, 64).kv(2), mha(2, 4, 3, 300, 32).kv(2).causal(None), mha(1, 2, 1, 7, 16)] {
+            let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+            let got = split_k(&rt, &case, &x, None);
+            let fused: Vec<f64> = flash(&rt, &case, &x, None).iter().map(|&f| f64::from(f)).collect();
+            worst = worst.max(check(&got, &fused, tol(dtype), &format!("split-K vs fused {case:?} {dtype}")));
+        }
+        eprintln!("vs fused {dtype}: largest difference {worst:e}");
+    }
+}
+
+#[test]
+fn large_logits_stay_finite_and_correct() {
+    let rt = runtime();
+    let mut rng = Rng::new(27);
+    let case = mha(1, 4, 2, 300, 16).kv(2).causal(None);
+    let x = inputs(&rt, &case, DType::F32, &mut rng, 100.0);
+    let got = split_k(&rt, &case, &x, None);
+    assert!(got.iter().all(|g| g.is_finite()), "non-finite output");
+    let worst = check(&got, &reference(&case, &x.qv, &x.kv, &x.vv, None), 1e-3, "large logits");
+    eprintln!("large logits: largest error {worst:e}");
+}
+
+#[test]
+fn runs_are_bit_identical() {
+    let rt = runtime();
+    for dtype in float_dtypes(&rt) {
+        let mut rng = Rng::new(28);
+        let case = mha(2, 14, 2, 700, 32).kv(2).causal(None);
+        let x = inputs(&rt, &case, dtype, &mut rng, 1.0);
+        let a = split_k(&rt, &case, &x, None);
+        let b = split_k(&rt, &case, &x, None);
+        assert_eq!(
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn auto_chooses_split_k_for_decoding_and_fused_otherwise() {
+    let rt = runtime();
+    let mut rng = Rng::new(29);
+    let problem = |case: &Case, x: &Inputs| {
+        let out = Tensor::empty(&rt, case.out_shape(), DType::F32).unwrap();
+        SdpaProblem::new(&x.q, &x.k, &x.v, &out, &case.options(None)).unwrap()
+    };
+    let decode = mha(1, 14, 1, 2049, 64).kv(2).causal(None);
+    let x = inputs(&rt, &decode, DType::F32, &mut rng, 1.0);
+    assert_eq!(SdpaImpl::Auto.resolve(&problem(&decode, &x), &x.q), SdpaImpl::SplitK);
+    assert_eq!(SdpaImpl::Fused.resolve(&problem(&decode, &x), &x.q), SdpaImpl::Fused);
+    // The tensor-level entry point records it: bit-identical to the split-K op.
+    let auto = scaled_dot_product_attention(&x.q, &x.k, &x.v, decode.options(None)).unwrap().to_vec_f32().unwrap();
+    let forced = scaled_dot_product_attention_with(&x.q, &x.k, &x.v, decode.options(None), SdpaImpl::SplitK)
+        .unwrap()
+        .to_vec_f32()
+        .unwrap();
+    assert_eq!(
+        auto.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        split_k(&rt, &decode, &x, None).iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    assert_eq!(auto, forced);
+    check(&auto, &reference(&decode, &x.qv, &x.kv, &x.vv, None), 1e-4, "auto decode");
+    // Prefill (rows per K/V head beyond the bound) and short caches stay fused.
+    for case in [mha(1, 2, 65, 300, 16), mha(1, 14, 1, 255, 16).kv(2)] {
+        let y = inputs(&rt, &case, DType::F32, &mut rng, 1.0);
+        assert_eq!(SdpaImpl::Auto.resolve(&problem(&case, &y), &y.q), SdpaImpl::Fused, "{case:?}");
+    }
+}
+
+#[test]
+fn shapes_beyond_the_bounds_are_rejected() {
+    let rt = runtime();
+    let f = |dims: &[usize]| Tensor::zeros(&rt, dims, DType::F32).unwrap();
+    let none = SdpaOptions::default();
+    // 65 rows per K/V head (group 13 × 5 queries).
+    let e = SplitKAttention::new(
+        &f(&[1, 13, 5, 8]),
+        &f(&[1, 1, 9, 8]),
+        &f(&[1, 1, 9, 8]),
+        &f(&[1, 13, 5, 8]),
+        none.clone(),
+    );
+    assert!(matches!(e, Err(Error::InvalidShape { .. })), "{e:?}");
+    // Head dimensions beyond 256.
+    let e = SplitKAttention::new(
+        &f(&[1, 1, 1, 320]),
+        &f(&[1, 1, 9, 320]),
+        &f(&[1, 1, 9, 8]),
+        &f(&[1, 1, 1, 8]),
+        none.clone(),
+    );
+    assert!(matches!(e, Err(Error::InvalidShape { .. })), "{e:?}");
+    // 32 rows of head dimension 256: more accumulator elements than a workgroup holds.
+    let e = SplitKAttention::new(
+        &f(&[1, 32, 1, 8]),
+        &f(&[1, 1, 9, 8]),
+        &f(&[1, 1, 9, 256]),
+        &f(&[1, 32, 1, 256]),
+        none.clone(),
+    );
+    assert!(matches!(e, Err(Error::InvalidShape { .. })), "{e:?}");
+    // Validation shared with the other paths: disagreeing shapes.
+    let e =
+        SplitKAttention::new(&f(&[1, 2, 1, 8]), &f(&[1, 2, 9, 16]), &f(&[1, 2, 9, 8]), &f(&[1, 2, 1, 8]), none.clone());
+    assert!(matches!(e, Err(Error::ShapeMismatch { .. })), "{e:?}");
+    // Where 16 rows of head dimension 256 need more workgroup memory than the device has, the
+    // op says so and Auto takes the fused kernel; either way the result is right.
+    let mut rng = Rng::new(30);
+    let case = mha(1, 16, 1, 300, 256).kv(1);
+    let x = inputs(&rt, &case, DType::F32, &mut rng, 1.0);
+    let out = poisoned(&rt, &case.out_shape(), DType::F32);
+    let want = reference(&case, &x.qv, &x.kv, &x.vv, None);
+    match SplitKAttention::new(&x.q, &x.k, &x.v, &out, case.options(None)) {
+        Ok(op) => {
+            rt.record(&op).unwrap();
+            check(&out.to_vec_f32().unwrap(), &want, 1e-4, "16 rows of 256");
+        }
+        Err(Error::Unsupported { .. }) => {
+            let problem = SdpaProblem::new(&x.q, &x.k, &x.v, &out, &case.options(None)).unwrap();
+            assert_eq!(SdpaImpl::Auto.resolve(&problem, &x.q), SdpaImpl::Fused);
+            let got = scaled_dot_product_attention(&x.q, &x.k, &x.v, case.options(None)).unwrap();
+            check(&got.to_vec_f32().unwrap(), &want, 1e-4, "16 rows of 256 via Auto");
+        }
+        Err(e) => panic!("unexpected {e:?}"),
+    }
+}
