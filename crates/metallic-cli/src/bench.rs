@@ -17,7 +17,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use metallic::kernels::copy::Copy;
 use metallic::kernels::matmul::Matmul;
 use metallic::kernels::norm::{LayerNorm, RmsNorm};
-use metallic::kernels::sdpa::{CompositeAttention, FlashAttention, SdpaOptions};
+use metallic::kernels::sdpa::{SdpaImpl, SdpaOptions, attention};
 use metallic::kernels::softmax::{Softmax, SoftmaxOptions};
 use metallic::{DType, Error, Operation, Result, Runtime, Tensor};
 
@@ -66,10 +66,25 @@ impl From<Dt> for DType {
 /// Attention implementation to time.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SdpaImplArg {
+    /// What `scaled_dot_product_attention` picks for the shape.
+    Auto,
     /// The fused single-pass kernel (`FlashAttention`).
     Fused,
     /// GEMM -> masked softmax -> GEMM (`CompositeAttention`).
     Composite,
+    /// Keys split across workgroups, partial softmaxes merged (`SplitKAttention`).
+    SplitK,
+}
+
+impl SdpaImplArg {
+    fn engine(self) -> SdpaImpl {
+        match self {
+            SdpaImplArg::Auto => SdpaImpl::Auto,
+            SdpaImplArg::Fused => SdpaImpl::Fused,
+            SdpaImplArg::Composite => SdpaImpl::Composite,
+            SdpaImplArg::SplitK => SdpaImpl::SplitK,
+        }
+    }
 }
 
 /// How the attention batch is submitted.
@@ -170,7 +185,7 @@ pub struct SdpaArgs {
     #[arg(long)]
     rank4: bool,
     /// Implementation.
-    #[arg(long = "impl", value_enum, default_value_t = SdpaImplArg::Fused)]
+    #[arg(long = "impl", value_enum, default_value_t = SdpaImplArg::Auto)]
     implementation: SdpaImplArg,
     /// Submission: the whole batch per op, or one op and one commit per batch item.
     #[arg(long, value_enum, default_value_t = SubmitArg::Whole)]
@@ -391,11 +406,11 @@ fn sdpa(rt: &Runtime, dtype: DType, a: &SdpaArgs) -> Result<Workload> {
     let v = Tensor::random_uniform(rt, kv_dims.as_slice(), dtype, -1.0, 1.0, 3)?;
     let out = Tensor::empty(rt, q_dims.as_slice(), dtype)?;
     let options = SdpaOptions { causal, ..Default::default() };
-    let build = |q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor| -> Result<Box<dyn Operation>> {
-        Ok(match a.implementation {
-            SdpaImplArg::Fused => Box::new(FlashAttention::new(q, k, v, out, options.clone())?),
-            SdpaImplArg::Composite => Box::new(CompositeAttention::new(q, k, v, out, options.clone())?),
-        })
+    let mut chosen = a.implementation.engine();
+    let mut build = |q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor| -> Result<Box<dyn Operation>> {
+        let (resolved, op) = attention(q, k, v, out, options.clone(), a.implementation.engine())?;
+        chosen = resolved;
+        Ok(op)
     };
     let (ops, submit) = match a.submit {
         SubmitArg::Whole => (vec![build(&q, &k, &v, &out)?], Submit::Whole),
@@ -412,11 +427,14 @@ fn sdpa(rt: &Runtime, dtype: DType, a: &SdpaArgs) -> Result<Workload> {
     let full = 4.0 * b * h * sq * sk * d;
     let flops = if causal { full / 2.0 } else { full };
     let bytes = (2.0 * b * h * sq * d + 2.0 * b * kv_heads as f64 * sk * d) * elem(dtype);
-    let implementation = match (a.implementation, a.submit) {
-        (SdpaImplArg::Fused, SubmitArg::Whole) => "fused",
-        (SdpaImplArg::Fused, SubmitArg::PerItem) => "fused/per-item",
-        (SdpaImplArg::Composite, SubmitArg::Whole) => "composite",
-        (SdpaImplArg::Composite, SubmitArg::PerItem) => "composite/per-item",
+    let name = match chosen {
+        SdpaImpl::Auto | SdpaImpl::Fused => "fused",
+        SdpaImpl::Composite => "composite",
+        SdpaImpl::SplitK => "splitk",
+    };
+    let implementation = match a.submit {
+        SubmitArg::Whole => name.to_string(),
+        SubmitArg::PerItem => format!("{name}/per-item"),
     };
     let mask = if causal { "causal" } else { "non-causal" };
     let mut note = String::new();
@@ -430,7 +448,7 @@ fn sdpa(rt: &Runtime, dtype: DType, a: &SdpaArgs) -> Result<Workload> {
     let bound = if flops / bytes < 32.0 { Bound::Memory } else { Bound::Compute };
     Ok(Workload {
         case: "sdpa",
-        implementation: implementation.into(),
+        implementation,
         shape: format!("q{} kv{} {mask}", dims(&q_dims), dims(&kv_dims)),
         dtype,
         flops: Some(flops),

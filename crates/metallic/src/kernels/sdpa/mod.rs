@@ -528,11 +528,27 @@ pub fn scaled_dot_product_attention_with(
     check_inputs(q, k, v, &options)?;
     let shape = SdpaShape::new(q.shape(), k.shape(), v.shape())?;
     let out = Tensor::empty(q.runtime(), shape.out_shape()?, q.dtype())?;
-    let problem = SdpaProblem::new(q, k, v, &out, &options)?;
-    match implementation.resolve(&problem, q) {
-        SdpaImpl::Composite => q.runtime().record(&CompositeAttention::new(q, k, v, &out, options)?)?,
-        SdpaImpl::SplitK => q.runtime().record(&SplitKAttention::new(q, k, v, &out, options)?)?,
-        _ => q.runtime().record(&FlashAttention::new(q, k, v, &out, options)?)?,
-    }
+    q.runtime().record(attention(q, k, v, &out, options, implementation)?.1.as_ref())?;
     Ok(out)
+}
+
+/// The attention operation `implementation` resolves to for these tensors, writing into `out`,
+/// with the implementation it resolved to (`Auto`: split-K for short query blocks over long
+/// caches, the fused kernel where it runs, the composite path otherwise).
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    options: SdpaOptions,
+    implementation: SdpaImpl,
+) -> Result<(SdpaImpl, Box<dyn Operation + Send + Sync>)> {
+    let problem = SdpaProblem::new(q, k, v, out, &options)?;
+    let chosen = implementation.resolve(&problem, q);
+    let op: Box<dyn Operation + Send + Sync> = match chosen {
+        SdpaImpl::Composite => Box::new(CompositeAttention::new(q, k, v, out, options)?),
+        SdpaImpl::SplitK => Box::new(SplitKAttention::new(q, k, v, out, options)?),
+        SdpaImpl::Auto | SdpaImpl::Fused => Box::new(FlashAttention::new(q, k, v, out, options)?),
+    };
+    Ok((chosen, op))
 }
