@@ -2,6 +2,8 @@
 //! f64 reference comparison.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+pub mod attention;
+
 use std::sync::OnceLock;
 
 use metallic::{Context, DType, ParamMode, Runtime, Tensor};
