@@ -254,20 +254,14 @@ impl Operation for SplitKAttention {
         let v = encoder.bind(&self.v)?;
         let scratch = encoder.bind(&self.scratch)?;
         let out = encoder.bind(&self.out)?;
-        // Without a mask, `q` is bound in its place (never read).
-        let (mask, strides) = match &problem.mask {
-            Some(m) => (encoder.bind(&m.tensor)?, m.strides),
-            None => (q.clone(), [0; 4]),
-        };
-        let [mask_sb, mask_sh, mask_sq, mask_sk] = strides.map(|s| count_u32(NAME, s));
-        // Offsets beyond [-seq_q - 1, seq_k] change nothing; the clamp keeps i32 arithmetic in range.
-        let offset = problem.causal_offset.unwrap_or(0).clamp(-(shape.seq_q as i64) - 1, shape.seq_k as i64);
+        let terms = problem.kernel_terms(NAME, encoder, &q)?;
+        let [mask_sb, mask_sh, mask_sq, mask_sk] = terms.mask_strides;
         let params = PartialParams {
             q_off: q.elem_offset(),
             k_off: k.elem_offset(),
             v_off: v.elem_offset(),
             s_off: scratch.elem_offset(),
-            mask_off: mask.elem_offset(),
+            mask_off: terms.mask.elem_offset(),
             kv_heads: count_u32(NAME, shape.kv_heads)?,
             group: count_u32(NAME, shape.group())?,
             seq_q: count_u32(NAME, shape.seq_q)?,
@@ -276,13 +270,13 @@ impl Operation for SplitKAttention {
             chunks: count_u32(NAME, plan.chunks)?,
             total,
             ml_base,
-            causal: u32::from(problem.causal_offset.is_some()),
-            offset: (offset as i32).cast_unsigned(),
-            scale: problem.scale * std::f32::consts::LOG2_E,
-            mask_sb: mask_sb?,
-            mask_sh: mask_sh?,
-            mask_sq: mask_sq?,
-            mask_sk: mask_sk?,
+            causal: terms.causal,
+            offset: terms.offset,
+            scale: terms.scale_log2,
+            mask_sb,
+            mask_sh,
+            mask_sq,
+            mask_sk,
         };
         let overrides = Overrides::new(&[
             ("WG", PARTIAL_WG as f64),
@@ -299,7 +293,7 @@ impl Operation for SplitKAttention {
                 kernel: &PARTIAL,
                 dtype: problem.dtype,
                 overrides,
-                bindings: &[&q, &k, &v, &scratch, &mask],
+                bindings: &[&q, &k, &v, &scratch, &terms.mask],
                 params,
                 workgroups,
             },

@@ -46,7 +46,7 @@ pub use composite::{CompositeAttention, SdpaImpl};
 pub use decode::SplitKAttention;
 
 use crate::cache::ResourceCache;
-use crate::command::{ComputeEncoder, Dispatch, Operation};
+use crate::command::{ComputeEncoder, Dispatch, Operation, TensorBinding};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
@@ -270,6 +270,41 @@ impl SdpaProblem {
     }
 }
 
+/// What the attention kernels take of a problem besides their tensors: the mask's binding (`q`
+/// bound in its place when there is none; never read then) with its strides, and the causal
+/// rule, in the form of their `Params`.
+struct KernelTerms {
+    mask: TensorBinding,
+    /// Mask strides over (batch, head, query, key); 0 where it broadcasts.
+    mask_strides: [u32; 4],
+    /// 1 when causal.
+    causal: u32,
+    /// The causal offset as the bits of an `i32`, clamped to `[-seq_q - 1, seq_k]` (offsets
+    /// beyond change nothing; the clamp keeps the kernels' `i32` arithmetic in range).
+    offset: u32,
+    /// `scale · log2(e)`: the kernels work in base 2.
+    scale_log2: f32,
+}
+
+impl SdpaProblem {
+    fn kernel_terms(&self, op: &'static str, encoder: &ComputeEncoder<'_>, q: &TensorBinding) -> Result<KernelTerms> {
+        let (mask, strides) = match &self.mask {
+            Some(m) => (encoder.bind(&m.tensor)?, m.strides),
+            None => (q.clone(), [0; 4]),
+        };
+        let [sb, sh, sq, sk] = strides.map(|s| count_u32(op, s));
+        let shape = &self.shape;
+        let offset = self.causal_offset.unwrap_or(0).clamp(-(shape.seq_q as i64) - 1, shape.seq_k as i64);
+        Ok(KernelTerms {
+            mask,
+            mask_strides: [sb?, sh?, sq?, sk?],
+            causal: u32::from(self.causal_offset.is_some()),
+            offset: (offset as i32).cast_unsigned(),
+            scale_log2: self.scale * std::f32::consts::LOG2_E,
+        })
+    }
+}
+
 /// Dtypes and devices of the inputs: `q` a float type, the rest like it.
 fn check_inputs(q: &Tensor, k: &Tensor, v: &Tensor, options: &SdpaOptions) -> Result<()> {
     check_float(OP, q)?;
@@ -458,34 +493,27 @@ impl Operation for FlashAttention {
         let k = encoder.bind(&self.k)?;
         let v = encoder.bind(&self.v)?;
         let out = encoder.bind(&self.out)?;
-        // Without a mask, `q` is bound in its place (never read).
-        let (mask, strides) = match &problem.mask {
-            Some(m) => (encoder.bind(&m.tensor)?, m.strides),
-            None => (q.clone(), [0; 4]),
-        };
-        let [mask_sb, mask_sh, mask_sq, mask_sk] = strides.map(|s| count_u32(op, s));
-        // Offsets beyond [-seq_q - 1, seq_k] change nothing; the clamp keeps the kernel's i32
-        // arithmetic in range.
-        let offset = problem.causal_offset.unwrap_or(0).clamp(-(shape.seq_q as i64) - 1, shape.seq_k as i64);
+        let terms = problem.kernel_terms(op, encoder, &q)?;
+        let [mask_sb, mask_sh, mask_sq, mask_sk] = terms.mask_strides;
         let params = Params {
             q_off: q.elem_offset(),
             k_off: k.elem_offset(),
             v_off: v.elem_offset(),
             out_off: out.elem_offset(),
-            mask_off: mask.elem_offset(),
+            mask_off: terms.mask.elem_offset(),
             kv_heads: count_u32(op, shape.kv_heads)?,
             group: count_u32(op, shape.group())?,
             seq_q: count_u32(op, shape.seq_q)?,
             seq_k: count_u32(op, shape.seq_k)?,
             blocks: count_u32(op, blocks)?,
             total,
-            causal: u32::from(problem.causal_offset.is_some()),
-            offset: (offset as i32).cast_unsigned(),
-            scale: problem.scale * std::f32::consts::LOG2_E,
-            mask_sb: mask_sb?,
-            mask_sh: mask_sh?,
-            mask_sq: mask_sq?,
-            mask_sk: mask_sk?,
+            causal: terms.causal,
+            offset: terms.offset,
+            scale: terms.scale_log2,
+            mask_sb,
+            mask_sh,
+            mask_sq,
+            mask_sk,
         };
         let overrides = Overrides::new(&[
             ("WG", wg as f64),
@@ -501,7 +529,7 @@ impl Operation for FlashAttention {
                 kernel: &FLASH,
                 dtype: problem.dtype,
                 overrides,
-                bindings: &[&q, &k, &v, &out, &mask],
+                bindings: &[&q, &k, &v, &out, &terms.mask],
                 params,
                 workgroups,
             },
