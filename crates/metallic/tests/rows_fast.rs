@@ -1,4 +1,4 @@
-//! The register (`vec4`, row loaded once) paths of softmax, layer norm and RMS norm against
+//! The register paths (row loaded once; `vec4` or scalar accesses) of softmax, layer norm and RMS norm against
 //! f64 references, around every boundary of the path selection: row lengths 1, 3, 4, 5, 255,
 //! 256, 1024, 1025, 4096 (the longest register row) and 4100 (just beyond), views at aligned
 //! and unaligned element offsets, f32 and f16, both reduction flavours, masks, causal and
@@ -19,14 +19,19 @@ const REGISTER_MAX: usize = 4096;
 const ROWS: usize = 3;
 const EPS: f32 = 1e-5;
 
-/// Whether the register kernel should run: rows of `k` (multiple of 4, at most the maximum)
-/// and every tensor at an element offset (within its bound range) that is a multiple of 4.
-fn expect_registers(rt: &Runtime, k: usize, tensors: &[&Tensor]) -> bool {
+/// Which kernel should run for op `op`: `{op}` for rows longer than the maximum, else
+/// `{op}_rows` (vec4) for rows of a multiple of 4 with every tensor at an element offset
+/// (within its bound range) that is a multiple of 4, else `{op}_rows_scalar`. Also returns
+/// the path's index (0 strided, 1 vec4, 2 scalar registers).
+fn expect_path(rt: &Runtime, op: &str, k: usize, tensors: &[&Tensor]) -> (String, usize) {
     let align = rt.context().caps().storage_alignment();
-    align.is_multiple_of(16)
+    if k > REGISTER_MAX {
+        return (op.to_string(), 0);
+    }
+    let vec4 = align.is_multiple_of(16)
         && k.is_multiple_of(4)
-        && (4..=REGISTER_MAX).contains(&k)
-        && tensors.iter().all(|t| (t.byte_offset() % align / t.dtype().size_in_bytes() as u64).is_multiple_of(4))
+        && tensors.iter().all(|t| (t.byte_offset() % align / t.dtype().size_in_bytes() as u64).is_multiple_of(4));
+    if vec4 { (format!("{op}_rows"), 1) } else { (format!("{op}_rows_scalar"), 2) }
 }
 
 /// A `dims`-shaped view at element `off` of a larger tensor of `dtype` filled from `values`
@@ -112,7 +117,7 @@ fn check_softmax(got: &[f32], want: &[f64], dtype: DType, what: &str) -> f64 {
 #[test]
 fn softmax_register_path_boundaries_views_masks_and_causal() {
     let mut worst = [0.0f64; 2];
-    let mut taken = [0usize; 2];
+    let mut taken = [0usize; 3];
     for rt in reduction_runtimes() {
         for dtype in float_dtypes(&rt) {
             let mut rng = Rng::new(41);
@@ -156,13 +161,9 @@ fn softmax_register_path_boundaries_views_masks_and_causal() {
                     let options =
                         SoftmaxOptions { scale: scale as f32, causal, mask: mask.as_ref().map(|m| m.0.clone()) };
                     let op = Softmax::new(&x, &out, options).unwrap().compensated(variant != 2);
-                    let registers = expect_registers(&rt, k, &[&x, &out]);
-                    assert_eq!(
-                        op.path(),
-                        if registers { "softmax_rows" } else { "softmax" },
-                        "k {k} offsets {x_off}/{out_off}"
-                    );
-                    taken[usize::from(registers)] += 1;
+                    let (path, index) = expect_path(&rt, "softmax", k, &[&x, &out]);
+                    assert_eq!(op.path(), path, "k {k} offsets {x_off}/{out_off}");
+                    taken[index] += 1;
                     rt.record(&op).unwrap();
                     let what =
                         format!("softmax {dtype} k {k} offsets {x_off}/{out_off} variant {variant} {}", flavour(&rt));
@@ -176,10 +177,10 @@ fn softmax_register_path_boundaries_views_masks_and_causal() {
         }
     }
     eprintln!(
-        "softmax rows: largest error f32 {:.3e}, f16 {:.3e}; cases strided {}, registers {}",
-        worst[0], worst[1], taken[0], taken[1]
+        "softmax rows: largest error f32 {:.3e}, f16 {:.3e}; cases strided {}, vec4 registers {}, scalar registers {}",
+        worst[0], worst[1], taken[0], taken[1], taken[2]
     );
-    assert!(taken[0] > 0 && taken[1] > 0, "both paths must be exercised");
+    assert!(taken.iter().all(|&n| n > 0), "every path must be exercised");
 }
 
 #[test]
@@ -206,6 +207,17 @@ fn softmax_register_path_in_place_extremes_and_folded_rows() {
     let want: Vec<f64> =
         ref_softmax(&xv.iter().map(|v| (v * 2.0).min(f64::from(f32::MAX))).collect::<Vec<_>>(), 256, 1.0, None, None);
     check_softmax(&got, &want, DType::F32, "in place, extremes");
+
+    // In place on the scalar register path (odd K), f16.
+    if float_dtypes(&rt).contains(&DType::F16) {
+        let mut rng = Rng::new(45);
+        let (x, xv) = upload(&rt, &[ROWS, 255], DType::F16, &rng.vec(ROWS * 255, -8.0, 8.0));
+        let op = Softmax::new(&x, &x, SoftmaxOptions { causal: Some(100), ..Default::default() }).unwrap();
+        assert_eq!(op.path(), "softmax_rows_scalar");
+        rt.record(&op).unwrap();
+        let want = ref_softmax(&xv, 255, 1.0, Some(100), None);
+        check_softmax(&x.to_vec_f32().unwrap(), &want, DType::F16, "in place, scalar registers");
+    }
 
     // Rows beyond one grid dimension fold into y.
     let rows = 70_000;
@@ -260,7 +272,7 @@ fn max_error(got: &[f32], want: &[f64]) -> f64 {
 #[test]
 fn norms_register_path_boundaries_views_weights_and_biases() {
     let mut worst = [0.0f64; 2];
-    let mut taken = [0usize; 2];
+    let mut taken = [0usize; 3];
     for rt in reduction_runtimes() {
         for dtype in float_dtypes(&rt) {
             let mut rng = Rng::new(43);
@@ -286,9 +298,9 @@ fn norms_register_path_boundaries_views_weights_and_biases() {
                     let op = LayerNorm::new(&x, has_w.then_some(&w), has_b.then_some(&b), EPS, &out)
                         .unwrap()
                         .compensated(compensated);
-                    let registers = expect_registers(&rt, k, &[present.as_slice(), &[&out]].concat());
-                    assert_eq!(op.path(), if registers { "layer_norm_rows" } else { "layer_norm" }, "k {k} {offs:?}");
-                    taken[usize::from(registers)] += 1;
+                    let (path, index) = expect_path(&rt, "layer_norm", k, &[present.as_slice(), &[&out]].concat());
+                    assert_eq!(op.path(), path, "k {k} {offs:?}");
+                    taken[index] += 1;
                     rt.record(&op).unwrap();
                     let what = format!("layer_norm {dtype} k {k} {offs:?} w={has_w} b={has_b} {}", flavour(&rt));
                     let got = read_view(&whole, out_off, n, &what);
@@ -308,9 +320,9 @@ fn norms_register_path_boundaries_views_weights_and_biases() {
                     if has_w {
                         present.push(&w);
                     }
-                    let registers = expect_registers(&rt, k, &present);
-                    assert_eq!(op.path(), if registers { "rms_norm_rows" } else { "rms_norm" }, "k {k} {offs:?}");
-                    taken[usize::from(registers)] += 1;
+                    let (path, index) = expect_path(&rt, "rms_norm", k, &present);
+                    assert_eq!(op.path(), path, "k {k} {offs:?}");
+                    taken[index] += 1;
                     rt.record(&op).unwrap();
                     let what = format!("rms_norm {dtype} k {k} {offs:?} w={has_w} unit={unit} {}", flavour(&rt));
                     let got = read_view(&whole, out_off, n, &what);
@@ -322,10 +334,10 @@ fn norms_register_path_boundaries_views_weights_and_biases() {
         }
     }
     eprintln!(
-        "norm rows: largest error f32 {:.3e}, f16 {:.3e}; cases strided {}, registers {}",
-        worst[0], worst[1], taken[0], taken[1]
+        "norm rows: largest error f32 {:.3e}, f16 {:.3e}; cases strided {}, vec4 registers {}, scalar registers {}",
+        worst[0], worst[1], taken[0], taken[1], taken[2]
     );
-    assert!(taken[0] > 0 && taken[1] > 0, "both paths must be exercised");
+    assert!(taken.iter().all(|&n| n > 0), "every path must be exercised");
 }
 
 #[test]
@@ -355,12 +367,12 @@ fn norms_register_path_in_place_constant_rows_and_folded_rows() {
     let want = ref_layer_norm(&xv, k, None, Some(&bv), EPS);
     assert_close(&x.to_vec_f32().unwrap(), &want, 1e-5, "layer_norm in place");
 
-    // Rows beyond one grid dimension fold into y.
+    // Rows beyond one grid dimension fold into y (scalar register path).
     let rows = 70_000;
-    let (x, xv) = upload(&rt, &[rows, 4], DType::F32, &rng.vec(rows * 4, -2.0, 2.0));
-    let out = poisoned(&rt, &[rows, 4], DType::F32);
+    let (x, xv) = upload(&rt, &[rows, 3], DType::F32, &rng.vec(rows * 3, -2.0, 2.0));
+    let out = poisoned(&rt, &[rows, 3], DType::F32);
     let op = RmsNorm::new(&x, None, EPS, false, &out).unwrap();
-    assert_eq!(op.path(), "rms_norm_rows");
+    assert_eq!(op.path(), "rms_norm_rows_scalar");
     rt.record(&op).unwrap();
-    assert_close(&out.to_vec_f32().unwrap(), &ref_rms_norm(&xv, 4, None, EPS, false), 1e-5, "70000 rows");
+    assert_close(&out.to_vec_f32().unwrap(), &ref_rms_norm(&xv, 3, None, EPS, false), 1e-5, "70000 rows");
 }

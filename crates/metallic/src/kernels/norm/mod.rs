@@ -1,6 +1,6 @@
 //! Normalisation over the last dimension: [`LayerNorm`] and [`RmsNorm`], fused into one
-//! kernel that runs one workgroup per row (`norm.wgsl`, or `norm_rows.wgsl` for aligned rows
-//! of at most 4096 elements: see [Kernels](#kernels)).
+//! kernel that runs one workgroup per row (`norm.wgsl`, or for rows of at most 4096 elements
+//! `norm_rows.wgsl` / `norm_rows_scalar.wgsl`: see [Kernels](#kernels)).
 //!
 //! Storage is f32 or f16; every sum is f32. Layer norm uses the corrected two-pass algorithm
 //! (a first mean, then sums of the deviations from it and of their squares, re-reading the
@@ -37,14 +37,15 @@
 //!
 //! Chosen automatically per call ([`LayerNorm::path`], [`RmsNorm::path`] tell which):
 //!
-//! - `norm_rows.wgsl` when the row length is a multiple of 4 and at most 4096, the element
+//! - Rows of at most 4096 elements: each invocation of a workgroup of
+//!   `clamp(next_pow2(cols / 16), 32, 256)` loads its (up to 16) elements of the row once into
+//!   registers and computes the same corrected two-pass statistics (same compensation) from
+//!   them, then writes from registers: one read and one write per element. `norm_rows.wgsl`
+//!   does so with `vec4` loads and stores when the row length is a multiple of 4, the element
 //!   offsets of `x`, `out` and the weight and bias present within their bound ranges are
-//!   multiples of 4 and the device's storage offset alignment is a multiple of 16 bytes: each
-//!   invocation of a workgroup of `clamp(next_pow2(cols / 16), 32, 256)` loads up to four
-//!   `vec4` of the row once into registers and computes the same corrected two-pass statistics
-//!   (same compensation) from them, then writes from registers: one read and one write per
-//!   element.
-//! - `norm.wgsl` otherwise (rows of any length, any offsets): scalar loads in strided loops,
+//!   multiples of 4 and the device's storage offset alignment is a multiple of 16 bytes;
+//!   `norm_rows_scalar.wgsl` with scalar ones otherwise.
+//! - `norm.wgsl` for longer rows (any length, any offsets): scalar loads in strided loops,
 //!   reading the row three times (layer norm) or twice (RMS norm).
 
 use crate::cache::ResourceCache;
@@ -61,14 +62,22 @@ static LAYER_NORM_ROWS: Kernel =
     Kernel { name: "layer_norm_rows", source: include_str!("norm_rows.wgsl"), entry: "main", bindings: 4 };
 static RMS_NORM_ROWS: Kernel =
     Kernel { name: "rms_norm_rows", source: include_str!("norm_rows.wgsl"), entry: "main", bindings: 4 };
+static LAYER_NORM_ROWS_SCALAR: Kernel = Kernel {
+    name: "layer_norm_rows_scalar",
+    source: include_str!("norm_rows_scalar.wgsl"),
+    entry: "main",
+    bindings: 4,
+};
+static RMS_NORM_ROWS_SCALAR: Kernel =
+    Kernel { name: "rms_norm_rows_scalar", source: include_str!("norm_rows_scalar.wgsl"), entry: "main", bindings: 4 };
 
-/// Elements per vector access of the register kernel (`norm_rows.wgsl`).
+/// Elements per vector access of the vec4 register kernel (`norm_rows.wgsl`).
 const VEC: u32 = 4;
-/// Vectors each invocation of the register kernel holds (named variables in `norm_rows.wgsl`).
+/// `vec4` each invocation of the register kernels holds (named variables in `norm_rows*.wgsl`).
 const UNROLL: u32 = 4;
 /// Largest workgroup either kernel uses.
 const MAX_WG: u32 = 256;
-/// Longest row the register kernel takes: [`MAX_WG`] invocations × [`UNROLL`] vectors of [`VEC`].
+/// Longest row the register kernels take: [`MAX_WG`] invocations × [`UNROLL`] vectors of [`VEC`].
 const REGISTER_MAX_COLS: u32 = MAX_WG * UNROLL * VEC;
 
 /// Bits of `Params::flags` (mirrors `norm.wgsl`).
@@ -97,15 +106,14 @@ fn workgroup_size(cols: usize) -> u32 {
     per_lane.clamp(32, 256) as u32
 }
 
-/// Whether rows of `cols` elements at element offsets `offsets` (x, out and the present
-/// weight and bias, as [`ComputeEncoder::bind`] computes them) under storage offset alignment
-/// `align` take the register kernel.
-fn register_path(align: u64, cols: u64, offsets: &[u64]) -> bool {
+/// Which register kernel rows of `cols` elements at element offsets `offsets` (x, out and
+/// the present weight and bias, as [`ComputeEncoder::bind`] computes them) under storage
+/// offset alignment `align` take: `Some(true)` the vec4 one, `Some(false)` the scalar one,
+/// `None` neither (rows too long).
+fn register_path(align: u64, cols: u64, offsets: &[u64]) -> Option<bool> {
     let vec = u64::from(VEC);
-    align.is_multiple_of(16)
-        && cols.is_multiple_of(vec)
-        && (vec..=u64::from(REGISTER_MAX_COLS)).contains(&cols)
-        && offsets.iter().all(|o| o.is_multiple_of(vec))
+    (cols <= u64::from(REGISTER_MAX_COLS))
+        .then(|| align.is_multiple_of(16) && cols.is_multiple_of(vec) && offsets.iter().all(|o| o.is_multiple_of(vec)))
 }
 
 /// What layer norm and RMS norm share: validation and encoding.
@@ -133,9 +141,11 @@ impl Norm {
     /// The kernel for rows of `cols` at element offsets `offsets` under alignment `align`.
     fn kernel_for(&self, align: u64, cols: u64, offsets: &[u64]) -> &'static Kernel {
         match (register_path(align, cols, offsets), self.rms()) {
-            (true, true) => &RMS_NORM_ROWS,
-            (true, false) => &LAYER_NORM_ROWS,
-            (false, _) => self.kernel,
+            (Some(true), true) => &RMS_NORM_ROWS,
+            (Some(true), false) => &LAYER_NORM_ROWS,
+            (Some(false), true) => &RMS_NORM_ROWS_SCALAR,
+            (Some(false), false) => &LAYER_NORM_ROWS_SCALAR,
+            (None, _) => self.kernel,
         }
     }
 
@@ -286,13 +296,13 @@ impl LayerNorm {
         self
     }
 
-    /// Which kernel [`encode`](Operation::encode) runs: `"layer_norm_rows"` (each row loaded once
-    /// into registers with `vec4` loads and stores: one read and one write per element) when
-    /// the row length is a multiple of 4 and at most 4096 (256 invocations × 4 vectors of 4),
-    /// the element offsets
-    /// of `x`, `out` and the weight and bias present within their bound ranges (the byte offset
-    /// modulo the device's storage offset alignment) are multiples of 4, and that alignment is
-    /// a multiple of 16 bytes; otherwise `"layer_norm"` (scalar loads, a strided loop over rows of
+    /// Which kernel [`encode`](Operation::encode) runs. Rows of at most 4096 elements (256
+    /// invocations × 16 elements) are loaded once into registers (one read and one write per
+    /// element): `"layer_norm_rows"` with `vec4` loads and stores when the row length is a multiple
+    /// of 4, the element offsets of `x`, `out` and the weight and bias present within their
+    /// bound ranges (the byte offset modulo the device's storage offset alignment) are
+    /// multiples of 4 and that alignment is a multiple of 16 bytes, else `"layer_norm_rows_scalar"`
+    /// with scalar ones. Longer rows take `"layer_norm"` (scalar loads, a strided loop over rows of
     /// any length, reading the row three times).
     pub fn path(&self) -> &'static str {
         self.0.path()
@@ -348,13 +358,13 @@ impl RmsNorm {
         self
     }
 
-    /// Which kernel [`encode`](Operation::encode) runs: `"rms_norm_rows"` (each row loaded once
-    /// into registers with `vec4` loads and stores: one read and one write per element) when
-    /// the row length is a multiple of 4 and at most 4096 (256 invocations × 4 vectors of 4),
-    /// the element offsets
-    /// of `x`, `out` and the weight and bias present within their bound ranges (the byte offset
-    /// modulo the device's storage offset alignment) are multiples of 4, and that alignment is
-    /// a multiple of 16 bytes; otherwise `"rms_norm"` (scalar loads, a strided loop over rows of
+    /// Which kernel [`encode`](Operation::encode) runs. Rows of at most 4096 elements (256
+    /// invocations × 16 elements) are loaded once into registers (one read and one write per
+    /// element): `"rms_norm_rows"` with `vec4` loads and stores when the row length is a multiple
+    /// of 4, the element offsets of `x`, `out` and the weight and bias present within their
+    /// bound ranges (the byte offset modulo the device's storage offset alignment) are
+    /// multiples of 4 and that alignment is a multiple of 16 bytes, else `"rms_norm_rows_scalar"`
+    /// with scalar ones. Longer rows take `"rms_norm"` (scalar loads, a strided loop over rows of
     /// any length, reading the row twice).
     pub fn path(&self) -> &'static str {
         self.0.path()

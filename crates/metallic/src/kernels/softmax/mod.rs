@@ -17,13 +17,14 @@
 //!
 //! Chosen automatically per call ([`Softmax::path`] tells which):
 //!
-//! - `softmax_rows.wgsl` when the row length K is a multiple of 4 and at most 4096, `x`'s and
-//!   `out`'s element offsets within their bound ranges are multiples of 4 and the device's
-//!   storage offset alignment is a multiple of 16 bytes: each invocation of a workgroup of
-//!   `clamp(next_pow2(K / 16), 32, 256)` loads up to four `vec4` of the row once into
-//!   registers, and the max, the sum and the outputs come from there (one read and one write
-//!   per element; the mask is still read element by element).
-//! - `softmax.wgsl` otherwise (rows of any length, any offsets): scalar loads in a strided loop
+//! - Rows of K <= 4096 keys: each invocation of a workgroup of `clamp(next_pow2(K / 16), 32,
+//!   256)` loads its (up to 16) keys of the row once into registers, and the max, the sum and
+//!   the outputs come from there (one read and one write per element; the mask is still read
+//!   element by element). `softmax_rows.wgsl` does so with `vec4` loads and stores when K is
+//!   a multiple of 4, `x`'s and `out`'s element offsets within their bound ranges are
+//!   multiples of 4 and the device's storage offset alignment is a multiple of 16 bytes;
+//!   `softmax_rows_scalar.wgsl` with scalar ones otherwise.
+//! - `softmax.wgsl` for longer rows (any length, any offsets): scalar loads in a strided loop
 //!   with an online max and sum, then a second pass over the row for the outputs.
 
 use crate::cache::ResourceCache;
@@ -36,12 +37,18 @@ use crate::tensor::Tensor;
 static SOFTMAX: Kernel = Kernel { name: "softmax", source: include_str!("softmax.wgsl"), entry: "main", bindings: 3 };
 static SOFTMAX_ROWS: Kernel =
     Kernel { name: "softmax_rows", source: include_str!("softmax_rows.wgsl"), entry: "main", bindings: 3 };
+static SOFTMAX_ROWS_SCALAR: Kernel = Kernel {
+    name: "softmax_rows_scalar",
+    source: include_str!("softmax_rows_scalar.wgsl"),
+    entry: "main",
+    bindings: 3,
+};
 
-/// Elements per vector access of the register kernel (`softmax_rows.wgsl`).
+/// Elements per vector access of the vec4 register kernel (`softmax_rows.wgsl`).
 const VEC: u32 = 4;
-/// Vectors each invocation of the register kernel holds (named variables in `softmax_rows.wgsl`).
+/// `vec4` each invocation of the register kernels holds (named variables in `softmax_rows*.wgsl`).
 const UNROLL: u32 = 4;
-/// Longest row the register kernel takes: [`MAX_WG`] invocations × [`UNROLL`] vectors of [`VEC`].
+/// Longest row the register kernels take: [`MAX_WG`] invocations × [`UNROLL`] vectors of [`VEC`].
 const REGISTER_MAX_K: u32 = MAX_WG * UNROLL * VEC;
 
 /// Largest workgroup the kernel uses (one workgroup per row; shorter rows get a smaller power
@@ -201,13 +208,14 @@ impl Softmax {
         self
     }
 
-    /// Which kernel [`encode`](Operation::encode) runs: `"softmax_rows"` (each row loaded once
-    /// into registers with `vec4` loads and stores: one read and one write per element) when
-    /// the row length K is a multiple of 4 and at most 4096 (256 invocations × 4 vectors of
-    /// 4), `x`'s and `out`'s element offsets within their bound ranges (the byte offset modulo the device's storage
-    /// offset alignment) are multiples of 4 and that alignment is a multiple of 16 bytes;
-    /// otherwise `"softmax"` (scalar loads, a strided loop over rows of any length, reading
-    /// the row twice). The mask, if any, is read element by element either way.
+    /// Which kernel [`encode`](Operation::encode) runs. Rows of K <= 4096 keys (256
+    /// invocations × 16 keys) are loaded once into registers (one read and one write per
+    /// element): `"softmax_rows"` with `vec4` loads and stores when K is a multiple of 4,
+    /// `x`'s and `out`'s element offsets within their bound ranges (the byte offset modulo the
+    /// device's storage offset alignment) are multiples of 4 and that alignment is a multiple
+    /// of 16 bytes, else `"softmax_rows_scalar"` with scalar ones. Longer rows take `"softmax"`
+    /// (scalar loads, a strided loop over rows of any length, reading the row twice). The
+    /// mask, if any, is read element by element on every path.
     pub fn path(&self) -> &'static str {
         let caps = self.x.context().caps();
         let align = caps.storage_alignment();
@@ -255,12 +263,12 @@ impl Softmax {
 /// [`ComputeEncoder::bind`] computes them) under storage offset alignment `align`.
 fn kernel_for(align: u64, k: u64, x_off: u64, out_off: u64) -> &'static Kernel {
     let vec = u64::from(VEC);
-    let registers = align.is_multiple_of(16)
-        && k.is_multiple_of(vec)
-        && (vec..=u64::from(REGISTER_MAX_K)).contains(&k)
-        && x_off.is_multiple_of(vec)
-        && out_off.is_multiple_of(vec);
-    if registers { &SOFTMAX_ROWS } else { &SOFTMAX }
+    if k > u64::from(REGISTER_MAX_K) {
+        return &SOFTMAX;
+    }
+    let vectors =
+        align.is_multiple_of(16) && k.is_multiple_of(vec) && x_off.is_multiple_of(vec) && out_off.is_multiple_of(vec);
+    if vectors { &SOFTMAX_ROWS } else { &SOFTMAX_ROWS_SCALAR }
 }
 
 impl Operation for Softmax {
@@ -309,7 +317,7 @@ impl Operation for Softmax {
         params.mask_off = mask.elem_offset();
         let align = encoder.context().caps().storage_alignment();
         let kernel = kernel_for(align, u64::from(params.k), u64::from(params.x_off), u64::from(params.out_off));
-        let wg = if std::ptr::eq(kernel, &SOFTMAX_ROWS) {
+        let wg = if !std::ptr::eq(kernel, &SOFTMAX) {
             // Just enough invocations for UNROLL vectors each.
             params.k.div_ceil(VEC * UNROLL).next_power_of_two().clamp(MIN_WG, MAX_WG)
         } else {
