@@ -1,5 +1,6 @@
 //! Normalisation over the last dimension: [`LayerNorm`] and [`RmsNorm`], fused into one
-//! kernel (`norm.wgsl`) that runs one workgroup per row.
+//! kernel that runs one workgroup per row (`norm.wgsl`, or for rows of at most 4096 elements
+//! `norm_rows.wgsl` / `norm_rows_scalar.wgsl`: see [Kernels](#kernels)).
 //!
 //! Storage is f32 or f16; every sum is f32. Layer norm uses the corrected two-pass algorithm
 //! (a first mean, then sums of the deviations from it and of their squares, re-reading the
@@ -31,6 +32,21 @@
 //! the second reduction the subgroup flavour's RMS norm was 1.5e-7 / 1.8e-7 on the first two
 //! rows (sequential sums over 32 subgroups of 8). The cost is a few flops per element in a
 //! memory-bound loop plus one workgroup reduction per row, not yet timed on a real GPU.
+//!
+//! # Kernels
+//!
+//! Chosen automatically per call ([`LayerNorm::path`], [`RmsNorm::path`] tell which):
+//!
+//! - Rows of at most 4096 elements: each invocation of a workgroup of
+//!   `clamp(next_pow2(cols / 16), 32, 256)` loads its (up to 16) elements of the row once into
+//!   registers and computes the same corrected two-pass statistics (same compensation) from
+//!   them, then writes from registers: one read and one write per element. `norm_rows.wgsl`
+//!   does so with `vec4` loads and stores when the row length is a multiple of 4, the element
+//!   offsets of `x`, `out` and the weight and bias present within their bound ranges are
+//!   multiples of 4 and the device's storage offset alignment is a multiple of 16 bytes;
+//!   `norm_rows_scalar.wgsl` with scalar ones otherwise.
+//! - `norm.wgsl` for longer rows (any length, any offsets): scalar loads in strided loops,
+//!   reading the row three times (layer norm) or twice (RMS norm).
 
 use crate::cache::ResourceCache;
 use crate::command::{ComputeEncoder, Dispatch, Operation};
@@ -42,6 +58,27 @@ use crate::tensor::Tensor;
 static LAYER_NORM: Kernel =
     Kernel { name: "layer_norm", source: include_str!("norm.wgsl"), entry: "main", bindings: 4 };
 static RMS_NORM: Kernel = Kernel { name: "rms_norm", source: include_str!("norm.wgsl"), entry: "main", bindings: 4 };
+static LAYER_NORM_ROWS: Kernel =
+    Kernel { name: "layer_norm_rows", source: include_str!("norm_rows.wgsl"), entry: "main", bindings: 4 };
+static RMS_NORM_ROWS: Kernel =
+    Kernel { name: "rms_norm_rows", source: include_str!("norm_rows.wgsl"), entry: "main", bindings: 4 };
+static LAYER_NORM_ROWS_SCALAR: Kernel = Kernel {
+    name: "layer_norm_rows_scalar",
+    source: include_str!("norm_rows_scalar.wgsl"),
+    entry: "main",
+    bindings: 4,
+};
+static RMS_NORM_ROWS_SCALAR: Kernel =
+    Kernel { name: "rms_norm_rows_scalar", source: include_str!("norm_rows_scalar.wgsl"), entry: "main", bindings: 4 };
+
+/// Elements per vector access of the vec4 register kernel (`norm_rows.wgsl`).
+const VEC: u32 = 4;
+/// `vec4` each invocation of the register kernels holds (named variables in `norm_rows*.wgsl`).
+const UNROLL: u32 = 4;
+/// Largest workgroup either kernel uses.
+const MAX_WG: u32 = 256;
+/// Longest row the register kernels take: [`MAX_WG`] invocations × [`UNROLL`] vectors of [`VEC`].
+const REGISTER_MAX_COLS: u32 = MAX_WG * UNROLL * VEC;
 
 /// Bits of `Params::flags` (mirrors `norm.wgsl`).
 const HAS_WEIGHT: u32 = 1;
@@ -69,6 +106,16 @@ fn workgroup_size(cols: usize) -> u32 {
     per_lane.clamp(32, 256) as u32
 }
 
+/// Which register kernel rows of `cols` elements at element offsets `offsets` (x, out and
+/// the present weight and bias, as [`ComputeEncoder::bind`] computes them) under storage
+/// offset alignment `align` take: `Some(true)` the vec4 one, `Some(false)` the scalar one,
+/// `None` neither (rows too long).
+fn register_path(align: u64, cols: u64, offsets: &[u64]) -> Option<bool> {
+    let vec = u64::from(VEC);
+    (cols <= u64::from(REGISTER_MAX_COLS))
+        .then(|| align.is_multiple_of(16) && cols.is_multiple_of(vec) && offsets.iter().all(|o| o.is_multiple_of(vec)))
+}
+
 /// What layer norm and RMS norm share: validation and encoding.
 #[derive(Debug, Clone)]
 struct Norm {
@@ -85,6 +132,35 @@ struct Norm {
 impl Norm {
     fn name(&self) -> &'static str {
         self.kernel.name
+    }
+
+    fn rms(&self) -> bool {
+        std::ptr::eq(self.kernel, &RMS_NORM)
+    }
+
+    /// The kernel for rows of `cols` at element offsets `offsets` under alignment `align`.
+    fn kernel_for(&self, align: u64, cols: u64, offsets: &[u64]) -> &'static Kernel {
+        match (register_path(align, cols, offsets), self.rms()) {
+            (Some(true), true) => &RMS_NORM_ROWS,
+            (Some(true), false) => &LAYER_NORM_ROWS,
+            (Some(false), true) => &RMS_NORM_ROWS_SCALAR,
+            (Some(false), false) => &LAYER_NORM_ROWS_SCALAR,
+            (None, _) => self.kernel,
+        }
+    }
+
+    fn path(&self) -> &'static str {
+        let caps = self.x.context().caps();
+        let align = caps.storage_alignment();
+        let size = self.x.dtype().size_in_bytes() as u64;
+        let elem_offset = |t: &Tensor| t.byte_offset() % align.max(1) / size.max(1);
+        let offsets: Vec<u64> = [Some(&self.x), Some(&self.out), self.weight.as_ref(), self.bias.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(elem_offset)
+            .collect();
+        let cols = self.x.dims().last().copied().unwrap_or(0) as u64;
+        self.kernel_for(align, cols, &offsets).name
     }
 
     fn validate(&self) -> Result<()> {
@@ -145,10 +221,23 @@ impl Norm {
         if gy > max {
             return Err(Error::invalid(op, format!("{rows} rows exceed the dispatch limit")));
         }
-        let wg = workgroup_size(cols);
+        let align = encoder.context().caps().storage_alignment();
+        let offsets: Vec<u64> = [Some(params.x_off), Some(params.out_off), weight.as_ref().map(|_| params.w_off)]
+            .into_iter()
+            .chain([bias.as_ref().map(|_| params.b_off)])
+            .flatten()
+            .map(u64::from)
+            .collect();
+        let kernel = self.kernel_for(align, u64::from(params.cols), &offsets);
+        let wg = if std::ptr::eq(kernel, self.kernel) {
+            workgroup_size(cols)
+        } else {
+            // Just enough invocations for UNROLL vectors each.
+            params.cols.div_ceil(VEC * UNROLL).next_power_of_two().clamp(32, MAX_WG)
+        };
         let overrides = Overrides::new(&[
             ("WG", f64::from(wg)),
-            ("RMS", if std::ptr::eq(self.kernel, &RMS_NORM) { 1.0 } else { 0.0 }),
+            ("RMS", if self.rms() { 1.0 } else { 0.0 }),
             ("COMPENSATED", if self.compensated { 1.0 } else { 0.0 }),
         ])?;
         // Absent weight or bias: bind `x` in its place (the flag tells the kernel).
@@ -157,7 +246,7 @@ impl Norm {
         encoder.dispatch(
             cache,
             Dispatch {
-                kernel: self.kernel,
+                kernel,
                 dtype: self.x.dtype(),
                 overrides,
                 bindings: &[&x, weight, bias, &out],
@@ -205,6 +294,18 @@ impl LayerNorm {
     pub fn compensated(mut self, on: bool) -> Self {
         self.0.compensated = on;
         self
+    }
+
+    /// Which kernel [`encode`](Operation::encode) runs. Rows of at most 4096 elements (256
+    /// invocations × 16 elements) are loaded once into registers (one read and one write per
+    /// element): `"layer_norm_rows"` with `vec4` loads and stores when the row length is a multiple
+    /// of 4, the element offsets of `x`, `out` and the weight and bias present within their
+    /// bound ranges (the byte offset modulo the device's storage offset alignment) are
+    /// multiples of 4 and that alignment is a multiple of 16 bytes, else `"layer_norm_rows_scalar"`
+    /// with scalar ones. Longer rows take `"layer_norm"` (scalar loads, a strided loop over rows of
+    /// any length, reading the row three times).
+    pub fn path(&self) -> &'static str {
+        self.0.path()
     }
 }
 
@@ -255,6 +356,18 @@ impl RmsNorm {
     pub fn compensated(mut self, on: bool) -> Self {
         self.0.compensated = on;
         self
+    }
+
+    /// Which kernel [`encode`](Operation::encode) runs. Rows of at most 4096 elements (256
+    /// invocations × 16 elements) are loaded once into registers (one read and one write per
+    /// element): `"rms_norm_rows"` with `vec4` loads and stores when the row length is a multiple
+    /// of 4, the element offsets of `x`, `out` and the weight and bias present within their
+    /// bound ranges (the byte offset modulo the device's storage offset alignment) are
+    /// multiples of 4 and that alignment is a multiple of 16 bytes, else `"rms_norm_rows_scalar"`
+    /// with scalar ones. Longer rows take `"rms_norm"` (scalar loads, a strided loop over rows of
+    /// any length, reading the row twice).
+    pub fn path(&self) -> &'static str {
+        self.0.path()
     }
 }
 

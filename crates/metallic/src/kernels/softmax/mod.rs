@@ -12,6 +12,20 @@
 //! assert_eq!(causal.to_vec::<f32>()?[..3], [1.0, 0.0, 0.0]);
 //! # Ok::<(), metallic::Error>(())
 //! ```
+//!
+//! # Kernels
+//!
+//! Chosen automatically per call ([`Softmax::path`] tells which):
+//!
+//! - Rows of K <= 4096 keys: each invocation of a workgroup of `clamp(next_pow2(K / 16), 32,
+//!   256)` loads its (up to 16) keys of the row once into registers, and the max, the sum and
+//!   the outputs come from there (one read and one write per element; the mask is still read
+//!   element by element). `softmax_rows.wgsl` does so with `vec4` loads and stores when K is
+//!   a multiple of 4, `x`'s and `out`'s element offsets within their bound ranges are
+//!   multiples of 4 and the device's storage offset alignment is a multiple of 16 bytes;
+//!   `softmax_rows_scalar.wgsl` with scalar ones otherwise.
+//! - `softmax.wgsl` for longer rows (any length, any offsets): scalar loads in a strided loop
+//!   with an online max and sum, then a second pass over the row for the outputs.
 
 use crate::cache::ResourceCache;
 use crate::command::{ComputeEncoder, Dispatch, Operation};
@@ -21,6 +35,21 @@ use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
 static SOFTMAX: Kernel = Kernel { name: "softmax", source: include_str!("softmax.wgsl"), entry: "main", bindings: 3 };
+static SOFTMAX_ROWS: Kernel =
+    Kernel { name: "softmax_rows", source: include_str!("softmax_rows.wgsl"), entry: "main", bindings: 3 };
+static SOFTMAX_ROWS_SCALAR: Kernel = Kernel {
+    name: "softmax_rows_scalar",
+    source: include_str!("softmax_rows_scalar.wgsl"),
+    entry: "main",
+    bindings: 3,
+};
+
+/// Elements per vector access of the vec4 register kernel (`softmax_rows.wgsl`).
+const VEC: u32 = 4;
+/// `vec4` each invocation of the register kernels holds (named variables in `softmax_rows*.wgsl`).
+const UNROLL: u32 = 4;
+/// Longest row the register kernels take: [`MAX_WG`] invocations × [`UNROLL`] vectors of [`VEC`].
+const REGISTER_MAX_K: u32 = MAX_WG * UNROLL * VEC;
 
 /// Largest workgroup the kernel uses (one workgroup per row; shorter rows get a smaller power
 /// of two, at least [`MIN_WG`]).
@@ -179,6 +208,23 @@ impl Softmax {
         self
     }
 
+    /// Which kernel [`encode`](Operation::encode) runs. Rows of K <= 4096 keys (256
+    /// invocations × 16 keys) are loaded once into registers (one read and one write per
+    /// element): `"softmax_rows"` with `vec4` loads and stores when K is a multiple of 4,
+    /// `x`'s and `out`'s element offsets within their bound ranges (the byte offset modulo the
+    /// device's storage offset alignment) are multiples of 4 and that alignment is a multiple
+    /// of 16 bytes, else `"softmax_rows_scalar"` with scalar ones. Longer rows take `"softmax"`
+    /// (scalar loads, a strided loop over rows of any length, reading the row twice). The
+    /// mask, if any, is read element by element on every path.
+    pub fn path(&self) -> &'static str {
+        let caps = self.x.context().caps();
+        let align = caps.storage_alignment();
+        let size = self.x.dtype().size_in_bytes() as u64;
+        let elem_offset = |t: &Tensor| t.byte_offset() % align.max(1) / size.max(1);
+        let k = self.x.dims().last().copied().unwrap_or(0) as u64;
+        kernel_for(align, k, elem_offset(&self.x), elem_offset(&self.out)).name
+    }
+
     /// Everything the kernel needs but the buffer offsets.
     fn params(&self) -> Result<Params> {
         let op = self.name();
@@ -211,6 +257,18 @@ impl Softmax {
         }
         Ok(p)
     }
+}
+
+/// The kernel for rows of `k` elements at element offsets `x_off` and `out_off` (as
+/// [`ComputeEncoder::bind`] computes them) under storage offset alignment `align`.
+fn kernel_for(align: u64, k: u64, x_off: u64, out_off: u64) -> &'static Kernel {
+    let vec = u64::from(VEC);
+    if k > u64::from(REGISTER_MAX_K) {
+        return &SOFTMAX;
+    }
+    let vectors =
+        align.is_multiple_of(16) && k.is_multiple_of(vec) && x_off.is_multiple_of(vec) && out_off.is_multiple_of(vec);
+    if vectors { &SOFTMAX_ROWS } else { &SOFTMAX_ROWS_SCALAR }
 }
 
 impl Operation for Softmax {
@@ -257,20 +315,20 @@ impl Operation for Softmax {
         params.x_off = x.elem_offset();
         params.out_off = out.elem_offset();
         params.mask_off = mask.elem_offset();
-        let wg = params.k.min(MAX_WG).next_power_of_two().clamp(MIN_WG, MAX_WG);
+        let align = encoder.context().caps().storage_alignment();
+        let kernel = kernel_for(align, u64::from(params.k), u64::from(params.x_off), u64::from(params.out_off));
+        let wg = if !std::ptr::eq(kernel, &SOFTMAX) {
+            // Just enough invocations for UNROLL vectors each.
+            params.k.div_ceil(VEC * UNROLL).next_power_of_two().clamp(MIN_WG, MAX_WG)
+        } else {
+            params.k.min(MAX_WG).next_power_of_two().clamp(MIN_WG, MAX_WG)
+        };
         let workgroups = encoder.linear_grid(params.rows as usize, 1)?;
         let overrides =
             Overrides::new(&[("WG", f64::from(wg)), ("COMPENSATED", if self.compensated { 1.0 } else { 0.0 })])?;
         encoder.dispatch(
             cache,
-            Dispatch {
-                kernel: &SOFTMAX,
-                dtype: self.x.dtype(),
-                overrides,
-                bindings: &[&x, &mask, &out],
-                params,
-                workgroups,
-            },
+            Dispatch { kernel, dtype: self.x.dtype(), overrides, bindings: &[&x, &mask, &out], params, workgroups },
         )
     }
 }
