@@ -1,6 +1,7 @@
 //! The `metallic` command-line tool.
 
 mod bench;
+mod embed;
 
 use std::process::ExitCode;
 
@@ -32,14 +33,21 @@ enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// Sentence embeddings for texts (one per line on stdin or --input) with a
+    /// sentence-transformers model directory (see `scripts/fetch-model.sh`).
+    Embed(embed::EmbedArgs),
+    /// Print the token ids a model sees for TEXT, as a JSON array.
+    Tokenize(embed::TokenizeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Info => info(),
-        Command::Demo { n } => demo(n),
-        Command::Bench { what } => bench::run(what),
+    let result: metallic_models::Result<()> = match cli.command {
+        Command::Info => info().map_err(Into::into),
+        Command::Demo { n } => demo(n).map_err(Into::into),
+        Command::Bench { what } => bench::run(what).map_err(Into::into),
+        Command::Embed(args) => embed::embed(args),
+        Command::Tokenize(args) => embed::tokenize(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

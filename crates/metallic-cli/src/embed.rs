@@ -1,0 +1,208 @@
+//! `metallic embed` and `metallic tokenize`: sentence embeddings from a model directory.
+
+use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use metallic::DType;
+use metallic_models::{Embedder, EmbedderOptions, Error, Result};
+
+/// How the input holds its texts.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InputFormat {
+    /// One text per line (a trailing `\r` is dropped).
+    Lines,
+    /// One JSON string per line, so a text may contain newlines.
+    Jsonl,
+}
+
+/// How embeddings are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON array per input, in input order.
+    Jsonl,
+    /// One NumPy `.npy` array `[texts, dim]` of little-endian f32.
+    Npy,
+}
+
+/// Storage precision of weights and activations.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats.
+    F32,
+    /// 16-bit floats (f32 arithmetic inside the kernels).
+    F16,
+}
+
+/// Arguments of `metallic embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// A sentence-transformers (or Hugging Face BERT) model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Read texts from this file instead of stdin.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
+    input_format: InputFormat,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
+    format: OutputFormat,
+    /// Write to this file (replaced only once every embedding is ready) instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    dtype: Precision,
+}
+
+/// Arguments of `metallic tokenize`.
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// A sentence-transformers (or Hugging Face BERT) model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The text to tokenize.
+    text: String,
+}
+
+/// Texts embedded per call to the model (the progress bar's step).
+const CHUNK: usize = 1024;
+
+pub fn embed(args: EmbedArgs) -> Result<()> {
+    if args.batch_size == 0 {
+        return Err(Error::InvalidInput("--batch-size must be at least 1".into()));
+    }
+    // Model and input are both checked before anything is written.
+    let dtype = match args.dtype {
+        Precision::F32 => DType::F32,
+        Precision::F16 => DType::F16,
+    };
+    let embedder =
+        Embedder::load_with(&args.model, EmbedderOptions { dtype, batch_size: args.batch_size, runtime: None })?;
+    let texts = read_texts(args.input.as_deref(), args.input_format)?;
+
+    let progress = progress_bar(texts.len());
+    let mut embeddings = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(CHUNK) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        embeddings.extend(embedder.embed(&refs)?);
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    if let Some(bad) = embeddings.iter().position(|e| e.iter().any(|v| !v.is_finite())) {
+        return Err(Error::InvalidInput(format!("text {} gave a non-finite embedding", bad + 1)));
+    }
+
+    let bytes = match args.format {
+        OutputFormat::Jsonl => jsonl(&embeddings),
+        OutputFormat::Npy => npy(&embeddings, embedder.dim()),
+    };
+    match &args.output {
+        Some(path) => write_atomically(path, &bytes),
+        None => write_stdout(&bytes),
+    }
+}
+
+pub fn tokenize(args: TokenizeArgs) -> Result<()> {
+    let embedder = Embedder::load(&args.model)?;
+    let ids = embedder.tokenize(&args.text)?;
+    let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+    write_stdout(format!("[{}]\n", list.join(", ")).as_bytes())
+}
+
+fn read_texts(input: Option<&Path>, format: InputFormat) -> Result<Vec<String>> {
+    let (name, bytes) = match input {
+        Some(path) => {
+            (path.display().to_string(), std::fs::read(path).map_err(|e| Error::Io { path: path.into(), source: e })?)
+        }
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes).map_err(|e| Error::Io { path: "<stdin>".into(), source: e })?;
+            ("<stdin>".to_string(), bytes)
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes().get(..at).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count()) + 1;
+        Error::Format { path: name.clone().into(), message: format!("invalid UTF-8 on line {line} (byte {at})") }
+    })?;
+    let lines = text.strip_suffix('\n').unwrap_or(&text);
+    if lines.is_empty() && text.is_empty() {
+        return Ok(Vec::new());
+    }
+    lines
+        .split('\n')
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            match format {
+                InputFormat::Lines => Ok(line.to_string()),
+                InputFormat::Jsonl => serde_json::from_str::<String>(line).map_err(|e| Error::Format {
+                    path: name.clone().into(),
+                    message: format!("line {}: expected a JSON string: {e}", i + 1),
+                }),
+            }
+        })
+        .collect()
+}
+
+fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    if total <= CHUNK || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} texts, {per_sec}, eta {eta}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn jsonl(embeddings: &[Vec<f32>]) -> Vec<u8> {
+    let mut out = String::with_capacity(embeddings.iter().map(|e| e.len() * 12 + 3).sum());
+    for e in embeddings {
+        out.push('[');
+        for (i, v) in e.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&v.to_string());
+        }
+        out.push_str("]\n");
+    }
+    out.into_bytes()
+}
+
+/// A version-1.0 `.npy` file holding `[rows, dim]` little-endian f32.
+fn npy(embeddings: &[Vec<f32>], dim: usize) -> Vec<u8> {
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {dim}), }}", embeddings.len());
+    // Magic (6) + version (2) + header length (2) + dict + padding + '\n', a multiple of 64.
+    let unpadded = 10 + dict.len() + 1;
+    let header_len = dict.len() + 1 + (64 - unpadded % 64) % 64;
+    let mut out = Vec::with_capacity(10 + header_len + embeddings.len() * dim * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header_len as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(10 + header_len - 1, b' ');
+    out.push(b'\n');
+    for v in embeddings.iter().flatten() {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Writes `bytes` next to `path` and renames over it, so a failure never leaves a partial file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |e| Error::Io { path: path.into(), source: e };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| Error::Io { path: "<stdout>".into(), source: e })
+}

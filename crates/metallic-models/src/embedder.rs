@@ -1,0 +1,320 @@
+//! Sentence embeddings from a sentence-transformers model directory: tokenize, encode with
+//! BERT, pool over the real tokens, normalise — the modules `modules.json` lists, in order.
+
+use std::path::{Path, PathBuf};
+
+use metallic::{DType, Runtime, Tensor};
+use serde::Deserialize;
+use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+
+use crate::bert::{BertConfig, BertModel};
+use crate::weights::{SafetensorsFile, upload};
+use crate::{Error, Result};
+
+/// How token states become one vector per text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The mean over real (non-padding) tokens.
+    Mean,
+    /// The sum over real tokens divided by the square root of their count.
+    MeanSqrtLen,
+    /// The first token's state (`[CLS]`).
+    Cls,
+}
+
+impl Pooling {
+    /// The weight of each of `len` real tokens (`None` for tokens that do not take part).
+    fn weight(self, position: usize, len: usize) -> Option<f32> {
+        match self {
+            Pooling::Mean => Some(1.0 / len as f32),
+            Pooling::MeanSqrtLen => Some(1.0 / (len as f32).sqrt()),
+            Pooling::Cls => (position == 0).then_some(1.0),
+        }
+    }
+}
+
+/// Choices made when loading an [`Embedder`].
+#[derive(Debug, Clone)]
+pub struct EmbedderOptions {
+    /// Storage dtype of weights and activations: `F32` (default) or `F16`.
+    pub dtype: DType,
+    /// Texts per forward pass (default 32).
+    pub batch_size: usize,
+    /// The runtime to run on; `None` makes one on the default adapter.
+    pub runtime: Option<Runtime>,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        EmbedderOptions { dtype: DType::F32, batch_size: 32, runtime: None }
+    }
+}
+
+/// A sentence-embedding model loaded onto the GPU: `Embedder::load(dir)?.embed(&texts)?`.
+///
+/// `dir` is a sentence-transformers model directory (`modules.json` naming a Transformer,
+/// a Pooling and optionally a Normalize module) or a plain Hugging Face BERT directory
+/// (`config.json`, `model.safetensors`, `tokenizer.json`; mean pooling, no normalisation).
+#[derive(Debug)]
+pub struct Embedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    max_seq_length: usize,
+    batch_size: usize,
+    pad_id: u32,
+    rt: Runtime,
+}
+
+#[derive(Deserialize)]
+struct Module {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// The pipeline `modules.json` describes.
+struct Pipeline {
+    transformer: PathBuf,
+    pooling: Pooling,
+    normalize: bool,
+}
+
+impl Pipeline {
+    fn read(dir: &Path) -> Result<Self> {
+        let modules_path = dir.join("modules.json");
+        if !modules_path.exists() {
+            return Ok(Pipeline { transformer: dir.into(), pooling: Pooling::Mean, normalize: false });
+        }
+        let modules: Vec<Module> = read_json(&modules_path)?;
+        let (mut transformer, mut pooling, mut normalize) = (None, None, false);
+        for module in &modules {
+            let name = module.kind.rsplit('.').next().unwrap_or_default();
+            match name {
+                "Transformer" if transformer.is_none() && pooling.is_none() => {
+                    transformer = Some(dir.join(&module.path));
+                }
+                "Pooling" if transformer.is_some() && pooling.is_none() => {
+                    pooling = Some(Self::pooling(&dir.join(&module.path).join("config.json"))?);
+                }
+                "Normalize" if pooling.is_some() && !normalize => normalize = true,
+                _ => {
+                    return Err(Error::Unsupported {
+                        path: modules_path,
+                        what: "module (or module order)",
+                        found: module.kind.clone(),
+                        supported: "Transformer, then Pooling, then optionally Normalize",
+                    });
+                }
+            }
+        }
+        match (transformer, pooling) {
+            (Some(transformer), Some(pooling)) => Ok(Pipeline { transformer, pooling, normalize }),
+            _ => Err(Error::format(modules_path, "needs a Transformer and a Pooling module")),
+        }
+    }
+
+    fn pooling(path: &Path) -> Result<Pooling> {
+        let c: PoolingConfig = read_json(path)?;
+        let modes = [
+            (c.pooling_mode_mean_tokens, Some(Pooling::Mean), "mean_tokens"),
+            (c.pooling_mode_mean_sqrt_len_tokens, Some(Pooling::MeanSqrtLen), "mean_sqrt_len_tokens"),
+            (c.pooling_mode_cls_token, Some(Pooling::Cls), "cls_token"),
+            (c.pooling_mode_max_tokens, None, "max_tokens"),
+        ];
+        let chosen: Vec<_> = modes.iter().filter(|(on, ..)| *on).collect();
+        match chosen.as_slice() {
+            [(_, Some(pooling), _)] => Ok(*pooling),
+            [(_, None, name)] => Err(Error::Unsupported {
+                path: path.into(),
+                what: "pooling mode",
+                found: (*name).into(),
+                supported: "mean_tokens, mean_sqrt_len_tokens, cls_token",
+            }),
+            _ => Err(Error::format(path, "exactly one pooling_mode_* must be true")),
+        }
+    }
+}
+
+impl Embedder {
+    /// Loads the model in `dir` in f32 onto the default adapter.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(dir, EmbedderOptions::default())
+    }
+
+    /// Loads the model in `dir` with `options`.
+    pub fn load_with(dir: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::format(dir, "not a model directory"));
+        }
+        if options.batch_size == 0 {
+            return Err(Error::InvalidInput("batch size must be at least 1".into()));
+        }
+        let pipeline = Pipeline::read(dir)?;
+        let root = &pipeline.transformer;
+        let config = BertConfig::load(&root.join("config.json"))?;
+        let bert_config = root.join("sentence_bert_config.json");
+        let configured =
+            if bert_config.exists() { read_json::<SentenceBertConfig>(&bert_config)?.max_seq_length } else { None };
+        let max_seq_length = configured.unwrap_or(512).min(config.max_position_embeddings);
+        if max_seq_length < 2 {
+            return Err(Error::format(
+                bert_config,
+                format!("`max_seq_length` is {max_seq_length}; expected at least 2"),
+            ));
+        }
+
+        let tokenizer = load_tokenizer(&root.join("tokenizer.json"), max_seq_length)?;
+        let pad_id = tokenizer.get_padding().map(|p| p.pad_id).or_else(|| tokenizer.token_to_id("[PAD]")).unwrap_or(0);
+        let mut tokenizer = tokenizer;
+        tokenizer.with_padding(None::<PaddingParams>);
+
+        let rt = match options.runtime {
+            Some(rt) => rt,
+            None => Runtime::new()?,
+        };
+        let weights = SafetensorsFile::open(root.join("model.safetensors"))?;
+        let model = BertModel::load(config, &weights, &rt, options.dtype)?;
+        Ok(Embedder {
+            model,
+            tokenizer,
+            pooling: pipeline.pooling,
+            normalize: pipeline.normalize,
+            max_seq_length,
+            batch_size: options.batch_size,
+            pad_id,
+            rt,
+        })
+    }
+
+    /// Width of an embedding.
+    pub fn dim(&self) -> usize {
+        self.model.config().hidden_size
+    }
+
+    /// Longest input in tokens (special tokens included); longer texts are truncated.
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// The pooling the model uses.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// Whether embeddings are L2-normalised.
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    /// The runtime the model runs on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// The token ids the model sees for `text`: special tokens added, truncated to
+    /// [`max_seq_length`](Self::max_seq_length).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.tokenizer.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let ids = encoding.get_ids().to_vec();
+        let vocab = self.model.config().vocab_size;
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Tokenizer(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
+        }
+        Ok(ids)
+    }
+
+    /// One embedding per text, in order. Texts are batched by length (longest first) to
+    /// keep padding small; every batch is recorded before any result is read back.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let tokens = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(tokens.get(i).map_or(0, Vec::len)));
+
+        let mut pending = Vec::new();
+        for chunk in order.chunks(self.batch_size) {
+            let batch: Vec<&[u32]> = chunk.iter().filter_map(|&i| tokens.get(i).map(Vec::as_slice)).collect();
+            pending.push((chunk, self.pooled(&batch)?));
+        }
+        let mut out = vec![Vec::new(); texts.len()];
+        let dim = self.dim();
+        for (chunk, pooled) in pending {
+            let values = pooled.to_vec_f32()?;
+            for (&i, row) in chunk.iter().zip(values.chunks_exact(dim)) {
+                let mut row = row.to_vec();
+                if self.normalize {
+                    l2_normalize(&mut row);
+                }
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = row;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records the forward pass and pooling of one batch; returns `[batch, 1, hidden]`.
+    fn pooled(&self, batch: &[&[u32]]) -> Result<Tensor> {
+        let (rows, seq) = (batch.len(), batch.iter().map(|t| t.len()).max().unwrap_or(0).max(1));
+        let mut ids = vec![self.pad_id; rows * seq];
+        let mut mask = vec![f32::NEG_INFINITY; rows * seq];
+        let mut weights = vec![0.0f32; rows * seq];
+        for (r, tokens) in batch.iter().enumerate() {
+            let at = r * seq;
+            for (j, &id) in tokens.iter().enumerate() {
+                if let (Some(i), Some(m), Some(w)) =
+                    (ids.get_mut(at + j), mask.get_mut(at + j), weights.get_mut(at + j))
+                {
+                    *i = id;
+                    *m = 0.0;
+                    *w = self.pooling.weight(j, tokens.len()).unwrap_or(0.0);
+                }
+            }
+        }
+        let dtype = self.model.dtype();
+        let ids = Tensor::from_slice(&self.rt, [rows, seq], &ids)?;
+        let mask = upload(&self.rt, &[rows, 1, 1, seq], &mask, dtype)?;
+        let weights = upload(&self.rt, &[rows, 1, seq], &weights, dtype)?;
+        let hidden = self.model.forward(&ids, &mask)?;
+        Ok(weights.matmul(&hidden)?)
+    }
+}
+
+fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| Error::format(path, e.to_string()))?;
+    tokenizer
+        .with_truncation(Some(TruncationParams { max_length, ..TruncationParams::default() }))
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(tokenizer)
+}
+
+/// `v / max(‖v‖₂, 1e-12)`, as sentence-transformers' Normalize module computes it.
+fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x = (f64::from(*x) / norm) as f32);
+}

@@ -1,0 +1,108 @@
+//! Memory-mapped safetensors files, uploaded to the GPU one tensor at a time.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use metallic::{DType, Runtime, Tensor, f16};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors};
+
+use crate::{Error, Result};
+
+/// A safetensors file, mapped into memory and its header validated (every tensor's byte range
+/// lies inside the file and matches its dtype and shape).
+pub struct SafetensorsFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    /// Bytes before the data section: the 8-byte length and the JSON header.
+    data_start: usize,
+    metadata: Metadata,
+}
+
+impl std::fmt::Debug for SafetensorsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsFile").field("path", &self.path).field("bytes", &self.map.len()).finish()
+    }
+}
+
+impl SafetensorsFile {
+    /// Maps `path` and validates its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // SAFETY: the map is read-only and lives as long as `self`. The one hazard of mapping a
+        // file is another process truncating or rewriting it while it is mapped; like every
+        // mmap-based weights loader we document that model files must not change while loaded.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let (header, metadata) = SafeTensors::read_metadata(&map)
+            .map_err(|e| Error::format(&path, format!("not a valid safetensors file: {e}")))?;
+        Ok(SafetensorsFile { path, map, data_start: header + 8, metadata })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file holds a tensor called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.metadata.info(name).is_some()
+    }
+
+    /// The shape of tensor `name`.
+    pub fn shape(&self, name: &str) -> Result<&[usize]> {
+        Ok(&self.info(name)?.shape)
+    }
+
+    fn info(&self, name: &str) -> Result<&safetensors::tensor::TensorInfo> {
+        self.metadata.info(name).ok_or_else(|| self.weight_error(name, "missing from the file".into()))
+    }
+
+    fn weight_error(&self, name: &str, message: String) -> Error {
+        Error::Weight { path: self.path.clone(), name: name.to_string(), message }
+    }
+
+    /// Tensor `name` converted to f32 on the host, after checking its shape is `shape`.
+    /// F32, F16 and BF16 tensors are accepted.
+    pub fn read_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let info = self.info(name)?;
+        if info.shape != shape {
+            return Err(self.weight_error(name, format!("shape {:?}, expected {:?}", info.shape, shape)));
+        }
+        let (start, end) = info.data_offsets;
+        let bytes = self
+            .map
+            .get(self.data_start + start..self.data_start + end)
+            .ok_or_else(|| self.weight_error(name, "data range outside the file".into()))?;
+        let values = match info.dtype {
+            Dtype::F32 => words::<4>(bytes).map(f32::from_le_bytes).collect(),
+            Dtype::F16 => words::<2>(bytes).map(|w| f16::from_le_bytes(w).to_f32()).collect(),
+            Dtype::BF16 => words::<2>(bytes).map(|w| half::bf16::from_le_bytes(w).to_f32()).collect(),
+            other => return Err(self.weight_error(name, format!("dtype {other:?}; expected F32, F16 or BF16"))),
+        };
+        Ok(values)
+    }
+
+    /// Tensor `name` uploaded to `rt` as `dtype` (F32 or F16), after checking its shape.
+    pub fn tensor(&self, rt: &Runtime, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let values = self.read_f32(name, shape)?;
+        upload(rt, shape, &values, dtype)
+    }
+}
+
+/// The little-endian words of `bytes` (whose length the header check made a multiple of `N`).
+fn words<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    bytes.chunks_exact(N).filter_map(|c| c.try_into().ok())
+}
+
+/// `values` (f32 on the host) as a new tensor of `dtype` (F32 or F16).
+pub(crate) fn upload(rt: &Runtime, shape: &[usize], values: &[f32], dtype: DType) -> Result<Tensor> {
+    match dtype {
+        DType::F32 => Ok(Tensor::from_slice(rt, shape, values)?),
+        DType::F16 => {
+            let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+            Ok(Tensor::from_slice(rt, shape, &halves)?)
+        }
+        other => Err(Error::InvalidInput(format!("weights can be f32 or f16, not {other:?}"))),
+    }
+}
