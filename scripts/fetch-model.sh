@@ -49,6 +49,13 @@ if complete "$dest"; then
     exit 0
 fi
 
+if ! command -v python3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "fetch-model.sh: python3 not found; installing python3" >&2
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3 ca-certificates
+fi
 if ! command -v python3 >/dev/null 2>&1; then
     echo "fetch-model.sh: python3 is needed (its standard library only); install it and run this again" >&2
     exit 1

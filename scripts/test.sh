@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a GPU adapter if none is installed, then checks formatting, lints with warnings as
-# errors, and runs every test (unit, integration, doc) on the GPU adapter.
+# errors, fetches all-MiniLM-L6-v2 (the embedding tests compare it with sentence-transformers'
+# output), and runs every test (unit, integration, doc) on the GPU adapter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -8,4 +9,5 @@ ensure_cargo
 ensure_adapter
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+./scripts/fetch-model.sh >/dev/null
 cargo test --locked --workspace

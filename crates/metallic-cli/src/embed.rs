@@ -67,6 +67,17 @@ pub struct TokenizeArgs {
     text: String,
 }
 
+/// Arguments of `metallic similarity`.
+#[derive(Debug, Args)]
+pub struct SimilarityArgs {
+    /// A sentence-transformers (or Hugging Face BERT) model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Two or more texts.
+    #[arg(num_args = 2.., required = true)]
+    texts: Vec<String>,
+}
+
 /// Texts embedded per call to the model (the progress bar's step).
 const CHUNK: usize = 1024;
 
@@ -79,9 +90,9 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
         Precision::F32 => DType::F32,
         Precision::F16 => DType::F16,
     };
+    let texts = read_texts(args.input.as_deref(), args.input_format)?;
     let embedder =
         Embedder::load_with(&args.model, EmbedderOptions { dtype, batch_size: args.batch_size, runtime: None })?;
-    let texts = read_texts(args.input.as_deref(), args.input_format)?;
 
     let progress = progress_bar(texts.len());
     let mut embeddings = Vec::with_capacity(texts.len());
@@ -110,6 +121,22 @@ pub fn tokenize(args: TokenizeArgs) -> Result<()> {
     let ids = embedder.tokenize(&args.text)?;
     let list: Vec<String> = ids.iter().map(u32::to_string).collect();
     write_stdout(format!("[{}]\n", list.join(", ")).as_bytes())
+}
+
+pub fn similarity(args: SimilarityArgs) -> Result<()> {
+    let embedder = Embedder::load(&args.model)?;
+    let refs: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    let vectors = embedder.embed(&refs)?;
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    let mut table = String::new();
+    for (i, a) in vectors.iter().enumerate() {
+        for b in &vectors {
+            let cosine = a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (norm(a) * norm(b));
+            table.push_str(&format!("{cosine:7.3}"));
+        }
+        table.push_str(&format!("   [{}] {}\n", i + 1, args.texts.get(i).map_or("", String::as_str)));
+    }
+    write_stdout(table.as_bytes())
 }
 
 fn read_texts(input: Option<&Path>, format: InputFormat) -> Result<Vec<String>> {
@@ -205,4 +232,70 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| Error::Io { path: "<stdout>".into(), source: e })
+}
+
+/// Arguments of `metallic bench embed`.
+#[derive(Debug, Args)]
+pub struct EmbedBenchArgs {
+    /// A sentence-transformers model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// One text per line (bench/embed_texts.txt).
+    #[arg(long)]
+    texts: PathBuf,
+    /// Comma-separated batch sizes; 256 texts are embedded at batch 1, 1024 otherwise.
+    #[arg(long, value_delimiter = ',', default_value = "1,32,256")]
+    batches: Vec<usize>,
+    /// Comma-separated precisions.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32,f16")]
+    dtypes: Vec<Precision>,
+    /// Timed calls per measurement (after one untimed warm-up call); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Embed at most this many texts per call.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+/// Times `Embedder::embed` over the benchmark texts: the whole call a user makes
+/// (tokenisation, forward passes, pooling, read-back, normalisation), wall clock.
+pub fn bench(args: EmbedBenchArgs) -> Result<()> {
+    if args.repeats == 0 || args.batches.contains(&0) {
+        return Err(Error::InvalidInput("--repeats and every batch size must be at least 1".into()));
+    }
+    let texts = read_texts(Some(&args.texts), InputFormat::Lines)?;
+    let rt = metallic::Runtime::new()?;
+    let device = rt.context().adapter_info().name.clone();
+    for &precision in &args.dtypes {
+        let dtype = match precision {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+        };
+        for &batch in &args.batches {
+            let options = EmbedderOptions { dtype, batch_size: batch, runtime: Some(rt.clone()) };
+            let embedder = Embedder::load_with(&args.model, options)?;
+            let n = if batch == 1 { 256 } else { 1024 }.min(args.limit.unwrap_or(usize::MAX)).min(texts.len());
+            let refs: Vec<&str> = texts.iter().take(n).map(String::as_str).collect();
+            embedder.embed(&refs)?;
+            let mut times = Vec::with_capacity(args.repeats);
+            for _ in 0..args.repeats {
+                let start = std::time::Instant::now();
+                embedder.embed(&refs)?;
+                times.push(start.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+            let best = times.first().copied().unwrap_or(f64::NAN);
+            let name = match precision {
+                Precision::F32 => "f32",
+                Precision::F16 => "f16",
+            };
+            println!(
+                "{{\"engine\": \"metallic\", \"dtype\": \"{name}\", \"batch\": {batch}, \"sentences\": {n}, \"seconds\": {median:.6}, \"best_seconds\": {best:.6}, \"sentences_per_s\": {:.1}, \"device\": {}}}",
+                n as f64 / median,
+                serde_json::Value::from(device.as_str())
+            );
+        }
+    }
+    Ok(())
 }

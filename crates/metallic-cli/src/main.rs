@@ -31,13 +31,24 @@ enum Command {
     /// Time one of metallic's kernels (GPU timestamps; see `bench/README.md`).
     Bench {
         #[command(subcommand)]
-        what: bench::BenchCommand,
+        what: BenchWhat,
     },
     /// Sentence embeddings for texts (one per line on stdin or --input) with a
     /// sentence-transformers model directory (see `scripts/fetch-model.sh`).
     Embed(embed::EmbedArgs),
+    /// Cosine similarity between the embeddings of two or more texts, as a matrix.
+    Similarity(embed::SimilarityArgs),
     /// Print the token ids a model sees for TEXT, as a JSON array.
     Tokenize(embed::TokenizeArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    #[command(flatten)]
+    Kernel(bench::BenchCommand),
+    /// Sentences per second of `metallic embed`'s library call on bench/embed_texts.txt (the
+    /// peer is bench/embed_bench.py).
+    Embed(embed::EmbedBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,9 +56,11 @@ fn main() -> ExitCode {
     let result: metallic_models::Result<()> = match cli.command {
         Command::Info => info().map_err(Into::into),
         Command::Demo { n } => demo(n).map_err(Into::into),
-        Command::Bench { what } => bench::run(what).map_err(Into::into),
+        Command::Bench { what: BenchWhat::Kernel(what) } => bench::run(what).map_err(Into::into),
+        Command::Bench { what: BenchWhat::Embed(args) } => embed::bench(args),
         Command::Embed(args) => embed::embed(args),
         Command::Tokenize(args) => embed::tokenize(args),
+        Command::Similarity(args) => embed::similarity(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

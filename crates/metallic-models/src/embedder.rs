@@ -241,18 +241,30 @@ impl Embedder {
     /// [`max_seq_length`](Self::max_seq_length).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.tokenizer.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let ids = encoding.get_ids().to_vec();
+        self.checked_ids(encoding.get_ids())
+    }
+
+    /// [`tokenize`](Self::tokenize) for many texts at once (on several CPU threads).
+    pub fn tokenize_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encodings =
+            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        encodings.iter().map(|e| self.checked_ids(e.get_ids())).collect()
+    }
+
+    /// `ids` as a vector, or an error if one lies outside the embedding table (which the
+    /// lookup kernel would silently turn into a row of zeros).
+    fn checked_ids(&self, ids: &[u32]) -> Result<Vec<u32>> {
         let vocab = self.model.config().vocab_size;
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(Error::Tokenizer(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
         }
-        Ok(ids)
+        Ok(ids.to_vec())
     }
 
     /// One embedding per text, in order. Texts are batched by length (longest first) to
     /// keep padding small; every batch is recorded before any result is read back.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let tokens = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
+        let tokens = self.tokenize_batch(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(tokens.get(i).map_or(0, Vec::len)));
 
