@@ -1,9 +1,13 @@
 //! Batched matrix multiplication, `C = alpha * op(A) · op(B) + beta * C` (MPS-like), in f32 or
 //! f16 storage with f32 accumulation.
 //!
-//! Two kernels: a GEMM tiled in workgroup memory (`gemm.wgsl`) and, for a single row
-//! (`M == 1`, the decode step of a language model), a GEMV that reduces along K inside each
-//! workgroup (`gemv.wgsl`), for both layouts of B.
+//! Four kernels: a register-blocked GEMM for large products (`gemm_wide.wgsl`: 128 x 128 tiles,
+//! 8 x 8 outputs per invocation, double-buffered K-steps), a GEMM with 64 x 64 or 32 x 32
+//! tiles for smaller ones (`gemm.wgsl`), a GEMM on cooperative matrices (tensor cores) for f16
+//! where the adapter offers them (`gemm_coop.wgsl`), and, for a single row (`M == 1`, the
+//! decode step of a language model), a GEMV that reduces along K inside each workgroup
+//! (`gemv.wgsl`), for both layouts of B. The GEMM kernels are compiled without wgpu's runtime
+//! checks (their sources say why that is safe); [`Matmul::checked`] turns them back on.
 //!
 //! ```
 //! use metallic::{Runtime, Tensor};
@@ -22,9 +26,19 @@ use crate::command::{ComputeEncoder, Dispatch, Operation};
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
-use crate::tensor::{Shape, Tensor};
+use crate::tensor::{DType, Shape, Tensor};
 
 static GEMM: Kernel = Kernel { name: "gemm", source: include_str!("gemm.wgsl"), entry: "main", bindings: 3 };
+static GEMM_WIDE: Kernel =
+    Kernel { name: "gemm_wide", source: include_str!("gemm_wide.wgsl"), entry: "main", bindings: 3 };
+static GEMM_COOP: Kernel =
+    Kernel { name: "gemm_coop", source: include_str!("gemm_coop.wgsl"), entry: "main", bindings: 3 };
+// The same sources compiled with wgpu's runtime checks ([`Matmul::checked`]): a leading newline
+// moves the trusted marker off the first line.
+static GEMM_CHECKED: Kernel =
+    Kernel { name: "gemm", source: concat!("\n", include_str!("gemm.wgsl")), entry: "main", bindings: 3 };
+static GEMM_WIDE_CHECKED: Kernel =
+    Kernel { name: "gemm_wide", source: concat!("\n", include_str!("gemm_wide.wgsl")), entry: "main", bindings: 3 };
 static GEMV_NK: Kernel = Kernel { name: "gemv_nk", source: include_str!("gemv.wgsl"), entry: "gemv_nk", bindings: 3 };
 static GEMV_KN: Kernel = Kernel { name: "gemv_kn", source: include_str!("gemv.wgsl"), entry: "gemv_kn", bindings: 3 };
 
@@ -37,6 +51,14 @@ const GEMV_KN_WG: u32 = 256;
 /// Below this many 64 x 64 output tiles, the GEMM takes 32 x 32 tiles (more workgroups for a
 /// GPU with many cores to share).
 const LARGE_TILE_MIN_TILES: u64 = 64;
+/// From this many 128 x 128 output tiles (batch included), f32 GEMM takes the register-blocked
+/// kernel.
+const WIDE_MIN_TILES: u64 = 128;
+/// Workgroup memory the cooperative kernel declares (tiles, staging, the prelude's scratch).
+const COOP_SHARED_BYTES: u32 = 2 * 128 * 40 * 2 + 8 * 256 * 4 + 256 * 4;
+/// Smallest M and N (after folding the batch into M) for which f16 GEMM takes the cooperative
+/// kernel where it is available.
+const COOP_MIN_DIM: u32 = 64;
 
 /// Which kernel a [`Matmul`] runs. [`MatmulPath::Auto`] is the right choice outside tests and
 /// tuning.
@@ -52,6 +74,39 @@ pub enum MatmulPath {
     Gemm64,
     /// GEMV; needs `M == 1`.
     Gemv,
+    /// Register-blocked GEMM: 128 x 128 output tiles per workgroup (256 invocations, 8 x 8
+    /// outputs each), double-buffered K-steps of 16 (34 KiB of workgroup memory) or, where the
+    /// adapter has less, of 8 (18 KiB).
+    Gemm128,
+    /// GEMM on cooperative matrices (tensor cores): f16 operands, f32 accumulation, 128 x 128
+    /// tiles. Needs f16 tensors and an adapter with `EXPERIMENTAL_COOPERATIVE_MATRIX` through
+    /// Vulkan with 32-wide subgroups (16 x 16 f16 matrices with f32 accumulators, which NVIDIA
+    /// and AMD drivers offer); elsewhere recording it returns [`Error::Unsupported`].
+    Cooperative,
+}
+
+/// Whether the cooperative-matrix GEMM can run on this adapter (see
+/// [`MatmulPath::Cooperative`]).
+///
+/// The kernel uses 16 x 16 f16 matrices with f32 accumulators, one subgroup of 32 per
+/// matrix. wgpu enables the feature when the driver offers any configuration, and the context
+/// does not keep the list (`wgpu::Adapter::cooperative_matrix_properties`), so this asks for
+/// the Vulkan backend (where NVIDIA and AMD offer 16 x 16 x 16 f16 -> f32; Metal has 8 x 8
+/// only) and subgroups of exactly 32.
+pub fn cooperative_available(ctx: &crate::Context) -> bool {
+    let caps = ctx.caps();
+    caps.cooperative_matrix()
+        && caps.subgroups()
+        && caps.adapter.backend == wgpu::Backend::Vulkan
+        && caps.adapter.subgroup_min_size == 32
+        && caps.adapter.subgroup_max_size == 32
+        && caps.limits.max_compute_workgroup_storage_size >= COOP_SHARED_BYTES
+}
+
+/// Workgroup memory of the register-blocked kernel with K-step `bk`.
+fn wide_shared_bytes(bk: u32, transpose_a: bool, transpose_b: bool) -> u32 {
+    let rows = 2 * 32 + u32::from(!transpose_a) + u32::from(transpose_b);
+    2 * bk * rows * 16 + 256 * 4
 }
 
 /// `C = alpha * op(A) · op(B) + beta * C` for every batch item, where `op(X)` is `X` or `Xᵀ`.
@@ -90,6 +145,9 @@ pub struct Matmul {
     alpha: f32,
     beta: f32,
     path: MatmulPath,
+    checked: bool,
+    /// K-step of the register-blocked kernel; `None`: 16 where the workgroup memory allows.
+    wide_bk: Option<u32>,
 }
 
 #[repr(C)]
@@ -195,6 +253,8 @@ impl Matmul {
             alpha: 1.0,
             beta: 0.0,
             path: MatmulPath::Auto,
+            checked: false,
+            wide_bk: None,
         };
         this.check_operands()?;
         Ok(this)
@@ -228,6 +288,31 @@ impl Matmul {
     pub fn path(mut self, path: MatmulPath) -> Self {
         self.path = path;
         self
+    }
+
+    /// Compiles the GEMM kernels with wgpu's runtime checks (bounds checks on every access,
+    /// bounded loops), which they are normally compiled without; for measuring what the checks
+    /// cost. Default `false`.
+    pub fn checked(mut self, checked: bool) -> Self {
+        self.checked = checked;
+        self
+    }
+
+    /// The K-step of [`MatmulPath::Gemm128`] (8 or 16; by default 16 where the adapter has
+    /// the workgroup memory for it, else 8); for tests and tuning. Other values fail
+    /// validation.
+    #[doc(hidden)]
+    pub fn wide_k_step(mut self, bk: u32) -> Self {
+        self.wide_bk = Some(bk);
+        self
+    }
+
+    /// The register-blocked kernel's K-step and the workgroup memory it needs.
+    fn wide_step(&self) -> (u32, u32) {
+        let need = |bk| wide_shared_bytes(bk, self.transpose_a, self.transpose_b);
+        let limit = self.a.context().caps().limits.max_compute_workgroup_storage_size;
+        let bk = self.wide_bk.unwrap_or(if need(16) <= limit { 16 } else { 8 });
+        (bk, need(bk))
     }
 
     /// The kernel [`encode`](Operation::encode) will run: never [`MatmulPath::Auto`].
@@ -303,13 +388,28 @@ impl Matmul {
 
     /// The kernel and the plan it runs (folded for GEMM).
     fn choose(&self, plan: Plan) -> (MatmulPath, Plan) {
+        let folded = plan.folded(self.transpose_a);
         match self.path {
             MatmulPath::Gemv => (MatmulPath::Gemv, plan),
-            MatmulPath::Gemm32 | MatmulPath::Gemm64 => (self.path, plan.folded(self.transpose_a)),
+            MatmulPath::Gemm32 | MatmulPath::Gemm64 | MatmulPath::Gemm128 | MatmulPath::Cooperative => {
+                (self.path, folded)
+            }
             MatmulPath::Auto => {
-                let folded = plan.folded(self.transpose_a);
                 if folded.m == 1 {
                     return (MatmulPath::Gemv, folded);
+                }
+                let ctx = self.a.context();
+                if self.a.dtype() == DType::F16
+                    && folded.m >= COOP_MIN_DIM
+                    && folded.n >= COOP_MIN_DIM
+                    && cooperative_available(ctx)
+                {
+                    return (MatmulPath::Cooperative, folded);
+                }
+                let wide = u64::from(folded.m.div_ceil(128)) * u64::from(folded.n.div_ceil(128));
+                let fits = ctx.caps().limits.max_compute_workgroup_storage_size >= self.wide_step().1;
+                if fits && wide * u64::from(folded.batch) >= WIDE_MIN_TILES {
+                    return (MatmulPath::Gemm128, folded);
                 }
                 let tiles = u64::from(folded.m.div_ceil(64)) * u64::from(folded.n.div_ceil(64));
                 if tiles * u64::from(folded.batch) >= LARGE_TILE_MIN_TILES {
@@ -320,6 +420,40 @@ impl Matmul {
             }
         }
     }
+
+    /// Checks that the chosen kernel can run these operands on this adapter.
+    fn check_path(&self, path: MatmulPath, plan: Plan) -> Result<()> {
+        let op = self.name();
+        let ctx = self.a.context();
+        match path {
+            MatmulPath::Gemv if plan.m != 1 => {
+                Err(Error::invalid(op, format!("the GEMV path needs M == 1, got M = {}", plan.m)))
+            }
+            MatmulPath::Gemm128 => {
+                let (bk, need) = self.wide_step();
+                if bk != 8 && bk != 16 {
+                    return Err(Error::invalid(op, format!("the K-step must be 8 or 16, got {bk}")));
+                }
+                if ctx.caps().limits.max_compute_workgroup_storage_size < need {
+                    return Err(ctx.unsupported(op, "workgroup storage for the 128 x 128 GEMM's K-step"));
+                }
+                Ok(())
+            }
+            MatmulPath::Cooperative => {
+                if self.a.dtype() != DType::F16 {
+                    return Err(Error::invalid(
+                        op,
+                        format!("the cooperative-matrix path takes f16 operands, got {}", self.a.dtype()),
+                    ));
+                }
+                if !cooperative_available(ctx) {
+                    return Err(ctx.unsupported(op, "EXPERIMENTAL_COOPERATIVE_MATRIX (16x16 f16, 32-wide subgroups)"));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Operation for Matmul {
@@ -328,15 +462,13 @@ impl Operation for Matmul {
     }
 
     fn validate(&self) -> Result<()> {
-        let plan = self.plan()?;
-        if self.path == MatmulPath::Gemv && plan.m != 1 {
-            return Err(Error::invalid(self.name(), format!("the GEMV path needs M == 1, got M = {}", plan.m)));
-        }
-        Ok(())
+        let (path, plan) = self.choose(self.plan()?);
+        self.check_path(path, plan)
     }
 
     fn encode(&self, encoder: &mut ComputeEncoder<'_>, cache: &ResourceCache) -> Result<()> {
         let (path, plan) = self.choose(self.plan()?);
+        self.check_path(path, plan)?;
         let a = encoder.bind(&self.a)?;
         let b = encoder.bind(&self.b)?;
         let c = encoder.bind(&self.c)?;
@@ -382,6 +514,7 @@ impl Operation for Matmul {
             }
             MatmulPath::Gemm32 => 32u32,
             MatmulPath::Gemm64 | MatmulPath::Auto => 64u32,
+            MatmulPath::Gemm128 | MatmulPath::Cooperative => 128u32,
         };
         let params = GemmParams {
             m: plan.m,
@@ -400,18 +533,28 @@ impl Operation for Matmul {
             alpha: self.alpha,
             beta: self.beta,
         };
-        let wg = (tile / GEMM_BLOCK) * (tile / GEMM_BLOCK);
-        let overrides = Overrides::new(&[
-            ("WG", f64::from(wg)),
-            ("BM", f64::from(tile)),
-            ("BN", f64::from(tile)),
-            ("BK", f64::from(GEMM_BK)),
-            ("TRANS_A", trans(self.transpose_a)),
-            ("TRANS_B", trans(self.transpose_b)),
-        ])?;
+        let transposes = [("TRANS_A", trans(self.transpose_a)), ("TRANS_B", trans(self.transpose_b))];
+        let (kernel, overrides) = match path {
+            MatmulPath::Cooperative => (&GEMM_COOP, Overrides::new(&transposes)?),
+            MatmulPath::Gemm128 => (
+                if self.checked { &GEMM_WIDE_CHECKED } else { &GEMM_WIDE },
+                Overrides::new(&[transposes[0], transposes[1], ("BK", f64::from(self.wide_step().0))])?,
+            ),
+            _ => {
+                let wg = (tile / GEMM_BLOCK) * (tile / GEMM_BLOCK);
+                let overrides = Overrides::new(&[
+                    ("WG", f64::from(wg)),
+                    ("BM", f64::from(tile)),
+                    ("BN", f64::from(tile)),
+                    ("BK", f64::from(GEMM_BK)),
+                    transposes[0],
+                    transposes[1],
+                ])?;
+                (if self.checked { &GEMM_CHECKED } else { &GEMM }, overrides)
+            }
+        };
         let workgroups = [plan.n.div_ceil(tile).min(max), plan.m.div_ceil(tile).min(max), plan.batch.min(max)];
-        encoder
-            .dispatch(cache, Dispatch { kernel: &GEMM, dtype, overrides, bindings: &[&a, &b, &c], params, workgroups })
+        encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &[&a, &b, &c], params, workgroups })
     }
 }
 
