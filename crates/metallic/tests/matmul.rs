@@ -512,17 +512,20 @@ fn timings_of_every_variant() {
         cb.wait().unwrap();
         cb.gpu_time().unwrap().unwrap().as_secs_f64() / iters as f64
     };
-    type Variant = (&'static str, MatmulPath, bool, u32);
+    // (name, path, checked, K-step (0: default), vec4 loads)
+    type Variant = (&'static str, MatmulPath, bool, u32, bool);
     let variants: &[Variant] = &[
-        ("auto", MatmulPath::Auto, false, 0),
-        ("gemm64 checked", MatmulPath::Gemm64, true, 0),
-        ("gemm64 trusted", MatmulPath::Gemm64, false, 0),
-        ("gemm32 trusted", MatmulPath::Gemm32, false, 0),
-        ("gemm128 bk8 checked", MatmulPath::Gemm128, true, 8),
-        ("gemm128 bk8 trusted", MatmulPath::Gemm128, false, 8),
-        ("gemm128 bk16 checked", MatmulPath::Gemm128, true, 16),
-        ("gemm128 bk16 trusted", MatmulPath::Gemm128, false, 16),
-        ("cooperative", MatmulPath::Cooperative, false, 0),
+        ("auto", MatmulPath::Auto, false, 0, true),
+        ("gemm64 checked", MatmulPath::Gemm64, true, 0, true),
+        ("gemm64 trusted", MatmulPath::Gemm64, false, 0, true),
+        ("gemm32 trusted", MatmulPath::Gemm32, false, 0, true),
+        ("gemm128 bk8 checked", MatmulPath::Gemm128, true, 8, true),
+        ("gemm128 bk8", MatmulPath::Gemm128, false, 8, true),
+        ("gemm128 bk8 scalar", MatmulPath::Gemm128, false, 8, false),
+        ("gemm128 bk16 checked", MatmulPath::Gemm128, true, 16, true),
+        ("gemm128 bk16", MatmulPath::Gemm128, false, 16, true),
+        ("gemm128 bk16 scalar", MatmulPath::Gemm128, false, 16, false),
+        ("cooperative", MatmulPath::Cooperative, false, 0, true),
     ];
     // (batch, m, n, k, transpose_b, iterations)
     let shapes = [
@@ -544,15 +547,15 @@ fn timings_of_every_variant() {
             let c = Tensor::empty(&rt, [batch, m, n], dtype).unwrap();
             let flops = 2.0 * (batch * m * n * k) as f64;
             let mut line = format!("{dtype} [{batch},{m},{k}]x{b_dims:?}{}:", if tb { "^T" } else { "" });
-            for &(name, path, checked, bk) in variants {
-                let op = Matmul::new(&a, &b, &c).unwrap().transpose_b(tb).path(path).checked(checked);
+            for &(name, path, checked, bk, vec) in variants {
+                let op = Matmul::new(&a, &b, &c).unwrap().transpose_b(tb).path(path).checked(checked).vector_loads(vec);
                 let op = if bk == 0 { op } else { op.wide_k_step(bk) };
                 if op.validate().is_err() {
                     continue;
                 }
                 let chosen = op.chosen_path().unwrap();
                 let t = time(&op, iters);
-                line += &format!(" | {name} ({chosen:?}) {:.4} ms {:.1} TFLOP/s", t * 1e3, flops / t / 1e12);
+                line += &format!("\n    {name:<22} ({chosen:?}) {:.4} ms {:.1} TFLOP/s", t * 1e3, flops / t / 1e12);
             }
             println!("{line}");
         }

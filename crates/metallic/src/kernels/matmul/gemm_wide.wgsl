@@ -2,7 +2,9 @@
 // (Compiled without wgpu's runtime checks: every storage read is guarded by `gm < m`,
 // `gn < n`, `gk < k` and every write by `row < m`, `col < n`, sizes the Rust side validated
 // against the bindings; workgroup-memory indices are built from `lid < WG` and the tile
-// constants only; loops are bounded by k, the tile counts and the batch; no runtime divisor.)
+// constants only; loops are bounded by k, the tile counts and the batch; no runtime divisor.
+// The vec4 reads through `a4`, `b4` are guarded the same way, by their first element: see
+// VEC_A.)
 //
 // Batched GEMM with register blocking: C = alpha * op(A) · op(B) + beta * C, accumulated in f32.
 //
@@ -13,7 +15,8 @@
 // double-buffered: while the invocations multiply one buffer, their loads of the next K-step
 // wait in registers and go to the other buffer, so one barrier per K-step suffices.
 //
-// Tile loads read the operands' natural layout (coalesced for every transpose) and store
+// Tile loads read the operands' natural layout (coalesced for every transpose; as vec4 where
+// the operand's offset and strides are multiples of 4: VEC_A, VEC_B) and store
 // k-major tiles: a_tile[kk][mm], b_tile[kk][nn], read as vec4 along mm / nn. A row of a tile
 // whose loads run along K (A untransposed, B transposed) gets one vec4 of padding so that the
 // transposing stores spread over the banks.
@@ -26,6 +29,11 @@ override BK: u32 = 8u;
 override TRANS_A: bool = false;
 // B is stored [.., N, K] (op(B) = Bᵀ) instead of [.., K, N].
 override TRANS_B: bool = false;
+// Load A (B) as vec4 through `a4` (`b4`): the Rust side sets it only where the element offset,
+// the row stride and the batch stride are multiples of 4, so a vec4 starting inside the
+// matrix ends inside it and the vec4 index is exact.
+override VEC_A: bool = false;
+override VEC_B: bool = false;
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -57,6 +65,9 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> a: array<T>;
 @group(0) @binding(1) var<storage, read_write> b: array<T>;
 @group(0) @binding(2) var<storage, read_write> c: array<T>;
+// The same bindings as A and B, read four elements at a time.
+@group(0) @binding(3) var<storage, read_write> a4: array<vec4<T>>;
+@group(0) @binding(4) var<storage, read_write> b4: array<vec4<T>>;
 
 // Row strides of the tiles in vec4 (padded where the stores transpose).
 override A_ROW: u32 = BM / 4u + select(1u, 0u, TRANS_A);
@@ -118,6 +129,88 @@ fn put_b(buf: u32, p: vec2<u32>, v: f32) {
     b_tile[(buf * BK + p.y) * B_ROW + p.x / 4u][p.x % 4u] = v;
 }
 
+// The j-th vec4 of a K-step of op(A) (j < BM * BK / 4): four elements along K (A) or along M
+// (Aᵀ), or zeros outside A; `put_a4` stores it.
+fn load_a4(a_base: u32, m0: u32, k0: u32, j: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if TRANS_A {
+        let gm = m0 + (j % (BM / 4u)) * 4u;
+        let gk = k0 + j / (BM / 4u);
+        if gm < params.m && gk < params.k {
+            v = vec4<f32>(a4[(a_base + gk * params.lda + gm) / 4u]);
+        }
+    } else {
+        let gm = m0 + j / (BK / 4u);
+        let gk = k0 + (j % (BK / 4u)) * 4u;
+        if gm < params.m && gk < params.k {
+            v = vec4<f32>(a4[(a_base + gm * params.lda + gk) / 4u]);
+        }
+    }
+    return v;
+}
+
+fn put_a4(buf: u32, j: u32, v: vec4<f32>) {
+    if TRANS_A {
+        a_tile[(buf * BK + j / (BM / 4u)) * A_ROW + j % (BM / 4u)] = v;
+    } else {
+        let mm = j / (BK / 4u);
+        let kk = (j % (BK / 4u)) * 4u;
+        let at = (buf * BK + kk) * A_ROW + mm / 4u;
+        a_tile[at][mm % 4u] = v.x;
+        a_tile[at + A_ROW][mm % 4u] = v.y;
+        a_tile[at + 2u * A_ROW][mm % 4u] = v.z;
+        a_tile[at + 3u * A_ROW][mm % 4u] = v.w;
+    }
+}
+
+// The j-th vec4 of a K-step of op(B): four elements along N (B) or along K (Bᵀ).
+fn load_b4(b_base: u32, n0: u32, k0: u32, j: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if TRANS_B {
+        let gn = n0 + j / (BK / 4u);
+        let gk = k0 + (j % (BK / 4u)) * 4u;
+        if gn < params.n && gk < params.k {
+            v = vec4<f32>(b4[(b_base + gn * params.ldb + gk) / 4u]);
+        }
+    } else {
+        let gn = n0 + (j % (BN / 4u)) * 4u;
+        let gk = k0 + j / (BN / 4u);
+        if gn < params.n && gk < params.k {
+            v = vec4<f32>(b4[(b_base + gk * params.ldb + gn) / 4u]);
+        }
+    }
+    return v;
+}
+
+fn put_b4(buf: u32, j: u32, v: vec4<f32>) {
+    if TRANS_B {
+        let nn = j / (BK / 4u);
+        let kk = (j % (BK / 4u)) * 4u;
+        let at = (buf * BK + kk) * B_ROW + nn / 4u;
+        b_tile[at][nn % 4u] = v.x;
+        b_tile[at + B_ROW][nn % 4u] = v.y;
+        b_tile[at + 2u * B_ROW][nn % 4u] = v.z;
+        b_tile[at + 3u * B_ROW][nn % 4u] = v.w;
+    } else {
+        b_tile[(buf * BK + j / (BN / 4u)) * B_ROW + j % (BN / 4u)] = v;
+    }
+}
+
+// The first K-step into buffer 0 (scalar loads; the vec4 path's are in `gemm_tile`).
+fn first_step_a(a_base: u32, m0: u32, p0: vec2<u32>, p1: vec2<u32>, p2: vec2<u32>, p3: vec2<u32>) {
+    put_a(0u, p0, load_a(a_base, m0, 0u, p0));
+    put_a(0u, p1, load_a(a_base, m0, 0u, p1));
+    put_a(0u, p2, load_a(a_base, m0, 0u, p2));
+    put_a(0u, p3, load_a(a_base, m0, 0u, p3));
+}
+
+fn first_step_b(b_base: u32, n0: u32, p0: vec2<u32>, p1: vec2<u32>, p2: vec2<u32>, p3: vec2<u32>) {
+    put_b(0u, p0, load_b(b_base, n0, 0u, p0));
+    put_b(0u, p1, load_b(b_base, n0, 0u, p1));
+    put_b(0u, p2, load_b(b_base, n0, 0u, p2));
+    put_b(0u, p3, load_b(b_base, n0, 0u, p3));
+}
+
 // c[idx] = alpha * v + beta * c[idx] for an output column inside C.
 fn store_one(idx: u32, col: u32, v: f32) {
     if col < params.n {
@@ -165,23 +258,27 @@ fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
     let wide = BK == 16u;
 
     // The first K-step into buffer 0.
-    put_a(0u, pa0, load_a(a_base, m0, 0u, pa0));
-    put_a(0u, pa1, load_a(a_base, m0, 0u, pa1));
-    put_a(0u, pa2, load_a(a_base, m0, 0u, pa2));
-    put_a(0u, pa3, load_a(a_base, m0, 0u, pa3));
-    put_b(0u, pb0, load_b(b_base, n0, 0u, pb0));
-    put_b(0u, pb1, load_b(b_base, n0, 0u, pb1));
-    put_b(0u, pb2, load_b(b_base, n0, 0u, pb2));
-    put_b(0u, pb3, load_b(b_base, n0, 0u, pb3));
-    if wide {
-        put_a(0u, pa4, load_a(a_base, m0, 0u, pa4));
-        put_a(0u, pa5, load_a(a_base, m0, 0u, pa5));
-        put_a(0u, pa6, load_a(a_base, m0, 0u, pa6));
-        put_a(0u, pa7, load_a(a_base, m0, 0u, pa7));
-        put_b(0u, pb4, load_b(b_base, n0, 0u, pb4));
-        put_b(0u, pb5, load_b(b_base, n0, 0u, pb5));
-        put_b(0u, pb6, load_b(b_base, n0, 0u, pb6));
-        put_b(0u, pb7, load_b(b_base, n0, 0u, pb7));
+    if VEC_A {
+        put_a4(0u, lid, load_a4(a_base, m0, 0u, lid));
+        if wide {
+            put_a4(0u, lid + THREADS, load_a4(a_base, m0, 0u, lid + THREADS));
+        }
+    } else {
+        first_step_a(a_base, m0, pa0, pa1, pa2, pa3);
+        if wide {
+            first_step_a(a_base, m0, pa4, pa5, pa6, pa7);
+        }
+    }
+    if VEC_B {
+        put_b4(0u, lid, load_b4(b_base, n0, 0u, lid));
+        if wide {
+            put_b4(0u, lid + THREADS, load_b4(b_base, n0, 0u, lid + THREADS));
+        }
+    } else {
+        first_step_b(b_base, n0, pb0, pb1, pb2, pb3);
+        if wide {
+            first_step_b(b_base, n0, pb4, pb5, pb6, pb7);
+        }
     }
     workgroupBarrier();
 
@@ -222,24 +319,44 @@ fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
         var rb5 = 0.0;
         var rb6 = 0.0;
         var rb7 = 0.0;
+        var va0 = vec4<f32>(0.0);
+        var va1 = vec4<f32>(0.0);
+        var vb0 = vec4<f32>(0.0);
+        var vb1 = vec4<f32>(0.0);
         if more {
-            ra0 = load_a(a_base, m0, k1, pa0);
-            ra1 = load_a(a_base, m0, k1, pa1);
-            ra2 = load_a(a_base, m0, k1, pa2);
-            ra3 = load_a(a_base, m0, k1, pa3);
-            rb0 = load_b(b_base, n0, k1, pb0);
-            rb1 = load_b(b_base, n0, k1, pb1);
-            rb2 = load_b(b_base, n0, k1, pb2);
-            rb3 = load_b(b_base, n0, k1, pb3);
-            if wide {
-                ra4 = load_a(a_base, m0, k1, pa4);
-                ra5 = load_a(a_base, m0, k1, pa5);
-                ra6 = load_a(a_base, m0, k1, pa6);
-                ra7 = load_a(a_base, m0, k1, pa7);
-                rb4 = load_b(b_base, n0, k1, pb4);
-                rb5 = load_b(b_base, n0, k1, pb5);
-                rb6 = load_b(b_base, n0, k1, pb6);
-                rb7 = load_b(b_base, n0, k1, pb7);
+            if VEC_A {
+                va0 = load_a4(a_base, m0, k1, lid);
+                if wide {
+                    va1 = load_a4(a_base, m0, k1, lid + THREADS);
+                }
+            } else {
+                ra0 = load_a(a_base, m0, k1, pa0);
+                ra1 = load_a(a_base, m0, k1, pa1);
+                ra2 = load_a(a_base, m0, k1, pa2);
+                ra3 = load_a(a_base, m0, k1, pa3);
+                if wide {
+                    ra4 = load_a(a_base, m0, k1, pa4);
+                    ra5 = load_a(a_base, m0, k1, pa5);
+                    ra6 = load_a(a_base, m0, k1, pa6);
+                    ra7 = load_a(a_base, m0, k1, pa7);
+                }
+            }
+            if VEC_B {
+                vb0 = load_b4(b_base, n0, k1, lid);
+                if wide {
+                    vb1 = load_b4(b_base, n0, k1, lid + THREADS);
+                }
+            } else {
+                rb0 = load_b(b_base, n0, k1, pb0);
+                rb1 = load_b(b_base, n0, k1, pb1);
+                rb2 = load_b(b_base, n0, k1, pb2);
+                rb3 = load_b(b_base, n0, k1, pb3);
+                if wide {
+                    rb4 = load_b(b_base, n0, k1, pb4);
+                    rb5 = load_b(b_base, n0, k1, pb5);
+                    rb6 = load_b(b_base, n0, k1, pb6);
+                    rb7 = load_b(b_base, n0, k1, pb7);
+                }
             }
         }
         let a_at = buf * BK * A_ROW + ty;
@@ -268,23 +385,39 @@ fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
         }
         if more {
             let nb = 1u - buf;
-            put_a(nb, pa0, ra0);
-            put_a(nb, pa1, ra1);
-            put_a(nb, pa2, ra2);
-            put_a(nb, pa3, ra3);
-            put_b(nb, pb0, rb0);
-            put_b(nb, pb1, rb1);
-            put_b(nb, pb2, rb2);
-            put_b(nb, pb3, rb3);
-            if wide {
-                put_a(nb, pa4, ra4);
-                put_a(nb, pa5, ra5);
-                put_a(nb, pa6, ra6);
-                put_a(nb, pa7, ra7);
-                put_b(nb, pb4, rb4);
-                put_b(nb, pb5, rb5);
-                put_b(nb, pb6, rb6);
-                put_b(nb, pb7, rb7);
+            if VEC_A {
+                put_a4(nb, lid, va0);
+                if wide {
+                    put_a4(nb, lid + THREADS, va1);
+                }
+            } else {
+                put_a(nb, pa0, ra0);
+                put_a(nb, pa1, ra1);
+                put_a(nb, pa2, ra2);
+                put_a(nb, pa3, ra3);
+                if wide {
+                    put_a(nb, pa4, ra4);
+                    put_a(nb, pa5, ra5);
+                    put_a(nb, pa6, ra6);
+                    put_a(nb, pa7, ra7);
+                }
+            }
+            if VEC_B {
+                put_b4(nb, lid, vb0);
+                if wide {
+                    put_b4(nb, lid + THREADS, vb1);
+                }
+            } else {
+                put_b(nb, pb0, rb0);
+                put_b(nb, pb1, rb1);
+                put_b(nb, pb2, rb2);
+                put_b(nb, pb3, rb3);
+                if wide {
+                    put_b(nb, pb4, rb4);
+                    put_b(nb, pb5, rb5);
+                    put_b(nb, pb6, rb6);
+                    put_b(nb, pb7, rb7);
+                }
             }
         }
         buf = 1u - buf;

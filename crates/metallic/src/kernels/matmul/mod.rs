@@ -22,7 +22,7 @@
 //! ```
 
 use crate::cache::ResourceCache;
-use crate::command::{ComputeEncoder, Dispatch, Operation};
+use crate::command::{ComputeEncoder, Dispatch, Operation, TensorBinding};
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
@@ -30,7 +30,7 @@ use crate::tensor::{DType, Shape, Tensor};
 
 static GEMM: Kernel = Kernel { name: "gemm", source: include_str!("gemm.wgsl"), entry: "main", bindings: 3 };
 static GEMM_WIDE: Kernel =
-    Kernel { name: "gemm_wide", source: include_str!("gemm_wide.wgsl"), entry: "main", bindings: 3 };
+    Kernel { name: "gemm_wide", source: include_str!("gemm_wide.wgsl"), entry: "main", bindings: 5 };
 static GEMM_COOP: Kernel =
     Kernel { name: "gemm_coop", source: include_str!("gemm_coop.wgsl"), entry: "main", bindings: 3 };
 // The same sources compiled with wgpu's runtime checks ([`Matmul::checked`]): a leading newline
@@ -38,7 +38,7 @@ static GEMM_COOP: Kernel =
 static GEMM_CHECKED: Kernel =
     Kernel { name: "gemm", source: concat!("\n", include_str!("gemm.wgsl")), entry: "main", bindings: 3 };
 static GEMM_WIDE_CHECKED: Kernel =
-    Kernel { name: "gemm_wide", source: concat!("\n", include_str!("gemm_wide.wgsl")), entry: "main", bindings: 3 };
+    Kernel { name: "gemm_wide", source: concat!("\n", include_str!("gemm_wide.wgsl")), entry: "main", bindings: 5 };
 static GEMV_NK: Kernel = Kernel { name: "gemv_nk", source: include_str!("gemv.wgsl"), entry: "gemv_nk", bindings: 3 };
 static GEMV_KN: Kernel = Kernel { name: "gemv_kn", source: include_str!("gemv.wgsl"), entry: "gemv_kn", bindings: 3 };
 
@@ -148,6 +148,8 @@ pub struct Matmul {
     checked: bool,
     /// K-step of the register-blocked kernel; `None`: 16 where the workgroup memory allows.
     wide_bk: Option<u32>,
+    /// Whether the register-blocked kernel may load aligned operands as vec4.
+    vector_loads: bool,
 }
 
 #[repr(C)]
@@ -255,6 +257,7 @@ impl Matmul {
             path: MatmulPath::Auto,
             checked: false,
             wide_bk: None,
+            vector_loads: true,
         };
         this.check_operands()?;
         Ok(this)
@@ -304,6 +307,14 @@ impl Matmul {
     #[doc(hidden)]
     pub fn wide_k_step(mut self, bk: u32) -> Self {
         self.wide_bk = Some(bk);
+        self
+    }
+
+    /// Whether [`MatmulPath::Gemm128`] may load operands whose offset and strides are
+    /// multiples of 4 as vec4 (default `true`); for tuning.
+    #[doc(hidden)]
+    pub fn vector_loads(mut self, on: bool) -> Self {
+        self.vector_loads = on;
         self
     }
 
@@ -533,13 +544,38 @@ impl Operation for Matmul {
             alpha: self.alpha,
             beta: self.beta,
         };
+        // Slots 3 and 4 of the register-blocked kernel view A and B as vec4, and a binding must
+        // hold one: an operand of fewer than 16 bytes loads as scalars and lends its slot
+        // another operand's binding; where all three are that small, the 64-tile kernel runs.
+        let bytes = |t: &Tensor, binding: &TensorBinding| {
+            u64::from(binding.elem_offset()) * dtype.size_in_bytes() as u64 + t.size_in_bytes() as u64
+        };
+        let sizes = [bytes(&self.a, &a), bytes(&self.b, &b), bytes(&self.c, &c)];
+        let spare = [&a, &b, &c].into_iter().zip(sizes).find(|&(_, n)| n >= 16).map(|(t, _)| t);
+        let (path, tile) = match (path, spare) {
+            (MatmulPath::Gemm128, None) => (MatmulPath::Gemm64, 64),
+            _ => (path, tile),
+        };
+        let a4 = if sizes[0] >= 16 { &a } else { spare.unwrap_or(&a) };
+        let b4 = if sizes[1] >= 16 { &b } else { spare.unwrap_or(&b) };
+        // vec4 loads where the operand's offset and strides are multiples of 4.
+        let vec = |off: u32, ld: u32, batch: u32, bytes: u64| {
+            let on = self.vector_loads && [off, ld, batch].iter().all(|v| v.is_multiple_of(4)) && bytes >= 16;
+            if on { 1.0 } else { 0.0 }
+        };
         let transposes = [("TRANS_A", trans(self.transpose_a)), ("TRANS_B", trans(self.transpose_b))];
         let (kernel, overrides) = match path {
             MatmulPath::Cooperative => (&GEMM_COOP, Overrides::new(&transposes)?),
-            MatmulPath::Gemm128 => (
-                if self.checked { &GEMM_WIDE_CHECKED } else { &GEMM_WIDE },
-                Overrides::new(&[transposes[0], transposes[1], ("BK", f64::from(self.wide_step().0))])?,
-            ),
+            MatmulPath::Gemm128 => {
+                let overrides = Overrides::new(&[
+                    transposes[0],
+                    transposes[1],
+                    ("BK", f64::from(self.wide_step().0)),
+                    ("VEC_A", vec(params.a_off, plan.lda, plan.a_batch, sizes[0])),
+                    ("VEC_B", vec(params.b_off, plan.ldb, plan.b_batch, sizes[1])),
+                ])?;
+                (if self.checked { &GEMM_WIDE_CHECKED } else { &GEMM_WIDE }, overrides)
+            }
             _ => {
                 let wg = (tile / GEMM_BLOCK) * (tile / GEMM_BLOCK);
                 let overrides = Overrides::new(&[
@@ -554,7 +590,9 @@ impl Operation for Matmul {
             }
         };
         let workgroups = [plan.n.div_ceil(tile).min(max), plan.m.div_ceil(tile).min(max), plan.batch.min(max)];
-        encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &[&a, &b, &c], params, workgroups })
+        let five = [&a, &b, &c, a4, b4];
+        let bindings = if path == MatmulPath::Gemm128 { &five[..] } else { &five[..3] };
+        encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings, params, workgroups })
     }
 }
 
