@@ -346,15 +346,16 @@ fn the_kernel_choice() {
     // A batch of rows against one weight is one GEMM with M = batch.
     assert_eq!(path(&[8, 1, 64], &[100, 64], &[8, 1, 100], true), MatmulPath::Gemm32);
     assert_eq!(path(&[2, 64], &[64, 100], &[2, 100], false), MatmulPath::Gemm32);
-    assert_eq!(path(&[1024, 64], &[64, 1024], &[1024, 1024], false), MatmulPath::Gemm64);
-    // 128 output tiles of 128 x 128 or more: the register-blocked kernel.
+    assert_eq!(path(&[512, 64], &[64, 1024], &[512, 1024], false), MatmulPath::Gemm64);
+    // 48 output tiles of 128 x 128 or more: the register-blocked kernel.
+    assert_eq!(path(&[1024, 64], &[64, 1024], &[1024, 1024], false), MatmulPath::Gemm128);
     assert_eq!(path(&[2048, 64], &[64, 1024], &[2048, 1024], false), MatmulPath::Gemm128);
     assert_eq!(path(&[8, 256, 64], &[64, 1024], &[8, 256, 1024], false), MatmulPath::Gemm128);
     // f16 takes the cooperative kernel where the adapter has it.
     if rt.context().caps().shader_f16() {
         let h = |s: &[usize]| Tensor::zeros(&rt, s, DType::F16).unwrap();
         let chosen = Matmul::new(&h(&[1024, 64]), &h(&[64, 1024]), &h(&[1024, 1024])).unwrap().chosen_path().unwrap();
-        let want = if cooperative_available(rt.context()) { MatmulPath::Cooperative } else { MatmulPath::Gemm64 };
+        let want = if cooperative_available(rt.context()) { MatmulPath::Cooperative } else { MatmulPath::Gemm128 };
         assert_eq!(chosen, want);
     }
 }

@@ -16,7 +16,9 @@ enable wgpu_cooperative_matrix;
 // 16 x 16. op(A) and op(B) pass through workgroup memory as f16 in K-steps of BK = 32, each
 // stored in the layout its loads read contiguously (a transposed operand's tile is stored
 // column-major and read with `coopLoad` instead of `coopLoadT`), rows padded by 8 halves (16
-// bytes) so that the fragments' rows spread over the banks. The accumulators leave through a
+// bytes) so that the fragments' rows spread over the banks. Where both operands allow (VEC) the
+// loads are vec4 and the next K-step's wait in registers while this one multiplies; elsewhere
+// each K-step is loaded element by element. The accumulators leave through a
 // per-subgroup 16 x 16 f32 staging tile, so that alpha, beta and the edges of C are applied per
 // element.
 //
@@ -27,6 +29,10 @@ enable wgpu_cooperative_matrix;
 override TRANS_A: bool = false;
 // B is stored [.., N, K] (op(B) = Bᵀ) instead of [.., K, N].
 override TRANS_B: bool = false;
+// Load A and B as vec4 through `a4`, `b4`, the next K-step's while this one multiplies: the Rust
+// side sets it only where both operands' element offsets, row strides and batch strides are
+// multiples of 4, so a vec4 starting inside a matrix ends inside it and its index is exact.
+override VEC: bool = false;
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -58,6 +64,9 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> a: array<T>;
 @group(0) @binding(1) var<storage, read_write> b: array<T>;
 @group(0) @binding(2) var<storage, read_write> c: array<T>;
+// The same bindings as A and B, read four elements at a time.
+@group(0) @binding(3) var<storage, read_write> a4: array<vec4<T>>;
+@group(0) @binding(4) var<storage, read_write> b4: array<vec4<T>>;
 
 // op(A)'s tile: [mm][kk] (row stride A_LD) or, for Aᵀ, [kk][mm].
 override A_LD: u32 = select(BK + PAD, BM + PAD, TRANS_A);
@@ -120,6 +129,71 @@ fn load_tiles(lid: u32, a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32) {
     }
 }
 
+// The j-th vec4 (j < 1024) of a K-step of A, four elements along its stored rows (K for A, M for
+// Aᵀ), or zeros outside A; `put_a4` stores it in the tile, where those four are contiguous too.
+fn load_a4(a_base: u32, m0: u32, k0: u32, j: u32) -> vec4<f16> {
+    var v = vec4<f16>(0.0);
+    if TRANS_A {
+        let gm = m0 + (j % (BM / 4u)) * 4u;
+        let gk = k0 + j / (BM / 4u);
+        if gm < params.m && gk < params.k {
+            v = vec4<f16>(a4[(a_base + gk * params.lda + gm) / 4u]);
+        }
+    } else {
+        let gm = m0 + j / (BK / 4u);
+        let gk = k0 + (j % (BK / 4u)) * 4u;
+        if gm < params.m && gk < params.k {
+            v = vec4<f16>(a4[(a_base + gm * params.lda + gk) / 4u]);
+        }
+    }
+    return v;
+}
+
+fn put_a4(j: u32, v: vec4<f16>) {
+    var at: u32;
+    if TRANS_A {
+        at = (j / (BM / 4u)) * A_LD + (j % (BM / 4u)) * 4u;
+    } else {
+        at = (j / (BK / 4u)) * A_LD + (j % (BK / 4u)) * 4u;
+    }
+    a_sh[at] = v.x;
+    a_sh[at + 1u] = v.y;
+    a_sh[at + 2u] = v.z;
+    a_sh[at + 3u] = v.w;
+}
+
+// The same for B: four elements along N (B) or K (Bᵀ).
+fn load_b4(b_base: u32, n0: u32, k0: u32, j: u32) -> vec4<f16> {
+    var v = vec4<f16>(0.0);
+    if TRANS_B {
+        let gn = n0 + j / (BK / 4u);
+        let gk = k0 + (j % (BK / 4u)) * 4u;
+        if gn < params.n && gk < params.k {
+            v = vec4<f16>(b4[(b_base + gn * params.ldb + gk) / 4u]);
+        }
+    } else {
+        let gn = n0 + (j % (BN / 4u)) * 4u;
+        let gk = k0 + j / (BN / 4u);
+        if gn < params.n && gk < params.k {
+            v = vec4<f16>(b4[(b_base + gk * params.ldb + gn) / 4u]);
+        }
+    }
+    return v;
+}
+
+fn put_b4(j: u32, v: vec4<f16>) {
+    var at: u32;
+    if TRANS_B {
+        at = (j / (BK / 4u)) * B_LD + (j % (BK / 4u)) * 4u;
+    } else {
+        at = (j / (BN / 4u)) * B_LD + (j % (BN / 4u)) * 4u;
+    }
+    b_sh[at] = v.x;
+    b_sh[at + 1u] = v.y;
+    b_sh[at + 2u] = v.z;
+    b_sh[at + 3u] = v.w;
+}
+
 // The 16 x 16 fragment of op(A) at tile rows r.., K-step columns kk..
 fn frag_a(r: u32, kk: u32) -> coop_mat16x16<f16, A> {
     let ld = A_LD;
@@ -178,9 +252,53 @@ fn gemm_tile(lid: u32, sg: u32, lane: u32, bz: u32, m0: u32, n0: u32) {
     var c21 = coop_mat16x16<f32, C>();
     var c30 = coop_mat16x16<f32, C>();
     var c31 = coop_mat16x16<f32, C>();
+    // With VEC, each invocation's four vec4 of A and of B for the next K-step wait in registers
+    // while this one multiplies.
+    var ra0 = vec4<f16>(0.0);
+    var ra1 = vec4<f16>(0.0);
+    var ra2 = vec4<f16>(0.0);
+    var ra3 = vec4<f16>(0.0);
+    var rb0 = vec4<f16>(0.0);
+    var rb1 = vec4<f16>(0.0);
+    var rb2 = vec4<f16>(0.0);
+    var rb3 = vec4<f16>(0.0);
+    if VEC {
+        ra0 = load_a4(a_base, m0, 0u, lid);
+        ra1 = load_a4(a_base, m0, 0u, lid + THREADS);
+        ra2 = load_a4(a_base, m0, 0u, lid + 2u * THREADS);
+        ra3 = load_a4(a_base, m0, 0u, lid + 3u * THREADS);
+        rb0 = load_b4(b_base, n0, 0u, lid);
+        rb1 = load_b4(b_base, n0, 0u, lid + THREADS);
+        rb2 = load_b4(b_base, n0, 0u, lid + 2u * THREADS);
+        rb3 = load_b4(b_base, n0, 0u, lid + 3u * THREADS);
+    }
     for (var k0 = 0u; k0 < params.k; k0 += BK) {
-        load_tiles(lid, a_base, b_base, m0, n0, k0);
+        // Every subgroup is done with the previous K-step's tiles.
         workgroupBarrier();
+        if VEC {
+            put_a4(lid, ra0);
+            put_a4(lid + THREADS, ra1);
+            put_a4(lid + 2u * THREADS, ra2);
+            put_a4(lid + 3u * THREADS, ra3);
+            put_b4(lid, rb0);
+            put_b4(lid + THREADS, rb1);
+            put_b4(lid + 2u * THREADS, rb2);
+            put_b4(lid + 3u * THREADS, rb3);
+        } else {
+            load_tiles(lid, a_base, b_base, m0, n0, k0);
+        }
+        workgroupBarrier();
+        let k1 = k0 + BK;
+        if VEC && k1 < params.k {
+            ra0 = load_a4(a_base, m0, k1, lid);
+            ra1 = load_a4(a_base, m0, k1, lid + THREADS);
+            ra2 = load_a4(a_base, m0, k1, lid + 2u * THREADS);
+            ra3 = load_a4(a_base, m0, k1, lid + 3u * THREADS);
+            rb0 = load_b4(b_base, n0, k1, lid);
+            rb1 = load_b4(b_base, n0, k1, lid + THREADS);
+            rb2 = load_b4(b_base, n0, k1, lid + 2u * THREADS);
+            rb3 = load_b4(b_base, n0, k1, lid + 3u * THREADS);
+        }
         for (var kk = 0u; kk < BK; kk += 16u) {
             let b0 = frag_b(kk, wc);
             let b1 = frag_b(kk, wc + 16u);
@@ -197,7 +315,6 @@ fn gemm_tile(lid: u32, sg: u32, lane: u32, bz: u32, m0: u32, n0: u32) {
             c30 = coopMultiplyAdd(a3, b0, c30);
             c31 = coopMultiplyAdd(a3, b1, c31);
         }
-        workgroupBarrier();
     }
     let c_base = params.c_off + bz * params.c_batch;
     let r = m0 + wr;

@@ -31,7 +31,7 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 // Load A (B) as vec4 through `a4` (`b4`): the Rust side sets it only where the element offset,
 // the row stride and the batch stride are multiples of 4, so a vec4 starting inside the
-// matrix ends inside it and the vec4 index is exact.
+// matrix ends inside it and the vec4 index is exact; VEC_B only without TRANS_B.
 override VEC_A: bool = false;
 override VEC_B: bool = false;
 
@@ -163,37 +163,20 @@ fn put_a4(buf: u32, j: u32, v: vec4<f32>) {
     }
 }
 
-// The j-th vec4 of a K-step of op(B): four elements along N (B) or along K (Bᵀ).
+// The j-th vec4 of a K-step of B (untransposed: VEC_B is never set with TRANS_B), four
+// elements along N, or zeros outside B; `put_b4` stores it.
 fn load_b4(b_base: u32, n0: u32, k0: u32, j: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
-    if TRANS_B {
-        let gn = n0 + j / (BK / 4u);
-        let gk = k0 + (j % (BK / 4u)) * 4u;
-        if gn < params.n && gk < params.k {
-            v = vec4<f32>(b4[(b_base + gn * params.ldb + gk) / 4u]);
-        }
-    } else {
-        let gn = n0 + (j % (BN / 4u)) * 4u;
-        let gk = k0 + j / (BN / 4u);
-        if gn < params.n && gk < params.k {
-            v = vec4<f32>(b4[(b_base + gk * params.ldb + gn) / 4u]);
-        }
+    let gn = n0 + (j % (BN / 4u)) * 4u;
+    let gk = k0 + j / (BN / 4u);
+    if gn < params.n && gk < params.k {
+        v = vec4<f32>(b4[(b_base + gk * params.ldb + gn) / 4u]);
     }
     return v;
 }
 
 fn put_b4(buf: u32, j: u32, v: vec4<f32>) {
-    if TRANS_B {
-        let nn = j / (BK / 4u);
-        let kk = (j % (BK / 4u)) * 4u;
-        let at = (buf * BK + kk) * B_ROW + nn / 4u;
-        b_tile[at][nn % 4u] = v.x;
-        b_tile[at + B_ROW][nn % 4u] = v.y;
-        b_tile[at + 2u * B_ROW][nn % 4u] = v.z;
-        b_tile[at + 3u * B_ROW][nn % 4u] = v.w;
-    } else {
-        b_tile[(buf * BK + j / (BN / 4u)) * B_ROW + j % (BN / 4u)] = v;
-    }
+    b_tile[(buf * BK + j / (BN / 4u)) * B_ROW + j % (BN / 4u)] = v;
 }
 
 // The first K-step into buffer 0 (scalar loads; the vec4 path's are in `gemm_tile`).

@@ -32,7 +32,7 @@ static GEMM: Kernel = Kernel { name: "gemm", source: include_str!("gemm.wgsl"), 
 static GEMM_WIDE: Kernel =
     Kernel { name: "gemm_wide", source: include_str!("gemm_wide.wgsl"), entry: "main", bindings: 5 };
 static GEMM_COOP: Kernel =
-    Kernel { name: "gemm_coop", source: include_str!("gemm_coop.wgsl"), entry: "main", bindings: 3 };
+    Kernel { name: "gemm_coop", source: include_str!("gemm_coop.wgsl"), entry: "main", bindings: 5 };
 // The same sources compiled with wgpu's runtime checks ([`Matmul::checked`]): a leading newline
 // moves the trusted marker off the first line.
 static GEMM_CHECKED: Kernel =
@@ -51,9 +51,10 @@ const GEMV_KN_WG: u32 = 256;
 /// Below this many 64 x 64 output tiles, the GEMM takes 32 x 32 tiles (more workgroups for a
 /// GPU with many cores to share).
 const LARGE_TILE_MIN_TILES: u64 = 64;
-/// From this many 128 x 128 output tiles (batch included), f32 GEMM takes the register-blocked
-/// kernel.
-const WIDE_MIN_TILES: u64 = 128;
+/// From this many 128 x 128 output tiles (batch included), GEMM takes the register-blocked
+/// kernel. Measured on an H100 (Vulkan): at 48-64 tiles (2048 x 384 x 1536 batched, 1024³,
+/// 256 x 4096 x 4096) it already matches or beats the 64 x 64 kernel.
+const WIDE_MIN_TILES: u64 = 48;
 /// Workgroup memory the cooperative kernel declares (tiles, staging, the prelude's scratch).
 const COOP_SHARED_BYTES: u32 = 2 * 128 * 40 * 2 + 8 * 256 * 4 + 256 * 4;
 /// Smallest M and N (after folding the batch into M) for which f16 GEMM takes the cooperative
@@ -75,8 +76,7 @@ pub enum MatmulPath {
     /// GEMV; needs `M == 1`.
     Gemv,
     /// Register-blocked GEMM: 128 x 128 output tiles per workgroup (256 invocations, 8 x 8
-    /// outputs each), double-buffered K-steps of 16 (34 KiB of workgroup memory) or, where the
-    /// adapter has less, of 8 (18 KiB).
+    /// outputs each), double-buffered K-steps of 8 (18 KiB of workgroup memory).
     Gemm128,
     /// GEMM on cooperative matrices (tensor cores): f16 operands, f32 accumulation, 128 x 128
     /// tiles. Needs f16 tensors and an adapter with `EXPERIMENTAL_COOPERATIVE_MATRIX` through
@@ -146,7 +146,8 @@ pub struct Matmul {
     beta: f32,
     path: MatmulPath,
     checked: bool,
-    /// K-step of the register-blocked kernel; `None`: 16 where the workgroup memory allows.
+    /// K-step of the register-blocked kernel; `None`: 8 (on an H100, 8 ran 1.6x faster than 16
+    /// at 4096³, which needs twice the workgroup memory and eight more registers).
     wide_bk: Option<u32>,
     /// Whether the register-blocked kernel may load aligned operands as vec4.
     vector_loads: bool,
@@ -301,9 +302,8 @@ impl Matmul {
         self
     }
 
-    /// The K-step of [`MatmulPath::Gemm128`] (8 or 16; by default 16 where the adapter has
-    /// the workgroup memory for it, else 8); for tests and tuning. Other values fail
-    /// validation.
+    /// The K-step of [`MatmulPath::Gemm128`] (8, the default, or 16); for tests and tuning.
+    /// Other values fail validation.
     #[doc(hidden)]
     pub fn wide_k_step(mut self, bk: u32) -> Self {
         self.wide_bk = Some(bk);
@@ -321,8 +321,7 @@ impl Matmul {
     /// The register-blocked kernel's K-step and the workgroup memory it needs.
     fn wide_step(&self) -> (u32, u32) {
         let need = |bk| wide_shared_bytes(bk, self.transpose_a, self.transpose_b);
-        let limit = self.a.context().caps().limits.max_compute_workgroup_storage_size;
-        let bk = self.wide_bk.unwrap_or(if need(16) <= limit { 16 } else { 8 });
+        let bk = self.wide_bk.unwrap_or(8);
         (bk, need(bk))
     }
 
@@ -544,35 +543,44 @@ impl Operation for Matmul {
             alpha: self.alpha,
             beta: self.beta,
         };
-        // Slots 3 and 4 of the register-blocked kernel view A and B as vec4, and a binding must
-        // hold one: an operand of fewer than 16 bytes loads as scalars and lends its slot
-        // another operand's binding; where all three are that small, the 64-tile kernel runs.
+        // Slots 3 and 4 of the register-blocked and cooperative kernels view A and B as vec4,
+        // and a binding must hold one: an operand smaller than a vec4 loads as scalars and
+        // lends its slot another operand's binding; where all three are that small (three
+        // elements at most), the product runs on the 64-tile kernel.
         let bytes = |t: &Tensor, binding: &TensorBinding| {
             u64::from(binding.elem_offset()) * dtype.size_in_bytes() as u64 + t.size_in_bytes() as u64
         };
         let sizes = [bytes(&self.a, &a), bytes(&self.b, &b), bytes(&self.c, &c)];
-        let spare = [&a, &b, &c].into_iter().zip(sizes).find(|&(_, n)| n >= 16).map(|(t, _)| t);
+        let vec_bytes = 4 * dtype.size_in_bytes() as u64;
+        let spare = [&a, &b, &c].into_iter().zip(sizes).find(|&(_, n)| n >= vec_bytes).map(|(t, _)| t);
         let (path, tile) = match (path, spare) {
-            (MatmulPath::Gemm128, None) => (MatmulPath::Gemm64, 64),
+            (MatmulPath::Gemm128 | MatmulPath::Cooperative, None) => (MatmulPath::Gemm64, 64),
             _ => (path, tile),
         };
-        let a4 = if sizes[0] >= 16 { &a } else { spare.unwrap_or(&a) };
-        let b4 = if sizes[1] >= 16 { &b } else { spare.unwrap_or(&b) };
-        // vec4 loads where the operand's offset and strides are multiples of 4.
+        let a4 = if sizes[0] >= vec_bytes { &a } else { spare.unwrap_or(&a) };
+        let b4 = if sizes[1] >= vec_bytes { &b } else { spare.unwrap_or(&b) };
+        // vec4 loads where the operand's offset and strides are multiples of 4 — except for a
+        // transposed B: on an H100 its vec4 loads (along K, stored transposed) ran 10-30% slower
+        // than scalar ones, while A's (also along K) and B's along N ran up to 12% faster.
         let vec = |off: u32, ld: u32, batch: u32, bytes: u64| {
-            let on = self.vector_loads && [off, ld, batch].iter().all(|v| v.is_multiple_of(4)) && bytes >= 16;
+            let on = self.vector_loads && [off, ld, batch].iter().all(|v| v.is_multiple_of(4)) && bytes >= vec_bytes;
             if on { 1.0 } else { 0.0 }
         };
         let transposes = [("TRANS_A", trans(self.transpose_a)), ("TRANS_B", trans(self.transpose_b))];
         let (kernel, overrides) = match path {
-            MatmulPath::Cooperative => (&GEMM_COOP, Overrides::new(&transposes)?),
+            MatmulPath::Cooperative => {
+                let a_vec = vec(params.a_off, plan.lda, plan.a_batch, sizes[0]);
+                let b_vec = vec(params.b_off, plan.ldb, plan.b_batch, sizes[1]);
+                let both = if a_vec > 0.0 && b_vec > 0.0 { 1.0 } else { 0.0 };
+                (&GEMM_COOP, Overrides::new(&[transposes[0], transposes[1], ("VEC", both)])?)
+            }
             MatmulPath::Gemm128 => {
                 let overrides = Overrides::new(&[
                     transposes[0],
                     transposes[1],
                     ("BK", f64::from(self.wide_step().0)),
                     ("VEC_A", vec(params.a_off, plan.lda, plan.a_batch, sizes[0])),
-                    ("VEC_B", vec(params.b_off, plan.ldb, plan.b_batch, sizes[1])),
+                    ("VEC_B", if self.transpose_b { 0.0 } else { vec(params.b_off, plan.ldb, plan.b_batch, sizes[1]) }),
                 ])?;
                 (if self.checked { &GEMM_WIDE_CHECKED } else { &GEMM_WIDE }, overrides)
             }
@@ -591,7 +599,8 @@ impl Operation for Matmul {
         };
         let workgroups = [plan.n.div_ceil(tile).min(max), plan.m.div_ceil(tile).min(max), plan.batch.min(max)];
         let five = [&a, &b, &c, a4, b4];
-        let bindings = if path == MatmulPath::Gemm128 { &five[..] } else { &five[..3] };
+        let bindings =
+            if matches!(path, MatmulPath::Gemm128 | MatmulPath::Cooperative) { &five[..] } else { &five[..3] };
         encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings, params, workgroups })
     }
 }
