@@ -15,6 +15,11 @@
 //!
 //! [`compose_source`] produces the exact text compiled for a variant; the test suite runs
 //! every `.wgsl` file under `src/kernels` through naga (WGSL → validation → MSL) with it.
+//!
+//! A kernel whose source starts with `// metallic: trusted` is compiled without wgpu's runtime
+//! checks ([`Kernel::trusted`]); a kernel source may hold `enable` directives of its own
+//! (`enable wgpu_cooperative_matrix;`, lines starting `enable `), which [`compose_source`]
+//! moves to the top.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -44,6 +49,29 @@ pub struct Kernel {
     pub entry: &'static str,
     /// Number of storage buffers, bound at `@group(0) @binding(0..bindings)`.
     pub bindings: u32,
+}
+
+/// The first line of a kernel source that opts into compilation without wgpu's runtime checks
+/// (bounds checks on every array access, loop bounding, guarded integer division): see
+/// [`Kernel::trusted`].
+///
+/// Only a kernel that guards every storage access with its own index checks against sizes the
+/// Rust side validated, indexes workgroup memory only with values in range by construction,
+/// never divides by a runtime value that may be zero and whose loops all terminate may carry
+/// it: without the checks an out-of-range access reads or writes memory outside the binding.
+pub(crate) const TRUSTED_MARKER: &str = "// metallic: trusted";
+
+impl Kernel {
+    /// Whether the kernel is compiled without wgpu's runtime checks (bounds checks, loop
+    /// bounding, guarded division): its source's first line is `// metallic: trusted`. Only a
+    /// kernel that guards every storage access with its own index checks against sizes its op
+    /// validated, indexes workgroup memory only in range by construction, has only bounded
+    /// loops and no runtime divisor may carry it. The flag lives in the source because the claim it makes (every
+    /// access guarded by the kernel's own checks) is about that text; a reviewer sees both in
+    /// one file.
+    pub fn trusted(&self) -> bool {
+        self.source.starts_with(TRUSTED_MARKER)
+    }
 }
 
 /// Most override constants one pipeline key can carry.
@@ -163,13 +191,39 @@ impl fmt::Debug for PipelineKey {
 /// assert!(text.contains("subgroupAdd"));
 /// ```
 pub fn compose_source(source: &str, variant: ShaderVariant) -> String {
-    let enable = if variant.dtype == DType::F16 { "enable f16;\n" } else { "" };
+    let f16 = if variant.dtype == DType::F16 { "enable f16;\n" } else { "" };
+    // The kernel's own `enable` directives (lines starting `enable `) go first: WGSL wants
+    // them before every declaration.
+    let mut enable = String::from(f16);
+    let mut body = String::with_capacity(source.len());
+    for line in source.lines() {
+        let target = if line.starts_with("enable ") { &mut enable } else { &mut body };
+        target.push_str(line);
+        target.push('\n');
+    }
+    let source = body;
     let reduce = if variant.subgroups { REDUCE_SUBGROUP } else { REDUCE_WORKGROUP };
     let declaration = match variant.params {
         ParamMode::Immediates => "var<immediate> params: Params;",
         ParamMode::Uniform => "@group(1) @binding(0) var<uniform> params: Params;",
     };
     format!("{enable}alias T = {};\n{PRELUDE}\n{reduce}\n{source}\n{declaration}\n", variant.dtype.wgsl())
+}
+
+/// Compiles a shader module without wgpu's runtime checks, for kernels marked
+/// [`TRUSTED_MARKER`].
+#[allow(unsafe_code)]
+fn create_trusted_module(device: &wgpu::Device, desc: wgpu::ShaderModuleDescriptor<'_>) -> wgpu::ShaderModule {
+    // SAFETY: `create_shader_module_trusted` is unsafe because, without the checks, a shader
+    // that indexes out of range reads or writes outside its bindings, a loop that never ends
+    // is undefined behaviour, and an integer division by zero is undefined. Only kernels whose
+    // source starts with `TRUSTED_MARKER` come here, and that marker is a promise, reviewed
+    // with the kernel's source, that every storage access is guarded by the kernel's own index
+    // checks against sizes the op's Rust side validated (`Operation::validate` runs before
+    // every encode), that workgroup-memory indices are in range by construction, that every
+    // loop is bounded and that no division has a runtime divisor. The matmul tests run those
+    // kernels at odd sizes, offsets and batches with NaN guards around every operand.
+    unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
 }
 
 /// The bind-group layout for `n` read-write storage buffers at group 0.
@@ -238,10 +292,15 @@ impl Cacheable for ComputeKernel {
         let source = compose_source(kernel.source, variant);
         let label = format!("{}<{}>", kernel.name, variant.dtype);
         let (pipeline, err) = ctx.capture(|| {
-            let module = ctx.device().create_shader_module(wgpu::ShaderModuleDescriptor {
+            let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(&label),
                 source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
-            });
+            };
+            let module = if kernel.trusted() {
+                create_trusted_module(ctx.device(), desc)
+            } else {
+                ctx.device().create_shader_module(desc)
+            };
             let layouts = [Some(&storage_layout.0), params_layout.as_ref().map(|l| &l.0)];
             let layout = ctx.device().create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(&label),

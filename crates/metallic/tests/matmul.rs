@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use metallic::kernels::matmul::{Matmul, MatmulPath};
+use metallic::kernels::matmul::{Matmul, MatmulPath, cooperative_available};
 use metallic::{DType, Error, Operation, Runtime, Tensor};
 
 /// One multiplication to run and check.
@@ -25,6 +25,10 @@ struct Case {
     path: MatmulPath,
     /// Put A, B and C at odd element offsets inside larger buffers (views via `narrow`).
     offset: bool,
+    /// Compile with wgpu's runtime checks ([`Matmul::checked`]).
+    checked: bool,
+    /// K-step of the register-blocked kernel (0: the default).
+    bk: u32,
 }
 
 impl Case {
@@ -42,6 +46,8 @@ impl Case {
             beta: 0.0,
             path: MatmulPath::Auto,
             offset: false,
+            checked: false,
+            bk: 0,
         }
     }
     fn batch(mut self, a: &[usize], b: &[usize], c: &[usize]) -> Self {
@@ -62,6 +68,14 @@ impl Case {
     }
     fn offset(mut self) -> Self {
         self.offset = true;
+        self
+    }
+    fn checked(mut self) -> Self {
+        self.checked = true;
+        self
+    }
+    fn bk(mut self, bk: u32) -> Self {
+        self.bk = bk;
         self
     }
 }
@@ -127,7 +141,9 @@ fn check(rt: &Runtime, dtype: DType, case: &Case, rng: &mut Rng) -> f64 {
         .transpose_b(tb)
         .alpha(alpha)
         .beta(beta)
-        .path(case.path);
+        .path(case.path)
+        .checked(case.checked);
+    let op = if case.bk == 0 { op } else { op.wide_k_step(case.bk) };
     rt.record(&op).unwrap_or_else(|e| panic!("{what}: {e}"));
     let got = c.whole.to_vec_f32().unwrap();
 
@@ -201,7 +217,7 @@ fn small_integer_product_is_exact() {
         let (a, _) = upload(&rt, &[2, 3], dtype, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let (b, _) = upload(&rt, &[3, 2], dtype, &[7.0, 8.0, 9.0, 10.0, 11.0, 12.0]);
         assert_eq!(a.matmul(&b).unwrap().to_vec_f32().unwrap(), [58.0, 64.0, 139.0, 154.0], "{dtype}");
-        for path in [MatmulPath::Gemm32, MatmulPath::Gemm64] {
+        for path in [MatmulPath::Gemm32, MatmulPath::Gemm64, MatmulPath::Gemm128] {
             let c = poisoned(&rt, &[2, 2], dtype);
             rt.record(&Matmul::new(&a, &b, &c).unwrap().path(path)).unwrap();
             assert_eq!(c.to_vec_f32().unwrap(), [58.0, 64.0, 139.0, 154.0], "{dtype} {path:?}");
@@ -220,7 +236,7 @@ fn all_four_transpose_combinations() {
     let rt = runtime();
     let mut cases = Vec::new();
     for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-        for path in [MatmulPath::Gemm32, MatmulPath::Gemm64] {
+        for path in [MatmulPath::Gemm32, MatmulPath::Gemm64, MatmulPath::Gemm128] {
             cases.push(Case::new(13, 31, 7).trans(ta, tb).path(path));
             cases.push(Case::new(65, 33, 70).trans(ta, tb).path(path));
         }
@@ -234,7 +250,7 @@ fn all_four_transpose_combinations() {
 fn alpha_and_beta_scale_and_accumulate_and_beta_zero_ignores_nan_c() {
     let rt = runtime();
     let mut cases = Vec::new();
-    for path in [MatmulPath::Auto, MatmulPath::Gemm32, MatmulPath::Gemm64] {
+    for path in [MatmulPath::Auto, MatmulPath::Gemm32, MatmulPath::Gemm64, MatmulPath::Gemm128] {
         for (alpha, beta) in [(1.5, -0.75), (0.0, 1.0), (-2.0, 0.0), (1.0, 1.0)] {
             cases.push(Case::new(19, 23, 29).scale(alpha, beta).path(path));
             cases.push(Case::new(19, 23, 29).scale(alpha, beta).path(path).trans(true, true).batch(&[2], &[], &[2]));
@@ -283,7 +299,7 @@ fn odd_sizes() {
 fn many_tiles_in_both_tile_configs() {
     let rt = runtime();
     let mut cases = Vec::new();
-    for path in [MatmulPath::Auto, MatmulPath::Gemm32, MatmulPath::Gemm64] {
+    for path in [MatmulPath::Auto, MatmulPath::Gemm32, MatmulPath::Gemm64, MatmulPath::Gemm128] {
         cases.push(Case::new(130, 200, 70).path(path));
         cases.push(Case::new(130, 200, 70).path(path).trans(true, true));
     }
@@ -312,6 +328,8 @@ fn batches_and_broadcasting() {
         cases.push(Case::new(1, 40, 50).batch(&[], &[4], &[4]).trans(ta, tb));
     }
     cases.push(Case::new(9, 10, 11).batch(&[3], &[3], &[3]).scale(0.5, 2.0).path(MatmulPath::Gemm64));
+    cases.push(Case::new(9, 10, 11).batch(&[3], &[3], &[3]).scale(0.5, 2.0).path(MatmulPath::Gemm128));
+    cases.push(Case::new(70, 10, 11).batch(&[3], &[], &[3]).trans(true, false).path(MatmulPath::Gemm128));
     check_all(&rt, &cases, 5);
 }
 
@@ -328,7 +346,221 @@ fn the_kernel_choice() {
     // A batch of rows against one weight is one GEMM with M = batch.
     assert_eq!(path(&[8, 1, 64], &[100, 64], &[8, 1, 100], true), MatmulPath::Gemm32);
     assert_eq!(path(&[2, 64], &[64, 100], &[2, 100], false), MatmulPath::Gemm32);
-    assert_eq!(path(&[1024, 64], &[64, 1024], &[1024, 1024], false), MatmulPath::Gemm64);
+    assert_eq!(path(&[512, 64], &[64, 1024], &[512, 1024], false), MatmulPath::Gemm64);
+    // 48 output tiles of 128 x 128 or more: the register-blocked kernel.
+    assert_eq!(path(&[1024, 64], &[64, 1024], &[1024, 1024], false), MatmulPath::Gemm128);
+    assert_eq!(path(&[2048, 64], &[64, 1024], &[2048, 1024], false), MatmulPath::Gemm128);
+    assert_eq!(path(&[8, 256, 64], &[64, 1024], &[8, 256, 1024], false), MatmulPath::Gemm128);
+    // f16 takes the cooperative kernel where the adapter has it.
+    if rt.context().caps().shader_f16() {
+        let h = |s: &[usize]| Tensor::zeros(&rt, s, DType::F16).unwrap();
+        let chosen = Matmul::new(&h(&[1024, 64]), &h(&[64, 1024]), &h(&[1024, 1024])).unwrap().chosen_path().unwrap();
+        let want = if cooperative_available(rt.context()) { MatmulPath::Cooperative } else { MatmulPath::Gemm128 };
+        assert_eq!(chosen, want);
+    }
+}
+
+/// The register-blocked kernel (128 x 128 tiles, 8 x 8 per invocation): odd sizes around its
+/// tile and K-step, every transpose, both K-steps, with and without wgpu's runtime checks.
+#[test]
+fn register_blocked_kernel() {
+    let rt = runtime();
+    let t = |s: &[usize]| Tensor::zeros(&rt, s, DType::F32).unwrap();
+    let wide =
+        |bk| Matmul::new(&t(&[2, 3]), &t(&[3, 2]), &t(&[2, 2])).unwrap().path(MatmulPath::Gemm128).wide_k_step(bk);
+    // A K-step of 16 needs 34 KiB of workgroup memory (lavapipe has 32): where it is missing,
+    // asking for it is Unsupported (and the default is 8).
+    let steps: &[u32] = if rt.context().caps().limits.max_compute_workgroup_storage_size >= 34 * 1024 {
+        &[8, 16]
+    } else {
+        assert!(matches!(wide(16).validate(), Err(Error::Unsupported { .. })));
+        &[8]
+    };
+    let mut cases = Vec::new();
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        for &bk in steps {
+            let case = |m, n, k| Case::new(m, n, k).trans(ta, tb).path(MatmulPath::Gemm128).bk(bk);
+            cases.push(case(1, 1, 1));
+            cases.push(case(7, 13, 31));
+            cases.push(case(129, 131, 17));
+            cases.push(case(63, 257, 40).scale(0.5, -1.5));
+            cases.push(case(257, 65, 9).checked());
+        }
+    }
+    for &m in &[1usize, 13, 127, 128, 200] {
+        for &k in &[1usize, 8, 16, 33] {
+            cases.push(Case::new(m, 130, k).path(MatmulPath::Gemm128));
+        }
+    }
+    cases.push(Case::new(300, 260, 100).path(MatmulPath::Gemm128).trans(false, true).checked().bk(8));
+    cases.push(Case::new(20, 30, 40).path(MatmulPath::Gemm128).batch(&[2, 2], &[2, 2], &[2, 2]).trans(true, true));
+    cases.push(Case::new(6, 5, 4).batch(&[2], &[], &[2]).path(MatmulPath::Gemm128).offset().trans(true, false));
+    check_all(&rt, &cases, 15);
+    // The old kernel with the runtime checks, for the record.
+    check_all(&rt, &[Case::new(70, 66, 20).path(MatmulPath::Gemm64).checked().trans(false, true)], 16);
+    // K-steps other than 8 and 16 are refused.
+    assert!(matches!(wide(4).validate(), Err(Error::InvalidArgument { .. })));
+}
+
+/// The cooperative-matrix (tensor core) path: on an adapter that has it, f16 products against
+/// the f64 reference at odd sizes, transposes, batches, offsets and scales; on one that lacks
+/// it, asking for it returns `Unsupported`. f32 operands are refused either way (the kernel
+/// rounds its operands to f16).
+#[test]
+fn cooperative_matrix_path() {
+    let rt = runtime();
+    let t = |s: &[usize], dtype| Tensor::zeros(&rt, s, dtype).unwrap();
+    let op = |dtype| {
+        Matmul::new(&t(&[2, 3], dtype), &t(&[3, 2], dtype), &t(&[2, 2], dtype)).unwrap().path(MatmulPath::Cooperative)
+    };
+    assert!(matches!(op(DType::F32).validate(), Err(Error::InvalidArgument { op: "matmul", .. })));
+    if !rt.context().caps().shader_f16() {
+        assert!(!cooperative_available(rt.context()));
+        return;
+    }
+    if !cooperative_available(rt.context()) {
+        let err = op(DType::F16).validate().unwrap_err();
+        assert!(matches!(err, Error::Unsupported { op: "matmul", .. }), "{err}");
+        assert!(matches!(rt.record(&op(DType::F16)), Err(Error::Unsupported { .. })));
+        eprintln!("{}: no cooperative matrices; checked the Unsupported error", rt.context().adapter_info().name);
+        return;
+    }
+    let mut cases = Vec::new();
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let case = |m, n, k| Case::new(m, n, k).trans(ta, tb).path(MatmulPath::Cooperative);
+        cases.push(case(1, 1, 1));
+        cases.push(case(7, 13, 31));
+        cases.push(case(129, 131, 17));
+        cases.push(case(63, 257, 40).scale(0.5, -1.5));
+        cases.push(case(256, 128, 96));
+        cases.push(case(13, 7, 33).offset().scale(1.0, 0.5));
+        cases.push(case(20, 30, 40).batch(&[3], &[], &[3]));
+        cases.push(case(20, 30, 40).batch(&[2], &[2], &[2]));
+    }
+    let mut rng = Rng::new(17);
+    let worst = cases.iter().map(|case| check(&rt, DType::F16, case, &mut rng)).fold(0.0, f64::max);
+    eprintln!("cooperative f16: largest error {:.1}% of the tolerance", 100.0 * worst);
+    // Auto takes it for f16.
+    let h = |s: &[usize]| t(s, DType::F16);
+    let chosen = Matmul::new(&h(&[256, 64]), &h(&[64, 256]), &h(&[256, 256])).unwrap().chosen_path().unwrap();
+    assert_eq!(chosen, MatmulPath::Cooperative);
+}
+
+/// Large products on every GEMM path against the f64 reference (slow on a CPU adapter: run
+/// with `--ignored` on a GPU).
+#[test]
+#[ignore = "large shapes: run on a GPU with --ignored"]
+fn large_shapes_on_every_path() {
+    let rt = runtime();
+    let mut cases = Vec::new();
+    for path in [MatmulPath::Auto, MatmulPath::Gemm64, MatmulPath::Gemm128] {
+        cases.push(Case::new(2048, 1536, 384).path(path));
+        cases.push(Case::new(1000, 1030, 1100).path(path).trans(false, true).scale(1.0, 0.5));
+        cases.push(Case::new(515, 1025, 700).path(path).trans(true, false).bk(8));
+        cases.push(Case::new(8 * 128, 1536, 384).batch(&[2], &[], &[2]).path(path).trans(false, true));
+    }
+    cases.push(Case::new(1, 11008, 4096).trans(false, true));
+    check_all(&rt, &cases, 18);
+    if cooperative_available(rt.context()) {
+        let mut rng = Rng::new(19);
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            for (m, n, k) in [(2048, 1536, 384), (1000, 1030, 1100)] {
+                let case = Case::new(m, n, k).trans(ta, tb).path(MatmulPath::Cooperative);
+                let worst = check(&rt, DType::F16, &case, &mut rng);
+                eprintln!(
+                    "cooperative f16 {m}x{n}x{k} {ta} {tb}: largest error {:.1}% of the tolerance",
+                    100.0 * worst
+                );
+            }
+        }
+    }
+}
+
+/// Times every GEMM variant on the shapes of the brief (GPU timestamps around one command
+/// buffer of iterations); prints, asserts nothing but that they run. `--ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run on a GPU with --ignored --nocapture"]
+fn timings_of_every_variant() {
+    let rt = runtime();
+    let ctx = rt.context();
+    println!("adapter: {:?}", ctx.adapter_info());
+    println!(
+        "cooperative matrix feature: {}, path available: {}",
+        ctx.caps().cooperative_matrix(),
+        cooperative_available(ctx)
+    );
+    let instance = metallic::wgpu::Instance::new(metallic::wgpu::InstanceDescriptor::new_without_display_handle());
+    for adapter in pollster::block_on(instance.enumerate_adapters(metallic::wgpu::Backends::VULKAN)) {
+        println!(
+            "{}: cooperative matrix configurations {:?}",
+            adapter.get_info().name,
+            adapter.cooperative_matrix_properties()
+        );
+    }
+    let time = |op: &Matmul, iters: usize| -> f64 {
+        rt.synchronize().unwrap();
+        let mut cb = rt.command_buffer().unwrap();
+        for _ in 0..3 {
+            cb.record(op).unwrap();
+        }
+        cb.commit().unwrap();
+        cb.wait().unwrap();
+        cb.enable_gpu_timing().unwrap();
+        for _ in 0..iters {
+            cb.record(op).unwrap();
+        }
+        cb.commit().unwrap();
+        cb.wait().unwrap();
+        cb.gpu_time().unwrap().unwrap().as_secs_f64() / iters as f64
+    };
+    // (name, path, checked, K-step (0: default), vec4 loads)
+    type Variant = (&'static str, MatmulPath, bool, u32, bool);
+    let variants: &[Variant] = &[
+        ("auto", MatmulPath::Auto, false, 0, true),
+        ("gemm64 checked", MatmulPath::Gemm64, true, 0, true),
+        ("gemm64 trusted", MatmulPath::Gemm64, false, 0, true),
+        ("gemm32 trusted", MatmulPath::Gemm32, false, 0, true),
+        ("gemm128 bk8 checked", MatmulPath::Gemm128, true, 8, true),
+        ("gemm128 bk8", MatmulPath::Gemm128, false, 8, true),
+        ("gemm128 bk8 scalar", MatmulPath::Gemm128, false, 8, false),
+        ("gemm128 bk16 checked", MatmulPath::Gemm128, true, 16, true),
+        ("gemm128 bk16", MatmulPath::Gemm128, false, 16, true),
+        ("gemm128 bk16 scalar", MatmulPath::Gemm128, false, 16, false),
+        ("cooperative", MatmulPath::Cooperative, false, 0, true),
+    ];
+    // (batch, m, n, k, transpose_b, iterations)
+    let shapes = [
+        (1usize, 4096usize, 4096usize, 4096usize, false, 10usize),
+        (1, 4096, 4096, 4096, true, 10),
+        (1, 2048, 1536, 384, false, 50),
+        (1, 2048, 1536, 384, true, 50),
+        (8, 128, 1536, 384, true, 50),
+        (4, 512, 384, 1536, true, 50),
+        (1, 1024, 1024, 1024, false, 50),
+        (1, 256, 4096, 4096, true, 20),
+        (1, 1, 11008, 4096, true, 200),
+    ];
+    for dtype in float_dtypes(&rt) {
+        for &(batch, m, n, k, tb, iters) in &shapes {
+            let a = Tensor::random_uniform(&rt, [batch, m, k], dtype, -1.0, 1.0, 1).unwrap();
+            let b_dims = if tb { [n, k] } else { [k, n] };
+            let b = Tensor::random_uniform(&rt, b_dims, dtype, -1.0, 1.0, 2).unwrap();
+            let c = Tensor::empty(&rt, [batch, m, n], dtype).unwrap();
+            let flops = 2.0 * (batch * m * n * k) as f64;
+            let mut line = format!("{dtype} [{batch},{m},{k}]x{b_dims:?}{}:", if tb { "^T" } else { "" });
+            for &(name, path, checked, bk, vec) in variants {
+                let op = Matmul::new(&a, &b, &c).unwrap().transpose_b(tb).path(path).checked(checked).vector_loads(vec);
+                let op = if bk == 0 { op } else { op.wide_k_step(bk) };
+                if op.validate().is_err() {
+                    continue;
+                }
+                let chosen = op.chosen_path().unwrap();
+                let t = time(&op, iters);
+                line += &format!("\n    {name:<22} ({chosen:?}) {:.4} ms {:.1} TFLOP/s", t * 1e3, flops / t / 1e12);
+            }
+            println!("{line}");
+        }
+    }
 }
 
 #[test]
@@ -338,6 +570,7 @@ fn operands_at_offsets() {
     for (ta, tb) in [(false, false), (true, true), (false, true)] {
         cases.push(Case::new(13, 7, 31).trans(ta, tb).offset());
         cases.push(Case::new(13, 7, 31).trans(ta, tb).offset().path(MatmulPath::Gemm64).scale(1.0, 0.5));
+        cases.push(Case::new(13, 7, 31).trans(ta, tb).offset().path(MatmulPath::Gemm128).scale(1.0, 0.5));
         cases.push(Case::new(1, 33, 65).trans(ta, tb).offset()); // GEMV
         cases.push(Case::new(1, 33, 65).trans(ta, tb).offset().scale(-1.0, 1.0));
         cases.push(Case::new(6, 5, 4).batch(&[2], &[], &[2]).trans(ta, tb).offset());
@@ -404,6 +637,7 @@ fn both_param_paths_and_both_reduction_flavours() {
         let cases = [
             Case::new(37, 41, 43).trans(false, true).scale(1.0, 0.5),
             Case::new(70, 66, 20).path(MatmulPath::Gemm64).batch(&[2], &[], &[2]),
+            Case::new(70, 66, 20).path(MatmulPath::Gemm128).batch(&[2], &[], &[2]).scale(1.0, 0.5),
             Case::new(1, 50, 700).trans(false, true),
             Case::new(1, 50, 70).trans(false, false).scale(2.0, -1.0),
         ];
@@ -427,7 +661,7 @@ fn random_shapes_and_flags() {
             1 => (vec![batch], vec![]),
             _ => (vec![], vec![batch]),
         };
-        let path = [MatmulPath::Auto, MatmulPath::Gemm32, MatmulPath::Gemm64][pick(&[0, 1, 2])];
+        let path = [MatmulPath::Auto, MatmulPath::Gemm32, MatmulPath::Gemm64, MatmulPath::Gemm128][pick(&[0, 1, 2, 3])];
         let (alpha, beta) = [(1.0, 0.0), (0.5, 1.5), (-1.0, 0.25)][pick(&[0, 1, 2])];
         let mut case = Case::new(m, n, k)
             .batch(&ab, &bb, &[batch])

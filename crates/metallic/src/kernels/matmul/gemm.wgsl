@@ -1,3 +1,10 @@
+// metallic: trusted
+// (Compiled without wgpu's runtime checks: every storage read is guarded by `gm < m`,
+// `gn < n`, `gk < k` and every write by `row < m`, `col < n`, sizes the Rust side validated
+// against the bindings; workgroup-memory indices come from `e < BM * BK` (or `BN * BK`) and
+// `lid < WG`; loops are bounded by k, the tile sizes, the tile counts and the batch; no
+// runtime divisor.)
+//
 // Batched GEMM: C = alpha * op(A) · op(B) + beta * C, accumulated in f32.
 //
 // Each workgroup computes a BM x BN tile of C, one invocation a TM x TN (4 x 4) register block;
