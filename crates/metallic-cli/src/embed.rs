@@ -278,10 +278,14 @@ pub fn bench(args: EmbedBenchArgs) -> Result<()> {
             let refs: Vec<&str> = texts.iter().take(n).map(String::as_str).collect();
             embedder.embed(&refs)?;
             let mut times = Vec::with_capacity(args.repeats);
+            let mut parts = [0.0f64; 3];
             for _ in 0..args.repeats {
                 let start = std::time::Instant::now();
-                embedder.embed(&refs)?;
+                let (_, t) = embedder.embed_timed(&refs)?;
                 times.push(start.elapsed().as_secs_f64());
+                for (sum, d) in parts.iter_mut().zip([t.tokenize, t.record, t.finish]) {
+                    *sum += d.as_secs_f64() / args.repeats as f64;
+                }
             }
             times.sort_by(f64::total_cmp);
             let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
@@ -291,8 +295,11 @@ pub fn bench(args: EmbedBenchArgs) -> Result<()> {
                 Precision::F16 => "f16",
             };
             println!(
-                "{{\"engine\": \"metallic\", \"dtype\": \"{name}\", \"batch\": {batch}, \"sentences\": {n}, \"seconds\": {median:.6}, \"best_seconds\": {best:.6}, \"sentences_per_s\": {:.1}, \"device\": {}}}",
+                "{{\"engine\": \"metallic\", \"dtype\": \"{name}\", \"batch\": {batch}, \"sentences\": {n}, \"seconds\": {median:.6}, \"best_seconds\": {best:.6}, \"sentences_per_s\": {:.1}, \"tokenize_s\": {:.6}, \"record_s\": {:.6}, \"finish_s\": {:.6}, \"device\": {}}}",
                 n as f64 / median,
+                parts[0],
+                parts[1],
+                parts[2],
                 serde_json::Value::from(device.as_str())
             );
         }

@@ -2,6 +2,7 @@
 //! BERT, pool over the real tokens, normalise — the modules `modules.json` lists, in order.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use metallic::{DType, Runtime, Tensor};
 use serde::Deserialize;
@@ -31,6 +32,18 @@ impl Pooling {
             Pooling::Cls => (position == 0).then_some(1.0),
         }
     }
+}
+
+/// Where the time of one [`Embedder::embed_timed`] call went (wall clock).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbedTimings {
+    /// Tokenising every text.
+    pub tokenize: Duration,
+    /// Recording every batch's forward pass on the CPU (the GPU starts on the first
+    /// submissions meanwhile).
+    pub record: Duration,
+    /// Waiting for the GPU, reading the results back and normalising them.
+    pub finish: Duration,
 }
 
 /// Choices made when loading an [`Embedder`].
@@ -264,15 +277,24 @@ impl Embedder {
     /// One embedding per text, in order. Texts are batched by length (longest first) to
     /// keep padding small; every batch is recorded before any result is read back.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.embed_timed(texts)?.0)
+    }
+
+    /// [`embed`](Self::embed), with where the time went.
+    pub fn embed_timed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, EmbedTimings)> {
+        let start = Instant::now();
         let tokens = self.tokenize_batch(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(tokens.get(i).map_or(0, Vec::len)));
+        let tokenized = Instant::now();
 
         let mut pending = Vec::new();
         for chunk in order.chunks(self.batch_size) {
             let batch: Vec<&[u32]> = chunk.iter().filter_map(|&i| tokens.get(i).map(Vec::as_slice)).collect();
             pending.push((chunk, self.pooled(&batch)?));
         }
+        let recorded = Instant::now();
+
         let mut out = vec![Vec::new(); texts.len()];
         let dim = self.dim();
         for (chunk, pooled) in pending {
@@ -287,7 +309,12 @@ impl Embedder {
                 }
             }
         }
-        Ok(out)
+        let timings = EmbedTimings {
+            tokenize: tokenized - start,
+            record: recorded - tokenized,
+            finish: recorded.elapsed(),
+        };
+        Ok((out, timings))
     }
 
     /// Records the forward pass and pooling of one batch; returns `[batch, 1, hidden]`.

@@ -24,5 +24,5 @@ mod embedder;
 mod error;
 pub mod weights;
 
-pub use embedder::{Embedder, EmbedderOptions, Pooling};
+pub use embedder::{EmbedTimings, Embedder, EmbedderOptions, Pooling};
 pub use error::{Error, Result};
