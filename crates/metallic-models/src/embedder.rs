@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use metallic::kernels::matmul::Matmul;
 use metallic::{DType, Runtime, Tensor};
 use serde::Deserialize;
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
@@ -288,25 +289,26 @@ impl Embedder {
         order.sort_by_key(|&i| std::cmp::Reverse(tokens.get(i).map_or(0, Vec::len)));
         let tokenized = Instant::now();
 
-        let mut pending = Vec::new();
+        // Every batch pools into its rows of one tensor (in sorted order), read back once.
+        let dim = self.dim();
+        let pooled = Tensor::empty(&self.rt, [texts.len().max(1), 1, dim], self.model.dtype())?;
+        let mut row = 0;
         for chunk in order.chunks(self.batch_size) {
             let batch: Vec<&[u32]> = chunk.iter().filter_map(|&i| tokens.get(i).map(Vec::as_slice)).collect();
-            pending.push((chunk, self.pooled(&batch)?));
+            self.pool_into(&batch, &pooled.narrow(row, chunk.len())?)?;
+            row += chunk.len();
         }
         let recorded = Instant::now();
 
+        let values = if texts.is_empty() { Vec::new() } else { pooled.to_vec_f32()? };
         let mut out = vec![Vec::new(); texts.len()];
-        let dim = self.dim();
-        for (chunk, pooled) in pending {
-            let values = pooled.to_vec_f32()?;
-            for (&i, row) in chunk.iter().zip(values.chunks_exact(dim)) {
-                let mut row = row.to_vec();
-                if self.normalize {
-                    l2_normalize(&mut row);
-                }
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = row;
-                }
+        for (&i, row) in order.iter().zip(values.chunks_exact(dim)) {
+            let mut row = row.to_vec();
+            if self.normalize {
+                l2_normalize(&mut row);
+            }
+            if let Some(slot) = out.get_mut(i) {
+                *slot = row;
             }
         }
         let timings = EmbedTimings {
@@ -317,8 +319,8 @@ impl Embedder {
         Ok((out, timings))
     }
 
-    /// Records the forward pass and pooling of one batch; returns `[batch, 1, hidden]`.
-    fn pooled(&self, batch: &[&[u32]]) -> Result<Tensor> {
+    /// Records the forward pass of one batch and its pooling into `out` (`[batch, 1, hidden]`).
+    fn pool_into(&self, batch: &[&[u32]], out: &Tensor) -> Result<()> {
         let (rows, seq) = (batch.len(), batch.iter().map(|t| t.len()).max().unwrap_or(0).max(1));
         let mut ids = vec![self.pad_id; rows * seq];
         let mut mask = vec![f32::NEG_INFINITY; rows * seq];
@@ -326,9 +328,7 @@ impl Embedder {
         for (r, tokens) in batch.iter().enumerate() {
             let at = r * seq;
             for (j, &id) in tokens.iter().enumerate() {
-                if let (Some(i), Some(m), Some(w)) =
-                    (ids.get_mut(at + j), mask.get_mut(at + j), weights.get_mut(at + j))
-                {
+                if let (Some(i), Some(m), Some(w)) = (ids.get_mut(at + j), mask.get_mut(at + j), weights.get_mut(at + j)) {
                     *i = id;
                     *m = 0.0;
                     *w = self.pooling.weight(j, tokens.len()).unwrap_or(0.0);
@@ -340,7 +340,9 @@ impl Embedder {
         let mask = upload(&self.rt, &[rows, 1, 1, seq], &mask, dtype)?;
         let weights = upload(&self.rt, &[rows, 1, seq], &weights, dtype)?;
         let hidden = self.model.forward(&ids, &mask)?;
-        Ok(weights.matmul(&hidden)?)
+        // Pooling is a batched product: [batch, 1, seq] token weights times the states.
+        self.rt.record(&Matmul::new(&weights, &hidden, out)?)?;
+        Ok(())
     }
 }
 
