@@ -311,11 +311,8 @@ impl Embedder {
                 *slot = row;
             }
         }
-        let timings = EmbedTimings {
-            tokenize: tokenized - start,
-            record: recorded - tokenized,
-            finish: recorded.elapsed(),
-        };
+        let timings =
+            EmbedTimings { tokenize: tokenized - start, record: recorded - tokenized, finish: recorded.elapsed() };
         Ok((out, timings))
     }
 
@@ -328,7 +325,9 @@ impl Embedder {
         for (r, tokens) in batch.iter().enumerate() {
             let at = r * seq;
             for (j, &id) in tokens.iter().enumerate() {
-                if let (Some(i), Some(m), Some(w)) = (ids.get_mut(at + j), mask.get_mut(at + j), weights.get_mut(at + j)) {
+                if let (Some(i), Some(m), Some(w)) =
+                    (ids.get_mut(at + j), mask.get_mut(at + j), weights.get_mut(at + j))
+                {
                     *i = id;
                     *m = 0.0;
                     *w = self.pooling.weight(j, tokens.len()).unwrap_or(0.0);

@@ -26,3 +26,8 @@ pub mod weights;
 
 pub use embedder::{EmbedTimings, Embedder, EmbedderOptions, Pooling};
 pub use error::{Error, Result};
+
+/// The README's Rust examples (engine and models), run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;

@@ -50,8 +50,3 @@ pub use tensor::{DType, Element, IntoShape, MAX_DIMS, Shape, Strides, Tensor};
 
 pub use half::f16;
 pub use wgpu;
-
-/// The README's Rust examples, run as doc tests so that they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeExamples;
