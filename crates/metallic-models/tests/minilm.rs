@@ -83,3 +83,19 @@ fn f16_embeddings_stay_close() {
     }
     eprintln!("f16: lowest cosine {min_cos:.6}");
 }
+
+#[test]
+fn an_embedder_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    let e = embedder();
+    shareable(e);
+    let texts = ["one thread", "another thread"];
+    let alone = e.embed(&texts).unwrap();
+    let together: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3).map(|_| s.spawn(|| e.embed(&texts).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for got in together {
+        assert_eq!(got, alone, "the same texts gave different embeddings on another thread");
+    }
+}
