@@ -34,6 +34,7 @@ mod kernel;
 pub mod kernels;
 mod params;
 mod pool;
+pub mod quant;
 mod runtime;
 mod tensor;
 
