@@ -22,6 +22,7 @@
 pub mod bert;
 mod embedder;
 mod error;
+pub mod vocab;
 pub mod weights;
 
 pub use embedder::{EmbedTimings, Embedder, EmbedderOptions, Pooling};
