@@ -16,6 +16,7 @@ pub mod rope;
 pub mod sdpa;
 pub mod softmax;
 pub mod strided;
+pub mod topk;
 pub mod unary;
 
 use crate::error::{Error, Result};
