@@ -22,6 +22,7 @@
 pub mod bert;
 mod embedder;
 mod error;
+pub mod sampling;
 pub mod vocab;
 pub mod weights;
 

@@ -1,0 +1,188 @@
+//! Choosing the next token from a row of logits: repetition penalty, then top-k, top-p and
+//! min-p on the untempered distribution, then temperature and a seeded draw — llama.cpp's
+//! default order. The top-k candidates come from the GPU ([`Tensor::top_k`]), so a 262k-entry
+//! row is never read back unless top-k is off.
+
+use metallic::Tensor;
+use metallic::kernels::topk::MAX_K;
+
+use crate::{Error, Result};
+
+/// What the sampler does. `Default` is llama.cpp's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingOptions {
+    /// Divides the logits before the draw; 0 means greedy (the most likely token).
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1: all).
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one (0: none).
+    pub min_p: f32,
+    /// Divides positive logits (multiplies negative ones) of recently seen tokens (1: off).
+    pub repeat_penalty: f32,
+    /// How many of the most recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    /// Seed of the draw: the same seed, logits and history give the same tokens.
+    pub seed: u64,
+}
+
+impl Default for SamplingOptions {
+    fn default() -> Self {
+        SamplingOptions {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0x5eed,
+        }
+    }
+}
+
+impl SamplingOptions {
+    /// Always the most likely token.
+    pub fn greedy() -> Self {
+        SamplingOptions { temperature: 0.0, ..Self::default() }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidInput(m));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(format!("temperature must be finite and >= 0, got {}", self.temperature));
+        }
+        if !(0.0..=1.0).contains(&self.top_p) {
+            return bad(format!("top-p must be in [0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min-p must be in [0, 1], got {}", self.min_p));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad(format!("repeat penalty must be finite and > 0, got {}", self.repeat_penalty));
+        }
+        Ok(())
+    }
+}
+
+/// A seeded sampler; one per generated sequence.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    options: SamplingOptions,
+    state: u64,
+}
+
+impl Sampler {
+    /// A sampler with `options` (checked: finite, in range).
+    pub fn new(options: SamplingOptions) -> Result<Self> {
+        options.validate()?;
+        Ok(Sampler { options, state: options.seed })
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &SamplingOptions {
+        &self.options
+    }
+
+    /// The next token from `logits` (`[vocab]`, or the last row of `[.., vocab]`), given the
+    /// tokens so far (for the repetition penalty).
+    pub fn sample(&mut self, logits: &Tensor, history: &[u32]) -> Result<u32> {
+        let vocab = logits.dims().last().copied().unwrap_or(0);
+        if vocab == 0 {
+            return Err(Error::InvalidInput(format!("no logits to sample from ({})", logits.shape())));
+        }
+        let row = logits.reshape([logits.numel() / vocab, vocab])?;
+        let row = row.narrow(row.dims().first().copied().unwrap_or(1).saturating_sub(1), 1)?;
+        let penalized = self.penalized(history);
+        let keep = if self.options.temperature <= 0.0 { 1 } else { self.options.top_k };
+        // Penalties only lower logits, so the top `keep` after them lie among the top
+        // `keep + penalized` before them.
+        let fetch = keep.saturating_add(penalized.len());
+        let mut candidates = if keep == 0 || fetch > MAX_K.min(vocab) {
+            let values = row.to_vec_f32()?;
+            (0u32..).zip(values).collect()
+        } else {
+            let (values, ids) = row.top_k(fetch)?;
+            let (values, ids) = (values.to_vec_f32()?, ids.to_vec::<u32>()?);
+            ids.into_iter().zip(values).collect::<Vec<_>>()
+        };
+        Ok(self.choose(&mut candidates, &penalized))
+    }
+
+    /// The distinct tokens among the last `repeat_last_n` of `history` (none when the
+    /// penalty is off).
+    fn penalized(&self, history: &[u32]) -> Vec<u32> {
+        if self.options.repeat_penalty == 1.0 {
+            return Vec::new();
+        }
+        let start = history.len().saturating_sub(self.options.repeat_last_n);
+        let mut ids: Vec<u32> = history.get(start..).unwrap_or_default().to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The CPU half: penalties, filters, temperature and the draw over `(token, logit)`
+    /// candidates (any order; at least one).
+    pub fn choose(&mut self, candidates: &mut Vec<(u32, f32)>, penalized: &[u32]) -> u32 {
+        let o = self.options;
+        for (id, logit) in candidates.iter_mut() {
+            if penalized.binary_search(id).is_ok() {
+                *logit = if *logit > 0.0 { *logit / o.repeat_penalty } else { *logit * o.repeat_penalty };
+            }
+        }
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let Some(&(best, best_logit)) = candidates.first() else { return 0 };
+        if o.temperature <= 0.0 {
+            return best;
+        }
+        if o.top_k > 0 {
+            candidates.truncate(o.top_k);
+        }
+        let probs = softmax(candidates.iter().map(|c| c.1), 1.0);
+        if o.top_p < 1.0 {
+            let mut sum = 0.0;
+            let keep = probs.iter().position(|&p| {
+                sum += p;
+                sum >= f64::from(o.top_p)
+            });
+            candidates.truncate(keep.map_or(candidates.len(), |i| i + 1));
+        }
+        if o.min_p > 0.0 {
+            let floor = best_logit + o.min_p.ln();
+            candidates.retain(|c| c.1 >= floor);
+        }
+        let probs = softmax(candidates.iter().map(|c| c.1), o.temperature);
+        let mut target = self.uniform();
+        for (c, p) in candidates.iter().zip(&probs) {
+            if target < *p {
+                return c.0;
+            }
+            target -= p;
+        }
+        candidates.last().map_or(best, |c| c.0)
+    }
+
+    /// Uniform in [0, 1) from SplitMix64.
+    fn uniform(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Probabilities of `logits / temperature`, in f64.
+fn softmax(logits: impl Iterator<Item = f32> + Clone, temperature: f32) -> Vec<f64> {
+    let t = f64::from(temperature);
+    let max = logits.clone().fold(f64::NEG_INFINITY, |m, l| m.max(f64::from(l) / t));
+    if !max.is_finite() {
+        // Every logit is -inf (or the row is empty): nothing to prefer.
+        let n = logits.count().max(1);
+        return vec![1.0 / n as f64; n];
+    }
+    let exps: Vec<f64> = logits.map(|l| (f64::from(l) / t - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
