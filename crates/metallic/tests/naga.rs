@@ -1,6 +1,7 @@
 //! Every WGSL kernel in the crate parses, validates and translates to Metal (MSL) with naga,
-//! in every variant (dtype × parameter mode × reduction flavour). New `.wgsl` files are picked up by walking the
-//! kernel folder.
+//! in every variant (dtype × parameter mode × reduction flavour). New `.wgsl` files are picked
+//! up by walking the kernel folder; a folder's `common.wgsl` is appended to each of its
+//! kernels, as their `Kernel` statics do (`concat!`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
         // `prelude/` holds the pieces `compose_source` adds to every kernel, not kernels.
         if path.is_dir() && !path.ends_with("prelude") {
             wgsl_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "wgsl") {
+        } else if path.extension().is_some_and(|e| e == "wgsl") && !path.ends_with("common.wgsl") {
             out.push(path);
         }
     }
@@ -45,7 +46,10 @@ fn every_kernel_translates_to_msl_in_every_variant() {
     assert!(files.len() >= 4, "expected the kernel library under {}, found {files:?}", root.display());
     let mut failures = Vec::new();
     for file in &files {
-        let source = std::fs::read_to_string(file).unwrap();
+        let mut source = std::fs::read_to_string(file).unwrap();
+        if let Ok(common) = std::fs::read_to_string(file.with_file_name("common.wgsl")) {
+            source.push_str(&common);
+        }
         for dtype in [DType::F32, DType::F16, DType::U32] {
             for (params, subgroups) in [
                 (ParamMode::Immediates, true),

@@ -18,73 +18,13 @@
 // mean and the sum of deviations need no such correction: the corrected two-pass formula
 // absorbs the error of the one, and the other is small.
 
-// 0: layer norm; 1: RMS norm.
-override RMS: bool = false;
-// Neumaier-compensated per-invocation sums (else plain f32 sums).
-override COMPENSATED: bool = true;
-
-// Bits of `params.flags`.
-const HAS_WEIGHT: u32 = 1u;
-const HAS_BIAS: u32 = 2u;
-const UNIT_OFFSET: u32 = 4u;
-
-struct Params {
-    rows: u32,
-    cols: u32,
-    x_off: u32,
-    w_off: u32,
-    b_off: u32,
-    out_off: u32,
-    flags: u32,
-    eps: f32,
-    // Always 0. XOR-ed into the bits of each compensated partial sum so that no compiler
-    // can prove `(s + v) - s == v` and fold the compensation away (fast-math on Metal,
-    // algebraic passes elsewhere).
-    zero: u32,
-}
+// Options, `Params` and the `Acc` sums: common.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> x: array<T>;
 // When the op has no weight (bias), the host binds `x` here and clears the flag.
 @group(0) @binding(1) var<storage, read_write> weight: array<T>;
 @group(0) @binding(2) var<storage, read_write> bias: array<T>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
-
-// A running sum `s` and, when COMPENSATED, the rounding error `c` it has shed (value s + c).
-struct Acc {
-    s: f32,
-    c: f32,
-}
-
-fn opaque(v: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(v) ^ params.zero);
-}
-
-fn acc_add(a: Acc, v: f32) -> Acc {
-    if !COMPENSATED {
-        return Acc(a.s + v, 0.0);
-    }
-    let t = opaque(a.s + v);
-    // Neumaier: the exact rounding error of s + v, taken from the larger operand.
-    let err = select((v - t) + a.s, (a.s - t) + v, abs(a.s) >= abs(v));
-    return Acc(t, a.c + err);
-}
-
-// Sum over the workgroup; call from uniform control flow.
-fn acc_total(a: Acc, lanes: Lanes) -> f32 {
-    return workgroup_sum(a.s + a.c, lanes);
-}
-
-// The same, and when COMPENSATED a second reduction corrects the first one's rounding: each
-// invocation's distance from an equal share, p - t / WG (t / WG is exact, WG a power of two),
-// sums exactly to (sum of partials) - t, and being small it sums with small error.
-fn acc_total_refined(a: Acc, lanes: Lanes) -> f32 {
-    let p = a.s + a.c;
-    let t = workgroup_sum(p, lanes);
-    if !COMPENSATED {
-        return t;
-    }
-    return t + workgroup_sum(p - t / f32(WG), lanes);
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lanes: Lanes) {

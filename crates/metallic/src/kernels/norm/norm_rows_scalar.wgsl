@@ -5,65 +5,12 @@
 // (element base + c * WG in component c of the vector at base i + 4 * WG * j), so every load
 // and store is coalesced across the workgroup; each element is read once and written once.
 
-override RMS: bool = false;
-override COMPENSATED: bool = true;
-
-const HAS_WEIGHT: u32 = 1u;
-const HAS_BIAS: u32 = 2u;
-const UNIT_OFFSET: u32 = 4u;
-
-struct Params {
-    rows: u32,
-    cols: u32,
-    x_off: u32,
-    w_off: u32,
-    b_off: u32,
-    out_off: u32,
-    flags: u32,
-    eps: f32,
-    // Always 0 (see `opaque`).
-    zero: u32,
-}
+// Options, `Params` and the `Acc` sums: common.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> weight: array<T>;
 @group(0) @binding(2) var<storage, read_write> bias: array<T>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
-
-struct Acc {
-    s: f32,
-    c: f32,
-}
-
-fn opaque(v: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(v) ^ params.zero);
-}
-
-fn acc_add(a: Acc, v: f32) -> Acc {
-    if !COMPENSATED {
-        return Acc(a.s + v, 0.0);
-    }
-    let t = opaque(a.s + v);
-    let err = select((v - t) + a.s, (a.s - t) + v, abs(a.s) >= abs(v));
-    return Acc(t, a.c + err);
-}
-
-fn acc_add4(a: Acc, v: vec4<f32>) -> Acc {
-    return acc_add(acc_add(acc_add(acc_add(a, v.x), v.y), v.z), v.w);
-}
-
-fn acc_total(a: Acc, lanes: Lanes) -> f32 {
-    return workgroup_sum(a.s + a.c, lanes);
-}
-
-fn acc_total_refined(a: Acc, lanes: Lanes) -> f32 {
-    let p = a.s + a.c;
-    let t = workgroup_sum(p, lanes);
-    if !COMPENSATED {
-        return t;
-    }
-    return t + workgroup_sum(p - t / f32(WG), lanes);
-}
 
 // Elements i + c * WG (component c) of the row starting at `xs`, zeros beyond its `n`.
 fn load(xs: u32, i: u32, n: u32) -> vec4<f32> {

@@ -34,12 +34,21 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static SOFTMAX: Kernel = Kernel { name: "softmax", source: include_str!("softmax.wgsl"), entry: "main", bindings: 3 };
-static SOFTMAX_ROWS: Kernel =
-    Kernel { name: "softmax_rows", source: include_str!("softmax_rows.wgsl"), entry: "main", bindings: 3 };
+static SOFTMAX: Kernel = Kernel {
+    name: "softmax",
+    source: concat!(include_str!("softmax.wgsl"), include_str!("common.wgsl")),
+    entry: "main",
+    bindings: 3,
+};
+static SOFTMAX_ROWS: Kernel = Kernel {
+    name: "softmax_rows",
+    source: concat!(include_str!("softmax_rows.wgsl"), include_str!("common.wgsl")),
+    entry: "main",
+    bindings: 3,
+};
 static SOFTMAX_ROWS_SCALAR: Kernel = Kernel {
     name: "softmax_rows_scalar",
-    source: include_str!("softmax_rows_scalar.wgsl"),
+    source: concat!(include_str!("softmax_rows_scalar.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 3,
 };

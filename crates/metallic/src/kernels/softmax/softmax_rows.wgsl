@@ -5,100 +5,17 @@
 // variables; the max, the sum of exp and the outputs all come from those registers: one read
 // and one write per element. The mask stays scalar-indexed (any strides).
 
-override COMPENSATED: bool = true;
-
-struct Params {
-    rows: u32,
-    k: u32,
-    q_len: u32,
-    x_off: u32,
-    out_off: u32,
-    mask_off: u32,
-    scale: f32,
-    causal: u32,
-    causal_offset: u32,
-    has_mask: u32,
-    n1: u32,
-    n2: u32,
-    ms0: u32,
-    ms1: u32,
-    ms2: u32,
-    ms_k: u32,
-    // Always 0 (see `opaque`).
-    zero: u32,
-}
-
-fn opaque(v: f32) -> f32 {
-    return bitcast<f32>(bitcast<u32>(v) ^ params.zero);
-}
+// Options, `Params`, masking and the compensated sums: common.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> x: array<vec4<T>>;
 @group(0) @binding(1) var<storage, read_write> mask: array<T>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<T>>;
 
-const F32_MAX: f32 = 0x1.fffffep+127f;
-const EXP_FLOOR: f32 = -128.0;
-
-fn is_masked(v: f32) -> bool {
-    return bitcast<u32>(v) >= 0xff800000u;
-}
-
-// Scaled logit `v` of key `k`: mask added, overflow clamped to the largest finite value, and
-// -inf (taking no part) for keys at or beyond `limit` (causal, or past the row).
-fn logit(v: f32, k: u32, limit: u32, mr: u32) -> f32 {
-    if k >= limit {
-        // -inf, built at run time (a constant infinity is not valid WGSL).
-        return bitcast<f32>(0xff800000u | params.zero);
-    }
-    var r = v;
-    if params.has_mask != 0u {
-        r += f32(mask[mr + k * params.ms_k]);
-    }
-    if bitcast<u32>(r) == 0x7f800000u {
-        r = F32_MAX;
-    }
-    return r;
-}
-
+// Logits of keys k0 .. k0 + 3 (one vector).
 fn logits(xv: vec4<T>, k0: u32, limit: u32, mr: u32) -> vec4<f32> {
     let v = vec4<f32>(xv) * params.scale;
     return vec4<f32>(logit(v.x, k0, limit, mr), logit(v.y, k0 + 1u, limit, mr), logit(v.z, k0 + 2u, limit, mr),
         logit(v.w, k0 + 3u, limit, mr));
-}
-
-fn live(v: f32) -> f32 {
-    return select(v, -F32_MAX, is_masked(v));
-}
-
-fn max4(v: vec4<f32>) -> f32 {
-    return max(max(live(v.x), live(v.y)), max(live(v.z), live(v.w)));
-}
-
-fn ex(v: f32, m: f32) -> f32 {
-    return select(exp(max(v - m, EXP_FLOOR)), 0.0, is_masked(v));
-}
-
-fn exps(v: vec4<f32>, m: f32) -> vec4<f32> {
-    return vec4<f32>(ex(v.x, m), ex(v.y, m), ex(v.z, m), ex(v.w, m));
-}
-
-// A running sum `s` and, when COMPENSATED, the rounding error `c` it has shed.
-struct Acc {
-    s: f32,
-    c: f32,
-}
-
-fn acc_add(a: Acc, v: f32) -> Acc {
-    if !COMPENSATED {
-        return Acc(a.s + v, 0.0);
-    }
-    let t = opaque(a.s + v);
-    let err = select((v - t) + a.s, (a.s - t) + v, abs(a.s) >= abs(v));
-    return Acc(t, a.c + err);
-}
-
-fn acc_add4(a: Acc, v: vec4<f32>) -> Acc {
-    return acc_add(acc_add(acc_add(acc_add(a, v.x), v.y), v.z), v.w);
 }
 
 @compute @workgroup_size(WG)
