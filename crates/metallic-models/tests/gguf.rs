@@ -417,6 +417,18 @@ fn tensors_are_found_in_file_order_with_their_data() {
 }
 
 #[test]
+fn a_parsed_file_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<GgufFile>();
+    let f = parse(&small_valid()).unwrap();
+    let sizes: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = f.tensors().iter().map(|t| scope.spawn(|| f.tensor_data(t).len())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sizes, [32, 34]);
+}
+
+#[test]
 fn open_maps_a_file_and_errors_name_it() {
     let dir = TempDir::new("gguf-open");
     let good = dir.path().join("model.gguf");
@@ -905,4 +917,46 @@ fn agrees_with_gguf_py_on_its_own_file() {
     assert_eq!((embd.dims(), embd.shape()), (&[8, 3][..], vec![3, 8]));
     let first = f32::from_le_bytes(f.tensor_data(embd)[..4].try_into().unwrap());
     assert_eq!(first, -1.0);
+}
+
+/// Opens every `.gguf` in `$METALLIC_GGUF_DIR` (real models, or llama.cpp's `models/ggml-vocab-*`
+/// files) and prints a one-line summary of each; run with
+/// `METALLIC_GGUF_DIR=... cargo test -p metallic-models --test gguf -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs real GGUF files in $METALLIC_GGUF_DIR"]
+fn real_files_parse() {
+    let dir = std::env::var_os("METALLIC_GGUF_DIR").expect("set METALLIC_GGUF_DIR to a folder of .gguf files");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no .gguf files in {}", Path::new(&dir).display());
+    for path in paths {
+        let f = GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let tokens = f.get_array("tokenizer.ggml.tokens").map(|a| a.len()).unwrap_or(0);
+        let merges = f.get_array("tokenizer.ggml.merges").map(|a| a.len()).unwrap_or(0);
+        let tensor_bytes: usize = f.tensors().iter().map(|t| t.size_bytes()).sum();
+        let offsets: usize = f.tensors().iter().map(|t| t.file_offset()).sum();
+        let mut types = std::collections::BTreeMap::new();
+        for t in f.tensors() {
+            *types.entry(t.ty().name()).or_insert(0) += 1;
+        }
+        let types: Vec<String> = types.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        println!(
+            "{} v{} kv={} tensors={} tokens={} merges={} alignment={} data_start={} tensor_bytes={} offsets={} types={}",
+            path.file_name().unwrap().to_string_lossy(),
+            f.version(),
+            f.metadata().len(),
+            f.tensors().len(),
+            tokens,
+            merges,
+            f.alignment(),
+            f.data_start(),
+            tensor_bytes,
+            offsets,
+            types.join(",")
+        );
+    }
 }
