@@ -6,6 +6,8 @@
 //! - [`bert`]: the BERT encoder itself, one struct per block of the Hugging Face config.
 //! - [`weights`]: memory-mapped safetensors files, uploaded tensor by tensor with their shapes
 //!   checked.
+//! - [`gguf`]: memory-mapped GGUF files (llama.cpp's format): metadata, tensor infos and raw
+//!   block data, validated as untrusted input.
 //!
 //! ```no_run
 //! use metallic_models::Embedder;
@@ -22,12 +24,14 @@
 pub mod bert;
 mod embedder;
 mod error;
+pub mod gguf;
 pub mod sampling;
 pub mod vocab;
 pub mod weights;
 
 pub use embedder::{EmbedTimings, Embedder, EmbedderOptions, Pooling};
 pub use error::{Error, Result};
+pub use gguf::{GgufArray, GgufFile, GgufString, GgufType, GgufValue};
 
 /// The README's Rust examples (engine and models), run as doc tests so that they stay true.
 #[cfg(doctest)]
