@@ -309,11 +309,8 @@ impl Embedder {
                 }
             }
         }
-        let timings = EmbedTimings {
-            tokenize: tokenized - start,
-            record: recorded - tokenized,
-            finish: recorded.elapsed(),
-        };
+        let timings =
+            EmbedTimings { tokenize: tokenized - start, record: recorded - tokenized, finish: recorded.elapsed() };
         Ok((out, timings))
     }
 
