@@ -20,7 +20,10 @@
 // A workgroup of 128 invocations owns BQ = 64 rows; invocation t = 8 * ty + tx owns rows
 // 4 ty .. 4 ty + 3 (local). Per tile of BK = 32 keys:
 //   1. K and V tiles are staged in workgroup memory as vec4 rows (Q was staged once, scaled by
-//      scale * log2(e), so the softmax works in base 2 with exp2);
+//      scale * log2(e), so the softmax works in base 2 with exp2); the next tile's K and V are
+//      fetched into registers at the start of a step and stored once this one's are read
+//      (K after the scores, V after P · V), so global latency overlaps the arithmetic and a
+//      step needs three barriers;
 //   2. scores: a 4 x 4 block per invocation, its rows against keys tx + 8 c (c < 4), in
 //      registers; masked pairs (causal, mask <= MASKED, keys past seq_k) become MASKED;
 //   3. row maxima: the 8 invocations sharing rows exchange their partial maxima through
@@ -59,7 +62,7 @@ const PS4: u32 = BQ / 4u + 1u;
 override Q_LEN: u32 = BQ * D4;
 override K_LEN: u32 = BK * KS4;
 override V_LEN: u32 = BK * DV4;
-// Staging loop trip counts.
+// Staging loop trip counts (K_ITERS, V_ITERS <= 4: D, DV <= 64).
 override Q_ITERS: u32 = (BQ * D4 + 127u) / 128u;
 override K_ITERS: u32 = (BK * D4 + 127u) / 128u;
 override V_ITERS: u32 = (BK * DV4 + 127u) / 128u;
@@ -147,6 +150,41 @@ fn v_vec(at: u32, d: u32) -> vec4<f32> {
     if d + 2u < DV { x.z = f32(v[at + 2u]); }
     if d + 3u < DV { x.w = f32(v[at + 3u]); }
     return x;
+}
+
+// The it-th vec4 (it < 4) this invocation stages of the K (V) tile of keys key0..: zeros
+// past seq_k and past the tile; `put_k` (`put_v`) stores it.
+fn load_k(t: u32, it: u32, key0: u32, kv_row0: u32) -> vec4<f32> {
+    let e = t + it * 128u;
+    let j = e / D4;
+    var x = vec4<f32>(0.0);
+    if it < K_ITERS && e < BK * D4 && key0 + j < params.seq_k {
+        let d = 4u * (e % D4);
+        x = k_vec(params.k_off + (kv_row0 + key0 + j) * D + d, d);
+    }
+    return x;
+}
+fn put_k(t: u32, it: u32, x: vec4<f32>) {
+    let e = t + it * 128u;
+    if it < K_ITERS && e < BK * D4 {
+        k_tile[(e / D4) * KS4 + e % D4] = x;
+    }
+}
+fn load_v(t: u32, it: u32, key0: u32, kv_row0: u32) -> vec4<f32> {
+    let e = t + it * 128u;
+    let j = e / DV4;
+    var x = vec4<f32>(0.0);
+    if it < V_ITERS && e < BK * DV4 && key0 + j < params.seq_k {
+        let d = 4u * (e % DV4);
+        x = v_vec(params.v_off + (kv_row0 + key0 + j) * DV + d, d);
+    }
+    return x;
+}
+fn put_v(t: u32, it: u32, x: vec4<f32>) {
+    let e = t + it * 128u;
+    if it < V_ITERS && e < BK * DV4 {
+        v_tile[e] = x;
+    }
 }
 
 // s + dot(a, b) as four fused multiply-adds.
@@ -288,35 +326,40 @@ fn main(
     let cb = min(tx + TX, DV4 - 1u);
     let q_at = lr * D4;
 
+    // The first tile's K and V; each later tile's are fetched into registers while the
+    // previous one is multiplied (K_ITERS, V_ITERS <= 4 for head dimensions up to 64).
+    var kr0 = load_k(t, 0u, 0u, kv_row0);
+    var kr1 = load_k(t, 1u, 0u, kv_row0);
+    var kr2 = load_k(t, 2u, 0u, kv_row0);
+    var kr3 = load_k(t, 3u, 0u, kv_row0);
+    var vr0 = load_v(t, 0u, 0u, kv_row0);
+    var vr1 = load_v(t, 1u, 0u, kv_row0);
+    var vr2 = load_v(t, 2u, 0u, kv_row0);
+    var vr3 = load_v(t, 3u, 0u, kv_row0);
+    put_k(t, 0u, kr0);
+    put_k(t, 1u, kr1);
+    put_k(t, 2u, kr2);
+    put_k(t, 3u, kr3);
+    put_v(t, 0u, vr0);
+    put_v(t, 1u, vr1);
+    put_v(t, 2u, vr2);
+    put_v(t, 3u, vr3);
+    workgroupBarrier();
+
     for (var tile = 0u; tile < tiles; tile += 1u) {
         let key0 = tile * BK;
-        // The previous tile's reads are done (on the first tile: Q is staged).
-        workgroupBarrier();
-        for (var it = 0u; it < K_ITERS; it += 1u) {
-            let e = t + it * 128u;
-            if e < BK * D4 {
-                let j = e / D4;
-                let d = 4u * (e % D4);
-                var x = vec4<f32>(0.0);
-                if key0 + j < params.seq_k {
-                    x = k_vec(params.k_off + (kv_row0 + key0 + j) * D + d, d);
-                }
-                k_tile[j * KS4 + e % D4] = x;
-            }
+        let more = tile + 1u < tiles;
+        if more {
+            let next = key0 + BK;
+            kr0 = load_k(t, 0u, next, kv_row0);
+            kr1 = load_k(t, 1u, next, kv_row0);
+            kr2 = load_k(t, 2u, next, kv_row0);
+            kr3 = load_k(t, 3u, next, kv_row0);
+            vr0 = load_v(t, 0u, next, kv_row0);
+            vr1 = load_v(t, 1u, next, kv_row0);
+            vr2 = load_v(t, 2u, next, kv_row0);
+            vr3 = load_v(t, 3u, next, kv_row0);
         }
-        for (var it = 0u; it < V_ITERS; it += 1u) {
-            let e = t + it * 128u;
-            if e < BK * DV4 {
-                let j = e / DV4;
-                let d = 4u * (e % DV4);
-                var x = vec4<f32>(0.0);
-                if key0 + j < params.seq_k {
-                    x = v_vec(params.v_off + (kv_row0 + key0 + j) * DV + d, d);
-                }
-                v_tile[e] = x;
-            }
-        }
-        workgroupBarrier();
 
         // Scores: rows lr..lr+3 (s0..s3) against keys tx + 8 c (components c).
         var s0 = vec4<f32>(0.0);
@@ -363,6 +406,14 @@ fn main(
         p_tile[(tx + TX) * PS4 + ty] = vec4<f32>(p0.y, p1.y, p2.y, p3.y);
         p_tile[(tx + 2u * TX) * PS4 + ty] = vec4<f32>(p0.z, p1.z, p2.z, p3.z);
         p_tile[(tx + 3u * TX) * PS4 + ty] = vec4<f32>(p0.w, p1.w, p2.w, p3.w);
+        // Every invocation finished reading this tile's K before the barrier above: the next
+        // tile's K goes in now.
+        if more {
+            put_k(t, 0u, kr0);
+            put_k(t, 1u, kr1);
+            put_k(t, 2u, kr2);
+            put_k(t, 3u, kr3);
+        }
         // Rescale to the new maxima (alpha is 0 while every key so far was masked, and so is
         // the accumulator).
         o0a *= alpha.x;
@@ -387,6 +438,14 @@ fn main(
             o2b = fma(vec4<f32>(p.z), vb, o2b);
             o3a = fma(vec4<f32>(p.w), va, o3a);
             o3b = fma(vec4<f32>(p.w), vb, o3b);
+        }
+        // This tile's V is read: the next one's goes in (seen after the next `red` barrier).
+        workgroupBarrier();
+        if more {
+            put_v(t, 0u, vr0);
+            put_v(t, 1u, vr1);
+            put_v(t, 2u, vr2);
+            put_v(t, 3u, vr3);
         }
     }
 
