@@ -335,6 +335,14 @@ fn overlaps(a: &Tensor, b: &Tensor) -> bool {
 /// row (online softmax, f32 arithmetic for f16 storage). Rows that see no key give 0; `-inf`
 /// mask values and large logits stay finite. Results are deterministic.
 ///
+/// Two kernels ([`FlashKernel`]): for head dimensions up to
+/// [`FlashAttention::TILED_MAX_HEAD_DIM`] and at least [`FlashAttention::TILED_MIN_ROWS`] rows
+/// per K/V head, the register-blocked `tiled.wgsl` (64 rows × 32 keys a step, 4 × 4 scores and
+/// 4 rows × 8 output columns per invocation, the next K/V tile fetched during the step; on an
+/// H100 the seed shape `[32, 1024, 64]` f32 ran in 0.445 ms non-causal, 0.306 ms causal, against
+/// 0.751 / 0.504 ms without the fetch and 1.004 / 0.662 ms on `flash.wgsl`); otherwise
+/// `flash.wgsl`, described next.
+///
 /// Head dimensions up to [`FlashAttention::MAX_HEAD_DIM`]; tile sizes follow the head
 /// dimensions, the rows per K/V head and the device's workgroup memory (20 KiB fits every head
 /// dimension; more gives larger tiles). Short query blocks over long caches (decoding) use one
