@@ -5,6 +5,7 @@
 
 use std::collections::{BinaryHeap, HashMap};
 
+use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
 /// What a token is, from `tokenizer.ggml.token_type` (llama.cpp's numbering).
@@ -150,6 +151,54 @@ impl Vocab {
         })
     }
 
+    /// The vocabulary a GGUF file describes in its `tokenizer.ggml.*` metadata. Only
+    /// SentencePiece vocabularies (`tokenizer.ggml.model` = `llama`) are implemented so far.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let model = file.get_str("tokenizer.ggml.model")?;
+        if model != "llama" {
+            return Err(Error::Unsupported {
+                path: file.path().into(),
+                what: "tokenizer.ggml.model",
+                found: model.into(),
+                supported: "llama (SentencePiece)",
+            });
+        }
+        let optional_id = |key: &str| match file.get(key) {
+            Some(_) => file.get_u32(key).map(Some),
+            None => Ok(None),
+        };
+        let flag = |key: &str, default: bool| match file.get(key) {
+            Some(_) => file.get_bool(key),
+            None => Ok(default),
+        };
+        let tokens: Vec<String> = file.get_str_array("tokenizer.ggml.tokens")?.into_iter().map(String::from).collect();
+        let scores = match file.get("tokenizer.ggml.scores") {
+            Some(_) => file.get_f32_array("tokenizer.ggml.scores")?.to_vec(),
+            None => Vec::new(),
+        };
+        let types = match file.get("tokenizer.ggml.token_type") {
+            Some(_) => file.get_i32_array("tokenizer.ggml.token_type")?.to_vec(),
+            None => Vec::new(),
+        };
+        Vocab::new(VocabParts {
+            tokens,
+            scores,
+            types,
+            // SentencePiece defaults, as llama.cpp assumes them when a key is missing.
+            bos: optional_id("tokenizer.ggml.bos_token_id")?.or(Some(1)),
+            eos: optional_id("tokenizer.ggml.eos_token_id")?.or(Some(2)),
+            unknown: optional_id("tokenizer.ggml.unknown_token_id")?.or(Some(0)),
+            padding: optional_id("tokenizer.ggml.padding_token_id")?,
+            add_bos: flag("tokenizer.ggml.add_bos_token", true)?,
+            add_eos: flag("tokenizer.ggml.add_eos_token", false)?,
+            add_space_prefix: flag("tokenizer.ggml.add_space_prefix", true)?,
+        })
+        .map_err(|e| match e {
+            Error::Tokenizer(message) => Error::format(file.path(), message),
+            other => other,
+        })
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         self.tokens.len()
@@ -227,6 +276,9 @@ impl Vocab {
 
     /// `text` cut into plain text and special tokens (longest special first, leftmost match).
     fn split_specials<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Piece<'t>> {
+        if text.is_empty() {
+            return Vec::new();
+        }
         let mut pieces = vec![Piece::Text(text)];
         for &id in &self.specials {
             let kind = self.kind(id).unwrap_or(TokenKind::Normal);
