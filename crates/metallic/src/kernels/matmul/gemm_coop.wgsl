@@ -59,6 +59,10 @@ struct Params {
     alpha: f32,
     // 0: C is not read.
     beta: f32,
+    // Split-K fields of `gemm_wide.wgsl` (the Rust side shares one params struct); unused.
+    splits: u32,
+    k_chunk: u32,
+    part_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> a: array<T>;

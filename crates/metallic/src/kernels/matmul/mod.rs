@@ -2,7 +2,8 @@
 //! f16 storage with f32 accumulation.
 //!
 //! Four kernels: a register-blocked GEMM for large products (`gemm_wide.wgsl`: 128 x 128 tiles,
-//! 8 x 8 outputs per invocation, double-buffered K-steps), a GEMM with 64 x 64 or 32 x 32
+//! 8 x 8 outputs per invocation, double-buffered K-steps; with few output tiles and a long K it
+//! splits K over workgroups and `splitk_reduce.wgsl` adds the slices up), a GEMM with 64 x 64 or 32 x 32
 //! tiles for smaller ones (`gemm.wgsl`), a GEMM on cooperative matrices (tensor cores) for f16
 //! where the adapter offers them (`gemm_coop.wgsl`), and, for a single row (`M == 1`, the
 //! decode step of a language model), a GEMV that reduces along K inside each workgroup
@@ -30,7 +31,9 @@ use crate::tensor::{DType, Shape, Tensor};
 
 static GEMM: Kernel = Kernel { name: "gemm", source: include_str!("gemm.wgsl"), entry: "main", bindings: 3 };
 static GEMM_WIDE: Kernel =
-    Kernel { name: "gemm_wide", source: include_str!("gemm_wide.wgsl"), entry: "main", bindings: 5 };
+    Kernel { name: "gemm_wide", source: include_str!("gemm_wide.wgsl"), entry: "main", bindings: 6 };
+static SPLITK_REDUCE: Kernel =
+    Kernel { name: "splitk_reduce", source: include_str!("splitk_reduce.wgsl"), entry: "main", bindings: 2 };
 static GEMM_COOP: Kernel =
     Kernel { name: "gemm_coop", source: include_str!("gemm_coop.wgsl"), entry: "main", bindings: 5 };
 // The same sources compiled with wgpu's runtime checks ([`Matmul::checked`]): a leading newline
@@ -38,7 +41,7 @@ static GEMM_COOP: Kernel =
 static GEMM_CHECKED: Kernel =
     Kernel { name: "gemm", source: concat!("\n", include_str!("gemm.wgsl")), entry: "main", bindings: 3 };
 static GEMM_WIDE_CHECKED: Kernel =
-    Kernel { name: "gemm_wide", source: concat!("\n", include_str!("gemm_wide.wgsl")), entry: "main", bindings: 5 };
+    Kernel { name: "gemm_wide", source: concat!("\n", include_str!("gemm_wide.wgsl")), entry: "main", bindings: 6 };
 static GEMV_NK: Kernel = Kernel { name: "gemv_nk", source: include_str!("gemv.wgsl"), entry: "gemv_nk", bindings: 3 };
 static GEMV_KN: Kernel = Kernel { name: "gemv_kn", source: include_str!("gemv.wgsl"), entry: "gemv_kn", bindings: 3 };
 
@@ -55,6 +58,16 @@ const LARGE_TILE_MIN_TILES: u64 = 64;
 /// kernel. Measured on an H100 (Vulkan): at 48-64 tiles (2048 x 384 x 1536 batched, 1024³,
 /// 256 x 4096 x 4096) it already matches or beats the 64 x 64 kernel.
 const WIDE_MIN_TILES: u64 = 48;
+/// Split-K aims at about this many workgroups (output tiles x batch x K slices): two
+/// 256-invocation workgroups for each of an H100's 132 SMs.
+const SPLIT_TARGET_WGS: u64 = 256;
+/// Auto splits K only below this many 128 x 128 output tiles (batch included) ...
+const SPLIT_MAX_TILES: u64 = 96;
+/// ... and for K of at least this much, into slices of at least `SPLIT_MIN_CHUNK`.
+const SPLIT_MIN_K: u32 = 256;
+const SPLIT_MIN_CHUNK: u32 = 32;
+/// Workgroup size of the split-K reduction.
+const SPLIT_REDUCE_WG: u32 = 256;
 /// Workgroup memory the cooperative kernel declares (tiles, staging, the prelude's scratch).
 const COOP_SHARED_BYTES: u32 = 2 * 128 * 40 * 2 + 8 * 256 * 4 + 256 * 4;
 /// Smallest M and N (after folding the batch into M) for which f16 GEMM takes the cooperative
@@ -83,6 +96,12 @@ pub enum MatmulPath {
     /// Vulkan with 32-wide subgroups (16 x 16 f16 matrices with f32 accumulators, which NVIDIA
     /// and AMD drivers offer); elsewhere recording it returns [`Error::Unsupported`].
     Cooperative,
+    /// Split-K: the register-blocked kernel of [`MatmulPath::Gemm128`] with K cut into slices
+    /// that separate workgroups multiply, writing f32 partial products to a scratch tensor,
+    /// then a second kernel that adds the slices up (and applies alpha and beta). For products
+    /// with few output tiles and a long K (a linear layer over a few dozen tokens). Falls back
+    /// to [`MatmulPath::Gemm128`] where K is too short to split.
+    SplitK,
 }
 
 /// Whether the cooperative-matrix GEMM can run on this adapter (see
@@ -151,6 +170,8 @@ pub struct Matmul {
     wide_bk: Option<u32>,
     /// Whether the register-blocked kernel may load aligned operands as vec4.
     vector_loads: bool,
+    /// K slices of [`MatmulPath::SplitK`]; `None`: chosen by shape.
+    splits: Option<u32>,
 }
 
 #[repr(C)]
@@ -169,6 +190,22 @@ struct GemmParams {
     a_batch: u32,
     b_batch: u32,
     c_batch: u32,
+    alpha: f32,
+    beta: f32,
+    /// K slices (split-K; 1 otherwise) and their length (k otherwise).
+    splits: u32,
+    k_chunk: u32,
+    /// First element of the split-K partial sums in their scratch binding.
+    part_off: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceParams {
+    count: u32,
+    splits: u32,
+    part_off: u32,
+    c_off: u32,
     alpha: f32,
     beta: f32,
 }
@@ -259,6 +296,7 @@ impl Matmul {
             checked: false,
             wide_bk: None,
             vector_loads: true,
+            splits: None,
         };
         this.check_operands()?;
         Ok(this)
@@ -316,6 +354,31 @@ impl Matmul {
     pub fn vector_loads(mut self, on: bool) -> Self {
         self.vector_loads = on;
         self
+    }
+
+    /// The number of K slices of [`MatmulPath::SplitK`] (0 counts as 1; fewer where K is
+    /// short: slices are whole K-steps); by default chosen from the shape. For tests and tuning.
+    #[doc(hidden)]
+    pub fn split_k(mut self, splits: u32) -> Self {
+        self.splits = Some(splits);
+        self
+    }
+
+    /// K slices and their length for split-K (`(1, k)`: no split).
+    fn split_plan(&self, plan: Plan) -> (u32, u32) {
+        let bk = self.wide_step().0.max(1);
+        let want = match self.splits {
+            Some(s) => s.max(1),
+            None => {
+                let tiles = u64::from(plan.m.div_ceil(128)) * u64::from(plan.n.div_ceil(128)) * u64::from(plan.batch);
+                let want = SPLIT_TARGET_WGS.div_ceil(tiles.max(1));
+                let by_k = u64::from(plan.k / SPLIT_MIN_CHUNK).max(1);
+                u32::try_from(want.min(by_k)).unwrap_or(1)
+            }
+        };
+        let chunk = plan.k.div_ceil(want).next_multiple_of(bk).max(bk);
+        let splits = plan.k.div_ceil(chunk).max(1);
+        if splits == 1 { (1, plan.k) } else { (splits, chunk) }
     }
 
     /// The register-blocked kernel's K-step and the workgroup memory it needs.
@@ -401,14 +464,25 @@ impl Matmul {
         let folded = plan.folded(self.transpose_a);
         match self.path {
             MatmulPath::Gemv => (MatmulPath::Gemv, plan),
-            MatmulPath::Gemm32 | MatmulPath::Gemm64 | MatmulPath::Gemm128 | MatmulPath::Cooperative => {
-                (self.path, folded)
-            }
+            MatmulPath::Gemm32
+            | MatmulPath::Gemm64
+            | MatmulPath::Gemm128
+            | MatmulPath::Cooperative
+            | MatmulPath::SplitK => (self.path, folded),
             MatmulPath::Auto => {
                 if folded.m == 1 {
                     return (MatmulPath::Gemv, folded);
                 }
                 let ctx = self.a.context();
+                let fits = ctx.caps().limits.max_compute_workgroup_storage_size >= self.wide_step().1;
+                let wide = u64::from(folded.m.div_ceil(128)) * u64::from(folded.n.div_ceil(128));
+                if fits
+                    && wide * u64::from(folded.batch) < SPLIT_MAX_TILES
+                    && folded.k >= SPLIT_MIN_K
+                    && self.split_plan(folded).0 > 1
+                {
+                    return (MatmulPath::SplitK, folded);
+                }
                 if self.a.dtype() == DType::F16
                     && folded.m >= COOP_MIN_DIM
                     && folded.n >= COOP_MIN_DIM
@@ -416,8 +490,6 @@ impl Matmul {
                 {
                     return (MatmulPath::Cooperative, folded);
                 }
-                let wide = u64::from(folded.m.div_ceil(128)) * u64::from(folded.n.div_ceil(128));
-                let fits = ctx.caps().limits.max_compute_workgroup_storage_size >= self.wide_step().1;
                 if fits && wide * u64::from(folded.batch) >= WIDE_MIN_TILES {
                     return (MatmulPath::Gemm128, folded);
                 }
@@ -439,7 +511,7 @@ impl Matmul {
             MatmulPath::Gemv if plan.m != 1 => {
                 Err(Error::invalid(op, format!("the GEMV path needs M == 1, got M = {}", plan.m)))
             }
-            MatmulPath::Gemm128 => {
+            MatmulPath::Gemm128 | MatmulPath::SplitK => {
                 let (bk, need) = self.wide_step();
                 if bk != 8 && bk != 16 {
                     return Err(Error::invalid(op, format!("the K-step must be 8 or 16, got {bk}")));
@@ -524,8 +596,9 @@ impl Operation for Matmul {
             }
             MatmulPath::Gemm32 => 32u32,
             MatmulPath::Gemm64 | MatmulPath::Auto => 64u32,
-            MatmulPath::Gemm128 | MatmulPath::Cooperative => 128u32,
+            MatmulPath::Gemm128 | MatmulPath::Cooperative | MatmulPath::SplitK => 128u32,
         };
+        let (splits, k_chunk) = if path == MatmulPath::SplitK { self.split_plan(plan) } else { (1, plan.k) };
         let params = GemmParams {
             m: plan.m,
             n: plan.n,
@@ -542,6 +615,9 @@ impl Operation for Matmul {
             c_batch,
             alpha: self.alpha,
             beta: self.beta,
+            splits,
+            k_chunk,
+            part_off: 0,
         };
         // Slots 3 and 4 of the register-blocked and cooperative kernels view A and B as vec4,
         // and a binding must hold one: an operand smaller than a vec4 loads as scalars and
@@ -554,7 +630,8 @@ impl Operation for Matmul {
         let vec_bytes = 4 * dtype.size_in_bytes() as u64;
         let spare = [&a, &b, &c].into_iter().zip(sizes).find(|&(_, n)| n >= vec_bytes).map(|(t, _)| t);
         let (path, tile) = match (path, spare) {
-            (MatmulPath::Gemm128 | MatmulPath::Cooperative, None) => (MatmulPath::Gemm64, 64),
+            (MatmulPath::Gemm128 | MatmulPath::Cooperative | MatmulPath::SplitK, None) => (MatmulPath::Gemm64, 64),
+            (MatmulPath::SplitK, Some(_)) if splits == 1 => (MatmulPath::Gemm128, tile),
             _ => (path, tile),
         };
         let a4 = if sizes[0] >= vec_bytes { &a } else { spare.unwrap_or(&a) };
@@ -574,8 +651,9 @@ impl Operation for Matmul {
                 let both = if a_vec > 0.0 && b_vec > 0.0 { 1.0 } else { 0.0 };
                 (&GEMM_COOP, Overrides::new(&[transposes[0], transposes[1], ("VEC", both)])?)
             }
-            MatmulPath::Gemm128 => {
+            MatmulPath::Gemm128 | MatmulPath::SplitK => {
                 let overrides = Overrides::new(&[
+                    ("SPLIT", if path == MatmulPath::SplitK { 1.0 } else { 0.0 }),
                     transposes[0],
                     transposes[1],
                     ("BK", f64::from(self.wide_step().0)),
@@ -597,11 +675,55 @@ impl Operation for Matmul {
                 (if self.checked { &GEMM_CHECKED } else { &GEMM }, overrides)
             }
         };
-        let workgroups = [plan.n.div_ceil(tile).min(max), plan.m.div_ceil(tile).min(max), plan.batch.min(max)];
-        let five = [&a, &b, &c, a4, b4];
-        let bindings =
-            if matches!(path, MatmulPath::Gemm128 | MatmulPath::Cooperative) { &five[..] } else { &five[..3] };
-        encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings, params, workgroups })
+        let items = plan.batch.checked_mul(if path == MatmulPath::SplitK { splits } else { 1 });
+        let items = items.ok_or_else(|| Error::invalid(self.name(), "too many K slices"))?;
+        let workgroups = [plan.n.div_ceil(tile).min(max), plan.m.div_ceil(tile).min(max), items.min(max)];
+        match path {
+            MatmulPath::SplitK => {
+                let count = count_u32(self.name(), (plan.batch as usize) * (c_batch as usize))?;
+                let total = (count as usize).checked_mul(splits as usize);
+                let total = total.ok_or_else(|| Error::invalid(self.name(), "split-K scratch too large"))?;
+                count_u32(self.name(), total)?;
+                let scratch = Tensor::empty(self.a.runtime(), [total.max(1)], DType::F32)?;
+                let part = encoder.bind(&scratch)?;
+                let params = GemmParams { part_off: part.elem_offset(), ..params };
+                let bindings = [&a, &b, &c, a4, b4, &part];
+                encoder
+                    .dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &bindings, params, workgroups })?;
+                let reduce = ReduceParams {
+                    count,
+                    splits,
+                    part_off: part.elem_offset(),
+                    c_off: c.elem_offset(),
+                    alpha: self.alpha,
+                    beta: self.beta,
+                };
+                let workgroups = encoder.linear_grid(count as usize, SPLIT_REDUCE_WG)?;
+                let overrides = Overrides::new(&[("WG", f64::from(SPLIT_REDUCE_WG))])?;
+                encoder.dispatch(
+                    cache,
+                    Dispatch {
+                        kernel: &SPLITK_REDUCE,
+                        dtype,
+                        overrides,
+                        bindings: &[&part, &c],
+                        params: reduce,
+                        workgroups,
+                    },
+                )
+            }
+            MatmulPath::Gemm128 => {
+                // The partial-sum slot is not accessed without SPLIT: C fills it.
+                let bindings = [&a, &b, &c, a4, b4, &c];
+                encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &bindings, params, workgroups })
+            }
+            MatmulPath::Cooperative => {
+                let bindings = [&a, &b, &c, a4, b4];
+                encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &bindings, params, workgroups })
+            }
+            _ => encoder
+                .dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &[&a, &b, &c], params, workgroups }),
+        }
     }
 }
 
