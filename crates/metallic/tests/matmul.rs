@@ -438,6 +438,9 @@ fn split_k_kernel() {
         cases.push(case(13, 7, 63, 4).offset().scale(1.0, 0.5));
         cases.push(case(20, 30, 40, 2).batch(&[2], &[2], &[2]));
         cases.push(case(20, 30, 40, 3).batch(&[3], &[], &[3]).scale(-1.0, 0.25));
+        // M and N of 64 or more: f16 splits the cooperative kernel where the adapter has it.
+        cases.push(case(65, 70, 100, 3).scale(1.0, 0.5));
+        cases.push(case(64, 96, 80, 2).batch(&[2], &[2], &[2]));
     }
     // More slices than K-steps (K = 24: three steps of 8), one slice, and a slice per K-step.
     cases.push(Case::new(31, 63, 24).split(7).trans(false, true));

@@ -35,7 +35,7 @@ static GEMM_WIDE: Kernel =
 static SPLITK_REDUCE: Kernel =
     Kernel { name: "splitk_reduce", source: include_str!("splitk_reduce.wgsl"), entry: "main", bindings: 2 };
 static GEMM_COOP: Kernel =
-    Kernel { name: "gemm_coop", source: include_str!("gemm_coop.wgsl"), entry: "main", bindings: 5 };
+    Kernel { name: "gemm_coop", source: include_str!("gemm_coop.wgsl"), entry: "main", bindings: 6 };
 // The same sources compiled with wgpu's runtime checks ([`Matmul::checked`]): a leading newline
 // moves the trusted marker off the first line.
 static GEMM_CHECKED: Kernel =
@@ -58,16 +58,22 @@ const LARGE_TILE_MIN_TILES: u64 = 64;
 /// kernel. Measured on an H100 (Vulkan): at 48-64 tiles (2048 x 384 x 1536 batched, 1024³,
 /// 256 x 4096 x 4096) it already matches or beats the 64 x 64 kernel.
 const WIDE_MIN_TILES: u64 = 48;
-/// Split-K aims at about this many workgroups (output tiles x batch x K slices): two
-/// 256-invocation workgroups for each of an H100's 132 SMs.
+/// Split-K aims at about this many workgroups (output tiles x batch x K slices) ...
 const SPLIT_TARGET_WGS: u64 = 256;
-/// Auto splits K only below this many 128 x 128 output tiles (batch included) ...
-const SPLIT_MAX_TILES: u64 = 96;
+/// ... or this many below `SPLIT_FEW_TILES` output tiles. Measured on an H100 (132 SMs): 128
+/// ran 15-20% faster than 256 for 40 rows (3-12 tiles), 256 faster than 128 for 30-48 tiles.
+const SPLIT_TARGET_FEW: u64 = 128;
+const SPLIT_FEW_TILES: u64 = 16;
+/// Auto splits K only below this many 128 x 128 output tiles (batch included; at 90 tiles, 3
+/// slices ran 10% slower than none on an H100) ...
+const SPLIT_MAX_TILES: u64 = 64;
 /// ... and for K of at least this much, into slices of at least `SPLIT_MIN_CHUNK`.
 const SPLIT_MIN_K: u32 = 256;
 const SPLIT_MIN_CHUNK: u32 = 32;
 /// Workgroup size of the split-K reduction.
 const SPLIT_REDUCE_WG: u32 = 256;
+/// K-step of the cooperative kernel (its K slices are multiples of it).
+const COOP_BK: u32 = 32;
 /// Workgroup memory the cooperative kernel declares (tiles, staging, the prelude's scratch).
 const COOP_SHARED_BYTES: u32 = 2 * 128 * 40 * 2 + 8 * 256 * 4 + 256 * 4;
 /// Smallest M and N (after folding the batch into M) for which f16 GEMM takes the cooperative
@@ -96,11 +102,13 @@ pub enum MatmulPath {
     /// Vulkan with 32-wide subgroups (16 x 16 f16 matrices with f32 accumulators, which NVIDIA
     /// and AMD drivers offer); elsewhere recording it returns [`Error::Unsupported`].
     Cooperative,
-    /// Split-K: the register-blocked kernel of [`MatmulPath::Gemm128`] with K cut into slices
-    /// that separate workgroups multiply, writing f32 partial products to a scratch tensor,
-    /// then a second kernel that adds the slices up (and applies alpha and beta). For products
-    /// with few output tiles and a long K (a linear layer over a few dozen tokens). Falls back
-    /// to [`MatmulPath::Gemm128`] where K is too short to split.
+    /// Split-K: the register-blocked kernel of [`MatmulPath::Gemm128`] (or, for f16 products
+    /// that Auto would give the cooperative kernel — M and N of at least 64 on an adapter that
+    /// has it — [`MatmulPath::Cooperative`]'s) with K cut into slices that separate workgroups
+    /// multiply, writing f32 partial products to a scratch tensor, then a second kernel that
+    /// adds the slices up (and applies alpha and beta). For products with few output tiles
+    /// and a long K (a linear layer over a few dozen tokens). Runs the unsplit kernel where K
+    /// is too short to split.
     SplitK,
 }
 
@@ -364,15 +372,24 @@ impl Matmul {
         self
     }
 
+    /// Whether this (folded) product of f16 runs on the cooperative kernel, split or not.
+    fn on_coop(&self, plan: Plan) -> bool {
+        self.a.dtype() == DType::F16
+            && plan.m >= COOP_MIN_DIM
+            && plan.n >= COOP_MIN_DIM
+            && cooperative_available(self.a.context())
+    }
+
     /// K slices and their length for split-K (`(1, k)`: no split).
     fn split_plan(&self, plan: Plan) -> (u32, u32) {
-        let bk = self.wide_step().0.max(1);
+        let bk = if self.on_coop(plan) { COOP_BK } else { self.wide_step().0 }.max(1);
         let want = match self.splits {
             Some(s) => s.max(1),
             None => {
                 let tiles = u64::from(plan.m.div_ceil(128)) * u64::from(plan.n.div_ceil(128)) * u64::from(plan.batch);
-                let want = SPLIT_TARGET_WGS.div_ceil(tiles.max(1));
-                let by_k = u64::from(plan.k / SPLIT_MIN_CHUNK).max(1);
+                let target = if tiles < SPLIT_FEW_TILES { SPLIT_TARGET_FEW } else { SPLIT_TARGET_WGS };
+                let want = target.div_ceil(tiles.max(1));
+                let by_k = u64::from(plan.k / SPLIT_MIN_CHUNK.max(bk)).max(1);
                 u32::try_from(want.min(by_k)).unwrap_or(1)
             }
         };
@@ -476,18 +493,15 @@ impl Matmul {
                 let ctx = self.a.context();
                 let fits = ctx.caps().limits.max_compute_workgroup_storage_size >= self.wide_step().1;
                 let wide = u64::from(folded.m.div_ceil(128)) * u64::from(folded.n.div_ceil(128));
-                if fits
+                let coop = self.on_coop(folded);
+                if (fits || coop)
                     && wide * u64::from(folded.batch) < SPLIT_MAX_TILES
                     && folded.k >= SPLIT_MIN_K
                     && self.split_plan(folded).0 > 1
                 {
                     return (MatmulPath::SplitK, folded);
                 }
-                if self.a.dtype() == DType::F16
-                    && folded.m >= COOP_MIN_DIM
-                    && folded.n >= COOP_MIN_DIM
-                    && cooperative_available(ctx)
-                {
+                if coop {
                     return (MatmulPath::Cooperative, folded);
                 }
                 if fits && wide * u64::from(folded.batch) >= WIDE_MIN_TILES {
@@ -511,6 +525,7 @@ impl Matmul {
             MatmulPath::Gemv if plan.m != 1 => {
                 Err(Error::invalid(op, format!("the GEMV path needs M == 1, got M = {}", plan.m)))
             }
+            MatmulPath::SplitK if self.on_coop(plan) => Ok(()),
             MatmulPath::Gemm128 | MatmulPath::SplitK => {
                 let (bk, need) = self.wide_step();
                 if bk != 8 && bk != 16 {
@@ -629,11 +644,14 @@ impl Operation for Matmul {
         let sizes = [bytes(&self.a, &a), bytes(&self.b, &b), bytes(&self.c, &c)];
         let vec_bytes = 4 * dtype.size_in_bytes() as u64;
         let spare = [&a, &b, &c].into_iter().zip(sizes).find(|&(_, n)| n >= vec_bytes).map(|(t, _)| t);
+        let coop = path == MatmulPath::Cooperative || (path == MatmulPath::SplitK && self.on_coop(plan));
         let (path, tile) = match (path, spare) {
             (MatmulPath::Gemm128 | MatmulPath::Cooperative | MatmulPath::SplitK, None) => (MatmulPath::Gemm64, 64),
+            (MatmulPath::SplitK, Some(_)) if splits == 1 && coop => (MatmulPath::Cooperative, tile),
             (MatmulPath::SplitK, Some(_)) if splits == 1 => (MatmulPath::Gemm128, tile),
             _ => (path, tile),
         };
+        let split = if path == MatmulPath::SplitK { 1.0 } else { 0.0 };
         let a4 = if sizes[0] >= vec_bytes { &a } else { spare.unwrap_or(&a) };
         let b4 = if sizes[1] >= vec_bytes { &b } else { spare.unwrap_or(&b) };
         // vec4 loads where the operand's offset and strides are multiples of 4 — except for a
@@ -645,15 +663,15 @@ impl Operation for Matmul {
         };
         let transposes = [("TRANS_A", trans(self.transpose_a)), ("TRANS_B", trans(self.transpose_b))];
         let (kernel, overrides) = match path {
-            MatmulPath::Cooperative => {
+            MatmulPath::Cooperative | MatmulPath::SplitK if coop => {
                 let a_vec = vec(params.a_off, plan.lda, plan.a_batch, sizes[0]);
                 let b_vec = vec(params.b_off, plan.ldb, plan.b_batch, sizes[1]);
                 let both = if a_vec > 0.0 && b_vec > 0.0 { 1.0 } else { 0.0 };
-                (&GEMM_COOP, Overrides::new(&[transposes[0], transposes[1], ("VEC", both)])?)
+                (&GEMM_COOP, Overrides::new(&[transposes[0], transposes[1], ("VEC", both), ("SPLIT", split)])?)
             }
             MatmulPath::Gemm128 | MatmulPath::SplitK => {
                 let overrides = Overrides::new(&[
-                    ("SPLIT", if path == MatmulPath::SplitK { 1.0 } else { 0.0 }),
+                    ("SPLIT", split),
                     transposes[0],
                     transposes[1],
                     ("BK", f64::from(self.wide_step().0)),
@@ -712,13 +730,9 @@ impl Operation for Matmul {
                     },
                 )
             }
-            MatmulPath::Gemm128 => {
+            MatmulPath::Gemm128 | MatmulPath::Cooperative => {
                 // The partial-sum slot is not accessed without SPLIT: C fills it.
                 let bindings = [&a, &b, &c, a4, b4, &c];
-                encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &bindings, params, workgroups })
-            }
-            MatmulPath::Cooperative => {
-                let bindings = [&a, &b, &c, a4, b4];
                 encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &bindings, params, workgroups })
             }
             _ => encoder
