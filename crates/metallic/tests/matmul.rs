@@ -441,6 +441,14 @@ fn split_k_kernel() {
         // M and N of 64 or more: f16 splits the cooperative kernel where the adapter has it.
         cases.push(case(65, 70, 100, 3).scale(1.0, 0.5));
         cases.push(case(64, 96, 80, 2).batch(&[2], &[2], &[2]));
+        // Over 64 x 64 tiles.
+        let case64 = |m, n, k, s| Case::new(m, n, k).trans(ta, tb).split(s).path(MatmulPath::SplitK64);
+        cases.push(case64(1, 1, 1, 2));
+        cases.push(case64(7, 13, 31, 3));
+        cases.push(case64(70, 130, 257, 5).scale(0.5, -1.5));
+        cases.push(case64(13, 7, 63, 4).offset().scale(1.0, 0.5));
+        cases.push(case64(20, 30, 40, 3).batch(&[3], &[], &[3]));
+        cases.push(case64(20, 30, 40, 2).batch(&[2], &[2], &[2]).checked());
     }
     // More slices than K-steps (K = 24: three steps of 8), one slice, and a slice per K-step.
     cases.push(Case::new(31, 63, 24).split(7).trans(false, true));
@@ -462,6 +470,10 @@ fn split_k_kernel() {
     assert_eq!(cb.dispatches(), 2);
     cb.record(&op.clone().path(MatmulPath::SplitK).split_k(1)).unwrap();
     assert_eq!(cb.dispatches(), 3);
+    cb.record(&op.clone().path(MatmulPath::SplitK64).split_k(3)).unwrap();
+    assert_eq!(cb.dispatches(), 5);
+    cb.record(&op.clone().path(MatmulPath::SplitK64).split_k(1)).unwrap();
+    assert_eq!(cb.dispatches(), 6);
     cb.commit().unwrap();
     cb.wait().unwrap();
 }
@@ -517,7 +529,7 @@ fn cooperative_matrix_path() {
 fn large_shapes_on_every_path() {
     let rt = runtime();
     let mut cases = Vec::new();
-    for path in [MatmulPath::Auto, MatmulPath::Gemm64, MatmulPath::Gemm128, MatmulPath::SplitK] {
+    for path in [MatmulPath::Auto, MatmulPath::Gemm64, MatmulPath::Gemm128, MatmulPath::SplitK, MatmulPath::SplitK64] {
         cases.push(Case::new(2048, 1536, 384).path(path));
         cases.push(Case::new(1000, 1030, 1100).path(path).trans(false, true).scale(1.0, 0.5));
         cases.push(Case::new(515, 1025, 700).path(path).trans(true, false).bk(8));
@@ -725,8 +737,15 @@ fn random_shapes_and_flags() {
             1 => (vec![batch], vec![]),
             _ => (vec![], vec![batch]),
         };
-        let path = [MatmulPath::Auto, MatmulPath::Gemm32, MatmulPath::Gemm64, MatmulPath::Gemm128, MatmulPath::SplitK]
-            [pick(&[0, 1, 2, 3, 4])];
+        let paths = [
+            MatmulPath::Auto,
+            MatmulPath::Gemm32,
+            MatmulPath::Gemm64,
+            MatmulPath::Gemm128,
+            MatmulPath::SplitK,
+            MatmulPath::SplitK64,
+        ];
+        let path = paths[pick(&[0, 1, 2, 3, 4, 5])];
         let (alpha, beta) = [(1.0, 0.0), (0.5, 1.5), (-1.0, 0.25)][pick(&[0, 1, 2])];
         let mut case = Case::new(m, n, k)
             .batch(&ab, &bb, &[batch])

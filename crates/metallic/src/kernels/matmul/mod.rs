@@ -29,7 +29,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Shape, Tensor};
 
-static GEMM: Kernel = Kernel { name: "gemm", source: include_str!("gemm.wgsl"), entry: "main", bindings: 3 };
+static GEMM: Kernel = Kernel { name: "gemm", source: include_str!("gemm.wgsl"), entry: "main", bindings: 4 };
 static GEMM_WIDE: Kernel =
     Kernel { name: "gemm_wide", source: include_str!("gemm_wide.wgsl"), entry: "main", bindings: 6 };
 static SPLITK_REDUCE: Kernel =
@@ -39,7 +39,7 @@ static GEMM_COOP: Kernel =
 // The same sources compiled with wgpu's runtime checks ([`Matmul::checked`]): a leading newline
 // moves the trusted marker off the first line.
 static GEMM_CHECKED: Kernel =
-    Kernel { name: "gemm", source: concat!("\n", include_str!("gemm.wgsl")), entry: "main", bindings: 3 };
+    Kernel { name: "gemm", source: concat!("\n", include_str!("gemm.wgsl")), entry: "main", bindings: 4 };
 static GEMM_WIDE_CHECKED: Kernel =
     Kernel { name: "gemm_wide", source: concat!("\n", include_str!("gemm_wide.wgsl")), entry: "main", bindings: 6 };
 static GEMV_NK: Kernel = Kernel { name: "gemv_nk", source: include_str!("gemv.wgsl"), entry: "gemv_nk", bindings: 3 };
@@ -70,6 +70,8 @@ const SPLIT_MAX_TILES: u64 = 64;
 /// ... and for K of at least this much, into slices of at least `SPLIT_MIN_CHUNK`.
 const SPLIT_MIN_K: u32 = 256;
 const SPLIT_MIN_CHUNK: u32 = 32;
+/// Split-K over 64 x 64 tiles ([`MatmulPath::SplitK64`]) aims at about this many workgroups.
+const SPLIT64_TARGET_WGS: u64 = 512;
 /// Workgroup size of the split-K reduction.
 const SPLIT_REDUCE_WG: u32 = 256;
 /// K-step of the cooperative kernel (its K slices are multiples of it).
@@ -110,6 +112,9 @@ pub enum MatmulPath {
     /// and a long K (a linear layer over a few dozen tokens). Runs the unsplit kernel where K
     /// is too short to split.
     SplitK,
+    /// Split-K as [`MatmulPath::SplitK`], over the 64 x 64 tiles of [`MatmulPath::Gemm64`]
+    /// (smaller workgroups, several resident per core).
+    SplitK64,
 }
 
 /// Whether the cooperative-matrix GEMM can run on this adapter (see
@@ -380,14 +385,29 @@ impl Matmul {
             && cooperative_available(self.a.context())
     }
 
-    /// K slices and their length for split-K (`(1, k)`: no split).
-    fn split_plan(&self, plan: Plan) -> (u32, u32) {
-        let bk = if self.on_coop(plan) { COOP_BK } else { self.wide_step().0 }.max(1);
+    /// K slices and their length for split-K over `path`'s kernel (`(1, k)`: no split).
+    fn split_plan(&self, plan: Plan, path: MatmulPath) -> (u32, u32) {
+        let tile64 = path == MatmulPath::SplitK64;
+        let bk = if tile64 {
+            GEMM_BK
+        } else if self.on_coop(plan) {
+            COOP_BK
+        } else {
+            self.wide_step().0
+        }
+        .max(1);
         let want = match self.splits {
             Some(s) => s.max(1),
             None => {
-                let tiles = u64::from(plan.m.div_ceil(128)) * u64::from(plan.n.div_ceil(128)) * u64::from(plan.batch);
-                let target = if tiles < SPLIT_FEW_TILES { SPLIT_TARGET_FEW } else { SPLIT_TARGET_WGS };
+                let side = if tile64 { 64 } else { 128 };
+                let tiles = u64::from(plan.m.div_ceil(side)) * u64::from(plan.n.div_ceil(side)) * u64::from(plan.batch);
+                let target = if tile64 {
+                    SPLIT64_TARGET_WGS
+                } else if tiles < SPLIT_FEW_TILES {
+                    SPLIT_TARGET_FEW
+                } else {
+                    SPLIT_TARGET_WGS
+                };
                 let want = target.div_ceil(tiles.max(1));
                 let by_k = u64::from(plan.k / SPLIT_MIN_CHUNK.max(bk)).max(1);
                 u32::try_from(want.min(by_k)).unwrap_or(1)
@@ -485,7 +505,8 @@ impl Matmul {
             | MatmulPath::Gemm64
             | MatmulPath::Gemm128
             | MatmulPath::Cooperative
-            | MatmulPath::SplitK => (self.path, folded),
+            | MatmulPath::SplitK
+            | MatmulPath::SplitK64 => (self.path, folded),
             MatmulPath::Auto => {
                 if folded.m == 1 {
                     return (MatmulPath::Gemv, folded);
@@ -497,7 +518,7 @@ impl Matmul {
                 if (fits || coop)
                     && wide * u64::from(folded.batch) < SPLIT_MAX_TILES
                     && folded.k >= SPLIT_MIN_K
-                    && self.split_plan(folded).0 > 1
+                    && self.split_plan(folded, MatmulPath::SplitK).0 > 1
                 {
                     return (MatmulPath::SplitK, folded);
                 }
@@ -610,10 +631,11 @@ impl Operation for Matmul {
                 );
             }
             MatmulPath::Gemm32 => 32u32,
-            MatmulPath::Gemm64 | MatmulPath::Auto => 64u32,
+            MatmulPath::Gemm64 | MatmulPath::SplitK64 | MatmulPath::Auto => 64u32,
             MatmulPath::Gemm128 | MatmulPath::Cooperative | MatmulPath::SplitK => 128u32,
         };
-        let (splits, k_chunk) = if path == MatmulPath::SplitK { self.split_plan(plan) } else { (1, plan.k) };
+        let split_path = matches!(path, MatmulPath::SplitK | MatmulPath::SplitK64);
+        let (splits, k_chunk) = if split_path { self.split_plan(plan, path) } else { (1, plan.k) };
         let params = GemmParams {
             m: plan.m,
             n: plan.n,
@@ -649,9 +671,11 @@ impl Operation for Matmul {
             (MatmulPath::Gemm128 | MatmulPath::Cooperative | MatmulPath::SplitK, None) => (MatmulPath::Gemm64, 64),
             (MatmulPath::SplitK, Some(_)) if splits == 1 && coop => (MatmulPath::Cooperative, tile),
             (MatmulPath::SplitK, Some(_)) if splits == 1 => (MatmulPath::Gemm128, tile),
+            (MatmulPath::SplitK64, _) if splits == 1 => (MatmulPath::Gemm64, tile),
             _ => (path, tile),
         };
-        let split = if path == MatmulPath::SplitK { 1.0 } else { 0.0 };
+        let split_path = matches!(path, MatmulPath::SplitK | MatmulPath::SplitK64);
+        let split = if split_path { 1.0 } else { 0.0 };
         let a4 = if sizes[0] >= vec_bytes { &a } else { spare.unwrap_or(&a) };
         let b4 = if sizes[1] >= vec_bytes { &b } else { spare.unwrap_or(&b) };
         // vec4 loads where the operand's offset and strides are multiples of 4 — except for a
@@ -685,19 +709,19 @@ impl Operation for Matmul {
                 let overrides = Overrides::new(&[
                     ("WG", f64::from(wg)),
                     ("BM", f64::from(tile)),
-                    ("BN", f64::from(tile)),
                     ("BK", f64::from(GEMM_BK)),
                     transposes[0],
                     transposes[1],
+                    ("SPLIT", split),
                 ])?;
                 (if self.checked { &GEMM_CHECKED } else { &GEMM }, overrides)
             }
         };
-        let items = plan.batch.checked_mul(if path == MatmulPath::SplitK { splits } else { 1 });
+        let items = plan.batch.checked_mul(if split_path { splits } else { 1 });
         let items = items.ok_or_else(|| Error::invalid(self.name(), "too many K slices"))?;
         let workgroups = [plan.n.div_ceil(tile).min(max), plan.m.div_ceil(tile).min(max), items.min(max)];
         match path {
-            MatmulPath::SplitK => {
+            MatmulPath::SplitK | MatmulPath::SplitK64 => {
                 let count = count_u32(self.name(), (plan.batch as usize) * (c_batch as usize))?;
                 let total = (count as usize).checked_mul(splits as usize);
                 let total = total.ok_or_else(|| Error::invalid(self.name(), "split-K scratch too large"))?;
@@ -705,9 +729,10 @@ impl Operation for Matmul {
                 let scratch = Tensor::empty(self.a.runtime(), [total.max(1)], DType::F32)?;
                 let part = encoder.bind(&scratch)?;
                 let params = GemmParams { part_off: part.elem_offset(), ..params };
-                let bindings = [&a, &b, &c, a4, b4, &part];
-                encoder
-                    .dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &bindings, params, workgroups })?;
+                let six = [&a, &b, &c, a4, b4, &part];
+                let four = [&a, &b, &c, &part];
+                let bindings = if path == MatmulPath::SplitK64 { &four[..] } else { &six[..] };
+                encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings, params, workgroups })?;
                 let reduce = ReduceParams {
                     count,
                     splits,
@@ -735,8 +760,10 @@ impl Operation for Matmul {
                 let bindings = [&a, &b, &c, a4, b4, &c];
                 encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &bindings, params, workgroups })
             }
-            _ => encoder
-                .dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &[&a, &b, &c], params, workgroups }),
+            _ => encoder.dispatch(
+                cache,
+                Dispatch { kernel, dtype, overrides, bindings: &[&a, &b, &c, &c], params, workgroups },
+            ),
         }
     }
 }
