@@ -360,14 +360,18 @@ fn the_kernel_choice() {
     assert_eq!(path(&[1024, 64], &[64, 1024], &[1024, 1024], false), MatmulPath::Gemm128);
     assert_eq!(path(&[2048, 64], &[64, 1024], &[2048, 1024], false), MatmulPath::Gemm128);
     assert_eq!(path(&[8, 256, 64], &[64, 1024], &[8, 256, 1024], false), MatmulPath::Gemm128);
-    // Few output tiles and a long K: split-K (the linear layers of a small encoder).
-    assert_eq!(path(&[40, 384], &[1152, 384], &[40, 1152], true), MatmulPath::SplitK);
+    // Few output tiles and a long K: split-K (the linear layers of a small encoder), over
+    // 64 x 64 tiles below K = 1024, else over 128 x 128 ones.
+    assert_eq!(path(&[40, 384], &[1152, 384], &[40, 1152], true), MatmulPath::SplitK64);
     assert_eq!(path(&[40, 1536], &[384, 1536], &[40, 384], true), MatmulPath::SplitK);
-    assert_eq!(path(&[32, 40, 384], &[384, 384], &[32, 40, 384], true), MatmulPath::SplitK);
+    assert_eq!(path(&[32, 40, 384], &[384, 384], &[32, 40, 384], true), MatmulPath::SplitK64);
+    assert_eq!(path(&[1280, 384], &[384, 384], &[1280, 384], true), MatmulPath::SplitK64);
     assert_eq!(path(&[1280, 1536], &[384, 1536], &[1280, 384], true), MatmulPath::SplitK);
-    assert_eq!(path(&[8, 1, 300], &[100, 300], &[8, 1, 100], true), MatmulPath::SplitK);
+    assert_eq!(path(&[8, 1, 300], &[100, 300], &[8, 1, 100], true), MatmulPath::SplitK64);
+    assert_eq!(path(&[2048, 1536], &[384, 1536], &[2048, 384], true), MatmulPath::SplitK);
     // Enough tiles, or too short a K, and it does not split.
     assert_eq!(path(&[2048, 384], &[1536, 384], &[2048, 1536], true), MatmulPath::Gemm128);
+    assert_eq!(path(&[1280, 384], &[1152, 384], &[1280, 1152], true), MatmulPath::Gemm128);
     assert_eq!(path(&[4096, 4096], &[4096, 4096], &[4096, 4096], false), MatmulPath::Gemm128);
     assert_eq!(path(&[40, 200], &[1152, 200], &[40, 1152], true), MatmulPath::Gemm32);
     // f16 takes the cooperative kernel where the adapter has it.
@@ -458,12 +462,14 @@ fn split_k_kernel() {
     cases.push(Case::new(5, 6, 0).split(3).scale(1.0, 0.5));
     cases.push(Case::new(50, 40, 100).split(4).checked().trans(false, true));
     cases.push(Case::new(6, 5, 40).batch(&[2, 2], &[2, 2], &[2, 2]).split(2).offset().trans(true, false));
-    // Chosen by shape (Auto): 40 rows against a [200, 512] weight.
+    // Chosen by shape (Auto): 40 rows against a [200, 512] weight (over 64 x 64 tiles) and a
+    // [130, 1100] one (over 128 x 128 tiles).
     cases.push(Case::new(40, 200, 512).trans(false, true).scale(1.0, 0.5));
+    cases.push(Case::new(40, 130, 1100).trans(false, true));
     check_all(&rt, &cases, 20);
     let t = |s: &[usize]| Tensor::zeros(&rt, s, DType::F32).unwrap();
     let op = Matmul::new(&t(&[40, 512]), &t(&[200, 512]), &t(&[40, 200])).unwrap().transpose_b(true);
-    assert_eq!(op.chosen_path().unwrap(), MatmulPath::SplitK);
+    assert_eq!(op.chosen_path().unwrap(), MatmulPath::SplitK64);
     // Two dispatches (the slices, the reduction); one slice is the plain register-blocked kernel.
     let mut cb = rt.command_buffer().unwrap();
     cb.record(&op).unwrap();
