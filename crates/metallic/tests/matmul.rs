@@ -609,6 +609,8 @@ fn timings_of_every_variant() {
         ("gemm128 bk16", MatmulPath::Gemm128, false, 16, true),
         ("gemm128 bk16 scalar", MatmulPath::Gemm128, false, 16, false),
         ("cooperative", MatmulPath::Cooperative, false, 0, true),
+        ("split-k", MatmulPath::SplitK, false, 0, true),
+        ("split-k 64", MatmulPath::SplitK64, false, 0, true),
     ];
     // (batch, m, n, k, transpose_b, iterations)
     let shapes = [
@@ -621,6 +623,11 @@ fn timings_of_every_variant() {
         (1, 1024, 1024, 1024, false, 50),
         (1, 256, 4096, 4096, true, 20),
         (1, 1, 11008, 4096, true, 200),
+        // The linear layers of a MiniLM encoder: 40 tokens, and a batch of 32 sentences.
+        (1, 40, 1152, 384, true, 200),
+        (1, 40, 384, 1536, true, 200),
+        (32, 40, 384, 384, true, 200),
+        (32, 40, 384, 1536, true, 100),
     ];
     for dtype in float_dtypes(&rt) {
         for &(batch, m, n, k, tb, iters) in &shapes {

@@ -2,12 +2,13 @@
 //! f16 storage with f32 accumulation.
 //!
 //! Four kernels: a register-blocked GEMM for large products (`gemm_wide.wgsl`: 128 x 128 tiles,
-//! 8 x 8 outputs per invocation, double-buffered K-steps; with few output tiles and a long K it
-//! splits K over workgroups and `splitk_reduce.wgsl` adds the slices up), a GEMM with 64 x 64 or 32 x 32
-//! tiles for smaller ones (`gemm.wgsl`), a GEMM on cooperative matrices (tensor cores) for f16
-//! where the adapter offers them (`gemm_coop.wgsl`), and, for a single row (`M == 1`, the
-//! decode step of a language model), a GEMV that reduces along K inside each workgroup
-//! (`gemv.wgsl`), for both layouts of B. The GEMM kernels are compiled without wgpu's runtime
+//! 8 x 8 outputs per invocation, double-buffered K-steps), a GEMM with 64 x 64 or 32 x 32 tiles
+//! for smaller ones (`gemm.wgsl`), a GEMM on cooperative matrices (tensor cores) for f16 where
+//! the adapter offers them (`gemm_coop.wgsl`), and, for a single row (`M == 1`, the decode step
+//! of a language model), a GEMV that reduces along K inside each workgroup (`gemv.wgsl`), for
+//! both layouts of B. Products with few output tiles and a long K (linear layers over a few
+//! dozen tokens) split K over workgroups in any of the three GEMMs, which write f32 partial
+//! sums to a scratch tensor that `splitk_reduce.wgsl` adds up. The GEMM kernels are compiled without wgpu's runtime
 //! checks (their sources say why that is safe); [`Matmul::checked`] turns them back on.
 //!
 //! ```
@@ -93,7 +94,8 @@ const COOP_MIN_DIM: u32 = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MatmulPath {
     /// GEMV where the product has one row (after folding a batch of rows against a shared B
-    /// into M), else GEMM with tiles sized by the output.
+    /// into M), split-K where there are few output tiles and a long K, else GEMM with tiles
+    /// sized by the output.
     #[default]
     Auto,
     /// GEMM with 32 x 32 output tiles per workgroup (64 invocations).
