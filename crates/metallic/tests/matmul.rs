@@ -29,6 +29,8 @@ struct Case {
     checked: bool,
     /// K-step of the register-blocked kernel (0: the default).
     bk: u32,
+    /// K slices of the split-K path (0: chosen by shape).
+    splits: u32,
 }
 
 impl Case {
@@ -48,6 +50,7 @@ impl Case {
             offset: false,
             checked: false,
             bk: 0,
+            splits: 0,
         }
     }
     fn batch(mut self, a: &[usize], b: &[usize], c: &[usize]) -> Self {
@@ -76,6 +79,11 @@ impl Case {
     }
     fn bk(mut self, bk: u32) -> Self {
         self.bk = bk;
+        self
+    }
+    /// The split-K path with `splits` K slices.
+    fn split(mut self, splits: u32) -> Self {
+        (self.path, self.splits) = (MatmulPath::SplitK, splits);
         self
     }
 }
@@ -144,6 +152,7 @@ fn check(rt: &Runtime, dtype: DType, case: &Case, rng: &mut Rng) -> f64 {
         .path(case.path)
         .checked(case.checked);
     let op = if case.bk == 0 { op } else { op.wide_k_step(case.bk) };
+    let op = if case.splits == 0 { op } else { op.split_k(case.splits) };
     rt.record(&op).unwrap_or_else(|e| panic!("{what}: {e}"));
     let got = c.whole.to_vec_f32().unwrap();
 
@@ -351,6 +360,20 @@ fn the_kernel_choice() {
     assert_eq!(path(&[1024, 64], &[64, 1024], &[1024, 1024], false), MatmulPath::Gemm128);
     assert_eq!(path(&[2048, 64], &[64, 1024], &[2048, 1024], false), MatmulPath::Gemm128);
     assert_eq!(path(&[8, 256, 64], &[64, 1024], &[8, 256, 1024], false), MatmulPath::Gemm128);
+    // Few output tiles and a long K: split-K (the linear layers of a small encoder), over
+    // 64 x 64 tiles below K = 1024, else over 128 x 128 ones.
+    assert_eq!(path(&[40, 384], &[1152, 384], &[40, 1152], true), MatmulPath::SplitK64);
+    assert_eq!(path(&[40, 1536], &[384, 1536], &[40, 384], true), MatmulPath::SplitK);
+    assert_eq!(path(&[32, 40, 384], &[384, 384], &[32, 40, 384], true), MatmulPath::SplitK64);
+    assert_eq!(path(&[1280, 384], &[384, 384], &[1280, 384], true), MatmulPath::SplitK64);
+    assert_eq!(path(&[1280, 1536], &[384, 1536], &[1280, 384], true), MatmulPath::SplitK);
+    assert_eq!(path(&[8, 1, 300], &[100, 300], &[8, 1, 100], true), MatmulPath::SplitK64);
+    assert_eq!(path(&[2048, 1536], &[384, 1536], &[2048, 384], true), MatmulPath::SplitK);
+    // Enough tiles, or too short a K, and it does not split.
+    assert_eq!(path(&[2048, 384], &[1536, 384], &[2048, 1536], true), MatmulPath::Gemm128);
+    assert_eq!(path(&[1280, 384], &[1152, 384], &[1280, 1152], true), MatmulPath::Gemm128);
+    assert_eq!(path(&[4096, 4096], &[4096, 4096], &[4096, 4096], false), MatmulPath::Gemm128);
+    assert_eq!(path(&[40, 200], &[1152, 200], &[40, 1152], true), MatmulPath::Gemm32);
     // f16 takes the cooperative kernel where the adapter has it.
     if rt.context().caps().shader_f16() {
         let h = |s: &[usize]| Tensor::zeros(&rt, s, DType::F16).unwrap();
@@ -400,6 +423,65 @@ fn register_blocked_kernel() {
     check_all(&rt, &[Case::new(70, 66, 20).path(MatmulPath::Gemm64).checked().trans(false, true)], 16);
     // K-steps other than 8 and 16 are refused.
     assert!(matches!(wide(4).validate(), Err(Error::InvalidArgument { .. })));
+}
+
+/// Split-K: K cut into slices (whole K-steps; the last one short where K is not a multiple),
+/// partial sums reduced by a second kernel that applies alpha and beta: odd sizes, every
+/// transpose, slice counts from 1 to more than K-steps exist, batches (folded and not),
+/// offsets, K = 0, with and without wgpu's runtime checks, and the choice by shape.
+#[test]
+fn split_k_kernel() {
+    let rt = runtime();
+    let mut cases = Vec::new();
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let case = |m, n, k, s| Case::new(m, n, k).trans(ta, tb).split(s);
+        cases.push(case(1, 1, 1, 2));
+        cases.push(case(7, 13, 31, 3));
+        cases.push(case(40, 70, 257, 5).scale(0.5, -1.5));
+        cases.push(case(129, 131, 37, 3));
+        cases.push(case(13, 7, 63, 4).offset().scale(1.0, 0.5));
+        cases.push(case(20, 30, 40, 2).batch(&[2], &[2], &[2]));
+        cases.push(case(20, 30, 40, 3).batch(&[3], &[], &[3]).scale(-1.0, 0.25));
+        // M and N of 64 or more: f16 splits the cooperative kernel where the adapter has it.
+        cases.push(case(65, 70, 100, 3).scale(1.0, 0.5));
+        cases.push(case(64, 96, 80, 2).batch(&[2], &[2], &[2]));
+        // Over 64 x 64 tiles.
+        let case64 = |m, n, k, s| Case::new(m, n, k).trans(ta, tb).split(s).path(MatmulPath::SplitK64);
+        cases.push(case64(1, 1, 1, 2));
+        cases.push(case64(7, 13, 31, 3));
+        cases.push(case64(70, 130, 257, 5).scale(0.5, -1.5));
+        cases.push(case64(13, 7, 63, 4).offset().scale(1.0, 0.5));
+        cases.push(case64(20, 30, 40, 3).batch(&[3], &[], &[3]));
+        cases.push(case64(20, 30, 40, 2).batch(&[2], &[2], &[2]).checked());
+    }
+    // More slices than K-steps (K = 24: three steps of 8), one slice, and a slice per K-step.
+    cases.push(Case::new(31, 63, 24).split(7).trans(false, true));
+    cases.push(Case::new(31, 63, 24).split(1).trans(false, true).scale(2.0, 1.0));
+    cases.push(Case::new(31, 63, 64).split(8).trans(false, true));
+    // K = 0: C = beta * C.
+    cases.push(Case::new(5, 6, 0).split(3).scale(1.0, 0.5));
+    cases.push(Case::new(50, 40, 100).split(4).checked().trans(false, true));
+    cases.push(Case::new(6, 5, 40).batch(&[2, 2], &[2, 2], &[2, 2]).split(2).offset().trans(true, false));
+    // Chosen by shape (Auto): 40 rows against a [200, 512] weight (over 64 x 64 tiles) and a
+    // [130, 1100] one (over 128 x 128 tiles).
+    cases.push(Case::new(40, 200, 512).trans(false, true).scale(1.0, 0.5));
+    cases.push(Case::new(40, 130, 1100).trans(false, true));
+    check_all(&rt, &cases, 20);
+    let t = |s: &[usize]| Tensor::zeros(&rt, s, DType::F32).unwrap();
+    let op = Matmul::new(&t(&[40, 512]), &t(&[200, 512]), &t(&[40, 200])).unwrap().transpose_b(true);
+    assert_eq!(op.chosen_path().unwrap(), MatmulPath::SplitK64);
+    // Two dispatches (the slices, the reduction); one slice is the plain register-blocked kernel.
+    let mut cb = rt.command_buffer().unwrap();
+    cb.record(&op).unwrap();
+    assert_eq!(cb.dispatches(), 2);
+    cb.record(&op.clone().path(MatmulPath::SplitK).split_k(1)).unwrap();
+    assert_eq!(cb.dispatches(), 3);
+    cb.record(&op.clone().path(MatmulPath::SplitK64).split_k(3)).unwrap();
+    assert_eq!(cb.dispatches(), 5);
+    cb.record(&op.clone().path(MatmulPath::SplitK64).split_k(1)).unwrap();
+    assert_eq!(cb.dispatches(), 6);
+    cb.commit().unwrap();
+    cb.wait().unwrap();
 }
 
 /// The cooperative-matrix (tensor core) path: on an adapter that has it, f16 products against
@@ -453,7 +535,7 @@ fn cooperative_matrix_path() {
 fn large_shapes_on_every_path() {
     let rt = runtime();
     let mut cases = Vec::new();
-    for path in [MatmulPath::Auto, MatmulPath::Gemm64, MatmulPath::Gemm128] {
+    for path in [MatmulPath::Auto, MatmulPath::Gemm64, MatmulPath::Gemm128, MatmulPath::SplitK, MatmulPath::SplitK64] {
         cases.push(Case::new(2048, 1536, 384).path(path));
         cases.push(Case::new(1000, 1030, 1100).path(path).trans(false, true).scale(1.0, 0.5));
         cases.push(Case::new(515, 1025, 700).path(path).trans(true, false).bk(8));
@@ -527,6 +609,8 @@ fn timings_of_every_variant() {
         ("gemm128 bk16", MatmulPath::Gemm128, false, 16, true),
         ("gemm128 bk16 scalar", MatmulPath::Gemm128, false, 16, false),
         ("cooperative", MatmulPath::Cooperative, false, 0, true),
+        ("split-k", MatmulPath::SplitK, false, 0, true),
+        ("split-k 64", MatmulPath::SplitK64, false, 0, true),
     ];
     // (batch, m, n, k, transpose_b, iterations)
     let shapes = [
@@ -539,6 +623,11 @@ fn timings_of_every_variant() {
         (1, 1024, 1024, 1024, false, 50),
         (1, 256, 4096, 4096, true, 20),
         (1, 1, 11008, 4096, true, 200),
+        // The linear layers of a MiniLM encoder: 40 tokens, and a batch of 32 sentences.
+        (1, 40, 1152, 384, true, 200),
+        (1, 40, 384, 1536, true, 200),
+        (32, 40, 384, 384, true, 200),
+        (32, 40, 384, 1536, true, 100),
     ];
     for dtype in float_dtypes(&rt) {
         for &(batch, m, n, k, tb, iters) in &shapes {
@@ -661,7 +750,15 @@ fn random_shapes_and_flags() {
             1 => (vec![batch], vec![]),
             _ => (vec![], vec![batch]),
         };
-        let path = [MatmulPath::Auto, MatmulPath::Gemm32, MatmulPath::Gemm64, MatmulPath::Gemm128][pick(&[0, 1, 2, 3])];
+        let paths = [
+            MatmulPath::Auto,
+            MatmulPath::Gemm32,
+            MatmulPath::Gemm64,
+            MatmulPath::Gemm128,
+            MatmulPath::SplitK,
+            MatmulPath::SplitK64,
+        ];
+        let path = paths[pick(&[0, 1, 2, 3, 4, 5])];
         let (alpha, beta) = [(1.0, 0.0), (0.5, 1.5), (-1.0, 0.25)][pick(&[0, 1, 2])];
         let mut case = Case::new(m, n, k)
             .batch(&ab, &bb, &[batch])

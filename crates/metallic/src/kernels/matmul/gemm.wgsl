@@ -2,8 +2,10 @@
 // (Compiled without wgpu's runtime checks: every storage read is guarded by `gm < m`,
 // `gn < n`, `gk < k` and every write by `row < m`, `col < n`, sizes the Rust side validated
 // against the bindings; workgroup-memory indices come from `e < BM * BK` (or `BN * BK`) and
-// `lid < WG`; loops are bounded by k, the tile sizes, the tile counts and the batch; no
-// runtime divisor.)
+// `lid < WG`; loops are bounded by k, the tile sizes, the tile counts and the batch; the only
+// runtime divisor, the batch, is at least 1 inside the loop over batch * splits. The partial
+// sums (SPLIT) are written under the same guards as C, into a scratch tensor of
+// splits * batch * m * n f32.)
 //
 // Batched GEMM: C = alpha * op(A) · op(B) + beta * C, accumulated in f32.
 //
@@ -17,16 +19,23 @@
 // runtime checks wgpu adds (bounded loops), drivers may not unroll such loops, and a
 // dynamically indexed array goes to local memory — 7x slower on an H100.
 //
-// Grid: x = N tiles, y = M tiles, z = batch, each clamped to the device limit; workgroups loop
-// over the tiles beyond it.
+// Split-K (SPLIT), as in `gemm_wide.wgsl`: workgroup z = slice * batch + item multiplies the K
+// slice [slice * k_chunk, + k_chunk) (k_chunk a multiple of BK) and writes its raw f32 partial
+// sums to `part[part_off + z * c_batch + row * n + col]`; `splitk_reduce.wgsl` adds them up.
+//
+// Grid: x = N tiles, y = M tiles, z = batch * splits, each clamped to the device limit;
+// workgroups loop over the tiles beyond it.
 
 override BM: u32 = 64u;
-override BN: u32 = 64u;
+// Always BM here (the Rust side sets BM only).
+override BN: u32 = BM;
 override BK: u32 = 16u;
 // A is stored [.., K, M] (op(A) = Aᵀ) instead of [.., M, K].
 override TRANS_A: bool = false;
 // B is stored [.., N, K] (op(B) = Bᵀ) instead of [.., K, N].
 override TRANS_B: bool = false;
+// Write the partial sums of one K slice to `part` instead of C.
+override SPLIT: bool = false;
 
 const TM: u32 = 4u;
 const TN: u32 = 4u;
@@ -50,11 +59,21 @@ struct Params {
     alpha: f32,
     // 0: C is not read.
     beta: f32,
+    // K slices (>= 1) and their length (a multiple of BK; k without SPLIT).
+    splits: u32,
+    k_chunk: u32,
+    // First element of the partial sums in `part` (SPLIT).
+    part_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> a: array<T>;
 @group(0) @binding(1) var<storage, read_write> b: array<T>;
 @group(0) @binding(2) var<storage, read_write> c: array<T>;
+// Partial sums of the K slices (SPLIT); another binding, never accessed, otherwise.
+@group(0) @binding(3) var<storage, read_write> part: array<f32>;
+
+// End of this tile's K slice (k without SPLIT).
+var<private> k_end: u32;
 
 // Row strides of the k-major tiles, in vec4: one vec4 of padding per row spreads the
 // transposing stores of the loads over the memory banks.
@@ -79,7 +98,7 @@ fn load_tiles(lid: u32, a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32) {
         let gm = m0 + mm;
         let gk = k0 + kk;
         var v = 0.0;
-        if gm < params.m && gk < params.k {
+        if gm < params.m && gk < k_end {
             if TRANS_A {
                 v = f32(a[a_base + gk * params.lda + gm]);
             } else {
@@ -101,7 +120,7 @@ fn load_tiles(lid: u32, a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32) {
         let gn = n0 + nn;
         let gk = k0 + kk;
         var v = 0.0;
-        if gn < params.n && gk < params.k {
+        if gn < params.n && gk < k_end {
             if TRANS_B {
                 v = f32(b[b_base + gn * params.ldb + gk]);
             } else {
@@ -114,7 +133,11 @@ fn load_tiles(lid: u32, a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32) {
 
 // c[idx] = alpha * v + beta * c[idx] for an output column inside C.
 fn store_one(idx: u32, col: u32, v: f32) {
-    if col < params.n {
+    if SPLIT {
+        if col < params.n {
+            part[idx] = v;
+        }
+    } else if col < params.n {
         var r = params.alpha * v;
         if params.beta != 0.0 {
             r += params.beta * f32(c[idx]);
@@ -134,7 +157,7 @@ fn store_row(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
     }
 }
 
-fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
+fn gemm_tile(lid: u32, bz: u32, z: u32, m0: u32, n0: u32, k_lo: u32) {
     let tx = lid % (BN / TN);
     let ty = lid / (BN / TN);
     let a_base = params.a_off + bz * params.a_batch;
@@ -143,7 +166,7 @@ fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < params.k; k0 += BK) {
+    for (var k0 = k_lo; k0 < k_end; k0 += BK) {
         load_tiles(lid, a_base, b_base, m0, n0, k0);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk += 1u) {
@@ -156,7 +179,10 @@ fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
         }
         workgroupBarrier();
     }
-    let c_base = params.c_off + bz * params.c_batch;
+    var c_base = params.c_off + bz * params.c_batch;
+    if SPLIT {
+        c_base = params.part_off + z * params.c_batch;
+    }
     let row = m0 + ty * TM;
     let col = n0 + tx * TN;
     store_row(c_base, row, col, c0);
@@ -173,10 +199,14 @@ fn main(
 ) {
     let tiles_m = (params.m + BM - 1u) / BM;
     let tiles_n = (params.n + BN - 1u) / BN;
-    for (var bz = wid.z; bz < params.batch; bz += nwg.z) {
+    let items = params.batch * params.splits;
+    for (var z = wid.z; z < items; z += nwg.z) {
+        let bz = z % params.batch;
+        let k_lo = (z / params.batch) * params.k_chunk;
+        k_end = min(params.k, k_lo + params.k_chunk);
         for (var tm = wid.y; tm < tiles_m; tm += nwg.y) {
             for (var tn = wid.x; tn < tiles_n; tn += nwg.x) {
-                gemm_tile(lid, bz, tm * BM, tn * BN);
+                gemm_tile(lid, bz, z, tm * BM, tn * BN, k_lo);
             }
         }
     }

@@ -4,7 +4,9 @@
 // against the bindings; workgroup-memory indices, the cooperative loads' and stores' whole
 // 16 x 16 footprints included, are built from `lid < 256`, the subgroup id (< 8: the Rust side
 // runs this kernel only where subgroups have exactly 32 invocations) and the tile constants;
-// loops are bounded by k, the tile counts and the batch; no runtime divisor.)
+// loops are bounded by k, the tile counts and the batch; the only runtime divisor, the batch,
+// is at least 1 inside the loop over batch * splits. The partial sums (SPLIT) are written under
+// the same guards as C, into a scratch tensor of splits * batch * m * n f32.)
 enable f16;
 enable wgpu_cooperative_matrix;
 
@@ -22,8 +24,12 @@ enable wgpu_cooperative_matrix;
 // per-subgroup 16 x 16 f32 staging tile, so that alpha, beta and the edges of C are applied per
 // element.
 //
-// Grid: x = N tiles, y = M tiles, z = batch, each clamped to the device limit; workgroups loop
-// over the tiles beyond it.
+// Split-K (SPLIT), as in `gemm_wide.wgsl`: workgroup z = slice * batch + item multiplies the K
+// slice [slice * k_chunk, + k_chunk) (k_chunk a multiple of BK) and writes its raw f32 partial
+// sums to `part[part_off + z * c_batch + row * n + col]`; `splitk_reduce.wgsl` adds them up.
+//
+// Grid: x = N tiles, y = M tiles, z = batch * splits, each clamped to the device limit;
+// workgroups loop over the tiles beyond it.
 
 // A is stored [.., K, M] (op(A) = Aᵀ) instead of [.., M, K].
 override TRANS_A: bool = false;
@@ -33,6 +39,8 @@ override TRANS_B: bool = false;
 // side sets it only where both operands' element offsets, row strides and batch strides are
 // multiples of 4, so a vec4 starting inside a matrix ends inside it and its index is exact.
 override VEC: bool = false;
+// Write the partial sums of one K slice to `part` instead of C.
+override SPLIT: bool = false;
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -59,6 +67,11 @@ struct Params {
     alpha: f32,
     // 0: C is not read.
     beta: f32,
+    // K slices (>= 1) and their length (a multiple of BK; k without SPLIT).
+    splits: u32,
+    k_chunk: u32,
+    // First element of the partial sums in `part` (SPLIT).
+    part_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> a: array<T>;
@@ -67,6 +80,11 @@ struct Params {
 // The same bindings as A and B, read four elements at a time.
 @group(0) @binding(3) var<storage, read_write> a4: array<vec4<T>>;
 @group(0) @binding(4) var<storage, read_write> b4: array<vec4<T>>;
+// Partial sums of the K slices (SPLIT); another binding, never accessed, otherwise.
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;
+
+// End of this tile's K slice (k without SPLIT).
+var<private> k_end: u32;
 
 // op(A)'s tile: [mm][kk] (row stride A_LD) or, for Aᵀ, [kk][mm].
 override A_LD: u32 = select(BK + PAD, BM + PAD, TRANS_A);
@@ -88,7 +106,7 @@ fn load_tiles(lid: u32, a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32) {
             let kk = e / BM;
             let gm = m0 + mm;
             let gk = k0 + kk;
-            if gm < params.m && gk < params.k {
+            if gm < params.m && gk < k_end {
                 v = f32(a[a_base + gk * params.lda + gm]);
             }
             a_sh[kk * A_LD + mm] = f16(v);
@@ -97,7 +115,7 @@ fn load_tiles(lid: u32, a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32) {
             let mm = e / BK;
             let gm = m0 + mm;
             let gk = k0 + kk;
-            if gm < params.m && gk < params.k {
+            if gm < params.m && gk < k_end {
                 v = f32(a[a_base + gm * params.lda + gk]);
             }
             a_sh[mm * A_LD + kk] = f16(v);
@@ -112,7 +130,7 @@ fn load_tiles(lid: u32, a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32) {
             let nn = e / BK;
             let gn = n0 + nn;
             let gk = k0 + kk;
-            if gn < params.n && gk < params.k {
+            if gn < params.n && gk < k_end {
                 v = f32(b[b_base + gn * params.ldb + gk]);
             }
             b_sh[nn * B_LD + kk] = f16(v);
@@ -121,7 +139,7 @@ fn load_tiles(lid: u32, a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32) {
             let kk = e / BN;
             let gn = n0 + nn;
             let gk = k0 + kk;
-            if gn < params.n && gk < params.k {
+            if gn < params.n && gk < k_end {
                 v = f32(b[b_base + gk * params.ldb + gn]);
             }
             b_sh[kk * B_LD + nn] = f16(v);
@@ -136,13 +154,13 @@ fn load_a4(a_base: u32, m0: u32, k0: u32, j: u32) -> vec4<f16> {
     if TRANS_A {
         let gm = m0 + (j % (BM / 4u)) * 4u;
         let gk = k0 + j / (BM / 4u);
-        if gm < params.m && gk < params.k {
+        if gm < params.m && gk < k_end {
             v = vec4<f16>(a4[(a_base + gk * params.lda + gm) / 4u]);
         }
     } else {
         let gm = m0 + j / (BK / 4u);
         let gk = k0 + (j % (BK / 4u)) * 4u;
-        if gm < params.m && gk < params.k {
+        if gm < params.m && gk < k_end {
             v = vec4<f16>(a4[(a_base + gm * params.lda + gk) / 4u]);
         }
     }
@@ -168,13 +186,13 @@ fn load_b4(b_base: u32, n0: u32, k0: u32, j: u32) -> vec4<f16> {
     if TRANS_B {
         let gn = n0 + j / (BK / 4u);
         let gk = k0 + (j % (BK / 4u)) * 4u;
-        if gn < params.n && gk < params.k {
+        if gn < params.n && gk < k_end {
             v = vec4<f16>(b4[(b_base + gn * params.ldb + gk) / 4u]);
         }
     } else {
         let gn = n0 + (j % (BN / 4u)) * 4u;
         let gk = k0 + j / (BN / 4u);
-        if gn < params.n && gk < params.k {
+        if gn < params.n && gk < k_end {
             v = vec4<f16>(b4[(b_base + gk * params.ldb + gn) / 4u]);
         }
     }
@@ -227,7 +245,11 @@ fn store_frag(acc: coop_mat16x16<f32, C>, sg: u32, lane: u32, c_base: u32, r0: u
         let i = lane + t * 32u;
         let row = r0 + i / 16u;
         let col = c0 + i % 16u;
-        if row < params.m && col < params.n {
+        if SPLIT {
+            if row < params.m && col < params.n {
+                part[c_base + row * params.ldc + col] = c_sh[at + i];
+            }
+        } else if row < params.m && col < params.n {
             let idx = c_base + row * params.ldc + col;
             var v = params.alpha * c_sh[at + i];
             if params.beta != 0.0 {
@@ -239,7 +261,7 @@ fn store_frag(acc: coop_mat16x16<f32, C>, sg: u32, lane: u32, c_base: u32, r0: u
     workgroupBarrier();
 }
 
-fn gemm_tile(lid: u32, sg: u32, lane: u32, bz: u32, m0: u32, n0: u32) {
+fn gemm_tile(lid: u32, sg: u32, lane: u32, bz: u32, z: u32, m0: u32, n0: u32, k_lo: u32) {
     let a_base = params.a_off + bz * params.a_batch;
     let b_base = params.b_off + bz * params.b_batch;
     let wr = (sg / 4u) * 64u;
@@ -263,16 +285,16 @@ fn gemm_tile(lid: u32, sg: u32, lane: u32, bz: u32, m0: u32, n0: u32) {
     var rb2 = vec4<f16>(0.0);
     var rb3 = vec4<f16>(0.0);
     if VEC {
-        ra0 = load_a4(a_base, m0, 0u, lid);
-        ra1 = load_a4(a_base, m0, 0u, lid + THREADS);
-        ra2 = load_a4(a_base, m0, 0u, lid + 2u * THREADS);
-        ra3 = load_a4(a_base, m0, 0u, lid + 3u * THREADS);
-        rb0 = load_b4(b_base, n0, 0u, lid);
-        rb1 = load_b4(b_base, n0, 0u, lid + THREADS);
-        rb2 = load_b4(b_base, n0, 0u, lid + 2u * THREADS);
-        rb3 = load_b4(b_base, n0, 0u, lid + 3u * THREADS);
+        ra0 = load_a4(a_base, m0, k_lo, lid);
+        ra1 = load_a4(a_base, m0, k_lo, lid + THREADS);
+        ra2 = load_a4(a_base, m0, k_lo, lid + 2u * THREADS);
+        ra3 = load_a4(a_base, m0, k_lo, lid + 3u * THREADS);
+        rb0 = load_b4(b_base, n0, k_lo, lid);
+        rb1 = load_b4(b_base, n0, k_lo, lid + THREADS);
+        rb2 = load_b4(b_base, n0, k_lo, lid + 2u * THREADS);
+        rb3 = load_b4(b_base, n0, k_lo, lid + 3u * THREADS);
     }
-    for (var k0 = 0u; k0 < params.k; k0 += BK) {
+    for (var k0 = k_lo; k0 < k_end; k0 += BK) {
         // Every subgroup is done with the previous K-step's tiles.
         workgroupBarrier();
         if VEC {
@@ -289,7 +311,7 @@ fn gemm_tile(lid: u32, sg: u32, lane: u32, bz: u32, m0: u32, n0: u32) {
         }
         workgroupBarrier();
         let k1 = k0 + BK;
-        if VEC && k1 < params.k {
+        if VEC && k1 < k_end {
             ra0 = load_a4(a_base, m0, k1, lid);
             ra1 = load_a4(a_base, m0, k1, lid + THREADS);
             ra2 = load_a4(a_base, m0, k1, lid + 2u * THREADS);
@@ -316,7 +338,10 @@ fn gemm_tile(lid: u32, sg: u32, lane: u32, bz: u32, m0: u32, n0: u32) {
             c31 = coopMultiplyAdd(a3, b1, c31);
         }
     }
-    let c_base = params.c_off + bz * params.c_batch;
+    var c_base = params.c_off + bz * params.c_batch;
+    if SPLIT {
+        c_base = params.part_off + z * params.c_batch;
+    }
     let r = m0 + wr;
     let col = n0 + wc;
     store_frag(c00, sg, lane, c_base, r, col);
@@ -339,10 +364,14 @@ fn main(
 ) {
     let tiles_m = (params.m + BM - 1u) / BM;
     let tiles_n = (params.n + BN - 1u) / BN;
-    for (var bz = wid.z; bz < params.batch; bz += nwg.z) {
+    let items = params.batch * params.splits;
+    for (var z = wid.z; z < items; z += nwg.z) {
+        let bz = z % params.batch;
+        let k_lo = (z / params.batch) * params.k_chunk;
+        k_end = min(params.k, k_lo + params.k_chunk);
         for (var tm = wid.y; tm < tiles_m; tm += nwg.y) {
             for (var tn = wid.x; tn < tiles_n; tn += nwg.x) {
-                gemm_tile(lid, sg, lane, bz, tm * BM, tn * BN);
+                gemm_tile(lid, sg, lane, bz, z, tm * BM, tn * BN, k_lo);
             }
         }
     }

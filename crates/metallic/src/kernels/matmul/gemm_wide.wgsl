@@ -2,8 +2,10 @@
 // (Compiled without wgpu's runtime checks: every storage read is guarded by `gm < m`,
 // `gn < n`, `gk < k` and every write by `row < m`, `col < n`, sizes the Rust side validated
 // against the bindings; workgroup-memory indices are built from `lid < WG` and the tile
-// constants only; loops are bounded by k, the tile counts and the batch; no runtime divisor.
-// The vec4 reads through `a4`, `b4` are guarded the same way, by their first element: see
+// constants only; loops are bounded by k, the tile counts and the batch; the only runtime
+// divisor, the batch, is at least 1 inside the loop over batch * splits. The partial sums are
+// written under the same guards as C, into a scratch tensor of splits * batch * m * n f32. The
+// vec4 reads through `a4`, `b4` are guarded the same way, by their first element: see
 // VEC_A.)
 //
 // Batched GEMM with register blocking: C = alpha * op(A) · op(B) + beta * C, accumulated in f32.
@@ -21,8 +23,13 @@
 // whose loads run along K (A untransposed, B transposed) gets one vec4 of padding so that the
 // transposing stores spread over the banks.
 //
-// Grid: x = N tiles, y = M tiles, z = batch, each clamped to the device limit; workgroups loop
-// over the tiles beyond it.
+// Split-K (SPLIT): the K range is cut into `splits` slices of `k_chunk` (a multiple of BK);
+// workgroup z = slice * batch + item multiplies one slice and writes its raw partial sums (no
+// alpha, beta) as f32 to `part[part_off + z * c_batch + row * n + col]`; `splitk_reduce.wgsl`
+// adds the slices up into C. Without SPLIT, splits = 1 and k_chunk = k.
+//
+// Grid: x = N tiles, y = M tiles, z = batch * splits, each clamped to the device limit;
+// workgroups loop over the tiles beyond it.
 
 override BK: u32 = 8u;
 // A is stored [.., K, M] (op(A) = Aᵀ) instead of [.., M, K].
@@ -34,6 +41,8 @@ override TRANS_B: bool = false;
 // matrix ends inside it and the vec4 index is exact; VEC_B only without TRANS_B.
 override VEC_A: bool = false;
 override VEC_B: bool = false;
+// Write partial sums of one K slice to `part` (see above) instead of C.
+override SPLIT: bool = false;
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -60,6 +69,11 @@ struct Params {
     alpha: f32,
     // 0: C is not read.
     beta: f32,
+    // K slices (>= 1) and their length (a multiple of BK; k without SPLIT).
+    splits: u32,
+    k_chunk: u32,
+    // First element of the partial sums in `part` (SPLIT).
+    part_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> a: array<T>;
@@ -68,6 +82,11 @@ struct Params {
 // The same bindings as A and B, read four elements at a time.
 @group(0) @binding(3) var<storage, read_write> a4: array<vec4<T>>;
 @group(0) @binding(4) var<storage, read_write> b4: array<vec4<T>>;
+// Partial sums of the K slices (SPLIT); another binding, never accessed, otherwise.
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;
+
+// End of this tile's K slice (k without SPLIT).
+var<private> k_end: u32;
 
 // Row strides of the tiles in vec4 (padded where the stores transpose).
 override A_ROW: u32 = BM / 4u + select(1u, 0u, TRANS_A);
@@ -96,7 +115,7 @@ fn load_a(a_base: u32, m0: u32, k0: u32, p: vec2<u32>) -> f32 {
     let gm = m0 + p.x;
     let gk = k0 + p.y;
     var v = 0.0;
-    if gm < params.m && gk < params.k {
+    if gm < params.m && gk < k_end {
         if TRANS_A {
             v = f32(a[a_base + gk * params.lda + gm]);
         } else {
@@ -111,7 +130,7 @@ fn load_b(b_base: u32, n0: u32, k0: u32, p: vec2<u32>) -> f32 {
     let gn = n0 + p.x;
     let gk = k0 + p.y;
     var v = 0.0;
-    if gn < params.n && gk < params.k {
+    if gn < params.n && gk < k_end {
         if TRANS_B {
             v = f32(b[b_base + gn * params.ldb + gk]);
         } else {
@@ -136,13 +155,13 @@ fn load_a4(a_base: u32, m0: u32, k0: u32, j: u32) -> vec4<f32> {
     if TRANS_A {
         let gm = m0 + (j % (BM / 4u)) * 4u;
         let gk = k0 + j / (BM / 4u);
-        if gm < params.m && gk < params.k {
+        if gm < params.m && gk < k_end {
             v = vec4<f32>(a4[(a_base + gk * params.lda + gm) / 4u]);
         }
     } else {
         let gm = m0 + j / (BK / 4u);
         let gk = k0 + (j % (BK / 4u)) * 4u;
-        if gm < params.m && gk < params.k {
+        if gm < params.m && gk < k_end {
             v = vec4<f32>(a4[(a_base + gm * params.lda + gk) / 4u]);
         }
     }
@@ -169,7 +188,7 @@ fn load_b4(b_base: u32, n0: u32, k0: u32, j: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     let gn = n0 + (j % (BN / 4u)) * 4u;
     let gk = k0 + j / (BN / 4u);
-    if gn < params.n && gk < params.k {
+    if gn < params.n && gk < k_end {
         v = vec4<f32>(b4[(b_base + gk * params.ldb + gn) / 4u]);
     }
     return v;
@@ -179,24 +198,28 @@ fn put_b4(buf: u32, j: u32, v: vec4<f32>) {
     b_tile[(buf * BK + j / (BN / 4u)) * B_ROW + j % (BN / 4u)] = v;
 }
 
-// The first K-step into buffer 0 (scalar loads; the vec4 path's are in `gemm_tile`).
-fn first_step_a(a_base: u32, m0: u32, p0: vec2<u32>, p1: vec2<u32>, p2: vec2<u32>, p3: vec2<u32>) {
-    put_a(0u, p0, load_a(a_base, m0, 0u, p0));
-    put_a(0u, p1, load_a(a_base, m0, 0u, p1));
-    put_a(0u, p2, load_a(a_base, m0, 0u, p2));
-    put_a(0u, p3, load_a(a_base, m0, 0u, p3));
+// The K-step at k0 into buffer 0 (scalar loads; the vec4 path's are in `gemm_tile`).
+fn first_step_a(a_base: u32, m0: u32, k0: u32, p0: vec2<u32>, p1: vec2<u32>, p2: vec2<u32>, p3: vec2<u32>) {
+    put_a(0u, p0, load_a(a_base, m0, k0, p0));
+    put_a(0u, p1, load_a(a_base, m0, k0, p1));
+    put_a(0u, p2, load_a(a_base, m0, k0, p2));
+    put_a(0u, p3, load_a(a_base, m0, k0, p3));
 }
 
-fn first_step_b(b_base: u32, n0: u32, p0: vec2<u32>, p1: vec2<u32>, p2: vec2<u32>, p3: vec2<u32>) {
-    put_b(0u, p0, load_b(b_base, n0, 0u, p0));
-    put_b(0u, p1, load_b(b_base, n0, 0u, p1));
-    put_b(0u, p2, load_b(b_base, n0, 0u, p2));
-    put_b(0u, p3, load_b(b_base, n0, 0u, p3));
+fn first_step_b(b_base: u32, n0: u32, k0: u32, p0: vec2<u32>, p1: vec2<u32>, p2: vec2<u32>, p3: vec2<u32>) {
+    put_b(0u, p0, load_b(b_base, n0, k0, p0));
+    put_b(0u, p1, load_b(b_base, n0, k0, p1));
+    put_b(0u, p2, load_b(b_base, n0, k0, p2));
+    put_b(0u, p3, load_b(b_base, n0, k0, p3));
 }
 
-// c[idx] = alpha * v + beta * c[idx] for an output column inside C.
+// c[idx] = alpha * v + beta * c[idx] for an output column inside C; with SPLIT, part[idx] = v.
 fn store_one(idx: u32, col: u32, v: f32) {
-    if col < params.n {
+    if SPLIT {
+        if col < params.n {
+            part[idx] = v;
+        }
+    } else if col < params.n {
         var r = params.alpha * v;
         if params.beta != 0.0 {
             r += params.beta * f32(c[idx]);
@@ -216,7 +239,7 @@ fn store4(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {
     }
 }
 
-fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
+fn gemm_tile(lid: u32, bz: u32, z: u32, m0: u32, n0: u32, k_lo: u32) {
     let tx = lid % TX;
     let ty = lid / TX;
     let a_base = params.a_off + bz * params.a_batch;
@@ -240,27 +263,27 @@ fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
     let pb7 = b_pos(lid + 7u * THREADS);
     let wide = BK == 16u;
 
-    // The first K-step into buffer 0.
+    // The first K-step of the slice into buffer 0.
     if VEC_A {
-        put_a4(0u, lid, load_a4(a_base, m0, 0u, lid));
+        put_a4(0u, lid, load_a4(a_base, m0, k_lo, lid));
         if wide {
-            put_a4(0u, lid + THREADS, load_a4(a_base, m0, 0u, lid + THREADS));
+            put_a4(0u, lid + THREADS, load_a4(a_base, m0, k_lo, lid + THREADS));
         }
     } else {
-        first_step_a(a_base, m0, pa0, pa1, pa2, pa3);
+        first_step_a(a_base, m0, k_lo, pa0, pa1, pa2, pa3);
         if wide {
-            first_step_a(a_base, m0, pa4, pa5, pa6, pa7);
+            first_step_a(a_base, m0, k_lo, pa4, pa5, pa6, pa7);
         }
     }
     if VEC_B {
-        put_b4(0u, lid, load_b4(b_base, n0, 0u, lid));
+        put_b4(0u, lid, load_b4(b_base, n0, k_lo, lid));
         if wide {
-            put_b4(0u, lid + THREADS, load_b4(b_base, n0, 0u, lid + THREADS));
+            put_b4(0u, lid + THREADS, load_b4(b_base, n0, k_lo, lid + THREADS));
         }
     } else {
-        first_step_b(b_base, n0, pb0, pb1, pb2, pb3);
+        first_step_b(b_base, n0, k_lo, pb0, pb1, pb2, pb3);
         if wide {
-            first_step_b(b_base, n0, pb4, pb5, pb6, pb7);
+            first_step_b(b_base, n0, k_lo, pb4, pb5, pb6, pb7);
         }
     }
     workgroupBarrier();
@@ -282,10 +305,10 @@ fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
     var c7l = vec4<f32>(0.0);
     var c7r = vec4<f32>(0.0);
     var buf = 0u;
-    for (var k0 = 0u; k0 < params.k; k0 += BK) {
+    for (var k0 = k_lo; k0 < k_end; k0 += BK) {
         // Fetch the next K-step into registers while this one is multiplied.
         let k1 = k0 + BK;
-        let more = k1 < params.k;
+        let more = k1 < k_end;
         var ra0 = 0.0;
         var ra1 = 0.0;
         var ra2 = 0.0;
@@ -406,7 +429,10 @@ fn gemm_tile(lid: u32, bz: u32, m0: u32, n0: u32) {
         buf = 1u - buf;
         workgroupBarrier();
     }
-    let c_base = params.c_off + bz * params.c_batch;
+    var c_base = params.c_off + bz * params.c_batch;
+    if SPLIT {
+        c_base = params.part_off + z * params.c_batch;
+    }
     let r0 = m0 + ty * 4u;
     let r1 = r0 + BM / 2u;
     let cl = n0 + tx * 4u;
@@ -437,11 +463,15 @@ fn main(
 ) {
     let tiles_m = (params.m + BM - 1u) / BM;
     let tiles_n = (params.n + BN - 1u) / BN;
-    for (var bz = wid.z; bz < params.batch; bz += nwg.z) {
+    let items = params.batch * params.splits;
+    for (var z = wid.z; z < items; z += nwg.z) {
+        let bz = z % params.batch;
+        let k_lo = (z / params.batch) * params.k_chunk;
+        k_end = min(params.k, k_lo + params.k_chunk);
         for (var tm = wid.y; tm < tiles_m; tm += nwg.y) {
             for (var tn = wid.x; tn < tiles_n; tn += nwg.x) {
                 // Ends with a barrier: the next tile may overwrite either buffer.
-                gemm_tile(lid, bz, tm * BM, tn * BN);
+                gemm_tile(lid, bz, z, tm * BM, tn * BN, k_lo);
             }
         }
     }

@@ -2,11 +2,13 @@
 //! f16 storage with f32 accumulation.
 //!
 //! Four kernels: a register-blocked GEMM for large products (`gemm_wide.wgsl`: 128 x 128 tiles,
-//! 8 x 8 outputs per invocation, double-buffered K-steps), a GEMM with 64 x 64 or 32 x 32
-//! tiles for smaller ones (`gemm.wgsl`), a GEMM on cooperative matrices (tensor cores) for f16
-//! where the adapter offers them (`gemm_coop.wgsl`), and, for a single row (`M == 1`, the
-//! decode step of a language model), a GEMV that reduces along K inside each workgroup
-//! (`gemv.wgsl`), for both layouts of B. The GEMM kernels are compiled without wgpu's runtime
+//! 8 x 8 outputs per invocation, double-buffered K-steps), a GEMM with 64 x 64 or 32 x 32 tiles
+//! for smaller ones (`gemm.wgsl`), a GEMM on cooperative matrices (tensor cores) for f16 where
+//! the adapter offers them (`gemm_coop.wgsl`), and, for a single row (`M == 1`, the decode step
+//! of a language model), a GEMV that reduces along K inside each workgroup (`gemv.wgsl`), for
+//! both layouts of B. Products with few output tiles and a long K (linear layers over a few
+//! dozen tokens) split K over workgroups in any of the three GEMMs, which write f32 partial
+//! sums to a scratch tensor that `splitk_reduce.wgsl` adds up. The GEMM kernels are compiled without wgpu's runtime
 //! checks (their sources say why that is safe); [`Matmul::checked`] turns them back on.
 //!
 //! ```
@@ -28,17 +30,19 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Shape, Tensor};
 
-static GEMM: Kernel = Kernel { name: "gemm", source: include_str!("gemm.wgsl"), entry: "main", bindings: 3 };
+static GEMM: Kernel = Kernel { name: "gemm", source: include_str!("gemm.wgsl"), entry: "main", bindings: 4 };
 static GEMM_WIDE: Kernel =
-    Kernel { name: "gemm_wide", source: include_str!("gemm_wide.wgsl"), entry: "main", bindings: 5 };
+    Kernel { name: "gemm_wide", source: include_str!("gemm_wide.wgsl"), entry: "main", bindings: 6 };
+static SPLITK_REDUCE: Kernel =
+    Kernel { name: "splitk_reduce", source: include_str!("splitk_reduce.wgsl"), entry: "main", bindings: 2 };
 static GEMM_COOP: Kernel =
-    Kernel { name: "gemm_coop", source: include_str!("gemm_coop.wgsl"), entry: "main", bindings: 5 };
+    Kernel { name: "gemm_coop", source: include_str!("gemm_coop.wgsl"), entry: "main", bindings: 6 };
 // The same sources compiled with wgpu's runtime checks ([`Matmul::checked`]): a leading newline
 // moves the trusted marker off the first line.
 static GEMM_CHECKED: Kernel =
-    Kernel { name: "gemm", source: concat!("\n", include_str!("gemm.wgsl")), entry: "main", bindings: 3 };
+    Kernel { name: "gemm", source: concat!("\n", include_str!("gemm.wgsl")), entry: "main", bindings: 4 };
 static GEMM_WIDE_CHECKED: Kernel =
-    Kernel { name: "gemm_wide", source: concat!("\n", include_str!("gemm_wide.wgsl")), entry: "main", bindings: 5 };
+    Kernel { name: "gemm_wide", source: concat!("\n", include_str!("gemm_wide.wgsl")), entry: "main", bindings: 6 };
 static GEMV_NK: Kernel = Kernel { name: "gemv_nk", source: include_str!("gemv.wgsl"), entry: "gemv_nk", bindings: 3 };
 static GEMV_KN: Kernel = Kernel { name: "gemv_kn", source: include_str!("gemv.wgsl"), entry: "gemv_kn", bindings: 3 };
 
@@ -55,6 +59,30 @@ const LARGE_TILE_MIN_TILES: u64 = 64;
 /// kernel. Measured on an H100 (Vulkan): at 48-64 tiles (2048 x 384 x 1536 batched, 1024³,
 /// 256 x 4096 x 4096) it already matches or beats the 64 x 64 kernel.
 const WIDE_MIN_TILES: u64 = 48;
+/// Split-K aims at about this many workgroups (output tiles x batch x K slices) ...
+const SPLIT_TARGET_WGS: u64 = 256;
+/// ... or this many below `SPLIT_FEW_TILES` output tiles. Measured on an H100 (132 SMs): 128
+/// ran 15-20% faster than 256 for 40 rows (3-12 tiles), 256 faster than 128 for 30-48 tiles.
+const SPLIT_TARGET_FEW: u64 = 128;
+const SPLIT_FEW_TILES: u64 = 16;
+/// Auto splits K only below this many 128 x 128 output tiles (batch included; at 90 tiles, 3
+/// slices ran 10% slower than none on an H100) ...
+const SPLIT_MAX_TILES: u64 = 64;
+/// ... and for K of at least this much, into slices of at least `SPLIT_MIN_CHUNK`.
+const SPLIT_MIN_K: u32 = 256;
+const SPLIT_MIN_CHUNK: u32 = 32;
+/// Split-K over 64 x 64 tiles ([`MatmulPath::SplitK64`]) aims at about this many workgroups
+/// (on an H100, 512 beat 256 and 1024 by 5-20%).
+const SPLIT64_TARGET_WGS: u64 = 512;
+/// Below this K, Auto splits over 64 x 64 tiles rather than 128 x 128 ones (where the
+/// cooperative kernel does not run). Measured on an H100, f32, B transposed: at K = 384 the
+/// 64-tile split ran 1.05-1.25x faster ([40 | 1280, 384] x [384 | 1152, 384]ᵀ), at K = 1536
+/// 0.95-1.02x (M = 40 to 2048, N = 384).
+const SPLIT64_MAX_K: u32 = 1024;
+/// Workgroup size of the split-K reduction.
+const SPLIT_REDUCE_WG: u32 = 256;
+/// K-step of the cooperative kernel (its K slices are multiples of it).
+const COOP_BK: u32 = 32;
 /// Workgroup memory the cooperative kernel declares (tiles, staging, the prelude's scratch).
 const COOP_SHARED_BYTES: u32 = 2 * 128 * 40 * 2 + 8 * 256 * 4 + 256 * 4;
 /// Smallest M and N (after folding the batch into M) for which f16 GEMM takes the cooperative
@@ -66,7 +94,8 @@ const COOP_MIN_DIM: u32 = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum MatmulPath {
     /// GEMV where the product has one row (after folding a batch of rows against a shared B
-    /// into M), else GEMM with tiles sized by the output.
+    /// into M), split-K where there are few output tiles and a long K, else GEMM with tiles
+    /// sized by the output.
     #[default]
     Auto,
     /// GEMM with 32 x 32 output tiles per workgroup (64 invocations).
@@ -83,6 +112,17 @@ pub enum MatmulPath {
     /// Vulkan with 32-wide subgroups (16 x 16 f16 matrices with f32 accumulators, which NVIDIA
     /// and AMD drivers offer); elsewhere recording it returns [`Error::Unsupported`].
     Cooperative,
+    /// Split-K: the register-blocked kernel of [`MatmulPath::Gemm128`] (or, for f16 products
+    /// that Auto would give the cooperative kernel — M and N of at least 64 on an adapter that
+    /// has it — [`MatmulPath::Cooperative`]'s) with K cut into slices that separate workgroups
+    /// multiply, writing f32 partial products to a scratch tensor, then a second kernel that
+    /// adds the slices up (and applies alpha and beta). For products with few output tiles
+    /// and a long K (a linear layer over a few dozen tokens). Runs the unsplit kernel where K
+    /// is too short to split.
+    SplitK,
+    /// Split-K as [`MatmulPath::SplitK`], over the 64 x 64 tiles of [`MatmulPath::Gemm64`]
+    /// (smaller workgroups, several resident per core).
+    SplitK64,
 }
 
 /// Whether the cooperative-matrix GEMM can run on this adapter (see
@@ -151,6 +191,8 @@ pub struct Matmul {
     wide_bk: Option<u32>,
     /// Whether the register-blocked kernel may load aligned operands as vec4.
     vector_loads: bool,
+    /// K slices of [`MatmulPath::SplitK`]; `None`: chosen by shape.
+    splits: Option<u32>,
 }
 
 #[repr(C)]
@@ -169,6 +211,22 @@ struct GemmParams {
     a_batch: u32,
     b_batch: u32,
     c_batch: u32,
+    alpha: f32,
+    beta: f32,
+    /// K slices (split-K; 1 otherwise) and their length (k otherwise).
+    splits: u32,
+    k_chunk: u32,
+    /// First element of the split-K partial sums in their scratch binding.
+    part_off: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceParams {
+    count: u32,
+    splits: u32,
+    part_off: u32,
+    c_off: u32,
     alpha: f32,
     beta: f32,
 }
@@ -259,6 +317,7 @@ impl Matmul {
             checked: false,
             wide_bk: None,
             vector_loads: true,
+            splits: None,
         };
         this.check_operands()?;
         Ok(this)
@@ -316,6 +375,55 @@ impl Matmul {
     pub fn vector_loads(mut self, on: bool) -> Self {
         self.vector_loads = on;
         self
+    }
+
+    /// The number of K slices of [`MatmulPath::SplitK`] (0 counts as 1; fewer where K is
+    /// short: slices are whole K-steps); by default chosen from the shape. For tests and tuning.
+    #[doc(hidden)]
+    pub fn split_k(mut self, splits: u32) -> Self {
+        self.splits = Some(splits);
+        self
+    }
+
+    /// Whether this (folded) product of f16 runs on the cooperative kernel, split or not.
+    fn on_coop(&self, plan: Plan) -> bool {
+        self.a.dtype() == DType::F16
+            && plan.m >= COOP_MIN_DIM
+            && plan.n >= COOP_MIN_DIM
+            && cooperative_available(self.a.context())
+    }
+
+    /// K slices and their length for split-K over `path`'s kernel (`(1, k)`: no split).
+    fn split_plan(&self, plan: Plan, path: MatmulPath) -> (u32, u32) {
+        let tile64 = path == MatmulPath::SplitK64;
+        let bk = if tile64 {
+            GEMM_BK
+        } else if self.on_coop(plan) {
+            COOP_BK
+        } else {
+            self.wide_step().0
+        }
+        .max(1);
+        let want = match self.splits {
+            Some(s) => s.max(1),
+            None => {
+                let side = if tile64 { 64 } else { 128 };
+                let tiles = u64::from(plan.m.div_ceil(side)) * u64::from(plan.n.div_ceil(side)) * u64::from(plan.batch);
+                let target = if tile64 {
+                    SPLIT64_TARGET_WGS
+                } else if tiles < SPLIT_FEW_TILES {
+                    SPLIT_TARGET_FEW
+                } else {
+                    SPLIT_TARGET_WGS
+                };
+                let want = target.div_ceil(tiles.max(1));
+                let by_k = u64::from(plan.k / SPLIT_MIN_CHUNK.max(bk)).max(1);
+                u32::try_from(want.min(by_k)).unwrap_or(1)
+            }
+        };
+        let chunk = plan.k.div_ceil(want).next_multiple_of(bk).max(bk);
+        let splits = plan.k.div_ceil(chunk).max(1);
+        if splits == 1 { (1, plan.k) } else { (splits, chunk) }
     }
 
     /// The register-blocked kernel's K-step and the workgroup memory it needs.
@@ -401,23 +509,32 @@ impl Matmul {
         let folded = plan.folded(self.transpose_a);
         match self.path {
             MatmulPath::Gemv => (MatmulPath::Gemv, plan),
-            MatmulPath::Gemm32 | MatmulPath::Gemm64 | MatmulPath::Gemm128 | MatmulPath::Cooperative => {
-                (self.path, folded)
-            }
+            MatmulPath::Gemm32
+            | MatmulPath::Gemm64
+            | MatmulPath::Gemm128
+            | MatmulPath::Cooperative
+            | MatmulPath::SplitK
+            | MatmulPath::SplitK64 => (self.path, folded),
             MatmulPath::Auto => {
                 if folded.m == 1 {
                     return (MatmulPath::Gemv, folded);
                 }
                 let ctx = self.a.context();
-                if self.a.dtype() == DType::F16
-                    && folded.m >= COOP_MIN_DIM
-                    && folded.n >= COOP_MIN_DIM
-                    && cooperative_available(ctx)
+                let fits = ctx.caps().limits.max_compute_workgroup_storage_size >= self.wide_step().1;
+                let wide = u64::from(folded.m.div_ceil(128)) * u64::from(folded.n.div_ceil(128));
+                let coop = self.on_coop(folded);
+                if (fits || coop)
+                    && wide * u64::from(folded.batch) < SPLIT_MAX_TILES
+                    && folded.k >= SPLIT_MIN_K
+                    && self.split_plan(folded, MatmulPath::SplitK).0 > 1
                 {
+                    let path =
+                        if !coop && folded.k < SPLIT64_MAX_K { MatmulPath::SplitK64 } else { MatmulPath::SplitK };
+                    return (path, folded);
+                }
+                if coop {
                     return (MatmulPath::Cooperative, folded);
                 }
-                let wide = u64::from(folded.m.div_ceil(128)) * u64::from(folded.n.div_ceil(128));
-                let fits = ctx.caps().limits.max_compute_workgroup_storage_size >= self.wide_step().1;
                 if fits && wide * u64::from(folded.batch) >= WIDE_MIN_TILES {
                     return (MatmulPath::Gemm128, folded);
                 }
@@ -439,7 +556,8 @@ impl Matmul {
             MatmulPath::Gemv if plan.m != 1 => {
                 Err(Error::invalid(op, format!("the GEMV path needs M == 1, got M = {}", plan.m)))
             }
-            MatmulPath::Gemm128 => {
+            MatmulPath::SplitK if self.on_coop(plan) => Ok(()),
+            MatmulPath::Gemm128 | MatmulPath::SplitK => {
                 let (bk, need) = self.wide_step();
                 if bk != 8 && bk != 16 {
                     return Err(Error::invalid(op, format!("the K-step must be 8 or 16, got {bk}")));
@@ -523,9 +641,11 @@ impl Operation for Matmul {
                 );
             }
             MatmulPath::Gemm32 => 32u32,
-            MatmulPath::Gemm64 | MatmulPath::Auto => 64u32,
-            MatmulPath::Gemm128 | MatmulPath::Cooperative => 128u32,
+            MatmulPath::Gemm64 | MatmulPath::SplitK64 | MatmulPath::Auto => 64u32,
+            MatmulPath::Gemm128 | MatmulPath::Cooperative | MatmulPath::SplitK => 128u32,
         };
+        let split_path = matches!(path, MatmulPath::SplitK | MatmulPath::SplitK64);
+        let (splits, k_chunk) = if split_path { self.split_plan(plan, path) } else { (1, plan.k) };
         let params = GemmParams {
             m: plan.m,
             n: plan.n,
@@ -542,6 +662,9 @@ impl Operation for Matmul {
             c_batch,
             alpha: self.alpha,
             beta: self.beta,
+            splits,
+            k_chunk,
+            part_off: 0,
         };
         // Slots 3 and 4 of the register-blocked and cooperative kernels view A and B as vec4,
         // and a binding must hold one: an operand smaller than a vec4 loads as scalars and
@@ -553,10 +676,16 @@ impl Operation for Matmul {
         let sizes = [bytes(&self.a, &a), bytes(&self.b, &b), bytes(&self.c, &c)];
         let vec_bytes = 4 * dtype.size_in_bytes() as u64;
         let spare = [&a, &b, &c].into_iter().zip(sizes).find(|&(_, n)| n >= vec_bytes).map(|(t, _)| t);
+        let coop = path == MatmulPath::Cooperative || (path == MatmulPath::SplitK && self.on_coop(plan));
         let (path, tile) = match (path, spare) {
-            (MatmulPath::Gemm128 | MatmulPath::Cooperative, None) => (MatmulPath::Gemm64, 64),
+            (MatmulPath::Gemm128 | MatmulPath::Cooperative | MatmulPath::SplitK, None) => (MatmulPath::Gemm64, 64),
+            (MatmulPath::SplitK, Some(_)) if splits == 1 && coop => (MatmulPath::Cooperative, tile),
+            (MatmulPath::SplitK, Some(_)) if splits == 1 => (MatmulPath::Gemm128, tile),
+            (MatmulPath::SplitK64, _) if splits == 1 => (MatmulPath::Gemm64, tile),
             _ => (path, tile),
         };
+        let split_path = matches!(path, MatmulPath::SplitK | MatmulPath::SplitK64);
+        let split = if split_path { 1.0 } else { 0.0 };
         let a4 = if sizes[0] >= vec_bytes { &a } else { spare.unwrap_or(&a) };
         let b4 = if sizes[1] >= vec_bytes { &b } else { spare.unwrap_or(&b) };
         // vec4 loads where the operand's offset and strides are multiples of 4 — except for a
@@ -568,14 +697,15 @@ impl Operation for Matmul {
         };
         let transposes = [("TRANS_A", trans(self.transpose_a)), ("TRANS_B", trans(self.transpose_b))];
         let (kernel, overrides) = match path {
-            MatmulPath::Cooperative => {
+            MatmulPath::Cooperative | MatmulPath::SplitK if coop => {
                 let a_vec = vec(params.a_off, plan.lda, plan.a_batch, sizes[0]);
                 let b_vec = vec(params.b_off, plan.ldb, plan.b_batch, sizes[1]);
                 let both = if a_vec > 0.0 && b_vec > 0.0 { 1.0 } else { 0.0 };
-                (&GEMM_COOP, Overrides::new(&[transposes[0], transposes[1], ("VEC", both)])?)
+                (&GEMM_COOP, Overrides::new(&[transposes[0], transposes[1], ("VEC", both), ("SPLIT", split)])?)
             }
-            MatmulPath::Gemm128 => {
+            MatmulPath::Gemm128 | MatmulPath::SplitK => {
                 let overrides = Overrides::new(&[
+                    ("SPLIT", split),
                     transposes[0],
                     transposes[1],
                     ("BK", f64::from(self.wide_step().0)),
@@ -589,19 +719,62 @@ impl Operation for Matmul {
                 let overrides = Overrides::new(&[
                     ("WG", f64::from(wg)),
                     ("BM", f64::from(tile)),
-                    ("BN", f64::from(tile)),
                     ("BK", f64::from(GEMM_BK)),
                     transposes[0],
                     transposes[1],
+                    ("SPLIT", split),
                 ])?;
                 (if self.checked { &GEMM_CHECKED } else { &GEMM }, overrides)
             }
         };
-        let workgroups = [plan.n.div_ceil(tile).min(max), plan.m.div_ceil(tile).min(max), plan.batch.min(max)];
-        let five = [&a, &b, &c, a4, b4];
-        let bindings =
-            if matches!(path, MatmulPath::Gemm128 | MatmulPath::Cooperative) { &five[..] } else { &five[..3] };
-        encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings, params, workgroups })
+        let items = plan.batch.checked_mul(if split_path { splits } else { 1 });
+        let items = items.ok_or_else(|| Error::invalid(self.name(), "too many K slices"))?;
+        let workgroups = [plan.n.div_ceil(tile).min(max), plan.m.div_ceil(tile).min(max), items.min(max)];
+        match path {
+            MatmulPath::SplitK | MatmulPath::SplitK64 => {
+                let count = count_u32(self.name(), (plan.batch as usize) * (c_batch as usize))?;
+                let total = (count as usize).checked_mul(splits as usize);
+                let total = total.ok_or_else(|| Error::invalid(self.name(), "split-K scratch too large"))?;
+                count_u32(self.name(), total)?;
+                let scratch = Tensor::empty(self.a.runtime(), [total.max(1)], DType::F32)?;
+                let part = encoder.bind(&scratch)?;
+                let params = GemmParams { part_off: part.elem_offset(), ..params };
+                let six = [&a, &b, &c, a4, b4, &part];
+                let four = [&a, &b, &c, &part];
+                let bindings = if path == MatmulPath::SplitK64 { &four[..] } else { &six[..] };
+                encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings, params, workgroups })?;
+                let reduce = ReduceParams {
+                    count,
+                    splits,
+                    part_off: part.elem_offset(),
+                    c_off: c.elem_offset(),
+                    alpha: self.alpha,
+                    beta: self.beta,
+                };
+                let workgroups = encoder.linear_grid(count as usize, SPLIT_REDUCE_WG)?;
+                let overrides = Overrides::new(&[("WG", f64::from(SPLIT_REDUCE_WG))])?;
+                encoder.dispatch(
+                    cache,
+                    Dispatch {
+                        kernel: &SPLITK_REDUCE,
+                        dtype,
+                        overrides,
+                        bindings: &[&part, &c],
+                        params: reduce,
+                        workgroups,
+                    },
+                )
+            }
+            MatmulPath::Gemm128 | MatmulPath::Cooperative => {
+                // The partial-sum slot is not accessed without SPLIT: C fills it.
+                let bindings = [&a, &b, &c, a4, b4, &c];
+                encoder.dispatch(cache, Dispatch { kernel, dtype, overrides, bindings: &bindings, params, workgroups })
+            }
+            _ => encoder.dispatch(
+                cache,
+                Dispatch { kernel, dtype, overrides, bindings: &[&a, &b, &c, &c], params, workgroups },
+            ),
+        }
     }
 }
 
