@@ -1,7 +1,8 @@
 //! Every WGSL kernel in the crate parses, validates and translates to Metal (MSL) with naga,
 //! in every variant (dtype × parameter mode × reduction flavour). New `.wgsl` files are picked
-//! up by walking the kernel folder; a folder's `common.wgsl` is appended to each of its
-//! kernels, as their `Kernel` statics do (`concat!`).
+//! up by walking the kernel folder. Shared pieces are appended as the `Kernel` statics do
+//! (`concat!`): a folder's `common.wgsl` to each of its kernels, `NAME_common.wgsl` to each
+//! kernel whose file name starts with `NAME`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
@@ -14,10 +15,32 @@ fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
         // `prelude/` holds the pieces `compose_source` adds to every kernel, not kernels.
         if path.is_dir() && !path.ends_with("prelude") {
             wgsl_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "wgsl") && !path.ends_with("common.wgsl") {
+        } else if path.extension().is_some_and(|e| e == "wgsl") && !is_shared(&path) {
             out.push(path);
         }
     }
+}
+
+/// A shared piece (`common.wgsl`, `NAME_common.wgsl`), not a kernel.
+fn is_shared(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("common.wgsl"))
+}
+
+/// The shared pieces that go with kernel file `file`, concatenated.
+fn shared_pieces(file: &Path) -> String {
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap();
+    let mut pieces: Vec<PathBuf> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| is_shared(p))
+        .filter(|p| {
+            let shared = p.file_name().and_then(|n| n.to_str()).unwrap();
+            let prefix = shared.trim_end_matches("common.wgsl").trim_end_matches('_');
+            name.starts_with(prefix)
+        })
+        .collect();
+    pieces.sort();
+    pieces.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
 }
 
 fn translate(name: &str, text: &str) -> Result<String, String> {
@@ -47,9 +70,7 @@ fn every_kernel_translates_to_msl_in_every_variant() {
     let mut failures = Vec::new();
     for file in &files {
         let mut source = std::fs::read_to_string(file).unwrap();
-        if let Ok(common) = std::fs::read_to_string(file.with_file_name("common.wgsl")) {
-            source.push_str(&common);
-        }
+        source.push_str(&shared_pieces(file));
         for dtype in [DType::F32, DType::F16, DType::U32] {
             for (params, subgroups) in [
                 (ParamMode::Immediates, true),

@@ -1,4 +1,4 @@
-//! The register-blocked fused attention kernel (`FlashKernel::Tiled`, `tiled.wgsl`) against the
+//! The register-blocked fused attention kernel (`FlashKernel::Tiled`, `flash_tiled.wgsl`) against the
 //! f64 CPU reference: several row blocks and key tiles, partial tiles, grouped-query heads and
 //! blocks spanning heads, causal offsets (negative too), additive masks, 3-D inputs, views at
 //! odd offsets (scalar loads) and aligned ones (vec4 loads), f32 and f16, both param paths;

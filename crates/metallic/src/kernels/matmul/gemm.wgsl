@@ -40,31 +40,8 @@ override SPLIT: bool = false;
 const TM: u32 = 4u;
 const TN: u32 = 4u;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_off: u32,
-    b_off: u32,
-    c_off: u32,
-    // Row strides of the stored matrices, in elements.
-    lda: u32,
-    ldb: u32,
-    ldc: u32,
-    // Batch strides in elements; 0 repeats one matrix over the batch.
-    a_batch: u32,
-    b_batch: u32,
-    c_batch: u32,
-    alpha: f32,
-    // 0: C is not read.
-    beta: f32,
-    // K slices (>= 1) and their length (a multiple of BK; k without SPLIT).
-    splits: u32,
-    k_chunk: u32,
-    // First element of the partial sums in `part` (SPLIT).
-    part_off: u32,
-}
+
+// `Params` and `store_one`: gemm_common.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> a: array<T>;
 @group(0) @binding(1) var<storage, read_write> b: array<T>;
@@ -131,20 +108,6 @@ fn load_tiles(lid: u32, a_base: u32, b_base: u32, m0: u32, n0: u32, k0: u32) {
     }
 }
 
-// c[idx] = alpha * v + beta * c[idx] for an output column inside C.
-fn store_one(idx: u32, col: u32, v: f32) {
-    if SPLIT {
-        if col < params.n {
-            part[idx] = v;
-        }
-    } else if col < params.n {
-        var r = params.alpha * v;
-        if params.beta != 0.0 {
-            r += params.beta * f32(c[idx]);
-        }
-        c[idx] = T(r);
-    }
-}
 
 // Stores columns col0..col0 + 4 of one row of the register block, if the row is inside C.
 fn store_row(c_base: u32, row: u32, col0: u32, v: vec4<f32>) {

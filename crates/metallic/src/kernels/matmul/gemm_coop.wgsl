@@ -48,31 +48,8 @@ const BK: u32 = 32u;
 const THREADS: u32 = 256u;
 const PAD: u32 = 8u;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch: u32,
-    a_off: u32,
-    b_off: u32,
-    c_off: u32,
-    // Row strides of the stored matrices, in elements.
-    lda: u32,
-    ldb: u32,
-    ldc: u32,
-    // Batch strides in elements; 0 repeats one matrix over the batch.
-    a_batch: u32,
-    b_batch: u32,
-    c_batch: u32,
-    alpha: f32,
-    // 0: C is not read.
-    beta: f32,
-    // K slices (>= 1) and their length (a multiple of BK; k without SPLIT).
-    splits: u32,
-    k_chunk: u32,
-    // First element of the partial sums in `part` (SPLIT).
-    part_off: u32,
-}
+
+// `Params` and `store_one`: gemm_common.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> a: array<T>;
 @group(0) @binding(1) var<storage, read_write> b: array<T>;

@@ -53,9 +53,18 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Shape, Tensor};
 
-static FLASH: Kernel = Kernel { name: "sdpa_flash", source: include_str!("flash.wgsl"), entry: "main", bindings: 5 };
-static TILED: Kernel =
-    Kernel { name: "sdpa_flash_tiled", source: include_str!("tiled.wgsl"), entry: "main", bindings: 7 };
+static FLASH: Kernel = Kernel {
+    name: "sdpa_flash",
+    source: concat!(include_str!("flash.wgsl"), include_str!("flash_common.wgsl")),
+    entry: "main",
+    bindings: 5,
+};
+static TILED: Kernel = Kernel {
+    name: "sdpa_flash_tiled",
+    source: concat!(include_str!("flash_tiled.wgsl"), include_str!("flash_common.wgsl")),
+    entry: "main",
+    bindings: 7,
+};
 
 /// Name used in errors from validation shared by every SDPA implementation.
 const OP: &str = "sdpa";
@@ -337,7 +346,7 @@ fn overlaps(a: &Tensor, b: &Tensor) -> bool {
 ///
 /// Two kernels ([`FlashKernel`]): for head dimensions up to
 /// [`FlashAttention::TILED_MAX_HEAD_DIM`] and at least [`FlashAttention::TILED_MIN_ROWS`] rows
-/// per K/V head, the register-blocked `tiled.wgsl` (64 rows × 32 keys a step, 4 × 4 scores and
+/// per K/V head, the register-blocked `flash_tiled.wgsl` (64 rows × 32 keys a step, 4 × 4 scores and
 /// 4 rows × 8 output columns per invocation, the next K/V tile fetched during the step; on an
 /// H100 the seed shape `[32, 1024, 64]` f32 ran in 0.445 ms non-causal, 0.306 ms causal, against
 /// 0.751 / 0.504 ms without the fetch and 1.004 / 0.662 ms on `flash.wgsl`); otherwise
@@ -368,13 +377,13 @@ pub enum FlashKernel {
     /// `flash.wgsl`: teams of invocations own two query rows each; tiles sized to the head
     /// dimensions (up to [`FlashAttention::MAX_HEAD_DIM`]) and the rows per K/V head.
     Rows,
-    /// `tiled.wgsl`: register-blocked — 64 query rows × 32 keys per step, a 4 × 4 block of
+    /// `flash_tiled.wgsl`: register-blocked — 64 query rows × 32 keys per step, a 4 × 4 block of
     /// scores and 4 rows × 8 output columns per invocation. Head dimensions up to
     /// [`FlashAttention::TILED_MAX_HEAD_DIM`].
     Tiled,
 }
 
-/// Workgroup memory `tiled.wgsl` declares for head dimensions `d` and `dv`, in bytes (plus the
+/// Workgroup memory `flash_tiled.wgsl` declares for head dimensions `d` and `dv`, in bytes (plus the
 /// prelude's reduction scratch of 128 floats, in case a compiler keeps it).
 fn tiled_bytes(d: usize, dv: usize) -> usize {
     let (d4, dv4) = (d.div_ceil(4), dv.div_ceil(4));
@@ -662,7 +671,7 @@ impl FlashAttention {
 }
 
 impl FlashAttention {
-    /// Records `tiled.wgsl`: one workgroup of 128 invocations per (batch, K/V head, 64 rows).
+    /// Records `flash_tiled.wgsl`: one workgroup of 128 invocations per (batch, K/V head, 64 rows).
     fn encode_tiled(
         &self,
         problem: &SdpaProblem,

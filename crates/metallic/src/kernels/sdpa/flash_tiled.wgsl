@@ -67,33 +67,8 @@ override Q_ITERS: u32 = (BQ * D4 + 127u) / 128u;
 override K_ITERS: u32 = (BK * D4 + 127u) / 128u;
 override V_ITERS: u32 = (BK * DV4 + 127u) / 128u;
 
-struct Params {
-    q_off: u32,
-    k_off: u32,
-    v_off: u32,
-    out_off: u32,
-    mask_off: u32,
-    kv_heads: u32,
-    // heads / kv_heads
-    group: u32,
-    seq_q: u32,
-    seq_k: u32,
-    // Row blocks per (batch, kv head): ceil(group * seq_q / BQ).
-    blocks: u32,
-    // Workgroups with work: batch * kv_heads * blocks (the grid may be folded and larger).
-    total: u32,
-    // 1: query i sees key j iff j <= i + offset.
-    causal: u32,
-    // The causal offset, an i32 (the host clamps it to [-seq_q - 1, seq_k]).
-    offset: u32,
-    // scale * log2(e)
-    scale: f32,
-    // Mask strides over (batch, head, query, key), in elements; 0 broadcasts.
-    mask_sb: u32,
-    mask_sh: u32,
-    mask_sq: u32,
-    mask_sk: u32,
-}
+
+// `Params` and `key_end`: flash_common.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> q: array<T>;
 @group(0) @binding(1) var<storage, read_write> k: array<T>;
@@ -112,13 +87,6 @@ var<workgroup> p_tile: array<vec4<f32>, BK * PS4>;
 // Per-invocation partial maxima (then sums) of its four rows.
 var<workgroup> red: array<vec4<f32>, 128>;
 
-// Keys query `i` may see: min(seq_k, i + offset + 1) under the causal rule, else seq_k.
-fn key_end(i: u32) -> u32 {
-    if params.causal == 0u {
-        return params.seq_k;
-    }
-    return u32(clamp(i32(i) + bitcast<i32>(params.offset) + 1, 0, i32(params.seq_k)));
-}
 
 // Elements d..d+3 of a row of q / k / v starting at `at` (zeros past the head dimension).
 fn q_vec(at: u32, d: u32) -> vec4<f32> {
