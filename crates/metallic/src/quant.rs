@@ -345,11 +345,17 @@ pub fn dequantize(ty: QuantType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     }
     let (bb, be) = (ty.block_bytes(), ty.block_elems());
     if !bytes.len().is_multiple_of(bb) {
-        return Err(Error::invalid(OP, format!("{} bytes are not a whole number of {ty} blocks ({bb} bytes)", bytes.len())));
+        return Err(Error::invalid(
+            OP,
+            format!("{} bytes are not a whole number of {ty} blocks ({bb} bytes)", bytes.len()),
+        ));
     }
     let want = bytes.len() / bb * be;
     if out.len() != want {
-        return Err(Error::invalid(OP, format!("{} bytes of {ty} hold {want} weights, the output {}", bytes.len(), out.len())));
+        return Err(Error::invalid(
+            OP,
+            format!("{} bytes of {ty} hold {want} weights, the output {}", bytes.len(), out.len()),
+        ));
     }
     for (block, o) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be)) {
         dequantize_block(ty, block, o);

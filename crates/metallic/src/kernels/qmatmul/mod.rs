@@ -187,15 +187,15 @@ impl QuantMatrix {
         if rows == 0 || cols == 0 {
             return Err(Error::invalid(WHAT, format!("an empty matrix ({rows} x {cols})")));
         }
-        let row_bytes = ty
-            .bytes_for(cols)
-            .ok_or_else(|| Error::shape(WHAT, format!("{cols} weights per row are not whole {ty} blocks ({} weights)", ty.block_elems())))?;
+        let row_bytes = ty.bytes_for(cols).ok_or_else(|| {
+            Error::shape(
+                WHAT,
+                format!("{cols} weights per row are not whole {ty} blocks ({} weights)", ty.block_elems()),
+            )
+        })?;
         let want = row_bytes.checked_mul(rows).ok_or_else(|| Error::invalid(WHAT, "the matrix size overflows"))?;
         if bytes.len() != want {
-            return Err(Error::invalid(
-                WHAT,
-                format!("{rows} x {cols} {ty} takes {want} bytes, got {}", bytes.len()),
-            ));
+            return Err(Error::invalid(WHAT, format!("{rows} x {cols} {ty} takes {want} bytes, got {}", bytes.len())));
         }
         count_u32(WHAT, cols)?;
         count_u32(WHAT, rows)?;
@@ -204,14 +204,19 @@ impl QuantMatrix {
         let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(u64::from(u32::MAX));
         let row_size = words as u64 * 4;
         if row_size > limit {
-            return Err(Error::invalid(WHAT, format!("a row of {row_size} bytes exceeds the {limit}-byte binding limit")));
+            return Err(Error::invalid(
+                WHAT,
+                format!("a row of {row_size} bytes exceeds the {limit}-byte binding limit"),
+            ));
         }
         let part_rows = usize::try_from(limit / row_size).unwrap_or(usize::MAX).min(max_part_rows).max(1);
         let mut parts = Vec::with_capacity(rows.div_ceil(part_rows));
         let mut row0 = 0;
         while row0 < rows {
             let n = part_rows.min(rows - row0);
-            let src = bytes.get(row0 * row_bytes..(row0 + n) * row_bytes).ok_or_else(|| Error::invalid(WHAT, "rows out of range"))?;
+            let src = bytes
+                .get(row0 * row_bytes..(row0 + n) * row_bytes)
+                .ok_or_else(|| Error::invalid(WHAT, "rows out of range"))?;
             let mut packed = vec![0u32; n * words];
             repack(ty, src, row_bytes, &mut packed, words)?;
             parts.push(Part { words: Tensor::from_vec(rt, [n * words], packed)?, row0, rows: n });
@@ -443,7 +448,14 @@ impl Operation for QMatmul {
                     let workgroups = [n.div_ceil(GEMV_ROWS).min(max), 1, m.min(max)];
                     encoder.dispatch(
                         cache,
-                        Dispatch { kernel: &GEMV, dtype, overrides: w.overrides(wg)?, bindings: &bindings, params, workgroups },
+                        Dispatch {
+                            kernel: &GEMV,
+                            dtype,
+                            overrides: w.overrides(wg)?,
+                            bindings: &bindings,
+                            params,
+                            workgroups,
+                        },
                     )?;
                 }
                 QMatmulPath::Gemm => {
@@ -462,7 +474,14 @@ impl Operation for QMatmul {
                     let workgroups = [n.div_ceil(GEMM_TILE).min(max), m.div_ceil(GEMM_TILE).min(max), 1];
                     encoder.dispatch(
                         cache,
-                        Dispatch { kernel: &GEMM, dtype, overrides: w.overrides(256)?, bindings: &bindings, params, workgroups },
+                        Dispatch {
+                            kernel: &GEMM,
+                            dtype,
+                            overrides: w.overrides(256)?,
+                            bindings: &bindings,
+                            params,
+                            workgroups,
+                        },
                     )?;
                 }
             }
@@ -475,7 +494,10 @@ impl Operation for QMatmul {
 fn embed_shape(ids: &Tensor, dim: usize) -> Result<Shape> {
     let rank = ids.dims().len();
     if rank >= MAX_DIMS {
-        return Err(Error::shape(EMBED_OP, format!("ids of rank {rank}: the output would exceed {MAX_DIMS} dimensions")));
+        return Err(Error::shape(
+            EMBED_OP,
+            format!("ids of rank {rank}: the output would exceed {MAX_DIMS} dimensions"),
+        ));
     }
     Shape::new(&[ids.dims(), &[dim]].concat())
 }
@@ -534,7 +556,7 @@ impl Operation for QEmbedding {
             return Err(Error::mismatch(EMBED_OP, want, self.out.shape()));
         }
         count_u32(EMBED_OP, self.out.numel())?;
-        let threads = self.ids.numel().checked_mul(self.table.groups()).unwrap_or(usize::MAX);
+        let threads = self.ids.numel().saturating_mul(self.table.groups());
         count_u32(EMBED_OP, threads).map(|_| ())
     }
 
