@@ -331,6 +331,9 @@ fn errors() {
     let x = Tensor::zeros(&rt, [2, 64], DType::F32).unwrap();
     let y = Tensor::zeros(&rt, [2, 3], DType::F32).unwrap();
     assert!(QMatmul::new(&x, &w, &y).is_ok());
+    let odd_wg = QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::Gemv).gemv_workgroup(48);
+    assert!(matches!(rt.record(&odd_wg), Err(Error::InvalidArgument { .. })));
+    rt.record(&QMatmul::new(&x, &w, &y).unwrap().gemv_workgroup(64)).unwrap();
     // dtype mismatches: u32 x, f16 y for f32 x.
     let xu = Tensor::zeros(&rt, [2, 64], DType::U32).unwrap();
     assert!(matches!(QMatmul::new(&xu, &w, &y), Err(Error::DTypeMismatch { .. })));
