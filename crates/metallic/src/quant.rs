@@ -1,11 +1,16 @@
 //! Block-quantized weight formats as GGML/GGUF defines them: type ids, block sizes and the
 //! byte size of a block. Kernels that read these formats, and loaders that validate files,
-//! share this one table.
+//! share this one table. [`dequantize`] is the CPU reference decoder (GGML's block layouts,
+//! checked against gguf-py's decoders by `tests/qmatmul.rs`); the GPU kernels that multiply by
+//! quantized matrices without expanding them are in
+//! [`kernels::qmatmul`](crate::kernels::qmatmul).
+
+use crate::error::{Error, Result};
 
 /// A GGML tensor type (the `ggml_type` id stored in GGUF tensor infos).
 ///
-/// Every type here can be named and sized; which ones have GPU kernels is said by
-/// [`QuantType::has_kernels`].
+/// Every type here can be named and sized; which ones can be decoded ([`dequantize`]) and
+/// multiplied on the GPU is said by [`QuantType::has_kernels`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum QuantType {
@@ -142,6 +147,13 @@ impl QuantType {
         }
     }
 
+    /// Whether [`dequantize`] decodes this type and the GPU kernels of
+    /// [`kernels::qmatmul`](crate::kernels::qmatmul) read it: the float types, Q4_0, Q4_1,
+    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K (not Q8_1, Q2_K, Q3_K, Q8_K).
+    pub const fn has_kernels(self) -> bool {
+        !matches!(self, QuantType::Q8_1 | QuantType::Q2K | QuantType::Q3K | QuantType::Q8K)
+    }
+
     /// Bytes holding `elems` weights, or `None` if `elems` is not a whole number of blocks or
     /// the size overflows.
     pub const fn bytes_for(self, elems: usize) -> Option<usize> {
@@ -157,6 +169,198 @@ impl std::fmt::Display for QuantType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Reads a little-endian f16 at `at`.
+fn f16_at(block: &[u8], at: usize) -> f32 {
+    match block.get(at..at + 2) {
+        Some(&[lo, hi]) => half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32(),
+        _ => 0.0,
+    }
+}
+
+/// Byte `at` of a block (0 past its end, which the callers' fixed layouts never reach).
+fn byte(block: &[u8], at: usize) -> u8 {
+    block.get(at).copied().unwrap_or(0)
+}
+
+/// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K super-block, from its
+/// 12 packed scale bytes (GGML's `get_scale_min_k4`).
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (byte(q, j) & 63, byte(q, j + 4) & 63)
+    } else {
+        let sc = (byte(q, j + 4) & 0x0F) | ((byte(q, j - 4) >> 6) << 4);
+        let m = (byte(q, j + 4) >> 4) | ((byte(q, j) >> 6) << 4);
+        (sc, m)
+    }
+}
+
+/// Decodes one block of `ty` (exactly `ty.block_bytes()` bytes) into `out`
+/// (`ty.block_elems()` values).
+fn dequantize_block(ty: QuantType, b: &[u8], out: &mut [f32]) {
+    match ty {
+        QuantType::F32 => {
+            if let (Some(o), Some(&[b0, b1, b2, b3])) = (out.first_mut(), b.get(..4)) {
+                *o = f32::from_le_bytes([b0, b1, b2, b3]);
+            }
+        }
+        QuantType::F16 => {
+            if let Some(o) = out.first_mut() {
+                *o = f16_at(b, 0);
+            }
+        }
+        QuantType::BF16 => {
+            if let Some(o) = out.first_mut() {
+                *o = f32::from_bits(u32::from(u16::from_le_bytes([byte(b, 0), byte(b, 1)])) << 16);
+            }
+        }
+        QuantType::Q4_0 | QuantType::Q4_1 => {
+            // d, [m], qs[16]: element j < 16 is the low nibble of qs[j], j + 16 the high one.
+            let d = f16_at(b, 0);
+            let (m, qs) = if ty == QuantType::Q4_1 { (f16_at(b, 2), 4) } else { (0.0, 2) };
+            let bias = if ty == QuantType::Q4_0 { 8 } else { 0 };
+            for j in 0..16 {
+                let q = byte(b, qs + j);
+                let (lo, hi) = (i32::from(q & 0x0F) - bias, i32::from(q >> 4) - bias);
+                if let Some(o) = out.get_mut(j) {
+                    *o = if ty == QuantType::Q4_1 { lo as f32 * d + m } else { lo as f32 * d };
+                }
+                if let Some(o) = out.get_mut(j + 16) {
+                    *o = if ty == QuantType::Q4_1 { hi as f32 * d + m } else { hi as f32 * d };
+                }
+            }
+        }
+        QuantType::Q5_0 | QuantType::Q5_1 => {
+            // d, [m], qh (u32: bit j is the fifth bit of element j), qs[16] as in Q4_0.
+            let d = f16_at(b, 0);
+            let one = ty == QuantType::Q5_1;
+            let (m, qh_at) = if one { (f16_at(b, 2), 4) } else { (0.0, 2) };
+            let qh = u32::from_le_bytes([byte(b, qh_at), byte(b, qh_at + 1), byte(b, qh_at + 2), byte(b, qh_at + 3)]);
+            let bias = if one { 0 } else { 16 };
+            for j in 0..16 {
+                let q = byte(b, qh_at + 4 + j);
+                let h0 = ((qh >> j) & 1) << 4;
+                let h1 = ((qh >> (j + 16)) & 1) << 4;
+                let lo = (u32::from(q & 0x0F) | h0) as i32 - bias;
+                let hi = (u32::from(q >> 4) | h1) as i32 - bias;
+                if let Some(o) = out.get_mut(j) {
+                    *o = if one { lo as f32 * d + m } else { lo as f32 * d };
+                }
+                if let Some(o) = out.get_mut(j + 16) {
+                    *o = if one { hi as f32 * d + m } else { hi as f32 * d };
+                }
+            }
+        }
+        QuantType::Q8_0 => {
+            let d = f16_at(b, 0);
+            for (j, o) in out.iter_mut().take(32).enumerate() {
+                *o = f32::from(byte(b, 2 + j) as i8) * d;
+            }
+        }
+        QuantType::Q4K | QuantType::Q5K => {
+            // d, dmin, scales[12], [qh[32]], qs[128]: four chunks of 64 weights, each the low
+            // then the high nibbles of 32 bytes of qs, with sub-block scales 2c and 2c + 1.
+            let five = ty == QuantType::Q5K;
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let scales = b.get(4..16).unwrap_or(&[]);
+            let qs = if five { 48 } else { 16 };
+            for c in 0..4 {
+                let (sc1, m1) = scale_min_k4(2 * c, scales);
+                let (sc2, m2) = scale_min_k4(2 * c + 1, scales);
+                let (d1, min1) = (d * f32::from(sc1), dmin * f32::from(m1));
+                let (d2, min2) = (d * f32::from(sc2), dmin * f32::from(m2));
+                for l in 0..32 {
+                    let q = byte(b, qs + 32 * c + l);
+                    let (mut lo, mut hi) = (q & 0x0F, q >> 4);
+                    if five {
+                        let h = byte(b, 16 + l);
+                        lo += ((h >> (2 * c)) & 1) << 4;
+                        hi += ((h >> (2 * c + 1)) & 1) << 4;
+                    }
+                    if let Some(o) = out.get_mut(64 * c + l) {
+                        *o = d1 * f32::from(lo) - min1;
+                    }
+                    if let Some(o) = out.get_mut(64 * c + 32 + l) {
+                        *o = d2 * f32::from(hi) - min2;
+                    }
+                }
+            }
+        }
+        QuantType::Q6K => {
+            // ql[128], qh[64], scales[16] (i8), d: two halves of 128 weights, each four
+            // quarters of 32 (low nibbles of ql[0..32], of ql[32..64], high nibbles of the
+            // same), the two high bits from qh[l] >> 2 * quarter, scale per 16 weights.
+            let d = f16_at(b, 208);
+            for n in 0..2 {
+                let (ql, qh, sc) = (64 * n, 128 + 32 * n, 192 + 8 * n);
+                for l in 0..32 {
+                    let h = byte(b, qh + l);
+                    let (a, c) = (byte(b, ql + l), byte(b, ql + l + 32));
+                    let q = [
+                        (a & 0x0F) | ((h & 3) << 4),
+                        (c & 0x0F) | (((h >> 2) & 3) << 4),
+                        (a >> 4) | (((h >> 4) & 3) << 4),
+                        (c >> 4) | (((h >> 6) & 3) << 4),
+                    ];
+                    for (quarter, &qv) in q.iter().enumerate() {
+                        let s = f32::from(byte(b, sc + l / 16 + 2 * quarter) as i8);
+                        if let Some(o) = out.get_mut(128 * n + 32 * quarter + l) {
+                            *o = d * s * (i32::from(qv) - 32) as f32;
+                        }
+                    }
+                }
+            }
+        }
+        QuantType::Q8_1 | QuantType::Q2K | QuantType::Q3K | QuantType::Q8K => {}
+    }
+}
+
+/// Decodes `bytes`, a whole number of `ty` blocks in GGML's layout, into `out`, which must
+/// hold exactly the weights they encode (`bytes.len() / block_bytes * block_elems`).
+///
+/// This is the CPU reference the GPU kernels are tested against, written from GGML's block
+/// definitions (`ggml-common.h`) and its `dequantize_row_*` semantics: the same f32
+/// operations in the same order, so results match GGML and gguf-py bit for bit on finite
+/// scales.
+///
+/// Fails with [`Error::InvalidArgument`] for types without a decoder (see
+/// [`QuantType::has_kernels`]) and when the lengths disagree.
+///
+/// ```
+/// use metallic::quant::{dequantize, QuantType};
+/// // One Q8_0 block: d = 0.5 (f16 0x3800), then 32 signed bytes.
+/// let mut block = vec![0x00, 0x38];
+/// block.extend((0..32).map(|i| (i as i8 - 16) as u8));
+/// let mut out = [0.0f32; 32];
+/// dequantize(QuantType::Q8_0, &block, &mut out)?;
+/// assert_eq!(out[0], -8.0);
+/// assert_eq!(out[31], 7.5);
+/// # Ok::<(), metallic::Error>(())
+/// ```
+pub fn dequantize(ty: QuantType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    const OP: &str = "dequantize";
+    if !ty.has_kernels() {
+        return Err(Error::invalid(OP, format!("no decoder for {ty}")));
+    }
+    let (bb, be) = (ty.block_bytes(), ty.block_elems());
+    if !bytes.len().is_multiple_of(bb) {
+        return Err(Error::invalid(
+            OP,
+            format!("{} bytes are not a whole number of {ty} blocks ({bb} bytes)", bytes.len()),
+        ));
+    }
+    let want = bytes.len() / bb * be;
+    if out.len() != want {
+        return Err(Error::invalid(
+            OP,
+            format!("{} bytes of {ty} hold {want} weights, the output {}", bytes.len(), out.len()),
+        ));
+    }
+    for (block, o) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be)) {
+        dequantize_block(ty, block, o);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod fill;
 pub mod gated;
 pub mod matmul;
 pub mod norm;
+pub mod qmatmul;
 pub mod random;
 pub mod rope;
 pub mod sdpa;

@@ -1,0 +1,73 @@
+// Quantized GEMV for few rows of x (decode): y[m, n0 + r] = sum_k x[m, k] * W[r, k] for the rows
+// r of one weight part, W decoded in registers (`deq8`, common.wgsl), f32 accumulation.
+//
+// A workgroup computes ROWS adjacent outputs of one row of x: its invocations walk the ROWS
+// weight rows' groups of 8 weights, consecutive invocations on consecutive groups of the same
+// row (contiguous words), so every weight is read once per row of x; `workgroup_sum` finishes
+// the ROWS dot products. Grid: x = row groups, z = rows of x, clamped to the device limit;
+// workgroups loop over the rest.
+
+const ROWS: u32 = 4u;
+
+struct Params {
+    // Rows of this part, weights per row, rows of x.
+    n: u32,
+    k: u32,
+    m: u32,
+    // Groups of 8 weights per row (ceil(k / 8)) and words per row.
+    groups: u32,
+    row_words: u32,
+    x_off: u32,
+    w_off: u32,
+    y_off: u32,
+    // Row stride of y (N of the whole matrix) and this part's first output column.
+    ldy: u32,
+    n0: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> x: array<T>;
+@group(0) @binding(1) var<storage, read_write> w: array<u32>;
+@group(0) @binding(2) var<storage, read_write> y: array<T>;
+
+fn x_at(base: u32, e: u32) -> f32 {
+    var v = 0.0;
+    if e < params.k {
+        v = f32(x[base + e]);
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lanes: Lanes) {
+    let blocks = (params.n + ROWS - 1u) / ROWS;
+    let last = max(params.n, 1u) - 1u;
+    let items = ROWS * params.groups;
+    for (var mz = wid.z; mz < params.m; mz += nwg.z) {
+        let xb = params.x_off + mz * params.k;
+        for (var blk = wid.x; blk < blocks; blk += nwg.x) {
+            let r0 = blk * ROWS;
+            var acc = vec4<f32>(0.0);
+            for (var i = lanes.index; i < items; i += WG) {
+                let r = i / params.groups;
+                let g = i - r * params.groups;
+                // Rows past the part repeat its last one; their sums are not stored.
+                let row = min(r0 + r, last);
+                let wv = deq8(params.w_off + row * params.row_words, g, params.k);
+                let e = 8u * g;
+                let xlo = vec4<f32>(x_at(xb, e), x_at(xb, e + 1u), x_at(xb, e + 2u), x_at(xb, e + 3u));
+                let xhi = vec4<f32>(x_at(xb, e + 4u), x_at(xb, e + 5u), x_at(xb, e + 6u), x_at(xb, e + 7u));
+                acc[r] += dot(wv.lo, xlo) + dot(wv.hi, xhi);
+            }
+            let s = vec4<f32>(
+                workgroup_sum(acc.x, lanes),
+                workgroup_sum(acc.y, lanes),
+                workgroup_sum(acc.z, lanes),
+                workgroup_sum(acc.w, lanes),
+            );
+            let r = r0 + lanes.index;
+            if lanes.index < ROWS && r < params.n {
+                y[params.y_off + mz * params.ldy + params.n0 + r] = T(s[lanes.index]);
+            }
+        }
+    }
+}

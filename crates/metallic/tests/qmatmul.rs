@@ -1,0 +1,364 @@
+//! Quantized weights: the CPU decoder against gguf-py's (fixtures), and the GPU matmul and
+//! embedding kernels against CPU decode-then-f64 references, for every type, GEMV and GEMM,
+//! f32 and f16 activations, views at offsets, matrices split into parts, and the errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use common::{Rng, float_dtypes, poisoned, runtime, upload};
+use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix};
+use metallic::quant::{QuantType, dequantize};
+use metallic::{DType, Error, Operation, Runtime, Tensor};
+
+const TYPES: [QuantType; 11] = [
+    QuantType::F32,
+    QuantType::F16,
+    QuantType::BF16,
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q5_0,
+    QuantType::Q5_1,
+    QuantType::Q8_0,
+    QuantType::Q4K,
+    QuantType::Q5K,
+    QuantType::Q6K,
+];
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quant").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Distance in units in the last place between two finite f32.
+fn ulps(a: f32, b: f32) -> u32 {
+    let key = |x: f32| {
+        let bits = x.to_bits() as i32;
+        if bits < 0 { i32::MIN.wrapping_sub(bits) } else { bits }
+    };
+    key(a).wrapping_sub(key(b)).unsigned_abs()
+}
+
+#[test]
+fn cpu_dequantize_matches_gguf_py() {
+    for ty in TYPES {
+        let bytes = fixture(&format!("{}.bin", ty.name()));
+        let want: Vec<f32> = fixture(&format!("{}.f32", ty.name()))
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(bytes.len() / ty.block_bytes() * ty.block_elems(), want.len(), "{ty}: fixture sizes");
+        let mut got = vec![f32::NAN; want.len()];
+        dequantize(ty, &bytes, &mut got).unwrap();
+        let worst = got.iter().zip(&want).map(|(&g, &w)| ulps(g, w)).max().unwrap();
+        assert!(worst <= 1, "{ty}: {worst} ulps from gguf-py");
+        eprintln!("{ty}: largest difference from gguf-py {worst} ulps");
+        assert!(want.iter().any(|&w| w != 0.0), "{ty}: fixture of zeros");
+    }
+}
+
+#[test]
+fn cpu_dequantize_rejects_bad_lengths_and_types() {
+    let mut out = vec![0.0f32; 32];
+    let bad = |r: metallic::Result<()>| matches!(r, Err(Error::InvalidArgument { .. }));
+    assert!(bad(dequantize(QuantType::Q8_0, &[0u8; 33], &mut out)));
+    assert!(bad(dequantize(QuantType::Q8_0, &[0u8; 34], &mut out[..31])));
+    assert!(bad(dequantize(QuantType::Q2K, &[0u8; 84], &mut vec![0.0; 256])));
+    assert!(dequantize(QuantType::Q8_0, &[0u8; 34], &mut out).is_ok());
+}
+
+/// Byte offsets of the f16 scale fields of a block.
+fn f16_fields(ty: QuantType) -> &'static [usize] {
+    match ty {
+        QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q8_0 => &[0],
+        QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q4K | QuantType::Q5K => &[0, 2],
+        QuantType::Q6K => &[208],
+        _ => &[],
+    }
+}
+
+/// `rows` random rows of `cols` weights of `ty` in GGML's layout, with sane finite scales.
+fn random_matrix(rng: &mut Rng, ty: QuantType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = ty.bytes_for(rows * cols).unwrap();
+    match ty {
+        QuantType::F32 => rng.vec(rows * cols, -1.0, 1.0).iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
+        QuantType::F16 => {
+            rng.vec(rows * cols, -1.0, 1.0).iter().flat_map(|&v| metallic::f16::from_f64(v).to_le_bytes()).collect()
+        }
+        QuantType::BF16 => rng
+            .vec(rows * cols, -1.0, 1.0)
+            .iter()
+            .flat_map(|&v| (((v as f32).to_bits() >> 16) as u16).to_le_bytes())
+            .collect(),
+        _ => {
+            let mut bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+            for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+                for &at in f16_fields(ty) {
+                    let sign = if rng.next_u64().is_multiple_of(2) { 1.0 } else { -1.0 };
+                    let d = metallic::f16::from_f64(sign * 10f64.powf(rng.uniform(-3.0, -1.0)));
+                    block[at..at + 2].copy_from_slice(&d.to_le_bytes());
+                }
+            }
+            bytes
+        }
+    }
+}
+
+fn decoded(ty: QuantType, bytes: &[u8]) -> Vec<f64> {
+    let mut out = vec![0.0f32; bytes.len() / ty.block_bytes() * ty.block_elems()];
+    dequantize(ty, bytes, &mut out).unwrap();
+    out.into_iter().map(f64::from).collect()
+}
+
+/// y = x · wᵀ in f64, and Σ|x w| per output (the scale of its rounding error).
+fn reference(x: &[f64], w: &[f64], m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut y = vec![0.0; m * n];
+    let mut scale = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for t in 0..k {
+                let p = x[i * k + t] * w[j * k + t];
+                y[i * n + j] += p;
+                scale[i * n + j] += p.abs();
+            }
+        }
+    }
+    (y, scale)
+}
+
+/// |got - want| <= tol * max(Σ|x w|, 1e-3) for every output; returns the largest error relative
+/// to that bound's scale.
+fn assert_dot_close(got: &[f32], want: &[f64], scale: &[f64], tol: f64, what: &str) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = 0.0f64;
+    for (i, ((&g, &w), &s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let err = (f64::from(g) - w).abs() / s.max(1e-3);
+        assert!(err <= tol, "{what}: element {i} is {g}, expected {w} (scale {s}, relative error {err:e})");
+        worst = worst.max(err);
+    }
+    worst
+}
+
+fn tol(dtype: DType) -> f64 {
+    if dtype == DType::F16 { 1e-2 } else { 1e-4 }
+}
+
+/// Runs x · wᵀ for x of `m` rows (a view one row into a larger tensor) into a view of a
+/// poisoned output, and checks it.
+#[allow(clippy::too_many_arguments)]
+fn check_product(
+    rt: &Runtime,
+    rng: &mut Rng,
+    w: &QuantMatrix,
+    wf: &[f64],
+    m: usize,
+    dtype: DType,
+    path: QMatmulPath,
+    what: &str,
+) -> f64 {
+    let (n, k) = (w.rows(), w.cols());
+    let (xbig, xr) = upload(rt, &[m + 2, k], dtype, &rng.vec((m + 2) * k, -1.0, 1.0));
+    let x = xbig.narrow(1, m).unwrap();
+    let ybig = poisoned(rt, &[m + 1, n], dtype);
+    let y = ybig.narrow(1, m).unwrap();
+    let op = QMatmul::new(&x, w, &y).unwrap().path(path);
+    rt.record(&op).unwrap();
+    let got = y.to_vec_f32().unwrap();
+    let (want, scale) = reference(&xr[k..(m + 1) * k], wf, m, n, k);
+    assert!(ybig.narrow(0, 1).unwrap().to_vec_f32().unwrap().iter().all(|v| v.is_nan()), "{what}: wrote outside y");
+    assert_dot_close(&got, &want, &scale, tol(dtype), what)
+}
+
+#[test]
+fn qmatmul_matches_cpu_for_every_type() {
+    let rt = runtime();
+    let mut rng = Rng::new(6);
+    let n = 71;
+    let mut worst = [0.0f64; 2];
+    for ty in TYPES {
+        let ks: &[usize] = match ty.block_elems() {
+            1 => &[77, 256],
+            32 => &[224, 512],
+            _ => &[512],
+        };
+        for &k in ks {
+            let bytes = random_matrix(&mut rng, ty, n, k);
+            let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
+            assert_eq!((w.rows(), w.cols(), w.parts(), w.quant_type()), (n, k, 1, ty));
+            let wf = decoded(ty, &bytes);
+            for dtype in float_dtypes(&rt) {
+                for m in [1, 3, 67] {
+                    let paths: &[QMatmulPath] = if dtype == DType::F32 {
+                        &[QMatmulPath::Auto, QMatmulPath::Gemv, QMatmulPath::Gemm]
+                    } else {
+                        &[QMatmulPath::Auto]
+                    };
+                    for &path in paths {
+                        let what = format!("{ty} K={k} M={m} {dtype} {path:?}");
+                        let e = check_product(&rt, &mut rng, &w, &wf, m, dtype, path, &what);
+                        let slot = usize::from(dtype == DType::F16);
+                        worst[slot] = worst[slot].max(e);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("largest error / sum|x w|: f32 {:e}, f16 {:e}", worst[0], worst[1]);
+}
+
+#[test]
+fn auto_path_and_convenience_method() {
+    let rt = runtime();
+    let mut rng = Rng::new(7);
+    let (n, k) = (9, 256);
+    let bytes = random_matrix(&mut rng, QuantType::Q4K, n, k);
+    let w = QuantMatrix::from_bytes(&rt, QuantType::Q4K, n, k, &bytes).unwrap();
+    let wf = decoded(QuantType::Q4K, &bytes);
+    for (m, path) in [(1, QMatmulPath::Gemv), (4, QMatmulPath::Gemv), (5, QMatmulPath::Gemm)] {
+        let x = Tensor::zeros(&rt, [m, k], DType::F32).unwrap();
+        let y = Tensor::zeros(&rt, [m, n], DType::F32).unwrap();
+        assert_eq!(QMatmul::new(&x, &w, &y).unwrap().chosen_path(), path, "M = {m}");
+    }
+    // A batch of rows as [2, 3, K]: folded into M = 6.
+    let (x, xr) = upload(&rt, &[2, 3, k], DType::F32, &rng.vec(6 * k, -1.0, 1.0));
+    let y = x.qmatmul(&w).unwrap();
+    assert_eq!(y.dims(), [2, 3, n]);
+    let (want, scale) = reference(&xr, &wf, 6, n, k);
+    assert_dot_close(&y.to_vec_f32().unwrap(), &want, &scale, 1e-4, "batched");
+    // One row as a vector [K].
+    let v = x.get_batch(1).unwrap().get_batch(2).unwrap();
+    let y = v.qmatmul(&w).unwrap();
+    assert_eq!(y.dims(), [n]);
+    assert_dot_close(&y.to_vec_f32().unwrap(), &want[5 * n..], &scale[5 * n..], 1e-4, "vector");
+}
+
+#[test]
+fn parts_split_the_rows() {
+    let rt = runtime();
+    let mut rng = Rng::new(8);
+    for (ty, k) in [(QuantType::Q8_0, 96), (QuantType::Q4K, 256), (QuantType::F16, 19)] {
+        let n = 37;
+        let bytes = random_matrix(&mut rng, ty, n, k);
+        let w = QuantMatrix::from_bytes_split(&rt, ty, n, k, &bytes, 5).unwrap();
+        assert_eq!(w.parts(), 8);
+        let wf = decoded(ty, &bytes);
+        for dtype in float_dtypes(&rt) {
+            for (m, path) in [(1, QMatmulPath::Gemv), (3, QMatmulPath::Gemv), (67, QMatmulPath::Gemm)] {
+                check_product(&rt, &mut rng, &w, &wf, m, dtype, path, &format!("{ty} in parts M={m} {dtype}"));
+            }
+        }
+        // The same rows as one part give the same embedding rows.
+        let ids = Tensor::from_slice(&rt, [4], &[36u32, 0, 5, 4]).unwrap();
+        let got = w.embedding(&ids).unwrap().to_vec::<f32>().unwrap();
+        let whole = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
+        assert_eq!(got, whole.embedding(&ids).unwrap().to_vec::<f32>().unwrap(), "{ty}");
+    }
+}
+
+#[test]
+fn embedding_gathers_and_decodes_rows() {
+    let rt = runtime();
+    let mut rng = Rng::new(9);
+    for ty in TYPES {
+        let (n, k) = (23, if ty.block_elems() == 1 { 45 } else { 2 * ty.block_elems() });
+        let bytes = random_matrix(&mut rng, ty, n, k);
+        let w = QuantMatrix::from_bytes_split(&rt, ty, n, k, &bytes, 10).unwrap();
+        let wf = decoded(ty, &bytes);
+        // Ids at an offset (a view), repeated, one per part and one past the table.
+        let all = [7u32, 22, 0, 22, 11, 999, 3];
+        let big = Tensor::from_slice(&rt, [all.len()], &all).unwrap();
+        let ids = big.narrow(1, 6).unwrap().reshape([2, 3]).unwrap();
+        for dtype in float_dtypes(&rt) {
+            let out = poisoned(&rt, &[2, 3, k], dtype);
+            rt.record(&QEmbedding::new(&w, &ids, &out).unwrap()).unwrap();
+            let want: Vec<f64> = all[1..]
+                .iter()
+                .flat_map(|&id| if (id as usize) < n { wf[id as usize * k..][..k].to_vec() } else { vec![0.0; k] })
+                .collect();
+            let tol = if dtype == DType::F16 { 1e-3 } else { 1e-6 };
+            common::assert_close(&out.to_vec_f32().unwrap(), &want, tol, &format!("{ty} embedding {dtype}"));
+        }
+        let f16 = w.embedding_as(&ids, float_dtypes(&rt)[float_dtypes(&rt).len() - 1]).unwrap();
+        assert_eq!(f16.dims(), [2, 3, k]);
+    }
+}
+
+#[test]
+fn a_table_larger_than_one_binding_loads_in_parts() {
+    // Gemma 3's tied embedding: 262144 x 640 in Q8_0, 178 MB; lavapipe binds 128 MiB at most.
+    let rt = runtime();
+    let (n, k, ty) = (262_144, 640, QuantType::Q8_0);
+    let limit = rt.context().caps().limits.max_storage_buffer_binding_size;
+    let mut bytes = vec![0u8; ty.bytes_for(n * k).unwrap()];
+    // Row r: d = 1, q[j] = (r + j) mod 128 (as i8).
+    let row_bytes = ty.bytes_for(k).unwrap();
+    for (r, row) in bytes.chunks_exact_mut(row_bytes).enumerate() {
+        for (b, block) in row.chunks_exact_mut(34).enumerate() {
+            block[..2].copy_from_slice(&metallic::f16::ONE.to_le_bytes());
+            for j in 0..32 {
+                block[2 + j] = ((r + b * 32 + j) % 128) as u8;
+            }
+        }
+    }
+    let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
+    drop(bytes);
+    let want_parts = (w.size_in_bytes() as u64).div_ceil(limit).max(1) as usize;
+    assert!(w.parts() >= 2 && w.parts() <= want_parts + 1, "{} parts under a {limit}-byte limit", w.parts());
+    let ids = Tensor::from_slice(&rt, [3], &[0u32, 262_143, 140_000]).unwrap();
+    let got = w.embedding(&ids).unwrap().to_vec::<f32>().unwrap();
+    for (i, &id) in [0usize, 262_143, 140_000].iter().enumerate() {
+        for j in 0..k {
+            assert_eq!(got[i * k + j], ((id + j) % 128) as f32, "row {id}, column {j}");
+        }
+    }
+}
+
+#[test]
+fn errors() {
+    let rt = runtime();
+    let mut rng = Rng::new(10);
+    let ty = QuantType::Q4_0;
+    let bytes = random_matrix(&mut rng, ty, 3, 64);
+    // Wrong byte length, K not a whole number of blocks, a type without kernels, empty.
+    assert!(matches!(QuantMatrix::from_bytes(&rt, ty, 3, 64, &bytes[1..]), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(QuantMatrix::from_bytes(&rt, ty, 4, 64, &bytes), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(QuantMatrix::from_bytes(&rt, ty, 3, 48, &bytes), Err(Error::InvalidShape { .. })));
+    assert!(matches!(
+        QuantMatrix::from_bytes(&rt, QuantType::Q2K, 1, 256, &[0; 84]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(QuantMatrix::from_bytes(&rt, ty, 0, 64, &[]), Err(Error::InvalidArgument { .. })));
+    let w = QuantMatrix::from_bytes(&rt, ty, 3, 64, &bytes).unwrap();
+    let x = Tensor::zeros(&rt, [2, 64], DType::F32).unwrap();
+    let y = Tensor::zeros(&rt, [2, 3], DType::F32).unwrap();
+    assert!(QMatmul::new(&x, &w, &y).is_ok());
+    let odd_wg = QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::Gemv).gemv_workgroup(48);
+    assert!(matches!(rt.record(&odd_wg), Err(Error::InvalidArgument { .. })));
+    rt.record(&QMatmul::new(&x, &w, &y).unwrap().gemv_workgroup(64)).unwrap();
+    // dtype mismatches: u32 x, f16 y for f32 x.
+    let xu = Tensor::zeros(&rt, [2, 64], DType::U32).unwrap();
+    assert!(matches!(QMatmul::new(&xu, &w, &y), Err(Error::DTypeMismatch { .. })));
+    assert!(matches!(xu.qmatmul(&w), Err(Error::DTypeMismatch { .. })));
+    if rt.context().caps().shader_f16() {
+        let yh = Tensor::zeros(&rt, [2, 3], DType::F16).unwrap();
+        assert!(matches!(QMatmul::new(&x, &w, &yh), Err(Error::DTypeMismatch { .. })));
+    }
+    // K disagrees, y of the wrong shape, y overlapping x.
+    let x32 = Tensor::zeros(&rt, [2, 32], DType::F32).unwrap();
+    assert!(matches!(QMatmul::new(&x32, &w, &y), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(x32.qmatmul(&w), Err(Error::ShapeMismatch { .. })));
+    let y4 = Tensor::zeros(&rt, [2, 4], DType::F32).unwrap();
+    assert!(matches!(QMatmul::new(&x, &w, &y4), Err(Error::ShapeMismatch { .. })));
+    let xy = Tensor::zeros(&rt, [2, 64], DType::F32).unwrap();
+    let inside = xy.reshape([128]).unwrap().narrow(0, 6).unwrap().reshape([2, 3]).unwrap();
+    assert!(matches!(QMatmul::new(&xy, &w, &inside), Err(Error::InvalidArgument { .. })));
+    // Embedding: float ids, a u32 output, the wrong output shape.
+    let ids = Tensor::zeros(&rt, [2], DType::U32).unwrap();
+    let idf = Tensor::zeros(&rt, [2], DType::F32).unwrap();
+    assert!(matches!(w.embedding(&idf), Err(Error::DTypeMismatch { .. })));
+    let out_u = Tensor::zeros(&rt, [2, 64], DType::U32).unwrap();
+    assert!(matches!(QEmbedding::new(&w, &ids, &out_u), Err(Error::DTypeMismatch { .. })));
+    let out_bad = Tensor::zeros(&rt, [2, 63], DType::F32).unwrap();
+    assert!(matches!(QEmbedding::new(&w, &ids, &out_bad), Err(Error::ShapeMismatch { .. })));
+    assert!(QEmbedding::new(&w, &ids, &x).is_ok());
+    assert!(QEmbedding::new(&w, &ids, &x).unwrap().validate().is_ok());
+}
