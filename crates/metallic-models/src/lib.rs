@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod bert;
+pub mod decoder;
 mod embedder;
 mod error;
 pub mod gguf;
