@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a GPU adapter if none is installed, then checks formatting, lints with warnings as
-# errors, fetches all-MiniLM-L6-v2 (the embedding tests compare it with sentence-transformers'
-# output), and runs every test (unit, integration, doc) on the GPU adapter.
+# errors, fetches all-MiniLM-L6-v2 and Gemma 3 270M (the model tests compare them with
+# sentence-transformers' and llama.cpp's output), and runs every test (unit, integration, doc)
+# on the GPU adapter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -10,4 +11,5 @@ ensure_adapter
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 ./scripts/fetch-model.sh >/dev/null
+./scripts/fetch-gemma.sh >/dev/null
 cargo test --locked --workspace
