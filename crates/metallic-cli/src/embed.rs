@@ -60,9 +60,12 @@ pub struct EmbedArgs {
 /// Arguments of `metallic tokenize`.
 #[derive(Debug, Args)]
 pub struct TokenizeArgs {
-    /// A sentence-transformers (or Hugging Face BERT) model directory.
+    /// A sentence-transformers (or Hugging Face BERT) model directory, or a GGUF file.
     #[arg(long)]
     model: PathBuf,
+    /// GGUF models: do not prepend the BOS token.
+    #[arg(long)]
+    no_bos: bool,
     /// The text to tokenize.
     text: String,
 }
@@ -117,8 +120,17 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
 }
 
 pub fn tokenize(args: TokenizeArgs) -> Result<()> {
-    let embedder = Embedder::load(&args.model)?;
-    let ids = embedder.tokenize(&args.text)?;
+    let ids = if args.model.is_file() {
+        let file = metallic_models::gguf::GgufFile::open(&args.model)?;
+        let vocab = metallic_models::vocab::Vocab::from_gguf(&file)?;
+        let mut ids = vocab.encode(&args.text, true, true);
+        if args.no_bos && ids.first().is_some_and(|&id| Some(id) == vocab.bos()) {
+            ids.remove(0);
+        }
+        ids
+    } else {
+        Embedder::load(&args.model)?.tokenize(&args.text)?
+    };
     let list: Vec<String> = ids.iter().map(u32::to_string).collect();
     write_stdout(format!("[{}]\n", list.join(", ")).as_bytes())
 }

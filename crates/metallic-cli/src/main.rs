@@ -2,6 +2,7 @@
 
 mod bench;
 mod embed;
+mod generate;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,8 @@ enum Command {
     /// Sentence embeddings for texts (one per line on stdin or --input) with a
     /// sentence-transformers model directory (see `scripts/fetch-model.sh`).
     Embed(embed::EmbedArgs),
+    /// Text from a GGUF language model (Gemma 3), streamed to stdout; speeds on stderr.
+    Generate(generate::GenerateArgs),
     /// Cosine similarity between the embeddings of two or more texts, as a matrix.
     Similarity(embed::SimilarityArgs),
     /// Print the token ids a model sees for TEXT, as a JSON array.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::embed(args),
         Command::Tokenize(args) => embed::tokenize(args),
         Command::Similarity(args) => embed::similarity(args),
+        Command::Generate(args) => generate::generate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,7 @@ pub mod decoder;
 mod embedder;
 mod error;
 pub mod gguf;
+mod llm;
 pub mod sampling;
 pub mod vocab;
 pub mod weights;
@@ -33,6 +34,7 @@ pub mod weights;
 pub use embedder::{EmbedTimings, Embedder, EmbedderOptions, Pooling};
 pub use error::{Error, Result};
 pub use gguf::{GgufArray, GgufFile, GgufString, GgufType, GgufValue};
+pub use llm::{Generation, Llm};
 
 /// The README's Rust examples (engine and models), run as doc tests so that they stay true.
 #[cfg(doctest)]

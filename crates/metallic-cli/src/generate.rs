@@ -1,0 +1,114 @@
+//! `metallic generate`: text from a GGUF language model, streamed to stdout.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use metallic_models::sampling::SamplingOptions;
+use metallic_models::{Error, Llm, Result};
+
+/// How the result is printed.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GenerateFormat {
+    /// The text, streamed as it is generated.
+    Text,
+    /// One JSON object at the end: prompt tokens, tokens, text.
+    Json,
+}
+
+/// Arguments of `metallic generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A GGUF model file (`scripts/fetch-gemma.sh` fetches Gemma 3 270M).
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt (special-token strings such as `<start_of_turn>` are parsed).
+    #[arg(long, conflicts_with = "prompt_file")]
+    prompt: Option<String>,
+    /// Read the prompt from this file.
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens below this fraction of the best one's probability (0: off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalty for the last 64 tokens (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// Do not prepend the BOS token.
+    #[arg(long)]
+    no_bos: bool,
+    #[arg(long, value_enum, default_value_t = GenerateFormat::Text)]
+    format: GenerateFormat,
+}
+
+pub fn generate(args: GenerateArgs) -> Result<()> {
+    let prompt = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.clone(), source: e })?,
+        (None, None) => return Err(Error::InvalidInput("give --prompt TEXT or --prompt-file FILE".into())),
+    };
+    let options = SamplingOptions {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repeat_penalty: args.repeat_penalty,
+        repeat_last_n: 64,
+        seed: args.seed,
+    };
+    let loading = std::time::Instant::now();
+    let llm = Llm::load(&args.model)?;
+    eprintln!("loaded {} in {:.2} s", args.model.display(), loading.elapsed().as_secs_f64());
+    let prompt_tokens = llm.tokenize(&prompt, !args.no_bos);
+    let stdout = std::io::stdout();
+    let mut failed: Option<std::io::Error> = None;
+    let stream = matches!(args.format, GenerateFormat::Text);
+    let result = llm.generate(&prompt_tokens, args.max_tokens, options, |piece| {
+        if stream && failed.is_none() {
+            let mut out = stdout.lock();
+            if let Err(e) = out.write_all(piece.as_bytes()).and_then(|()| out.flush()) {
+                failed = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(Error::Io { path: "<stdout>".into(), source: e });
+    }
+    let mut out = stdout.lock();
+    let written = match args.format {
+        GenerateFormat::Text => writeln!(out),
+        GenerateFormat::Json => {
+            let json = serde_json::json!({
+                "prompt_tokens": result.prompt_tokens,
+                "tokens": result.tokens,
+                "text": result.text,
+            });
+            writeln!(out, "{json}")
+        }
+    };
+    written.map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
+    let rate = |n: usize, t: std::time::Duration| n as f64 / t.as_secs_f64().max(1e-9);
+    eprintln!(
+        "prompt: {} tokens, {:.1} tokens/s; generation: {} tokens, {:.1} tokens/s",
+        result.prompt_tokens.len(),
+        rate(result.prompt_tokens.len(), result.prompt_time),
+        result.tokens.len(),
+        rate(result.tokens.len(), result.generation_time)
+    );
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! `metallic generate` and `metallic tokenize` on a GGUF model, as a user runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn gemma() -> PathBuf {
+    let root = std::env::var_os("METALLIC_MODELS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/metallic/models")
+    });
+    let path =
+        std::env::var_os("METALLIC_GEMMA").map(PathBuf::from).unwrap_or_else(|| root.join("gemma3-270m-q4_k_m.gguf"));
+    assert!(path.exists(), "run ./scripts/fetch-gemma.sh first ({} missing)", path.display());
+    path
+}
+
+fn metallic(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_metallic"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn greedy_generation_as_json_matches_llama_cpp() {
+    let model = gemma();
+    let args = ["generate", "--model", model.to_str().unwrap(), "--prompt", "The capital of France is"];
+    let out = metallic(&[&args[..], &["--max-tokens", "4", "--temperature", "0", "--format", "json"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // llama.cpp's greedy tokens for this prompt (fixtures/gemma3/completions.json, "capital").
+    assert_eq!(json["prompt_tokens"], serde_json::json!([2, 818, 5279, 529, 7001, 563]));
+    assert_eq!(json["tokens"], serde_json::json!([506, 5279, 529, 506]));
+    assert_eq!(json["text"], " the capital of the");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tokens/s"), "{err}");
+}
+
+#[test]
+fn tokenize_a_gguf_prompt_with_and_without_bos() {
+    let model = gemma();
+    let m = model.to_str().unwrap();
+    let out = metallic(&["tokenize", "--model", m, "<start_of_turn>user"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "[2, 105, 2364]\n");
+    let out = metallic(&["tokenize", "--model", m, "--no-bos", "Hello world"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "[9259, 1902]\n");
+}
+
+#[test]
+fn bad_generate_requests_fail_cleanly() {
+    let model = gemma();
+    let not_gguf = std::env::temp_dir().join(format!("metallic-not-gguf-{}.bin", std::process::id()));
+    std::fs::write(&not_gguf, b"definitely not a model").unwrap();
+    let cases: [(Vec<&str>, &str); 3] = [
+        (vec!["generate", "--model", model.to_str().unwrap()], "give --prompt TEXT or --prompt-file FILE"),
+        (vec!["generate", "--model", not_gguf.to_str().unwrap(), "--prompt", "x"], "GGUF"),
+        (vec!["generate", "--model", "/nonexistent.gguf", "--prompt", "x"], "/nonexistent.gguf"),
+    ];
+    for (args, message) in cases {
+        let out = metallic(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: ") && err.contains(message) && !err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    std::fs::remove_file(&not_gguf).unwrap();
+}

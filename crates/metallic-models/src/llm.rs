@@ -1,0 +1,129 @@
+//! A language model from one GGUF file: tokenizer, decoder and sampler together — load once,
+//! generate many times, tokens streamed through a callback.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use metallic::Runtime;
+
+use crate::decoder::{Decoder, KvCache};
+use crate::gguf::GgufFile;
+use crate::sampling::{Sampler, SamplingOptions};
+use crate::vocab::{StreamDecoder, TokenKind, Vocab};
+use crate::{Error, Result};
+
+/// A loaded GGUF language model.
+#[derive(Debug)]
+pub struct Llm {
+    vocab: Vocab,
+    decoder: Decoder,
+    /// Tokens that end a generation (EOS, end-of-turn).
+    stops: Vec<u32>,
+}
+
+/// What one [`Llm::generate`] call produced.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The prompt's token ids.
+    pub prompt_tokens: Vec<u32>,
+    /// The generated token ids (without the stop token).
+    pub tokens: Vec<u32>,
+    /// The generated text.
+    pub text: String,
+    /// Time to run the prompt through the model.
+    pub prompt_time: Duration,
+    /// Time for the generated tokens.
+    pub generation_time: Duration,
+}
+
+impl Llm {
+    /// Loads `path` onto the default adapter.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(path, &Runtime::new()?)
+    }
+
+    /// Loads `path` onto `rt`.
+    pub fn load_with(path: impl AsRef<Path>, rt: &Runtime) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let vocab = Vocab::from_gguf(&file)?;
+        let decoder = Decoder::load(&file, rt)?;
+        // EOS, and the end-of-turn / end-of-text controls llama.cpp also stops at.
+        let mut stops: Vec<u32> = vocab.eos().into_iter().collect();
+        for text in ["<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "</s>"] {
+            if let Some(id) = vocab.id(text).filter(|&id| vocab.kind(id) != Some(TokenKind::Normal)) {
+                stops.push(id);
+            }
+        }
+        Ok(Llm { vocab, decoder, stops })
+    }
+
+    /// The tokenizer.
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    /// The model.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Token ids of `prompt` as llama.cpp makes them by default: BOS first (unless `bos` is
+    /// false), special-token strings such as `<start_of_turn>` parsed.
+    pub fn tokenize(&self, prompt: &str, bos: bool) -> Vec<u32> {
+        let mut ids = self.vocab.encode(prompt, true, true);
+        if !bos && ids.first().is_some_and(|&id| Some(id) == self.vocab.bos()) {
+            ids.remove(0);
+        }
+        ids
+    }
+
+    /// Generates up to `max_tokens` tokens after `prompt_tokens`, calling `on_text` with each
+    /// piece of text as soon as it is complete UTF-8; stops at an end token.
+    pub fn generate(
+        &self,
+        prompt_tokens: &[u32],
+        max_tokens: usize,
+        options: SamplingOptions,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
+        if prompt_tokens.is_empty() {
+            return Err(Error::InvalidInput("the prompt has no tokens (is --no-bos set on an empty prompt?)".into()));
+        }
+        let mut sampler = Sampler::new(options)?;
+        let capacity = (prompt_tokens.len() + max_tokens).max(1);
+        let mut cache: KvCache = self.decoder.new_cache(capacity)?;
+        let start = Instant::now();
+        let mut history = prompt_tokens.to_vec();
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+        let mut stream = StreamDecoder::new();
+        let mut prompt_time = Duration::ZERO;
+        if max_tokens > 0 {
+            let mut logits = self.decoder.forward(prompt_tokens, &mut cache)?;
+            prompt_time = start.elapsed();
+            for i in 0..max_tokens {
+                let next = sampler.sample(&logits, &history)?;
+                if self.stops.contains(&next) {
+                    break;
+                }
+                tokens.push(next);
+                history.push(next);
+                let piece = stream.push(&self.vocab, next);
+                if !piece.is_empty() {
+                    on_text(&piece);
+                    text.push_str(&piece);
+                }
+                if i + 1 < max_tokens {
+                    logits = self.decoder.forward(&[next], &mut cache)?;
+                }
+            }
+            let rest = stream.finish();
+            if !rest.is_empty() {
+                on_text(&rest);
+                text.push_str(&rest);
+            }
+        }
+        let generation_time = start.elapsed().saturating_sub(prompt_time);
+        Ok(Generation { prompt_tokens: prompt_tokens.to_vec(), tokens, text, prompt_time, generation_time })
+    }
+}
