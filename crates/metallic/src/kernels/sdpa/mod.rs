@@ -605,23 +605,29 @@ impl Operation for FlashAttention {
     }
 }
 
+/// The bindings and parameters both fused kernels take (`flash_common.wgsl`).
+struct FlashBindings {
+    q: TensorBinding,
+    k: TensorBinding,
+    v: TensorBinding,
+    out: TensorBinding,
+    mask: TensorBinding,
+    params: Params,
+}
+
 impl FlashAttention {
-    /// Records `flash.wgsl`.
-    fn encode_rows(
+    /// Binds q, k, v, out and the mask, and fills the parameters for blocks of `block_rows`
+    /// query rows per (batch, K/V head).
+    fn bind_all(
         &self,
         problem: &SdpaProblem,
         encoder: &mut ComputeEncoder<'_>,
-        cache: &ResourceCache,
-    ) -> Result<()> {
+        block_rows: usize,
+    ) -> Result<FlashBindings> {
         let op = self.name();
-        let tiles = Self::tiles(problem, encoder.context())?;
         let shape = problem.shape;
-        let rows = shape.group() * shape.seq_q;
-        let blocks = rows.div_ceil(tiles.bq);
+        let blocks = (shape.group() * shape.seq_q).div_ceil(block_rows);
         let total = count_u32(op, shape.batch.saturating_mul(shape.kv_heads).saturating_mul(blocks))?;
-        let wg = tiles.workgroup_size();
-        let workgroups = encoder.linear_grid(total as usize * wg, wg as u32)?;
-
         let q = encoder.bind(&self.q)?;
         let k = encoder.bind(&self.k)?;
         let v = encoder.bind(&self.v)?;
@@ -648,6 +654,23 @@ impl FlashAttention {
             mask_sq,
             mask_sk,
         };
+        Ok(FlashBindings { q, k, v, out, mask: terms.mask, params })
+    }
+}
+
+impl FlashAttention {
+    /// Records `flash.wgsl`.
+    fn encode_rows(
+        &self,
+        problem: &SdpaProblem,
+        encoder: &mut ComputeEncoder<'_>,
+        cache: &ResourceCache,
+    ) -> Result<()> {
+        let tiles = Self::tiles(problem, encoder.context())?;
+        let wg = tiles.workgroup_size();
+        let FlashBindings { q, k, v, out, mask, params } = self.bind_all(problem, encoder, tiles.bq)?;
+        let workgroups = encoder.linear_grid(params.total as usize * wg, wg as u32)?;
+        let shape = problem.shape;
         let overrides = Overrides::new(&[
             ("WG", wg as f64),
             ("BK", tiles.bk as f64),
@@ -662,7 +685,7 @@ impl FlashAttention {
                 kernel: &FLASH,
                 dtype: problem.dtype,
                 overrides,
-                bindings: &[&q, &k, &v, &out, &terms.mask],
+                bindings: &[&q, &k, &v, &out, &mask],
                 params,
                 workgroups,
             },
@@ -678,39 +701,9 @@ impl FlashAttention {
         encoder: &mut ComputeEncoder<'_>,
         cache: &ResourceCache,
     ) -> Result<()> {
-        let op = self.name();
+        let FlashBindings { q, k, v, out, mask, params } = self.bind_all(problem, encoder, 64)?;
+        let workgroups = encoder.linear_grid(params.total as usize * 128, 128)?;
         let shape = problem.shape;
-        let rows = shape.group() * shape.seq_q;
-        let blocks = rows.div_ceil(64);
-        let total = count_u32(op, shape.batch.saturating_mul(shape.kv_heads).saturating_mul(blocks))?;
-        let workgroups = encoder.linear_grid(total as usize * 128, 128)?;
-
-        let q = encoder.bind(&self.q)?;
-        let k = encoder.bind(&self.k)?;
-        let v = encoder.bind(&self.v)?;
-        let out = encoder.bind(&self.out)?;
-        let terms = problem.kernel_terms(op, encoder, &q)?;
-        let [mask_sb, mask_sh, mask_sq, mask_sk] = terms.mask_strides;
-        let params = Params {
-            q_off: q.elem_offset(),
-            k_off: k.elem_offset(),
-            v_off: v.elem_offset(),
-            out_off: out.elem_offset(),
-            mask_off: terms.mask.elem_offset(),
-            kv_heads: count_u32(op, shape.kv_heads)?,
-            group: count_u32(op, shape.group())?,
-            seq_q: count_u32(op, shape.seq_q)?,
-            seq_k: count_u32(op, shape.seq_k)?,
-            blocks: count_u32(op, blocks)?,
-            total,
-            causal: terms.causal,
-            offset: terms.offset,
-            scale: terms.scale_log2,
-            mask_sb,
-            mask_sh,
-            mask_sq,
-            mask_sk,
-        };
         // Slots 5 and 6 view K and V as vec4, and a binding must hold one: vec4 loads where
         // every vec4 lies within one row of K / V and both hold one; otherwise scalar loads, and
         // the slots take any binding that holds a vec4 (none: the problem is at most three
@@ -748,7 +741,7 @@ impl FlashAttention {
                 kernel: &TILED,
                 dtype: problem.dtype,
                 overrides,
-                bindings: &[&q, &k, &v, &out, &terms.mask, k4, v4],
+                bindings: &[&q, &k, &v, &out, &mask, k4, v4],
                 params,
                 workgroups,
             },
