@@ -1,9 +1,10 @@
 //! `metallic generate`: text from a GGUF language model, streamed to stdout.
 
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use metallic_models::chat::ChatMessage;
 use metallic_models::sampling::SamplingOptions;
 use metallic_models::{Error, Llm, Result};
 
@@ -54,12 +55,20 @@ pub struct GenerateArgs {
     no_bos: bool,
     #[arg(long, value_enum, default_value_t = GenerateFormat::Text)]
     format: GenerateFormat,
+    /// Treat the prompt as a user's chat message (the model's chat template, or its
+    /// architecture's turn format); without a prompt and with a terminal on stdin, chat
+    /// interactively.
+    #[arg(long)]
+    chat: bool,
 }
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let prompt = match (&args.prompt, &args.prompt_file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.clone(), source: e })?,
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(path)) => {
+            Some(std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.clone(), source: e })?)
+        }
+        (None, None) if args.chat && std::io::stdin().is_terminal() => None,
         (None, None) => return Err(Error::InvalidInput("give --prompt TEXT or --prompt-file FILE".into())),
     };
     let options = SamplingOptions {
@@ -74,6 +83,18 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     let loading = std::time::Instant::now();
     let llm = Llm::load(&args.model)?;
     eprintln!("loaded {} in {:.2} s", args.model.display(), loading.elapsed().as_secs_f64());
+    let Some(prompt) = prompt else {
+        return interactive(&llm, options, args.max_tokens);
+    };
+    let prompt = if args.chat {
+        let (text, fallback) = llm.chat_prompt(&[ChatMessage::new("user", &prompt)])?;
+        if fallback {
+            eprintln!("chat: the file has no chat template; using the architecture's turn format");
+        }
+        text
+    } else {
+        prompt
+    };
     let prompt_tokens = llm.tokenize(&prompt, !args.no_bos);
     let stdout = std::io::stdout();
     let mut failed: Option<std::io::Error> = None;
@@ -111,4 +132,37 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         rate(result.tokens.len(), result.generation_time)
     );
     Ok(())
+}
+
+/// A conversation on the terminal: each line is a user turn; the whole conversation is the
+/// next prompt. Ends at end of input.
+fn interactive(llm: &Llm, options: SamplingOptions, max_tokens: usize) -> Result<()> {
+    let mut messages: Vec<ChatMessage> = Vec::new();
+    let mut announced = false;
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).map_err(|e| Error::Io { path: "<stdin>".into(), source: e })? == 0 {
+            eprintln!();
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        messages.push(ChatMessage::new("user", line));
+        let (prompt, fallback) = llm.chat_prompt(&messages)?;
+        if fallback && !announced {
+            eprintln!("chat: the file has no chat template; using the architecture's turn format");
+            announced = true;
+        }
+        let tokens = llm.tokenize(&prompt, true);
+        let mut stdout = std::io::stdout();
+        let reply = llm.generate(&tokens, max_tokens, options, |piece| {
+            let _ = stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush());
+        })?;
+        println!();
+        messages.push(ChatMessage::new("assistant", &reply.text));
+    }
 }

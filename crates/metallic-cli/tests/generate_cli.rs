@@ -38,6 +38,20 @@ fn greedy_generation_as_json_matches_llama_cpp() {
 }
 
 #[test]
+fn chat_mode_uses_gemmas_turn_format_and_says_so() {
+    let model = gemma();
+    let args = ["generate", "--model", model.to_str().unwrap(), "--chat", "--prompt", "What is 2+2?"];
+    let out = metallic(&[&args[..], &["--max-tokens", "8", "--temperature", "0", "--format", "json"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // llama.cpp's prompt and greedy tokens for the same turn (fixtures, "chat_math").
+    let prompt = [2, 105, 2364, 107, 3689, 563, 236743, 236778, 236862, 236778, 236881, 106, 107, 105, 4368, 107];
+    assert_eq!(json["prompt_tokens"], serde_json::json!(prompt));
+    assert_eq!(json["tokens"], serde_json::json!([3689, 563, 236743, 236778, 236862, 236778, 236881, 217716]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no chat template"));
+}
+
+#[test]
 fn tokenize_a_gguf_prompt_with_and_without_bos() {
     let model = gemma();
     let m = model.to_str().unwrap();

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use metallic::Runtime;
 
+use crate::chat::{ChatMessage, ChatTemplate};
 use crate::decoder::{Decoder, KvCache};
 use crate::gguf::GgufFile;
 use crate::sampling::{Sampler, SamplingOptions};
@@ -19,6 +20,8 @@ pub struct Llm {
     decoder: Decoder,
     /// Tokens that end a generation (EOS, end-of-turn).
     stops: Vec<u32>,
+    /// The chat template, and whether it is the architecture's fallback.
+    chat: Option<(ChatTemplate, bool)>,
 }
 
 /// What one [`Llm::generate`] call produced.
@@ -54,7 +57,8 @@ impl Llm {
                 stops.push(id);
             }
         }
-        Ok(Llm { vocab, decoder, stops })
+        let chat = ChatTemplate::from_gguf(&file)?;
+        Ok(Llm { vocab, decoder, stops, chat })
     }
 
     /// The tokenizer.
@@ -65,6 +69,17 @@ impl Llm {
     /// The model.
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// The prompt for a conversation, ending with the opening of the model's turn, and whether
+    /// the architecture's fallback format was used (the file has no `tokenizer.chat_template`).
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<(String, bool)> {
+        let Some((template, fallback)) = &self.chat else {
+            return Err(Error::InvalidInput("the model has no chat template and no known turn format".into()));
+        };
+        let text_of = |id: Option<u32>| id.and_then(|id| self.vocab.text(id)).unwrap_or_default().to_string();
+        let (bos, eos) = (text_of(self.vocab.bos()), text_of(self.vocab.eos()));
+        Ok((template.render(messages, &bos, &eos, true)?, *fallback))
     }
 
     /// Token ids of `prompt` as llama.cpp makes them by default: BOS first (unless `bos` is
