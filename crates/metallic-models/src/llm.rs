@@ -10,7 +10,7 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::decoder::{Decoder, KvCache};
 use crate::gguf::GgufFile;
 use crate::sampling::{Sampler, SamplingOptions};
-use crate::vocab::{StreamDecoder, TokenKind, Vocab};
+use crate::vocab::{StreamDecoder, Vocab};
 use crate::{Error, Result};
 
 /// A loaded GGUF language model.
@@ -50,13 +50,7 @@ impl Llm {
         let file = GgufFile::open(path)?;
         let vocab = Vocab::from_gguf(&file)?;
         let decoder = Decoder::load(&file, rt)?;
-        // EOS, and the end-of-turn / end-of-text controls llama.cpp also stops at.
-        let mut stops: Vec<u32> = vocab.eos().into_iter().collect();
-        for text in ["<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "</s>"] {
-            if let Some(id) = vocab.id(text).filter(|&id| vocab.kind(id) != Some(TokenKind::Normal)) {
-                stops.push(id);
-            }
-        }
+        let stops = vocab.end_tokens().to_vec();
         let chat = ChatTemplate::from_gguf(&file)?;
         Ok(Llm { vocab, decoder, stops, chat })
     }

@@ -80,7 +80,34 @@ pub struct Vocab {
     add_space_prefix: bool,
     /// Token of each byte value, from `<0xAB>` tokens (or the single-character token).
     bytes: [Option<u32>; 256],
+    /// EOS and the end-of-generation tokens ([`END_TOKEN_TEXTS`]) present.
+    ends: Vec<u32>,
 }
+
+/// Texts of tokens that end a generation in the models llama.cpp knows (its end-of-generation
+/// list). A vocabulary that marks one of them as anything but a control token has it treated
+/// as a control token, as llama.cpp does: it then matches in text only when special tokens are
+/// parsed and prints nothing unless special tokens are rendered.
+pub const END_TOKEN_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+];
 
 /// The most tokens a vocabulary may hold (GGUF files from users are untrusted).
 pub const MAX_TOKENS: usize = 1 << 22;
@@ -109,7 +136,7 @@ impl Vocab {
             }
         }
         let scores = if parts.scores.is_empty() { vec![0.0; n] } else { parts.scores };
-        let kinds: Vec<TokenKind> = if parts.types.is_empty() {
+        let mut kinds: Vec<TokenKind> = if parts.types.is_empty() {
             vec![TokenKind::Normal; n]
         } else {
             parts.types.iter().map(|&t| TokenKind::from_type(t)).collect()
@@ -118,6 +145,17 @@ impl Vocab {
         for (id, text) in parts.tokens.iter().enumerate() {
             // The first of duplicate texts wins, as in llama.cpp's token_to_id map.
             ids.entry(text.clone()).or_insert(id as u32);
+        }
+        let mut ends: Vec<u32> = parts.eos.into_iter().collect();
+        for text in END_TOKEN_TEXTS {
+            if let Some(&id) = ids.get(*text) {
+                if let Some(kind) = kinds.get_mut(id as usize) {
+                    *kind = TokenKind::Control;
+                }
+                if !ends.contains(&id) {
+                    ends.push(id);
+                }
+            }
         }
         let mut specials: Vec<u32> = kinds
             .iter()
@@ -148,6 +186,7 @@ impl Vocab {
             add_eos: parts.add_eos,
             add_space_prefix: parts.add_space_prefix,
             bytes,
+            ends,
         })
     }
 
@@ -217,6 +256,12 @@ impl Vocab {
     /// The end-of-sequence token.
     pub fn eos(&self) -> Option<u32> {
         self.eos
+    }
+
+    /// The tokens that end a generation: EOS and the end-of-turn tokens of [`END_TOKEN_TEXTS`]
+    /// the vocabulary has.
+    pub fn end_tokens(&self) -> &[u32] {
+        &self.ends
     }
 
     /// The id of the token whose text is exactly `text`.

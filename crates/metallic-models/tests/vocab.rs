@@ -109,3 +109,18 @@ fn inconsistent_parts_are_errors() {
     assert!(Vocab::new(parts).unwrap_err().to_string().contains("bos token id 5 outside the vocabulary of 1"));
     assert!(Vocab::new(VocabParts::default()).is_err());
 }
+
+#[test]
+fn end_of_generation_tokens_count_as_control_tokens() {
+    // `</s>` marked user-defined (type 4), as in Gemma 3's GGUF: llama.cpp treats it as a
+    // control token — parsed only with special tokens on, printed only when asked, and an end
+    // of generation.
+    let v = vocab(&[("a", -1.0, 1), ("</s>", 0.0, 4), ("<end_of_turn>", 0.0, 3)], false);
+    let (end_s, end_turn) = (v.id("</s>").unwrap(), v.id("<end_of_turn>").unwrap());
+    assert_eq!(v.encode("a</s>", false, true), [6, end_s]);
+    assert_eq!(v.encode("a</s>", false, false), [6]);
+    assert_eq!(v.piece(end_s, false), b"");
+    let mut ends = v.end_tokens().to_vec();
+    ends.sort_unstable();
+    assert_eq!(ends, [2, end_s, end_turn]);
+}
