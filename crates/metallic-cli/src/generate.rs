@@ -81,8 +81,29 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
     };
     let loading = std::time::Instant::now();
-    let llm = Llm::load(&args.model)?;
-    eprintln!("loaded {} in {:.2} s", args.model.display(), loading.elapsed().as_secs_f64());
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(1);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("loading {bar:40} {pos}/{len} layers") {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let rt = metallic::Runtime::new()?;
+    let llm = Llm::load_with_progress(&args.model, &rt, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
+    eprintln!(
+        "loaded {} in {:.2} s: {:.0} MiB of weights on {}",
+        args.model.display(),
+        loading.elapsed().as_secs_f64(),
+        mib(llm.decoder().weight_bytes()),
+        rt.context().adapter_info().name,
+    );
     let Some(prompt) = prompt else {
         return interactive(&llm, options, args.max_tokens);
     };
@@ -125,11 +146,12 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     written.map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
     let rate = |n: usize, t: std::time::Duration| n as f64 / t.as_secs_f64().max(1e-9);
     eprintln!(
-        "prompt: {} tokens, {:.1} tokens/s; generation: {} tokens, {:.1} tokens/s",
+        "prompt: {} tokens, {:.1} tokens/s; generation: {} tokens, {:.1} tokens/s; KV cache {:.1} MiB",
         result.prompt_tokens.len(),
         rate(result.prompt_tokens.len(), result.prompt_time),
         result.tokens.len(),
-        rate(result.tokens.len(), result.generation_time)
+        rate(result.tokens.len(), result.generation_time),
+        llm.decoder().cache_bytes(result.prompt_tokens.len() + args.max_tokens) as f64 / f64::from(1u32 << 20),
     );
     Ok(())
 }

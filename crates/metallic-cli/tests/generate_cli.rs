@@ -34,7 +34,7 @@ fn greedy_generation_as_json_matches_llama_cpp() {
     assert_eq!(json["tokens"], serde_json::json!([506, 5279, 529, 506]));
     assert_eq!(json["text"], " the capital of the");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tokens/s"), "{err}");
+    assert!(err.contains("tokens/s") && err.contains("MiB of weights"), "{err}");
 }
 
 #[test]

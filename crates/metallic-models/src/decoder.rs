@@ -249,12 +249,19 @@ pub struct Decoder {
 impl Decoder {
     /// Loads a model from `file` onto `rt`.
     pub fn load(file: &GgufFile, rt: &Runtime) -> Result<Self> {
+        Self::load_with_progress(file, rt, |_, _| {})
+    }
+
+    /// [`load`](Self::load), calling `progress(done, total)` as layers are uploaded.
+    pub fn load_with_progress(file: &GgufFile, rt: &Runtime, mut progress: impl FnMut(usize, usize)) -> Result<Self> {
         let config = DecoderConfig::from_gguf(file)?;
         let w = Loader { file, rt };
         let c = &config;
         let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+        let total = c.n_layer + 1;
         let layers = (0..c.n_layer)
             .map(|il| {
+                progress(il, total);
                 let n = |s: &str| format!("blk.{il}.{s}.weight");
                 Ok(Layer {
                     attn_norm: w.vector(&n("attn_norm"), c.n_embd)?,
@@ -278,8 +285,10 @@ impl Decoder {
             Some(_) => Some(w.matrix("output.weight", c.vocab, c.n_embd)?),
             None => None,
         };
+        let embed = w.matrix("token_embd.weight", c.vocab, c.n_embd)?;
+        progress(total, total);
         Ok(Decoder {
-            embed: w.matrix("token_embd.weight", c.vocab, c.n_embd)?,
+            embed,
             output_norm: w.vector("output_norm.weight", c.n_embd)?,
             output,
             layers,
@@ -291,6 +300,23 @@ impl Decoder {
     /// The configuration.
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    /// Bytes of weights on the GPU.
+    pub fn weight_bytes(&self) -> usize {
+        let matrices = self.layers.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]);
+        let vectors = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.attn_norm, &l.q_norm, &l.k_norm, &l.post_attn_norm, &l.ffn_norm, &l.post_ffn_norm]);
+        matrices.chain([&self.embed]).chain(self.output.as_ref()).map(QuantMatrix::size_in_bytes).sum::<usize>()
+            + vectors.chain([&self.output_norm]).map(Tensor::size_in_bytes).sum::<usize>()
+    }
+
+    /// Bytes a [`KvCache`] of `capacity` positions takes.
+    pub fn cache_bytes(&self, capacity: usize) -> usize {
+        let c = &self.config;
+        2 * c.n_layer * c.n_head_kv * capacity * c.head_dim * DType::F32.size_in_bytes()
     }
 
     /// A cache for `capacity` positions.

@@ -47,9 +47,18 @@ impl Llm {
 
     /// Loads `path` onto `rt`.
     pub fn load_with(path: impl AsRef<Path>, rt: &Runtime) -> Result<Self> {
+        Self::load_with_progress(path, rt, |_, _| {})
+    }
+
+    /// [`load_with`](Self::load_with), calling `progress(done, total)` as layers are uploaded.
+    pub fn load_with_progress(
+        path: impl AsRef<Path>,
+        rt: &Runtime,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let vocab = Vocab::from_gguf(&file)?;
-        let decoder = Decoder::load(&file, rt)?;
+        let decoder = Decoder::load_with_progress(&file, rt, progress)?;
         let stops = vocab.end_tokens().to_vec();
         let chat = ChatTemplate::from_gguf(&file)?;
         Ok(Llm { vocab, decoder, stops, chat })
