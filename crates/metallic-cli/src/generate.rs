@@ -188,3 +188,68 @@ fn interactive(llm: &Llm, options: SamplingOptions, max_tokens: usize) -> Result
         messages.push(ChatMessage::new("assistant", &reply.text));
     }
 }
+
+/// Arguments of `metallic bench generate`.
+#[derive(Debug, Args)]
+pub struct GenerateBenchArgs {
+    /// A GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt length for the prefill measurement (token ids cycled from a fixed text).
+    #[arg(long, default_value_t = 512)]
+    prompt_tokens: usize,
+    /// Prompt length before the decode measurement.
+    #[arg(long, default_value_t = 16)]
+    decode_prompt_tokens: usize,
+    /// Tokens decoded (greedy) for the decode measurement.
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+}
+
+/// Prefill tokens/s (one forward pass over `prompt_tokens`) and decode tokens/s (greedy, one
+/// token per step after a short prompt), wall clock with the result read back, after a warm-up
+/// run; one JSON line.
+pub fn bench(args: GenerateBenchArgs) -> Result<()> {
+    if args.prompt_tokens == 0 || args.decode_prompt_tokens == 0 || args.gen_tokens == 0 {
+        return Err(Error::InvalidInput("token counts must be at least 1".into()));
+    }
+    let rt = metallic::Runtime::new()?;
+    let llm = Llm::load_with(&args.model, &rt)?;
+    let text = "The quick brown fox jumps over the lazy dog while the river runs past the old mill. ";
+    let ids = llm.tokenize(text, false);
+    let prompt = |n: usize| -> Vec<u32> {
+        let mut p = llm.tokenize("", true);
+        p.extend(ids.iter().cycle().take(n.saturating_sub(p.len())));
+        p
+    };
+    let decoder = llm.decoder();
+    let prefill = |n: usize| -> Result<f64> {
+        let tokens = prompt(n);
+        let mut cache = decoder.new_cache(tokens.len())?;
+        let start = std::time::Instant::now();
+        decoder.forward(&tokens, &mut cache)?.argmax()?.to_vec::<u32>()?;
+        Ok(tokens.len() as f64 / start.elapsed().as_secs_f64())
+    };
+    prefill(args.prompt_tokens)?;
+    let prefill_rate = prefill(args.prompt_tokens)?;
+    let decode = || -> Result<(usize, f64)> {
+        let tokens = prompt(args.decode_prompt_tokens);
+        let result = llm.generate(&tokens, args.gen_tokens, SamplingOptions::greedy(), |_| {})?;
+        Ok((result.tokens.len(), result.tokens.len() as f64 / result.generation_time.as_secs_f64()))
+    };
+    decode()?;
+    let (generated, decode_rate) = decode()?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "metallic",
+            "model": args.model.display().to_string(),
+            "device": rt.context().adapter_info().name,
+            "prompt_tokens": args.prompt_tokens,
+            "prefill_tokens_per_s": prefill_rate,
+            "gen_tokens": generated,
+            "decode_tokens_per_s": decode_rate,
+        })
+    );
+    Ok(())
+}

@@ -52,6 +52,8 @@ enum BenchWhat {
     /// Sentences per second of `metallic embed`'s library call on bench/embed_texts.txt (the
     /// peer is bench/embed_bench.py).
     Embed(embed::EmbedBenchArgs),
+    /// Prefill and decode tokens/s of a GGUF language model (`metallic generate`'s library path).
+    Generate(generate::GenerateBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Demo { n } => demo(n).map_err(Into::into),
         Command::Bench { what: BenchWhat::Kernel(what) } => bench::run(what).map_err(Into::into),
         Command::Bench { what: BenchWhat::Embed(args) } => embed::bench(args),
+        Command::Bench { what: BenchWhat::Generate(args) } => generate::bench(args),
         Command::Embed(args) => embed::embed(args),
         Command::Tokenize(args) => embed::tokenize(args),
         Command::Similarity(args) => embed::similarity(args),
