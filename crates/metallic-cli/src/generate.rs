@@ -232,13 +232,15 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
     };
     prefill(args.prompt_tokens)?;
     let prefill_rate = prefill(args.prompt_tokens)?;
-    let decode = || -> Result<(usize, f64)> {
+    let decode = || -> Result<metallic_models::Generation> {
         let tokens = prompt(args.decode_prompt_tokens);
-        let result = llm.generate(&tokens, args.gen_tokens, SamplingOptions::greedy(), |_| {})?;
-        Ok((result.tokens.len(), result.tokens.len() as f64 / result.generation_time.as_secs_f64()))
+        llm.generate(&tokens, args.gen_tokens, SamplingOptions::greedy(), |_| {})
     };
     decode()?;
-    let (generated, decode_rate) = decode()?;
+    let result = decode()?;
+    let generated = result.tokens.len();
+    let decode_rate = generated as f64 / result.generation_time.as_secs_f64();
+    let per_token_ms = |d: std::time::Duration| d.as_secs_f64() * 1e3 / generated.max(1) as f64;
     println!(
         "{}",
         serde_json::json!({
@@ -249,6 +251,8 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             "prefill_tokens_per_s": prefill_rate,
             "gen_tokens": generated,
             "decode_tokens_per_s": decode_rate,
+            "decode_record_ms_per_token": per_token_ms(result.record_time),
+            "decode_sample_ms_per_token": per_token_ms(result.sample_time),
         })
     );
     Ok(())

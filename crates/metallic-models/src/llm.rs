@@ -37,6 +37,10 @@ pub struct Generation {
     pub prompt_time: Duration,
     /// Time for the generated tokens.
     pub generation_time: Duration,
+    /// Of `generation_time`: recording decode steps on the CPU (the GPU runs meanwhile).
+    pub record_time: Duration,
+    /// Of `generation_time`: sampling, which waits for the GPU and reads the candidates back.
+    pub sample_time: Duration,
 }
 
 impl Llm {
@@ -116,11 +120,14 @@ impl Llm {
         let mut text = String::new();
         let mut stream = StreamDecoder::new();
         let mut prompt_time = Duration::ZERO;
+        let (mut record_time, mut sample_time) = (Duration::ZERO, Duration::ZERO);
         if max_tokens > 0 {
             let mut logits = self.decoder.forward(prompt_tokens, &mut cache)?;
             prompt_time = start.elapsed();
             for i in 0..max_tokens {
+                let sampling = Instant::now();
                 let next = sampler.sample(&logits, &history)?;
+                sample_time += sampling.elapsed();
                 if self.stops.contains(&next) {
                     break;
                 }
@@ -132,7 +139,9 @@ impl Llm {
                     text.push_str(&piece);
                 }
                 if i + 1 < max_tokens {
+                    let recording = Instant::now();
                     logits = self.decoder.forward(&[next], &mut cache)?;
+                    record_time += recording.elapsed();
                 }
             }
             let rest = stream.finish();
@@ -142,6 +151,14 @@ impl Llm {
             }
         }
         let generation_time = start.elapsed().saturating_sub(prompt_time);
-        Ok(Generation { prompt_tokens: prompt_tokens.to_vec(), tokens, text, prompt_time, generation_time })
+        Ok(Generation {
+            prompt_tokens: prompt_tokens.to_vec(),
+            tokens,
+            text,
+            prompt_time,
+            generation_time,
+            record_time,
+            sample_time,
+        })
     }
 }
