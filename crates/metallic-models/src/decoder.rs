@@ -356,7 +356,11 @@ impl Decoder {
         let ids_t = Tensor::from_slice(&self.rt, [seq], ids)?;
         let mut x = self.embed.embedding(&ids_t)?.mul_scalar(c.embed_scale)?; // [seq, n_embd]
         let end = start + seq;
-        let (global_mask, local_mask) = (self.mask(start, seq, false)?, self.mask(start, seq, true)?);
+        // A single query at the end of the cache sees every key: no mask, nothing to upload per
+        // token. Local layers need their own mask only once the window cuts off older keys.
+        let global_mask = if seq == 1 { None } else { Some(self.mask(start, seq, false)?) };
+        let windowed = c.sliding_window.is_some_and(|w| end > w);
+        let local_mask = if windowed { Some(self.mask(start, seq, true)?) } else { global_mask.clone() };
         for (il, layer) in self.layers.iter().enumerate() {
             let (k_cache, v_cache) = match (cache.k.get(il), cache.v.get(il)) {
                 (Some(k), Some(v)) => (k, v),
@@ -381,7 +385,7 @@ impl Decoder {
             k_cache.write_slice(&k, 1, start)?;
             v_cache.write_slice(&v, 1, start)?;
             let (keys, values) = (self.visible(k_cache, end)?, self.visible(v_cache, end)?);
-            let mask = Some(if layer.local { local_mask.clone() } else { global_mask.clone() });
+            let mask = if layer.local { local_mask.clone() } else { global_mask.clone() };
             let options = SdpaOptions { scale: Some(c.attn_scale), mask, ..SdpaOptions::default() };
             let q4 = q.reshape([1, c.n_head, seq, c.head_dim])?;
             let attn = scaled_dot_product_attention(&q4, &keys, &values, options)?;
