@@ -35,6 +35,13 @@ fn greedy_generation_as_json_matches_llama_cpp() {
     assert_eq!(json["text"], " the capital of the");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tokens/s") && err.contains("MiB of weights"), "{err}");
+    // A (negligible) repetition penalty takes the step-by-step sampling path instead of the
+    // pipelined greedy one: the same tokens.
+    let sampled = ["--max-tokens", "4", "--temperature", "0", "--repeat-penalty", "1.0001", "--format", "json"];
+    let out = metallic(&[&args[..], &sampled].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["tokens"], json["tokens"]);
 }
 
 #[test]

@@ -101,7 +101,12 @@ impl BertConfig {
     /// Reads and checks `config.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: BertConfig = serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parses and checks the text of a `config.json`; errors name `path`.
+    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
+        let config: BertConfig = serde_json::from_str(text).map_err(|e| Error::format(path, e.to_string()))?;
         config.validate(path)?;
         Ok(config)
     }

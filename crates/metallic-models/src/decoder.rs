@@ -10,10 +10,13 @@
 //! logits = output(output_norm(x))          (the embedding table when tied)
 //! ```
 
-use metallic::kernels::gated::GatedAct;
-use metallic::kernels::qmatmul::QuantMatrix;
-use metallic::kernels::rope::{RopeOptions, RopeStyle};
-use metallic::kernels::sdpa::{SdpaOptions, scaled_dot_product_attention};
+use metallic::kernels::elementwise::{Binary, BinaryOp};
+use metallic::kernels::gated::{Gated, GatedAct};
+use metallic::kernels::norm::RmsNorm;
+use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QuantMatrix};
+use metallic::kernels::residual::ResidualRmsNorm;
+use metallic::kernels::rope::{QkvRope, RopeOptions, RopeStyle};
+use metallic::kernels::sdpa::{SdpaImpl, SdpaOptions, SplitKAttention, attention};
 use metallic::{DType, Runtime, Tensor};
 
 use crate::gguf::{GgufFile, TensorInfo};
@@ -173,6 +176,24 @@ impl Loader<'_> {
         Ok(QuantMatrix::from_bytes(self.rt, info.ty(), rows, cols, self.file.tensor_data(info))?)
     }
 
+    /// The row-wise concatenation of `parts` (`(name, rows)`, each `cols` wide) as one matrix
+    /// when they share a weight type (one GEMV instead of several), else `None`.
+    fn fused(&self, parts: &[(&str, usize)], cols: usize) -> Result<Option<QuantMatrix>> {
+        let mut infos = Vec::with_capacity(parts.len());
+        for &(name, rows) in parts {
+            let info = self.info(name)?;
+            self.check(info, &[cols, rows])?;
+            infos.push(info);
+        }
+        let Some(ty) = infos.first().map(|i| i.ty()) else { return Ok(None) };
+        if infos.iter().any(|i| i.ty() != ty) {
+            return Ok(None);
+        }
+        let bytes: Vec<u8> = infos.iter().flat_map(|i| self.file.tensor_data(i).iter().copied()).collect();
+        let rows = parts.iter().map(|p| p.1).sum();
+        Ok(Some(QuantMatrix::from_bytes(self.rt, ty, rows, cols, &bytes)?))
+    }
+
     /// An f32 vector (norm weights).
     fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
         let info = self.info(name)?;
@@ -183,20 +204,45 @@ impl Loader<'_> {
     }
 }
 
+/// Projections of one input whose outputs sit side by side (q, k and v; an MLP's gate and up):
+/// one matrix with their rows stacked when their weight types agree (one GEMV), else one
+/// matrix each.
+#[derive(Debug)]
+enum Stacked {
+    Fused(QuantMatrix),
+    Split(Vec<QuantMatrix>),
+}
+
+impl Stacked {
+    fn load(w: &Loader<'_>, parts: &[(String, usize)], cols: usize) -> Result<Self> {
+        let named: Vec<(&str, usize)> = parts.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+        Ok(match w.fused(&named, cols)? {
+            Some(m) => Stacked::Fused(m),
+            None => Stacked::Split(named.iter().map(|&(n, rows)| w.matrix(n, rows, cols)).collect::<Result<_>>()?),
+        })
+    }
+
+    fn matrices(&self) -> Vec<&QuantMatrix> {
+        match self {
+            Stacked::Fused(m) => vec![m],
+            Stacked::Split(ms) => ms.iter().collect(),
+        }
+    }
+}
+
 /// One transformer block.
 #[derive(Debug)]
 struct Layer {
     attn_norm: Tensor,
-    wq: QuantMatrix,
-    wk: QuantMatrix,
-    wv: QuantMatrix,
+    /// `[q_dim + 2 kv_dim]` outputs: q, k, v.
+    qkv: Stacked,
     wo: QuantMatrix,
     q_norm: Tensor,
     k_norm: Tensor,
     post_attn_norm: Tensor,
     ffn_norm: Tensor,
-    gate: QuantMatrix,
-    up: QuantMatrix,
+    /// `[2 n_ff]` outputs: gate, up.
+    gate_up: Stacked,
     down: QuantMatrix,
     post_ffn_norm: Tensor,
     local: bool,
@@ -204,12 +250,52 @@ struct Layer {
 
 /// Keys and values of every layer, preallocated for `capacity` positions:
 /// `[kv_heads, capacity, head_dim]` per layer, f32.
+///
+/// It also holds the activations of one-token decode steps, allocated on the first step and
+/// reused by every later one: a decode step allocates nothing and binds the same buffers each
+/// time (so its bind groups are built once).
 #[derive(Debug)]
 pub struct KvCache {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
     capacity: usize,
     len: usize,
+    step: Option<Activations>,
+}
+
+/// Where a forward pass's token ids come from.
+#[derive(Clone, Copy)]
+enum Tokens<'a> {
+    Host(&'a [u32]),
+    /// One id in a GPU tensor.
+    Gpu(&'a Tensor),
+}
+
+/// The working tensors of a forward pass over `seq` tokens.
+#[derive(Debug)]
+struct Activations {
+    /// Token ids, `[seq]` u32.
+    ids: Tensor,
+    /// The residual stream, `[seq, n_embd]` (updated in place).
+    x: Tensor,
+    /// The normalised input of the next block, `[seq, n_embd]`.
+    n: Tensor,
+    /// The q/k/v projections, `[seq, q_dim + 2 kv_dim]`.
+    qkv: Tensor,
+    /// Rotated queries, `[1, n_head, seq, head_dim]`.
+    q: Tensor,
+    /// Attention output, `[1, n_head, seq, head_dim]`.
+    attn: Tensor,
+    /// Output of a block before its norm, `[seq, n_embd]`.
+    o: Tensor,
+    /// The MLP's gate and up projections side by side, `[seq, 2 n_ff]`.
+    gate_up: Tensor,
+    /// The gated activation, `[seq, n_ff]`.
+    act: Tensor,
+    /// Logits of the last token, `[1, vocab]`.
+    logits: Tensor,
+    /// Split-K attention scratch for keys up to the cache's capacity (one-token steps).
+    sdpa_scratch: Option<Tensor>,
 }
 
 impl KvCache {
@@ -263,18 +349,17 @@ impl Decoder {
             .map(|il| {
                 progress(il, total);
                 let n = |s: &str| format!("blk.{il}.{s}.weight");
+                let qkv = [(n("attn_q"), q_dim), (n("attn_k"), kv_dim), (n("attn_v"), kv_dim)];
+                let gate_up = [(n("ffn_gate"), c.n_ff), (n("ffn_up"), c.n_ff)];
                 Ok(Layer {
                     attn_norm: w.vector(&n("attn_norm"), c.n_embd)?,
-                    wq: w.matrix(&n("attn_q"), q_dim, c.n_embd)?,
-                    wk: w.matrix(&n("attn_k"), kv_dim, c.n_embd)?,
-                    wv: w.matrix(&n("attn_v"), kv_dim, c.n_embd)?,
+                    qkv: Stacked::load(&w, &qkv, c.n_embd)?,
                     wo: w.matrix(&n("attn_output"), c.n_embd, q_dim)?,
                     q_norm: w.vector(&n("attn_q_norm"), c.head_dim)?,
                     k_norm: w.vector(&n("attn_k_norm"), c.head_dim)?,
                     post_attn_norm: w.vector(&n("post_attention_norm"), c.n_embd)?,
                     ffn_norm: w.vector(&n("ffn_norm"), c.n_embd)?,
-                    gate: w.matrix(&n("ffn_gate"), c.n_ff, c.n_embd)?,
-                    up: w.matrix(&n("ffn_up"), c.n_ff, c.n_embd)?,
+                    gate_up: Stacked::load(&w, &gate_up, c.n_embd)?,
                     down: w.matrix(&n("ffn_down"), c.n_embd, c.n_ff)?,
                     post_ffn_norm: w.vector(&n("post_ffw_norm"), c.n_embd)?,
                     local: c.is_local(il),
@@ -304,7 +389,10 @@ impl Decoder {
 
     /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> usize {
-        let matrices = self.layers.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]);
+        let matrices = self
+            .layers
+            .iter()
+            .flat_map(|l| l.qkv.matrices().into_iter().chain(l.gate_up.matrices()).chain([&l.wo, &l.down]));
         let vectors = self
             .layers
             .iter()
@@ -332,14 +420,79 @@ impl Decoder {
             v: (0..c.n_layer).map(|_| make()).collect::<metallic::Result<_>>()?,
             capacity,
             len: 0,
+            step: None,
+        })
+    }
+
+    fn activations(&self, seq: usize, capacity: usize) -> Result<Activations> {
+        let c = &self.config;
+        let rt = &self.rt;
+        let f32s = |dims: &[usize]| Tensor::empty(rt, dims, DType::F32);
+        let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+        let q = f32s(&[1, c.n_head, seq, c.head_dim])?;
+        let attn = f32s(&[1, c.n_head, seq, c.head_dim])?;
+        let sdpa_scratch = if seq == 1 {
+            // Sized for the longest key range a step can see: the whole cache.
+            let keys = f32s(&[1, c.n_head_kv, capacity, c.head_dim])?;
+            let options = SdpaOptions { scale: Some(c.attn_scale), ..SdpaOptions::default() };
+            let len = SplitKAttention::scratch_len(&q, &keys, &keys, &attn, &options)?;
+            Some(f32s(&[len])?)
+        } else {
+            None
+        };
+        Ok(Activations {
+            ids: Tensor::empty(rt, [seq], DType::U32)?,
+            x: f32s(&[seq, c.n_embd])?,
+            n: f32s(&[seq, c.n_embd])?,
+            qkv: f32s(&[seq, q_dim + 2 * kv_dim])?,
+            q,
+            attn,
+            o: f32s(&[seq, c.n_embd])?,
+            gate_up: f32s(&[seq, 2 * c.n_ff])?,
+            act: f32s(&[seq, c.n_ff])?,
+            logits: f32s(&[1, c.vocab])?,
+            sdpa_scratch,
         })
     }
 
     /// Runs `ids` (the next tokens after what `cache` holds) through the model, appends their
     /// keys and values to `cache`, and returns the logits of the last one: `[1, vocab]`.
+    ///
+    /// A one-token step works in `cache`'s reusable activations: the logits it returns are
+    /// overwritten by the next one-token step on the same cache (read or copy them first).
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.run(Tokens::Host(ids), cache, 1)
+    }
+
+    /// A one-token step whose token id is already on the GPU (`id`: one u32, e.g. the argmax
+    /// of the previous step's logits): nothing goes through the host, so the next step can be
+    /// recorded before this one's token is read back. An id outside the vocabulary embeds as
+    /// zeros (the GPU cannot report it); ids from this model's own logits are always inside.
+    pub fn forward_token_on_gpu(&self, id: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        if id.dtype() != DType::U32 || id.numel() != 1 {
+            return Err(Error::InvalidInput(format!("a GPU token id is one u32, got {} {}", id.dtype(), id.shape())));
+        }
+        self.run(Tokens::Gpu(id), cache, 1)
+    }
+
+    /// [`forward`](Self::forward), returning the logits of the last `rows` tokens: `[rows,
+    /// vocab]` (row `i` predicts the token after `ids[ids.len() - rows + i]`). What checking a
+    /// whole continuation against a reference in one pass needs (feed the reference tokens,
+    /// compare each row's argmax).
+    pub fn forward_last(&self, ids: &[u32], rows: usize, cache: &mut KvCache) -> Result<Tensor> {
+        if rows == 0 || rows > ids.len() {
+            return Err(Error::InvalidInput(format!("logits of {rows} rows asked of {} tokens", ids.len())));
+        }
+        self.run(Tokens::Host(ids), cache, rows)
+    }
+
+    fn run(&self, tokens: Tokens<'_>, cache: &mut KvCache, rows: usize) -> Result<Tensor> {
         let c = &self.config;
-        let (seq, start) = (ids.len(), cache.len);
+        let seq = match tokens {
+            Tokens::Host(ids) => ids.len(),
+            Tokens::Gpu(_) => 1,
+        };
+        let start = cache.len;
         if seq == 0 {
             return Err(Error::InvalidInput("no tokens to run".into()));
         }
@@ -350,75 +503,155 @@ impl Decoder {
                 cache.capacity
             )));
         }
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab) {
+        if let Tokens::Host(ids) = tokens
+            && let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab)
+        {
             return Err(Error::InvalidInput(format!("token id {bad} outside the vocabulary of {}", c.vocab)));
         }
-        let ids_t = Tensor::from_slice(&self.rt, [seq], ids)?;
-        let mut x = self.embed.embedding(&ids_t)?.mul_scalar(c.embed_scale)?; // [seq, n_embd]
+        if cache.k.len() != c.n_layer
+            || cache.k.first().is_some_and(|k| k.dims() != [c.n_head_kv, cache.capacity, c.head_dim])
+        {
+            return Err(Error::InvalidInput("the cache belongs to another model".into()));
+        }
+        let fresh;
+        let a = if seq == 1 {
+            if cache.step.is_none() {
+                cache.step = Some(self.activations(1, cache.capacity)?);
+            }
+            cache.step.as_ref().ok_or_else(|| Error::InvalidInput("no step activations".into()))?
+        } else {
+            fresh = self.activations(seq, cache.capacity)?;
+            &fresh
+        };
+        let rt = &self.rt;
+        let ids = match tokens {
+            Tokens::Host(ids) => {
+                a.ids.write(ids)?;
+                &a.ids
+            }
+            Tokens::Gpu(id) => &id.reshape([1])?,
+        };
+        rt.record(&QEmbedding::new(&self.embed, ids, &a.x)?)?;
+        rt.record(&Binary::scalar(BinaryOp::Mul, &a.x, c.embed_scale, &a.x)?)?;
+        let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
+        rt.record(&RmsNorm::new(&a.x, Some(first_norm), c.rms_eps, false, &a.n)?)?;
         let end = start + seq;
-        // A single query at the end of the cache sees every key: no mask, nothing to upload per
-        // token. Local layers need their own mask only once the window cuts off older keys.
+        // A single query at the end of the cache sees every key it may: no mask. Longer
+        // blocks (the prompt) take a causal mask, windowed for local layers.
         let global_mask = if seq == 1 { None } else { Some(self.mask(start, seq, false)?) };
         let windowed = c.sliding_window.is_some_and(|w| end > w);
-        let local_mask = if windowed { Some(self.mask(start, seq, true)?) } else { global_mask.clone() };
+        let local_mask = if windowed && seq > 1 { Some(self.mask(start, seq, true)?) } else { global_mask.clone() };
+        let attn_rows = a.attn.reshape([c.n_head, seq, c.head_dim])?;
         for (il, layer) in self.layers.iter().enumerate() {
             let (k_cache, v_cache) = match (cache.k.get(il), cache.v.get(il)) {
                 (Some(k), Some(v)) => (k, v),
                 _ => return Err(Error::InvalidInput("the cache belongs to another model".into())),
             };
-            let h = x.rms_norm(Some(&layer.attn_norm), c.rms_eps, false)?;
-            let heads = |w: &QuantMatrix, n: usize, norm: &Tensor, base: f32| -> Result<Tensor> {
-                let t = h.qmatmul(w)?.reshape([seq, n, c.head_dim])?;
-                let t = t.rms_norm(Some(norm), c.rms_eps, false)?.permute(&[1, 0, 2])?; // [n, seq, hd]
-                let rope = RopeOptions {
-                    style: RopeStyle::NeoX,
-                    base,
-                    position_offset: start as u32,
-                    ..RopeOptions::default()
-                };
-                Ok(t.rope(rope)?)
-            };
+            self.project(&layer.qkv, &a.n, &a.qkv)?;
             let base = if layer.local { c.rope_base_local } else { c.rope_base };
-            let q = heads(&layer.wq, c.n_head, &layer.q_norm, base)?;
-            let k = heads(&layer.wk, c.n_head_kv, &layer.k_norm, base)?;
-            let v = h.qmatmul(&layer.wv)?.reshape([seq, c.n_head_kv, c.head_dim])?.permute(&[1, 0, 2])?;
-            k_cache.write_slice(&k, 1, start)?;
-            v_cache.write_slice(&v, 1, start)?;
-            let (keys, values) = (self.visible(k_cache, end)?, self.visible(v_cache, end)?);
+            let rope =
+                RopeOptions { style: RopeStyle::NeoX, base, position_offset: start as u32, ..RopeOptions::default() };
+            let q_heads = a.q.reshape([c.n_head, seq, c.head_dim])?;
+            rt.record(&QkvRope::new(&a.qkv, &q_heads, k_cache, v_cache, rope)?.with_norms(
+                &layer.q_norm,
+                &layer.k_norm,
+                c.rms_eps,
+            )?)?;
+            // One query sees the last `window` keys of a local layer; a block of queries sees
+            // every key up to its end, masked.
+            let first = match c.sliding_window {
+                Some(w) if layer.local && seq == 1 => end.saturating_sub(w),
+                _ => 0,
+            };
+            let (keys, values) = (self.visible(k_cache, first, end)?, self.visible(v_cache, first, end)?);
             let mask = if layer.local { local_mask.clone() } else { global_mask.clone() };
             let options = SdpaOptions { scale: Some(c.attn_scale), mask, ..SdpaOptions::default() };
-            let q4 = q.reshape([1, c.n_head, seq, c.head_dim])?;
-            let attn = scaled_dot_product_attention(&q4, &keys, &values, options)?;
-            let attn = attn
-                .reshape([c.n_head, seq, c.head_dim])?
-                .permute(&[1, 0, 2])?
-                .reshape([seq, c.n_head * c.head_dim])?;
-            let o = attn.qmatmul(&layer.wo)?.rms_norm(Some(&layer.post_attn_norm), c.rms_eps, false)?;
-            let h2 = x.add_elem(&o)?;
-            let n = h2.rms_norm(Some(&layer.ffn_norm), c.rms_eps, false)?;
-            let ff = n.qmatmul(&layer.gate)?.gated(c.act, &n.qmatmul(&layer.up)?)?.qmatmul(&layer.down)?;
-            x = h2.add_elem(&ff.rms_norm(Some(&layer.post_ffn_norm), c.rms_eps, false)?)?;
+            match &a.sdpa_scratch {
+                Some(scratch) => {
+                    rt.record(&SplitKAttention::with_scratch(&a.q, &keys, &values, &a.attn, options, scratch)?)?
+                }
+                None => rt.record(attention(&a.q, &keys, &values, &a.attn, options, SdpaImpl::Auto)?.1.as_ref())?,
+            }
+            // [n_head, seq, hd] → [seq, n_head · hd]: a copy unless there is one token.
+            let heads = if seq == 1 {
+                a.attn.reshape([1, c.n_head * c.head_dim])?
+            } else {
+                attn_rows.permute(&[1, 0, 2])?.reshape([seq, c.n_head * c.head_dim])?
+            };
+            rt.record(&QMatmul::new(&heads, &layer.wo, &a.o)?)?;
+            rt.record(&ResidualRmsNorm::new(
+                &a.x,
+                &a.o,
+                Some(&layer.post_attn_norm),
+                &layer.ffn_norm,
+                c.rms_eps,
+                &a.x,
+                &a.n,
+            )?)?;
+            self.project(&layer.gate_up, &a.n, &a.gate_up)?;
+            rt.record(&Gated::halves(c.act, &a.gate_up, &a.act)?)?;
+            rt.record(&QMatmul::new(&a.act, &layer.down, &a.o)?)?;
+            let next_norm = self.layers.get(il + 1).map_or(&self.output_norm, |l| &l.attn_norm);
+            rt.record(&ResidualRmsNorm::new(
+                &a.x,
+                &a.o,
+                Some(&layer.post_ffn_norm),
+                next_norm,
+                c.rms_eps,
+                &a.x,
+                &a.n,
+            )?)?;
         }
         cache.len = end;
-        let last = x.narrow(seq - 1, 1)?.rms_norm(Some(&self.output_norm), c.rms_eps, false)?;
-        Ok(last.qmatmul(self.output.as_ref().unwrap_or(&self.embed))?)
+        let output = self.output.as_ref().unwrap_or(&self.embed);
+        let last = a.n.narrow(seq - rows, rows)?;
+        if rows > 1 {
+            let logits = Tensor::empty(rt, [rows, c.vocab], DType::F32)?;
+            rt.record(&QMatmul::new(&last, output, &logits)?)?;
+            return Ok(logits);
+        }
+        rt.record(&QMatmul::new(&last, output, &a.logits)?)?;
+        Ok(a.logits.clone())
     }
 
-    /// Keys (or values) of positions `0..end`: `[1, kv_heads, end, head_dim]`.
-    fn visible(&self, cache: &Tensor, end: usize) -> Result<Tensor> {
+    /// The stacked projections of `x` (`[seq, n_embd]`) into `out` (`[seq, total rows]`).
+    fn project(&self, stacked: &Stacked, x: &Tensor, out: &Tensor) -> Result<()> {
+        let rt = &self.rt;
+        let parts = match stacked {
+            Stacked::Fused(m) => return Ok(rt.record(&QMatmul::new(x, m, out)?)?),
+            Stacked::Split(parts) => parts,
+        };
+        let seq = x.dims().first().copied().unwrap_or(1);
+        let mut at = 0;
+        for m in parts {
+            if seq == 1 {
+                // One row: each projection is a contiguous slice of it.
+                let slice = out.reshape([out.numel()])?.narrow(at, m.rows())?.reshape([1, m.rows()])?;
+                rt.record(&QMatmul::new(x, m, &slice)?)?;
+            } else {
+                out.write_slice(&x.qmatmul(m)?, 1, at)?;
+            }
+            at += m.rows();
+        }
+        Ok(())
+    }
+
+    /// Keys (or values) of positions `first..end`: `[1, kv_heads, end - first, head_dim]`.
+    fn visible(&self, cache: &Tensor, first: usize, end: usize) -> Result<Tensor> {
         let c = &self.config;
+        let len = end - first;
         if c.n_head_kv == 1 {
             return Ok(cache
                 .reshape([cache.numel() / c.head_dim, c.head_dim])?
-                .narrow(0, end)?
-                .reshape([1, 1, end, c.head_dim])?);
+                .narrow(first, len)?
+                .reshape([1, 1, len, c.head_dim])?);
         }
-        // Several K/V heads: a contiguous copy of each head's first `end` positions.
+        // Several K/V heads: a contiguous copy of each head's positions.
         let heads: Vec<Tensor> = (0..c.n_head_kv)
-            .map(|h| cache.get_batch(h)?.narrow(0, end)?.reshape([1, end, c.head_dim]))
+            .map(|h| cache.get_batch(h)?.narrow(first, len)?.reshape([1, len, c.head_dim]))
             .collect::<metallic::Result<_>>()?;
         let refs: Vec<&Tensor> = heads.iter().collect();
-        Ok(Tensor::concat(&refs, 0)?.reshape([1, c.n_head_kv, end, c.head_dim])?)
+        Ok(Tensor::concat(&refs, 0)?.reshape([1, c.n_head_kv, len, c.head_dim])?)
     }
 
     /// The additive mask of `seq` queries at positions `start..` over keys `0..start + seq`:

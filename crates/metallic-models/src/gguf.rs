@@ -35,11 +35,11 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use metallic::quant::QuantType;
 
+use crate::mapped::Bytes;
 use crate::{Error, Result};
 
 /// The four bytes every GGUF file starts with.
@@ -425,21 +425,6 @@ impl TensorInfo {
     }
 }
 
-/// The bytes behind a [`GgufFile`]: a read-only map of the file, or an owned buffer.
-enum Bytes {
-    Map(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Bytes {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Bytes::Map(m) => m,
-            Bytes::Owned(v) => v,
-        }
-    }
-}
-
 /// A GGUF file, mapped into memory, with its header, metadata and tensor infos parsed and
 /// validated (see the module docs for what is checked).
 pub struct GgufFile {
@@ -470,13 +455,8 @@ impl GgufFile {
     /// Maps `path` and parses and validates it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        // SAFETY: the map is read-only and lives as long as `self`. The one hazard of mapping a
-        // file is another process truncating or rewriting it while it is mapped; like every
-        // mmap-based weights loader we document that model files must not change while loaded.
-        #[allow(unsafe_code)]
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        Self::parse(path, Bytes::Map(map))
+        let bytes = Bytes::map(&path)?;
+        Self::parse(path, bytes)
     }
 
     /// Parses and validates a GGUF image held in memory (tests, fuzzing, downloads not yet

@@ -28,6 +28,7 @@ mod embedder;
 mod error;
 pub mod gguf;
 mod llm;
+mod mapped;
 pub mod sampling;
 pub mod vocab;
 pub mod weights;

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use metallic::Runtime;
+use metallic::kernels::topk::TopK;
+use metallic::{DType, Runtime, Tensor};
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::decoder::{Decoder, KvCache};
@@ -39,7 +40,8 @@ pub struct Generation {
     pub generation_time: Duration,
     /// Of `generation_time`: recording decode steps on the CPU (the GPU runs meanwhile).
     pub record_time: Duration,
-    /// Of `generation_time`: sampling, which waits for the GPU and reads the candidates back.
+    /// Of `generation_time`: waiting for the GPU and reading tokens (or sampling candidates)
+    /// back, and sampling.
     pub sample_time: Duration,
 }
 
@@ -101,12 +103,17 @@ impl Llm {
 
     /// Generates up to `max_tokens` tokens after `prompt_tokens`, calling `on_text` with each
     /// piece of text as soon as it is complete UTF-8; stops at an end token.
+    ///
+    /// Greedy decoding without a repetition penalty runs pipelined: each step's argmax stays on
+    /// the GPU and feeds the next step's embedding, so the host records step `i + 1` while the
+    /// GPU computes step `i`, and only reads token `i` back afterwards (one step is computed in
+    /// vain when the generation stops). Other sampling reads the candidates back every step.
     pub fn generate(
         &self,
         prompt_tokens: &[u32],
         max_tokens: usize,
         options: SamplingOptions,
-        mut on_text: impl FnMut(&str),
+        on_text: impl FnMut(&str),
     ) -> Result<Generation> {
         if prompt_tokens.is_empty() {
             return Err(Error::InvalidInput("the prompt has no tokens (is --no-bos set on an empty prompt?)".into()));
@@ -115,50 +122,164 @@ impl Llm {
         let capacity = (prompt_tokens.len() + max_tokens).max(1);
         let mut cache: KvCache = self.decoder.new_cache(capacity)?;
         let start = Instant::now();
-        let mut history = prompt_tokens.to_vec();
-        let mut tokens = Vec::new();
-        let mut text = String::new();
-        let mut stream = StreamDecoder::new();
+        let mut out = Output {
+            stops: &self.stops,
+            vocab: &self.vocab,
+            tokens: Vec::new(),
+            text: String::new(),
+            stream: StreamDecoder::new(),
+            on_text,
+        };
         let mut prompt_time = Duration::ZERO;
-        let (mut record_time, mut sample_time) = (Duration::ZERO, Duration::ZERO);
+        let mut times = (Duration::ZERO, Duration::ZERO);
         if max_tokens > 0 {
-            let mut logits = self.decoder.forward(prompt_tokens, &mut cache)?;
+            let logits = self.decoder.forward(prompt_tokens, &mut cache)?;
             prompt_time = start.elapsed();
-            for i in 0..max_tokens {
-                let sampling = Instant::now();
-                let next = sampler.sample(&logits, &history)?;
-                sample_time += sampling.elapsed();
-                if self.stops.contains(&next) {
-                    break;
-                }
-                tokens.push(next);
-                history.push(next);
-                let piece = stream.push(&self.vocab, next);
-                if !piece.is_empty() {
-                    on_text(&piece);
-                    text.push_str(&piece);
-                }
-                if i + 1 < max_tokens {
-                    let recording = Instant::now();
-                    logits = self.decoder.forward(&[next], &mut cache)?;
-                    record_time += recording.elapsed();
-                }
-            }
-            let rest = stream.finish();
-            if !rest.is_empty() {
-                on_text(&rest);
-                text.push_str(&rest);
-            }
+            times = if sampler.is_greedy() {
+                self.decode_greedy(&logits, &mut cache, max_tokens, &mut out)?
+            } else {
+                self.decode_sampled(logits, &mut cache, max_tokens, &mut sampler, prompt_tokens, &mut out)?
+            };
+            out.finish();
         }
         let generation_time = start.elapsed().saturating_sub(prompt_time);
         Ok(Generation {
             prompt_tokens: prompt_tokens.to_vec(),
-            tokens,
-            text,
+            tokens: out.tokens,
+            text: out.text,
             prompt_time,
             generation_time,
-            record_time,
-            sample_time,
+            record_time: times.0,
+            sample_time: times.1,
         })
+    }
+
+    /// Sampling with the candidates read back each step. Returns (recording, sampling) time.
+    fn decode_sampled(
+        &self,
+        mut logits: Tensor,
+        cache: &mut KvCache,
+        max_tokens: usize,
+        sampler: &mut Sampler,
+        prompt_tokens: &[u32],
+        out: &mut Output<'_, impl FnMut(&str)>,
+    ) -> Result<(Duration, Duration)> {
+        let (mut record_time, mut sample_time) = (Duration::ZERO, Duration::ZERO);
+        let mut history = prompt_tokens.to_vec();
+        for i in 0..max_tokens {
+            let sampling = Instant::now();
+            let next = sampler.sample(&logits, &history)?;
+            sample_time += sampling.elapsed();
+            if !out.push(next) {
+                break;
+            }
+            history.push(next);
+            if i + 1 < max_tokens {
+                let recording = Instant::now();
+                logits = self.decoder.forward(&[next], cache)?;
+                record_time += recording.elapsed();
+            }
+        }
+        Ok((record_time, sample_time))
+    }
+
+    /// Greedy decoding, pipelined (see [`generate`](Self::generate)): two GPU slots for the
+    /// argmax, alternating. Returns (recording, waiting) time.
+    fn decode_greedy(
+        &self,
+        prompt_logits: &Tensor,
+        cache: &mut KvCache,
+        max_tokens: usize,
+        out: &mut Output<'_, impl FnMut(&str)>,
+    ) -> Result<(Duration, Duration)> {
+        let rt = prompt_logits.runtime();
+        let slot = || -> Result<Slot> {
+            Ok(Slot {
+                values: Tensor::empty(rt, [1, 1], DType::F32)?,
+                id: Tensor::empty(rt, [1, 1], DType::U32)?,
+                argmax: None,
+            })
+        };
+        let (mut this, mut next) = (slot()?, slot()?);
+        let (mut record_time, mut wait_time) = (Duration::ZERO, Duration::ZERO);
+        rt.record(&TopK::new(prompt_logits, 1, &this.values, &this.id)?)?;
+        let mut pending = Some(rt.start_read(&[&this.id])?);
+        for i in 0..max_tokens {
+            let mut started = None;
+            if i + 1 < max_tokens {
+                let recording = Instant::now();
+                let logits = self.decoder.forward_token_on_gpu(&this.id, cache)?;
+                // The step logits live in the cache's reused activations: one argmax op per
+                // slot, built once.
+                let op = match next.argmax.take() {
+                    Some(op) => op,
+                    None => TopK::new(&logits, 1, &next.values, &next.id)?,
+                };
+                rt.record(&op)?;
+                next.argmax = Some(op);
+                started = Some(rt.start_read(&[&next.id])?);
+                record_time += recording.elapsed();
+            }
+            std::mem::swap(&mut this, &mut next);
+            let waiting = Instant::now();
+            let bytes = match pending.take() {
+                Some(read) => read.wait()?,
+                None => return Err(Error::InvalidInput("no token read under way".into())),
+            };
+            wait_time += waiting.elapsed();
+            let token = bytes
+                .first()
+                .and_then(|b| b.get(..4))
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(|| Error::InvalidInput("the token read-back is empty".into()))?;
+            if !out.push(token) {
+                break;
+            }
+            pending = started;
+        }
+        Ok((record_time, wait_time))
+    }
+}
+
+/// One GPU slot of the pipelined greedy loop: the argmax of a step's logits.
+struct Slot {
+    values: Tensor,
+    id: Tensor,
+    argmax: Option<TopK>,
+}
+
+/// Where generated tokens go: stop check, ids, text, and the streaming callback.
+struct Output<'a, F: FnMut(&str)> {
+    stops: &'a [u32],
+    vocab: &'a Vocab,
+    tokens: Vec<u32>,
+    text: String,
+    stream: StreamDecoder,
+    on_text: F,
+}
+
+impl<F: FnMut(&str)> Output<'_, F> {
+    /// Takes a generated token; `false` if it ends the generation.
+    fn push(&mut self, token: u32) -> bool {
+        if self.stops.contains(&token) {
+            return false;
+        }
+        self.tokens.push(token);
+        let piece = self.stream.push(self.vocab, token);
+        if !piece.is_empty() {
+            (self.on_text)(&piece);
+            self.text.push_str(&piece);
+        }
+        true
+    }
+
+    /// Flushes text held back for an incomplete UTF-8 sequence.
+    fn finish(&mut self) {
+        let rest = self.stream.finish();
+        if !rest.is_empty() {
+            (self.on_text)(&rest);
+            self.text.push_str(&rest);
+        }
     }
 }

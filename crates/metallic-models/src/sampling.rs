@@ -3,8 +3,8 @@
 //! default order. The top-k candidates come from the GPU ([`Tensor::top_k`]), so a 262k-entry
 //! row is never read back unless top-k is off.
 
-use metallic::Tensor;
-use metallic::kernels::topk::MAX_K;
+use metallic::kernels::topk::{MAX_K, TopK};
+use metallic::{DType, Tensor};
 
 use crate::{Error, Result};
 
@@ -70,13 +70,42 @@ impl SamplingOptions {
 pub struct Sampler {
     options: SamplingOptions,
     state: u64,
+    /// The top-k op of the last call with its outputs, reused while the logits tensor and the
+    /// candidate count stay the same (a decode loop's logits live in one reused tensor): no
+    /// allocation and no new bind group per token.
+    top: Option<Top>,
+}
+
+/// A recorded-again-each-step top-k over one logits row.
+#[derive(Debug, Clone)]
+struct Top {
+    row: Tensor,
+    fetch: usize,
+    op: TopK,
+    values: Tensor,
+    ids: Tensor,
+}
+
+impl Top {
+    fn serves(&self, row: &Tensor, fetch: usize) -> bool {
+        self.fetch == fetch
+            && self.row.buffer() == row.buffer()
+            && self.row.byte_offset() == row.byte_offset()
+            && self.row.shape() == row.shape()
+    }
 }
 
 impl Sampler {
     /// A sampler with `options` (checked: finite, in range).
     pub fn new(options: SamplingOptions) -> Result<Self> {
         options.validate()?;
-        Ok(Sampler { options, state: options.seed })
+        Ok(Sampler { options, state: options.seed, top: None })
+    }
+
+    /// Whether the choice is the plain argmax of the logits (temperature 0, no repetition
+    /// penalty): then it needs no host-side sampling at all.
+    pub fn is_greedy(&self) -> bool {
+        self.options.temperature <= 0.0 && self.options.repeat_penalty == 1.0
     }
 
     /// The options in use.
@@ -102,9 +131,26 @@ impl Sampler {
             let values = row.to_vec_f32()?;
             (0u32..).zip(values).collect()
         } else {
-            let (values, ids) = row.top_k(fetch)?;
-            let (values, ids) = (values.to_vec_f32()?, ids.to_vec::<u32>()?);
-            ids.into_iter().zip(values).collect::<Vec<_>>()
+            let top = match self.top.take() {
+                Some(top) if top.serves(&row, fetch) => top,
+                _ => {
+                    let rt = row.runtime();
+                    let values = Tensor::empty(rt, [1, fetch], DType::F32)?;
+                    let ids = Tensor::empty(rt, [1, fetch], DType::U32)?;
+                    let op = TopK::new(&row, fetch, &values, &ids)?;
+                    Top { row: row.clone(), fetch, op, values, ids }
+                }
+            };
+            let rt = row.runtime();
+            rt.record(&top.op)?;
+            let bytes = rt.read_tensors(&[&top.values, &top.ids])?;
+            self.top = Some(top);
+            let word = |b: &[u8]| -> [u8; 4] { b.try_into().unwrap_or_default() };
+            let values =
+                bytes.first().map(|b| b.chunks_exact(4).map(|c| f32::from_le_bytes(word(c)))).into_iter().flatten();
+            let ids =
+                bytes.get(1).map(|b| b.chunks_exact(4).map(|c| u32::from_le_bytes(word(c)))).into_iter().flatten();
+            ids.zip(values).collect::<Vec<_>>()
         };
         Ok(self.choose(&mut candidates, &penalized))
     }

@@ -1,18 +1,18 @@
 //! Memory-mapped safetensors files, uploaded to the GPU one tensor at a time.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use metallic::{DType, Runtime, Tensor, f16};
 use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
+use crate::mapped::Bytes;
 use crate::{Error, Result};
 
 /// A safetensors file, mapped into memory and its header validated (every tensor's byte range
 /// lies inside the file and matches its dtype and shape).
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: memmap2::Mmap,
+    bytes: Bytes,
     /// Bytes before the data section: the 8-byte length and the JSON header.
     data_start: usize,
     metadata: Metadata,
@@ -20,7 +20,10 @@ pub struct SafetensorsFile {
 
 impl std::fmt::Debug for SafetensorsFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SafetensorsFile").field("path", &self.path).field("bytes", &self.map.len()).finish()
+        f.debug_struct("SafetensorsFile")
+            .field("path", &self.path)
+            .field("bytes", &self.bytes.as_slice().len())
+            .finish()
     }
 }
 
@@ -28,15 +31,25 @@ impl SafetensorsFile {
     /// Maps `path` and validates its header.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        // SAFETY: the map is read-only and lives as long as `self`. The one hazard of mapping a
-        // file is another process truncating or rewriting it while it is mapped; like every
-        // mmap-based weights loader we document that model files must not change while loaded.
-        #[allow(unsafe_code)]
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        let (header, metadata) = SafeTensors::read_metadata(&map)
+        let bytes = Bytes::map(&path)?;
+        Self::parse(path, bytes)
+    }
+
+    /// Validates a safetensors image held in memory (tests, fuzzing). Errors name the path
+    /// `<memory>`.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(PathBuf::from("<memory>"), Bytes::Owned(bytes))
+    }
+
+    fn parse(path: PathBuf, bytes: Bytes) -> Result<Self> {
+        let (header, metadata) = SafeTensors::read_metadata(bytes.as_slice())
             .map_err(|e| Error::format(&path, format!("not a valid safetensors file: {e}")))?;
-        Ok(SafetensorsFile { path, map, data_start: header + 8, metadata })
+        Ok(SafetensorsFile { path, bytes, data_start: header + 8, metadata })
+    }
+
+    /// The tensors' names, in the header's order.
+    pub fn names(&self) -> Vec<String> {
+        self.metadata.offset_keys()
     }
 
     /// The file's path.
@@ -71,8 +84,9 @@ impl SafetensorsFile {
         }
         let (start, end) = info.data_offsets;
         let bytes = self
-            .map
-            .get(self.data_start + start..self.data_start + end)
+            .bytes
+            .as_slice()
+            .get(self.data_start.saturating_add(start)..self.data_start.saturating_add(end))
             .ok_or_else(|| self.weight_error(name, "data range outside the file".into()))?;
         let values = match info.dtype {
             Dtype::F32 => words::<4>(bytes).map(f32::from_le_bytes).collect(),

@@ -143,30 +143,128 @@ fn first_tokens_match_llama_cpp_and_probabilities_the_exact_computation() {
     );
 }
 
+/// The first step where llama.cpp's two best tokens are within `margin` of each other, if any.
+fn first_near_tie(case: &Completion, margin: f64) -> Option<usize> {
+    case.steps_top_probs.iter().position(|p| p.first().zip(p.get(1)).is_some_and(|(a, b)| a - b < margin))
+}
+
+#[derive(Deserialize)]
+struct ExactContinuations {
+    cases: Vec<ExactContinuation>,
+}
+
+#[derive(Deserialize)]
+struct ExactContinuation {
+    name: String,
+    steps: Vec<ExactStep>,
+}
+
+#[derive(Deserialize)]
+struct ExactStep {
+    argmax: u32,
+    top2: [f64; 2],
+}
+
+/// The greedy choice as llama.cpp's fixtures made it (`ignore_eos`: end-of-generation tokens
+/// biased to -inf): the best candidate that is not an end token.
+fn greedy_ignoring_eos(candidates: &[u32], end_tokens: &[u32]) -> u32 {
+    candidates.iter().copied().find(|id| !end_tokens.contains(id)).unwrap_or(u32::MAX)
+}
+
+/// Every prompt's 32-token greedy continuation, checked in one pass per prompt: the prompt and
+/// llama.cpp's continuation go in together, and each position's choice (the argmax, end tokens
+/// excluded as llama.cpp's `ignore_eos` does) is compared with llama.cpp's next token — they
+/// agree at every step exactly when greedy decoding with our arithmetic reproduces the
+/// continuation. Where a choice differs, the exact float64 computation along the same tokens
+/// (exact_continuations.json) must pick ours, or be a near-tie itself (top two within 0.01):
+/// llama.cpp's own arithmetic (8-bit activations in its quantized matmuls, f16 KV cache) moves
+/// probabilities by up to 0.13 and flips such close calls. At least two thirds of the prompts
+/// must match llama.cpp throughout.
 #[test]
-fn greedy_continuations_match_llama_cpp_up_to_near_ties() {
+fn greedy_continuations_match_llama_cpp_or_the_exact_computation() {
+    let c: Completions = fixture("completions.json");
+    let exact: ExactContinuations = fixture("exact_continuations.json");
+    let m = model();
+    let ends = m.vocab.end_tokens();
+    let mut identical = 0;
+    let mut report = Vec::new();
+    for case in &c.completions {
+        let exact = exact.cases.iter().find(|e| e.name == case.name).expect("an exact reference per prompt");
+        let n = case.tokens.len();
+        let mut ids = case.prompt_ids.clone();
+        ids.extend(&case.tokens[..n - 1]);
+        let mut cache = m.decoder.new_cache(ids.len()).unwrap();
+        let rows = m.decoder.forward_last(&ids, n, &mut cache).unwrap();
+        let (_, top) = rows.top_k(1 + ends.len()).unwrap();
+        let top = top.to_vec::<u32>().unwrap();
+        let chosen: Vec<u32> = top.chunks(1 + ends.len()).map(|c| greedy_ignoring_eos(c, ends)).collect();
+        let Some(step) = chosen.iter().zip(&case.tokens).position(|(a, b)| a != b) else {
+            identical += 1;
+            continue;
+        };
+        let e = &exact.steps[step];
+        let margin = e.top2[0] - e.top2[1];
+        report.push(format!(
+            "{} step {step}: ours {} llama.cpp {} exact argmax {} (exact top-2 margin {margin:.4})",
+            case.name, chosen[step], case.tokens[step], e.argmax
+        ));
+        assert!(
+            e.argmax == chosen[step] || margin < 0.01,
+            "{}: at step {step} we choose {}, llama.cpp {}, the exact computation {} (margin {margin})",
+            case.name,
+            chosen[step],
+            case.tokens[step],
+            e.argmax
+        );
+    }
+    let total = c.completions.len();
+    eprintln!("greedy continuations: {identical} of {total} identical to llama.cpp; the others: {report:#?}");
+    assert!(identical * 3 >= total * 2, "{identical} of {total} continuations identical: {report:#?}");
+}
+
+/// Decoding step by step (the KV-cached path, with llama.cpp's `ignore_eos`) gives llama.cpp's
+/// greedy tokens up to the first near-tie in its probabilities: three prompts on a CPU Vulkan
+/// adapter, where a step takes seconds; every prompt with `METALLIC_FULL_DECODE=1` (a GPU run),
+/// reporting where decoding departs from llama.cpp.
+#[test]
+fn greedy_decoding_matches_llama_cpp_up_to_near_ties() {
     let c: Completions = fixture("completions.json");
     let m = model();
-    // Decoding is slow on a CPU Vulkan adapter: three prompts.
-    for case in c.completions.iter().filter(|c| ["capital", "python_def", "counting"].contains(&c.name.as_str())) {
+    let ends = m.vocab.end_tokens();
+    let full = std::env::var_os("METALLIC_FULL_DECODE").is_some();
+    let mut identical = 0;
+    let cases: Vec<&Completion> = c
+        .completions
+        .iter()
+        .filter(|c| full || ["capital", "python_def", "counting"].contains(&c.name.as_str()))
+        .collect();
+    for case in &cases {
         // Compare until llama.cpp's two best tokens are within 0.05 (where rounding decides).
-        let firm = case
-            .steps_top_probs
-            .iter()
-            .take_while(|p| p.first().zip(p.get(1)).is_none_or(|(a, b)| a - b >= 0.05))
-            .count()
-            .min(case.tokens.len());
-        assert!(firm >= 4, "{}: too few firm steps ({firm}) to test anything", case.name);
-        let mut cache = m.decoder.new_cache(case.prompt_ids.len() + firm).unwrap();
+        let firm = first_near_tie(case, 0.05).unwrap_or(case.tokens.len()).min(case.tokens.len());
+        let steps = if full { case.tokens.len() } else { firm };
+        assert!(full || firm >= 4, "{}: too few firm steps ({firm}) to test anything", case.name);
+        let mut cache = m.decoder.new_cache(case.prompt_ids.len() + steps).unwrap();
         let mut logits = m.decoder.forward(&case.prompt_ids, &mut cache).unwrap();
-        let mut got = Vec::with_capacity(firm);
-        for i in 0..firm {
-            let next = logits.argmax().unwrap().to_vec::<u32>().unwrap()[0];
+        let mut got = Vec::with_capacity(steps);
+        for i in 0..steps {
+            let (_, top) = logits.top_k(1 + ends.len()).unwrap();
+            let next = greedy_ignoring_eos(&top.to_vec::<u32>().unwrap(), ends);
             got.push(next);
-            if i + 1 < firm {
+            if i + 1 < steps {
                 logits = m.decoder.forward(&[next], &mut cache).unwrap();
             }
         }
-        assert_eq!(got, case.tokens[..firm], "{}: the first {firm} greedy tokens", case.name);
+        assert_eq!(got[..firm], case.tokens[..firm], "{}: the first {firm} greedy tokens", case.name);
+        match got.iter().zip(&case.tokens).position(|(a, b)| a != b) {
+            None => identical += 1,
+            Some(step) => {
+                let p = &case.steps_top_probs[step];
+                eprintln!(
+                    "{}: decoding departs at step {step} (llama.cpp's top two: {:.3}, {:.3})",
+                    case.name, p[0], p[1]
+                );
+            }
+        }
     }
+    eprintln!("step-by-step greedy decoding: {identical} of {} prompts identical to llama.cpp", cases.len());
 }

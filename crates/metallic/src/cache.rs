@@ -30,8 +30,12 @@ pub struct CacheStats {
     pub hits: u64,
     /// Lookups that had to build the object.
     pub misses: u64,
-    /// Objects held.
+    /// Objects held (bind groups not counted).
     pub entries: usize,
+    /// Dispatches whose storage bind group was already built.
+    pub bind_group_hits: u64,
+    /// Storage bind groups built.
+    pub bind_group_misses: u64,
 }
 
 /// Compiled GPU objects by key, for one [`Context`]. Cheap to clone (shared); `Send + Sync`.
@@ -47,6 +51,27 @@ pub struct CacheStats {
 pub struct ResourceCache {
     ctx: Context,
     inner: Arc<Mutex<Inner>>,
+    bind_groups: Arc<Mutex<BindGroups>>,
+}
+
+/// Most bind groups kept; past it the map is emptied and refills with what is in use.
+const MAX_BIND_GROUPS: usize = 4096;
+
+/// Storage bind groups by the buffer ranges they bind. A hot loop that binds the same ranges
+/// every step (an LLM decode step over preallocated activations, weights and KV cache) builds
+/// its bind groups once.
+#[derive(Default)]
+struct BindGroups {
+    map: HashMap<BindKey, wgpu::BindGroup>,
+    hits: u64,
+    misses: u64,
+}
+
+/// The layout (by its number of storage bindings) and `(buffer, offset, size)` of each binding.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    bindings: u32,
+    ranges: Vec<(wgpu::Buffer, u64, u64)>,
 }
 
 #[derive(Default)]
@@ -89,7 +114,7 @@ impl Inner {
 impl ResourceCache {
     /// An empty cache for objects of `ctx`'s device.
     pub fn new(ctx: &Context) -> Self {
-        ResourceCache { ctx: ctx.clone(), inner: Arc::default() }
+        ResourceCache { ctx: ctx.clone(), inner: Arc::default(), bind_groups: Arc::default() }
     }
 
     /// The context whose device the cached objects belong to.
@@ -129,9 +154,56 @@ impl ResourceCache {
         }
     }
 
+    /// The bind group of `layout` (a layout of `bindings` storage buffers) over `ranges`
+    /// (`(buffer, offset, size)` per binding, in binding order), built on first use. Cached bind
+    /// groups keep their buffers alive until [`clear`](Self::clear) or until the cache, past
+    /// 4096 of them, starts over.
+    pub(crate) fn bind_group(
+        &self,
+        layout: &wgpu::BindGroupLayout,
+        bindings: u32,
+        ranges: &[(&wgpu::Buffer, u64, u64)],
+        label: &str,
+    ) -> wgpu::BindGroup {
+        let key = BindKey { bindings, ranges: ranges.iter().map(|&(b, o, s)| (b.clone(), o, s)).collect() };
+        let mut groups = lock(&self.bind_groups);
+        if let Some(found) = groups.map.get(&key) {
+            let found = found.clone();
+            groups.hits += 1;
+            return found;
+        }
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = ranges
+            .iter()
+            .zip(0u32..)
+            .map(|(&(buffer, offset, size), binding)| wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset,
+                    size: wgpu::BufferSize::new(size),
+                }),
+            })
+            .collect();
+        let group = self.ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout,
+            entries: &entries,
+        });
+        if groups.map.len() >= MAX_BIND_GROUPS {
+            groups.map.clear();
+        }
+        groups.misses += 1;
+        groups.map.insert(key, group.clone());
+        group
+    }
+
     /// Hit/miss counters and entry count.
     pub fn stats(&self) -> CacheStats {
-        lock(&self.inner).stats
+        let mut stats = lock(&self.inner).stats;
+        let groups = lock(&self.bind_groups);
+        stats.bind_group_hits = groups.hits;
+        stats.bind_group_misses = groups.misses;
+        stats
     }
 
     /// Drops every cached object (they stay alive while in use elsewhere).
@@ -139,6 +211,7 @@ impl ResourceCache {
         let mut inner = lock(&self.inner);
         inner.maps.clear();
         inner.stats.entries = 0;
+        lock(&self.bind_groups).map.clear();
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::kernel::{ComputeKernel, Kernel, Overrides, PipelineKey, ShaderVariant};
 use crate::params::{MAX_PARAMS_BYTES, ParamArena, ParamMode, ParamsLayout};
 use crate::pool::Allocation;
+use crate::profile::{KernelProfiler, KernelTime, read_u64s};
 use crate::tensor::{DType, Tensor};
 
 /// A GPU operation: validates its inputs, then encodes its dispatches.
@@ -56,6 +57,7 @@ pub struct ComputeEncoder<'a> {
     arena: &'a mut ParamArena,
     retained: &'a mut Vec<Arc<Allocation>>,
     dispatches: &'a mut usize,
+    profiler: Option<&'a mut KernelProfiler>,
 }
 
 /// One kernel launch: what [`ComputeEncoder::dispatch`] takes.
@@ -86,18 +88,27 @@ impl ComputeEncoder<'_> {
         self.ctx.caps().params
     }
 
-    /// How `tensor` binds: the aligned range and its element offset within it.
+    /// How `tensor` binds: its whole allocation when that fits one binding (so every view of
+    /// one allocation binds the same range, and a hot loop over fixed tensors reuses its bind
+    /// groups), else the aligned range the tensor spans; and its first element within it.
     pub fn bind(&self, tensor: &Tensor) -> Result<TensorBinding> {
         if !tensor.context().same_device(self.ctx) {
             return Err(Error::invalid("bind", "tensor belongs to another device"));
         }
         let align = self.ctx.caps().storage_alignment();
-        let start = tensor.byte_offset();
-        let offset = start - start % align;
-        let end = start + tensor.size_in_bytes() as u64;
-        let buffer_size = tensor.storage().buffer().size();
-        let size = end.next_multiple_of(4).min(buffer_size).saturating_sub(offset).max(4);
         let limit = self.ctx.caps().limits.max_storage_buffer_binding_size;
+        let storage = tensor.storage();
+        let buffer_size = storage.buffer().size();
+        // The range `[offset, end)` rounded up to whole words, inside the buffer.
+        let words = |offset: u64, end: u64| end.next_multiple_of(4).min(buffer_size).saturating_sub(offset).max(4);
+        let start = tensor.byte_offset();
+        let whole = words(storage.offset(), storage.offset() + storage.size());
+        let (offset, size) = if storage.offset().is_multiple_of(align) && whole <= limit {
+            (storage.offset(), whole)
+        } else {
+            let offset = start - start % align;
+            (offset, words(offset, start + tensor.size_in_bytes() as u64))
+        };
         if size > limit {
             return Err(Error::BufferAllocation { requested: size, limit, what: "max_storage_buffer_binding_size" });
         }
@@ -106,7 +117,7 @@ impl ComputeEncoder<'_> {
             .ok()
             .filter(|e| u64::from(*e) + tensor.numel() as u64 <= u64::from(u32::MAX))
             .ok_or_else(|| Error::invalid("bind", "tensor too large for 32-bit indexing"))?;
-        Ok(TensorBinding { storage: Arc::clone(tensor.storage()), offset, size, elem_offset })
+        Ok(TensorBinding { storage: Arc::clone(storage), offset, size, elem_offset })
     }
 
     /// Workgroups covering `threads` invocations of a 1-D kernel with workgroup size `wg`,
@@ -156,24 +167,9 @@ impl ComputeEncoder<'_> {
         let variant = ShaderVariant { dtype: d.dtype, params: mode, subgroups: self.ctx.caps().subgroups() };
         let key = PipelineKey { kernel, variant, overrides: d.overrides };
         let compiled = cache.get::<ComputeKernel>(&key)?;
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = d
-            .bindings
-            .iter()
-            .zip(0u32..)
-            .map(|(b, binding)| wgpu::BindGroupEntry {
-                binding,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b.storage.buffer(),
-                    offset: b.offset,
-                    size: wgpu::BufferSize::new(b.size),
-                }),
-            })
-            .collect();
-        let group = self.ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.name),
-            layout: &compiled.storage_layout.0,
-            entries: &entries,
-        });
+        let ranges: Vec<(&wgpu::Buffer, u64, u64)> =
+            d.bindings.iter().map(|b| (b.storage.buffer(), b.offset, b.size)).collect();
+        let group = cache.bind_group(&compiled.storage_layout.0, kernel.bindings, &ranges, kernel.name);
         self.pass.set_pipeline(&compiled.pipeline);
         self.pass.set_bind_group(0, &group, &[]);
         match mode {
@@ -186,6 +182,9 @@ impl ComputeEncoder<'_> {
         }
         let [x, y, z] = d.workgroups;
         self.pass.dispatch_workgroups(x, y, z);
+        if let Some(profiler) = self.profiler.as_deref_mut() {
+            profiler.mark(self.pass, Some((kernel.name, d.workgroups)));
+        }
         self.retained.extend(d.bindings.iter().map(|b| Arc::clone(&b.storage)));
         *self.dispatches += 1;
         Ok(())
@@ -221,6 +220,7 @@ pub struct CommandBuffer {
     dispatches: usize,
     submitted: Option<wgpu::SubmissionIndex>,
     timer: Option<GpuTimer>,
+    profiler: Option<KernelProfiler>,
 }
 
 /// GPU timestamps around the compute passes of one recording: the first pass's start and the
@@ -252,6 +252,7 @@ impl CommandBuffer {
             dispatches: 0,
             submitted: None,
             timer: None,
+            profiler: None,
         })
     }
 
@@ -304,23 +305,28 @@ impl CommandBuffer {
     pub fn gpu_time(&self) -> Result<Option<std::time::Duration>> {
         let Some(timer) = self.timer.as_ref().filter(|t| t.committed) else { return Ok(None) };
         self.wait()?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        timer.readback.map_async(wgpu::MapMode::Read, .., move |result| {
-            // The receiver waits below; a send fails only if it is gone.
-            let _ = tx.send(result);
-        });
-        self.ctx.wait_for(None)?;
-        rx.recv()
-            .map_err(|_| Error::BufferMap { message: "the map callback never ran".into() })?
-            .map_err(|e| Error::BufferMap { message: e.to_string() })?;
-        let ticks: Vec<u64> = {
-            let view = timer.readback.get_mapped_range(..).map_err(|e| Error::BufferMap { message: e.to_string() })?;
-            bytemuck::pod_collect_to_vec(&view)
-        };
-        timer.readback.unmap();
+        let ticks = read_u64s(&self.ctx, &timer.readback, 2)?;
         let (Some(&start), Some(&end)) = (ticks.first(), ticks.get(1)) else { return Ok(None) };
         let nanos = end.saturating_sub(start) as f64 * f64::from(self.ctx.queue().get_timestamp_period());
         Ok(Some(std::time::Duration::from_nanos(nanos as u64)))
+    }
+
+    /// Times every later dispatch on the GPU (a timestamp after each), summed by kernel and
+    /// read with [`kernel_profile`](Self::kernel_profile). Each commit then waits for its
+    /// work, so profile where the time goes, not throughput. Needs the adapter's
+    /// `TIMESTAMP_QUERY_INSIDE_PASSES`.
+    pub fn enable_kernel_profiling(&mut self) -> Result<()> {
+        if self.profiler.is_none() {
+            self.profiler = Some(KernelProfiler::new(&self.ctx)?);
+        }
+        Ok(())
+    }
+
+    /// GPU time per kernel over the commits since profiling began or since the last call
+    /// (which clears it), longest first; empty without
+    /// [`enable_kernel_profiling`](Self::enable_kernel_profiling).
+    pub fn kernel_profile(&mut self) -> Vec<KernelTime> {
+        self.profiler.as_mut().map(KernelProfiler::take).unwrap_or_default()
     }
 
     /// Validates `op` and records its dispatches.
@@ -341,7 +347,11 @@ impl CommandBuffer {
             });
             let pass =
                 encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("metallic"), timestamp_writes });
-            self.pass = Some(pass.forget_lifetime());
+            let mut pass = pass.forget_lifetime();
+            if let Some(profiler) = self.profiler.as_mut() {
+                profiler.mark(&mut pass, None);
+            }
+            self.pass = Some(pass);
         }
         let Some(pass) = self.pass.as_mut() else {
             return Err(Error::invalid("CommandBuffer::record", "no open compute pass"));
@@ -352,6 +362,7 @@ impl CommandBuffer {
             arena: &mut self.arena,
             retained: &mut self.retained,
             dispatches: &mut self.dispatches,
+            profiler: self.profiler.as_mut(),
         };
         op.encode(&mut encoder, &self.cache)?;
         self.ops += 1;
@@ -407,6 +418,9 @@ impl CommandBuffer {
             }
             timer.started = false;
         }
+        if let Some(profiler) = self.profiler.as_ref() {
+            profiler.resolve(&mut encoder);
+        }
         self.dispatches = 0;
         let (index, err) = self.ctx.capture(|| {
             let commands = encoder.finish();
@@ -419,6 +433,9 @@ impl CommandBuffer {
             return Err(gpu_error(err, &format!("submitting {ops} operations")));
         }
         self.submitted = Some(index);
+        if let Some(profiler) = self.profiler.as_mut() {
+            profiler.collect(&self.ctx)?;
+        }
         Ok(())
     }
 

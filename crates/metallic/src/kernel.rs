@@ -11,7 +11,8 @@
 //!   the [`ParamMode`] in use;
 //! - reductions across a workgroup call `workgroup_sum(v, lanes)` / `workgroup_max(v, lanes)`
 //!   with `lanes: Lanes` taken as an entry-point argument; they use subgroup operations where
-//!   the adapter has them and workgroup memory otherwise (`WG` must then be a power of two).
+//!   the adapter has them and workgroup memory otherwise (`WG` must then be a power of two);
+//!   `workgroup_sum4` reduces a `vec4<f32>` in one pass.
 //!
 //! [`compose_source`] produces the exact text compiled for a variant; the test suite runs
 //! every `.wgsl` file under `src/kernels` through naga (WGSL → validation → MSL) with it.

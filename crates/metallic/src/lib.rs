@@ -34,6 +34,7 @@ mod kernel;
 pub mod kernels;
 mod params;
 mod pool;
+mod profile;
 pub mod quant;
 mod runtime;
 mod tensor;
@@ -46,7 +47,8 @@ pub use graph::Graph;
 pub use kernel::{ComputeKernel, Kernel, MAX_OVERRIDES, Overrides, PipelineKey, ShaderVariant, compose_source};
 pub use params::{MAX_PARAMS_BYTES, ParamMode};
 pub use pool::{Allocation, MemoryPool, PoolConfig, PoolStats};
-pub use runtime::{FLUSH_EVERY, Runtime};
+pub use profile::KernelTime;
+pub use runtime::{FLUSH_EVERY, PendingRead, Runtime};
 pub use tensor::{DType, Element, IntoShape, MAX_DIMS, Shape, Strides, Tensor};
 
 pub use half::f16;

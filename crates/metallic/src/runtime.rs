@@ -37,6 +37,8 @@ struct RuntimeInner {
     cache: ResourceCache,
     pool: MemoryPool,
     pending: Mutex<CommandBuffer>,
+    /// Read-back buffers of finished reads, reused by later ones that fit.
+    staging: Mutex<Vec<wgpu::Buffer>>,
 }
 
 impl Runtime {
@@ -57,7 +59,7 @@ impl Runtime {
             return Err(Error::invalid("Runtime::from_parts", "cache and pool belong to different devices"));
         }
         let pending = Mutex::new(CommandBuffer::new(&ctx, &cache)?);
-        Ok(Runtime { inner: Arc::new(RuntimeInner { ctx, cache, pool, pending }) })
+        Ok(Runtime { inner: Arc::new(RuntimeInner { ctx, cache, pool, pending, staging: Mutex::new(Vec::new()) }) })
     }
 
     /// The context.
@@ -90,6 +92,21 @@ impl Runtime {
         Ok(())
     }
 
+    /// Times every later dispatch of the implicit command buffer on the GPU, per kernel (see
+    /// [`CommandBuffer::enable_kernel_profiling`]); read with
+    /// [`kernel_profile`](Self::kernel_profile).
+    pub fn enable_kernel_profiling(&self) -> Result<()> {
+        lock(&self.inner.pending).enable_kernel_profiling()
+    }
+
+    /// GPU time per kernel of the implicit command buffer's commits since profiling began or
+    /// since the last call, longest first (flushes first).
+    pub fn kernel_profile(&self) -> Result<Vec<crate::KernelTime>> {
+        let mut pending = lock(&self.inner.pending);
+        pending.commit()?;
+        Ok(pending.kernel_profile())
+    }
+
     /// Submits the implicit command buffer.
     pub fn flush(&self) -> Result<()> {
         lock(&self.inner.pending).commit()
@@ -110,46 +127,109 @@ impl Runtime {
 
     /// Reads `len` bytes of `buffer` from `offset`, after all work recorded so far.
     pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
-        if len == 0 {
-            return Ok(Vec::new());
-        }
-        let start = offset - offset % 4;
-        let end = (offset + len).next_multiple_of(4);
-        if end > buffer.size() {
+        let mut out = self.read_ranges(&[(buffer, offset, len)])?;
+        out.pop().ok_or_else(|| Error::BufferMap { message: "no read-back".into() })
+    }
+
+    /// The data of several tensors, after all work recorded so far, in one round trip (one
+    /// submission, one wait): what a decode loop reads each step (the sampled candidates'
+    /// values and ids) costs one GPU-to-host latency, not one per tensor. Bytes in each
+    /// tensor's dtype, in order.
+    ///
+    /// ```
+    /// use metallic::{Runtime, Tensor};
+    /// let rt = Runtime::new()?;
+    /// let a = Tensor::from_slice(&rt, [2], &[1.0f32, 2.0])?;
+    /// let b = Tensor::from_slice(&rt, [1], &[7u32])?;
+    /// let bytes = rt.read_tensors(&[&a, &b])?;
+    /// assert_eq!(bytes[0], [1.0f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat());
+    /// assert_eq!(bytes[1], 7u32.to_le_bytes());
+    /// # Ok::<(), metallic::Error>(())
+    /// ```
+    pub fn read_tensors(&self, tensors: &[&crate::Tensor]) -> Result<Vec<Vec<u8>>> {
+        if let Some(t) = tensors.iter().find(|t| !t.runtime().same(self)) {
             return Err(Error::invalid(
-                "read",
-                format!("bytes {offset}..{} outside a {}-byte buffer", offset + len, buffer.size()),
+                "read_tensors",
+                format!("a tensor of shape {} belongs to another runtime", t.shape()),
             ));
         }
+        let ranges: Vec<(&wgpu::Buffer, u64, u64)> =
+            tensors.iter().map(|t| (t.buffer(), t.byte_offset(), t.size_in_bytes() as u64)).collect();
+        self.read_ranges(&ranges)
+    }
+
+    /// Starts reading several tensors after all work recorded so far and returns at once;
+    /// [`PendingRead::wait`] delivers the bytes. Work recorded after this call does not delay
+    /// the read: a decode loop records the next step, then waits for this one's token, so the
+    /// host records while the GPU computes.
+    pub fn start_read(&self, tensors: &[&crate::Tensor]) -> Result<PendingRead> {
+        if let Some(t) = tensors.iter().find(|t| !t.runtime().same(self)) {
+            return Err(Error::invalid(
+                "start_read",
+                format!("a tensor of shape {} belongs to another runtime", t.shape()),
+            ));
+        }
+        let ranges: Vec<(&wgpu::Buffer, u64, u64)> =
+            tensors.iter().map(|t| (t.buffer(), t.byte_offset(), t.size_in_bytes() as u64)).collect();
+        self.start_ranges(&ranges)
+    }
+
+    /// Reads `(buffer, offset, len)` ranges through one staging buffer.
+    fn read_ranges(&self, ranges: &[(&wgpu::Buffer, u64, u64)]) -> Result<Vec<Vec<u8>>> {
+        self.start_ranges(ranges)?.wait()
+    }
+
+    /// Copies the ranges into a staging buffer (one kept from an earlier read when one fits:
+    /// reads in a loop allocate nothing) and submits.
+    fn start_ranges(&self, ranges: &[(&wgpu::Buffer, u64, u64)]) -> Result<PendingRead> {
+        // Word-aligned source spans, placed one after another in the staging buffer.
+        let mut spans = Vec::with_capacity(ranges.len());
+        let mut total = 0u64;
+        for &(buffer, offset, len) in ranges {
+            let start = offset - offset % 4;
+            let end = (offset + len).next_multiple_of(4);
+            if end > buffer.size() {
+                return Err(Error::invalid(
+                    "read",
+                    format!("bytes {offset}..{} outside a {}-byte buffer", offset + len, buffer.size()),
+                ));
+            }
+            spans.push(if len == 0 { (total, 0) } else { (total + offset - start, len) });
+            total += if len == 0 { 0 } else { end - start };
+        }
+        let mut read = PendingRead { rt: self.clone(), staging: None, submission: None, spans, total };
+        if total == 0 {
+            return Ok(read);
+        }
         let ctx = &self.inner.ctx;
-        let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("metallic read-back"),
-            size: end - start,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let submission = {
-            let mut pending = lock(&self.inner.pending);
-            pending.copy_buffer(buffer, start, &staging, 0, end - start);
-            pending.commit()?;
-            pending.last_submission()
+        let reusable = {
+            let mut kept = lock(&self.inner.staging);
+            kept.iter().position(|b| b.size() >= total).map(|i| kept.swap_remove(i))
         };
-        let (tx, rx) = mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |result| {
-            // The receiver waits below; a send can only fail if it is gone.
-            let _ = tx.send(result);
-        });
-        ctx.wait_for(submission)?;
-        rx.recv()
-            .map_err(|_| Error::BufferMap { message: "the map callback never ran".into() })?
-            .map_err(|e| Error::BufferMap { message: e.to_string() })?;
-        let bytes = {
-            let view = staging.get_mapped_range(..).map_err(|e| Error::BufferMap { message: e.to_string() })?;
-            let skip = (offset - start) as usize;
-            view.get(skip..skip + len as usize).map(<[u8]>::to_vec)
+        let staging = match reusable {
+            Some(buffer) => buffer,
+            None => ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("metallic read-back"),
+                size: total.next_power_of_two().max(256),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
         };
-        staging.unmap();
-        bytes.ok_or_else(|| Error::BufferMap { message: "mapped range shorter than requested".into() })
+        let mut pending = lock(&self.inner.pending);
+        let mut at = 0;
+        for &(buffer, offset, len) in ranges {
+            if len > 0 {
+                let start = offset - offset % 4;
+                let size = (offset + len).next_multiple_of(4) - start;
+                pending.copy_buffer(buffer, start, &staging, at, size);
+                at += size;
+            }
+        }
+        // The staging buffer goes back to the runtime even if the submission fails.
+        read.staging = Some(staging);
+        pending.commit()?;
+        read.submission = pending.last_submission();
+        Ok(read)
     }
 
     /// Writes `data` into `buffer` at `offset`, ordered after all work recorded so far.
@@ -180,5 +260,63 @@ impl fmt::Debug for Runtime {
             .field("cache", &self.inner.cache)
             .field("pool", &self.inner.pool)
             .finish()
+    }
+}
+
+/// Most read-back buffers a runtime keeps for reuse.
+const KEPT_STAGING: usize = 4;
+
+/// A read started by [`Runtime::start_read`]: the copies are submitted; [`wait`](Self::wait)
+/// waits for them (and for nothing submitted later) and returns the bytes.
+#[must_use = "a started read delivers nothing until waited for"]
+pub struct PendingRead {
+    rt: Runtime,
+    staging: Option<wgpu::Buffer>,
+    submission: Option<wgpu::SubmissionIndex>,
+    /// Where each tensor's bytes start in the staging buffer, and how many.
+    spans: Vec<(u64, u64)>,
+    total: u64,
+}
+
+impl PendingRead {
+    /// Waits for the copies and returns each tensor's bytes, in the order given.
+    pub fn wait(mut self) -> Result<Vec<Vec<u8>>> {
+        let Some(staging) = self.staging.take() else {
+            return Ok(vec![Vec::new(); self.spans.len()]);
+        };
+        let result = self.map_and_copy(&staging);
+        let mut kept = lock(&self.rt.inner.staging);
+        if kept.len() < KEPT_STAGING {
+            kept.push(staging);
+        }
+        result
+    }
+
+    fn map_and_copy(&self, staging: &wgpu::Buffer) -> Result<Vec<Vec<u8>>> {
+        let (tx, rx) = mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, ..self.total, move |result| {
+            // The receiver waits below; a send can only fail if it is gone.
+            let _ = tx.send(result);
+        });
+        self.rt.inner.ctx.wait_for(self.submission.clone())?;
+        rx.recv()
+            .map_err(|_| Error::BufferMap { message: "the map callback never ran".into() })?
+            .map_err(|e| Error::BufferMap { message: e.to_string() })?;
+        let out = {
+            let view =
+                staging.get_mapped_range(..self.total).map_err(|e| Error::BufferMap { message: e.to_string() })?;
+            self.spans
+                .iter()
+                .map(|&(at, len)| view.get(at as usize..(at + len) as usize).map(<[u8]>::to_vec))
+                .collect::<Option<Vec<_>>>()
+        };
+        staging.unmap();
+        out.ok_or_else(|| Error::BufferMap { message: "mapped range shorter than requested".into() })
+    }
+}
+
+impl fmt::Debug for PendingRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingRead").field("bytes", &self.total).finish_non_exhaustive()
     }
 }

@@ -144,5 +144,38 @@ fn user_types_are_cacheable() {
     assert_eq!(cache.get::<Built>(&("x", 4)).unwrap().0, 40);
     assert_eq!(cache.get::<Built>(&("y", 4)).unwrap().0, 40);
     assert_eq!(BUILDS.load(std::sync::atomic::Ordering::SeqCst) - before, 2);
-    assert_eq!(cache.stats(), metallic::CacheStats { hits: 1, misses: 2, entries: 2 });
+    assert_eq!(
+        cache.stats(),
+        metallic::CacheStats { hits: 1, misses: 2, entries: 2, bind_group_hits: 0, bind_group_misses: 0 }
+    );
+}
+
+/// A loop that runs the same ops over the same tensors (an LLM decode step) builds its bind
+/// groups once: views of one allocation bind the whole allocation, so a moving view (the next
+/// KV-cache row) reuses them too. Results stay right.
+#[test]
+fn repeated_dispatches_reuse_bind_groups() {
+    use metallic::kernels::elementwise::{Binary, BinaryOp};
+    let rt = runtime();
+    let a =
+        metallic::Tensor::from_slice(&rt, [4, 3], &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0])
+            .unwrap();
+    let b = metallic::Tensor::from_slice(&rt, [3], &[100.0f32, 200.0, 300.0]).unwrap();
+    let out = metallic::Tensor::zeros(&rt, [4, 3], metallic::DType::F32).unwrap();
+    let step = |row: usize| {
+        let (x, y) = (a.get_batch(row).unwrap(), out.get_batch(row).unwrap());
+        rt.record(&Binary::new(BinaryOp::Add, &x, &b, &y).unwrap()).unwrap();
+    };
+    step(0);
+    rt.synchronize().unwrap();
+    let first = rt.cache().stats();
+    for row in 1..4 {
+        step(row);
+    }
+    rt.synchronize().unwrap();
+    let after = rt.cache().stats();
+    assert_eq!(after.bind_group_misses, first.bind_group_misses, "no new bind group for rows 1..4");
+    assert!(after.bind_group_hits >= first.bind_group_hits + 3);
+    let want: Vec<f32> = (0..12).map(|i| (i + 1) as f32 + 100.0 * (i % 3 + 1) as f32).collect();
+    assert_eq!(out.to_vec::<f32>().unwrap(), want);
 }

@@ -197,3 +197,33 @@ fn gpu_timestamps_measure_the_committed_work() {
     assert!(many > one, "40 dispatches ({many:?}) should take longer than one ({one:?})");
     assert!(t.to_vec::<f32>().unwrap().iter().all(|&v| v == 41.0));
 }
+
+/// Kernel profiling charges each dispatch's GPU time to its kernel, where the adapter can
+/// write timestamps inside passes; elsewhere it says which feature is missing.
+#[test]
+fn kernel_profiling_times_each_kernel() {
+    let rt = runtime();
+    let inside = metallic::wgpu::Features::TIMESTAMP_QUERY | metallic::wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+    let a = metallic::Tensor::full(&rt, [1 << 16], metallic::DType::F32, 1.0).unwrap();
+    let out = a.empty_like().unwrap();
+    let mut cb = rt.command_buffer().unwrap();
+    if !rt.context().caps().features.contains(inside) {
+        let err = cb.enable_kernel_profiling().unwrap_err();
+        assert!(err.to_string().contains("TIMESTAMP_QUERY_INSIDE_PASSES"), "{err}");
+        return;
+    }
+    cb.enable_kernel_profiling().unwrap();
+    for _ in 0..3 {
+        cb.record(&Binary::new(BinaryOp::Add, &a, &a, &out).unwrap()).unwrap();
+    }
+    cb.record(&metallic::kernels::unary::Unary::new(metallic::kernels::unary::UnaryOp::Exp, &a, &out).unwrap())
+        .unwrap();
+    cb.commit().unwrap();
+    let profile = cb.kernel_profile();
+    let calls: Vec<(&str, u64)> = profile.iter().map(|k| (k.kernel, k.dispatches)).collect();
+    assert!(profile.iter().all(|k| k.workgroups.iter().all(|&w| w > 0)), "{profile:?}");
+    assert!(calls.contains(&("binary", 3)) && calls.contains(&("unary", 1)), "{calls:?}");
+    assert!(profile.iter().all(|k| k.total > std::time::Duration::ZERO), "{profile:?}");
+    assert!(cb.kernel_profile().is_empty(), "reading clears the totals");
+    assert!((out.to_vec::<f32>().unwrap()[0] - 1f32.exp()).abs() < 1e-6);
+}

@@ -107,6 +107,32 @@ fn gated_matches_reference_for_every_act_dtype_shape_and_param_path() {
     errors.print("gated");
 }
 
+/// The fused gate/up layout: rows of `[gate | up]`, 2w wide, into `[.., w]`.
+#[test]
+fn gated_halves_match_reference() {
+    let rt = runtime();
+    for &(rows, w) in &[(1usize, 1usize), (3, 7), (2, 2048), (5, 130)] {
+        for act in ACTS {
+            let mut rng = Rng::new((rows * w) as u64);
+            let (x, xv) = upload(&rt, &[rows, 2 * w], DType::F32, &rng.vec(rows * 2 * w, -8.0, 8.0));
+            let out = poisoned(&rt, &[rows, w], DType::F32);
+            rt.record(&Gated::halves(act, &x, &out).unwrap()).unwrap();
+            let want: Vec<f64> = (0..rows * w)
+                .map(|i| act.apply(xv[(i / w) * 2 * w + i % w], xv[(i / w) * 2 * w + w + i % w]))
+                .collect();
+            assert_close(
+                &out.to_vec_f32().unwrap(),
+                &want,
+                tolerance(DType::F32),
+                &format!("halves {act:?} {rows}x{w}"),
+            );
+        }
+    }
+    let x = Tensor::zeros(&rt, [2, 5], DType::F32).unwrap();
+    let err = Gated::halves(GatedAct::Silu, &x, &Tensor::zeros(&rt, [2, 2], DType::F32).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("x must be [.., 2w]"), "{err}");
+}
+
 /// `want` as stored in `dtype`, or `None` where a finite value overflows it (converting an
 /// out-of-range f32 to f16 is indeterminate in WGSL, so there is nothing to check).
 fn stored(want: f64, dtype: DType) -> Option<f64> {

@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod norm;
 pub mod qmatmul;
 pub mod random;
+pub mod residual;
 pub mod rope;
 pub mod sdpa;
 pub mod softmax;

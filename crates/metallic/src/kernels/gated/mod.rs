@@ -60,14 +60,33 @@ impl GatedAct {
 pub struct Gated {
     act: GatedAct,
     a: Tensor,
-    b: Tensor,
+    /// `None`: `a` holds both operands, as the two halves of each row.
+    b: Option<Tensor>,
     out: Tensor,
 }
 
 impl Gated {
     /// `out = act(a) * b`; `b` and `out` must have `a`'s shape and float dtype.
     pub fn new(act: GatedAct, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<Self> {
-        let this = Gated { act, a: a.clone(), b: b.clone(), out: out.clone() };
+        let this = Gated { act, a: a.clone(), b: Some(b.clone()), out: out.clone() };
+        this.validate()?;
+        Ok(this)
+    }
+
+    /// `out[.., c] = act(x[.., c]) * x[.., w + c]`: the gate and up projections computed as one
+    /// matrix product, `x` of shape `[.., 2w]` and `out` `[.., w]`.
+    ///
+    /// ```
+    /// use metallic::{kernels::gated::{GatedAct, Gated}, Runtime, Tensor};
+    /// let rt = Runtime::new()?;
+    /// let x = Tensor::from_slice(&rt, [2, 4], &[0.0f32, 30.0, 5.0, 2.0, 30.0, 0.0, 1.0, 7.0])?;
+    /// let out = Tensor::zeros(&rt, [2, 2], metallic::DType::F32)?;
+    /// rt.record(&Gated::halves(GatedAct::Silu, &x, &out)?)?;
+    /// assert_eq!(out.to_vec::<f32>()?, [0.0, 60.0, 30.0, 0.0]);
+    /// # Ok::<(), metallic::Error>(())
+    /// ```
+    pub fn halves(act: GatedAct, x: &Tensor, out: &Tensor) -> Result<Self> {
+        let this = Gated { act, a: x.clone(), b: None, out: out.clone() };
         this.validate()?;
         Ok(this)
     }
@@ -81,23 +100,51 @@ impl Operation for Gated {
     fn validate(&self) -> Result<()> {
         let op = self.name();
         check_float(op, &self.a)?;
-        check_dtype(op, self.a.dtype(), &self.b)?;
         check_dtype(op, self.a.dtype(), &self.out)?;
-        check_same_device(op, &[&self.a, &self.b, &self.out])?;
-        for other in [&self.b, &self.out] {
-            if other.shape() != self.a.shape() {
-                return Err(Error::mismatch(op, self.a.shape(), other.shape()));
+        check_same_device(op, &[&self.a, &self.out])?;
+        match &self.b {
+            Some(b) => {
+                check_dtype(op, self.a.dtype(), b)?;
+                check_same_device(op, &[&self.a, b])?;
+                for other in [b, &self.out] {
+                    if other.shape() != self.a.shape() {
+                        return Err(Error::mismatch(op, self.a.shape(), other.shape()));
+                    }
+                }
+            }
+            None => {
+                let dims = self.a.dims();
+                let (lead, width) = dims.split_at(dims.len().saturating_sub(1));
+                let half = width.first().map_or(0, |w| w / 2);
+                let want: Vec<usize> = lead.iter().copied().chain([half]).collect();
+                if width.first().is_none_or(|w| !w.is_multiple_of(2) || *w == 0) || self.out.dims() != want {
+                    return Err(Error::shape(
+                        op,
+                        format!(
+                            "halves: x must be [.., 2w] and out [.., w], got {} and {}",
+                            self.a.shape(),
+                            self.out.shape()
+                        ),
+                    ));
+                }
             }
         }
         count_u32(op, self.a.numel()).map(|_| ())
     }
 
     fn encode(&self, encoder: &mut ComputeEncoder<'_>, cache: &ResourceCache) -> Result<()> {
-        let n = count_u32(self.name(), self.a.numel())?;
+        let n = count_u32(self.name(), self.out.numel())?;
         let a = encoder.bind(&self.a)?;
-        let b = encoder.bind(&self.b)?;
+        let b = match &self.b {
+            Some(b) => encoder.bind(b)?,
+            None => a.clone(),
+        };
         let out = encoder.bind(&self.out)?;
-        let params = Params { n, off0: a.elem_offset(), off1: b.elem_offset(), off2: out.elem_offset() };
+        let half = match self.b {
+            Some(_) => 0,
+            None => count_u32(self.name(), self.out.dims().last().copied().unwrap_or(0))?,
+        };
+        let params = Params { n, off0: a.elem_offset(), off1: b.elem_offset(), off2: out.elem_offset(), half };
         let workgroups = encoder.linear_grid(n as usize, LINEAR_WG)?;
         let overrides = Overrides::new(&[("WG", f64::from(LINEAR_WG)), ("OP", self.act.unary_op().code())])?;
         encoder.dispatch(

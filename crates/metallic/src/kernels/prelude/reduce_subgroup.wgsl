@@ -41,3 +41,20 @@ fn workgroup_max(v: f32, lanes: Lanes) -> f32 {
     workgroupBarrier();
     return best;
 }
+
+// Four sums at once (one pass of barriers instead of four).
+var<workgroup> reduce_scratch4: array<vec4<f32>, WG>;
+
+fn workgroup_sum4(v: vec4<f32>, lanes: Lanes) -> vec4<f32> {
+    let partial = subgroupAdd(v);
+    if lanes.sg_lane == 0u {
+        reduce_scratch4[lanes.sg_id] = partial;
+    }
+    workgroupBarrier();
+    var total = vec4<f32>(0.0);
+    for (var i = 0u; i < lanes.sg_count; i += 1u) {
+        total += reduce_scratch4[i];
+    }
+    workgroupBarrier();
+    return total;
+}

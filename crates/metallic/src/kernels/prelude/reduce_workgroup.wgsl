@@ -34,3 +34,20 @@ fn workgroup_max(v: f32, lanes: Lanes) -> f32 {
     workgroupBarrier();
     return best;
 }
+
+// Four sums at once (one pass of barriers instead of four).
+var<workgroup> reduce_scratch4: array<vec4<f32>, WG>;
+
+fn workgroup_sum4(v: vec4<f32>, lanes: Lanes) -> vec4<f32> {
+    reduce_scratch4[lanes.index] = v;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if lanes.index < stride {
+            reduce_scratch4[lanes.index] += reduce_scratch4[lanes.index + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = reduce_scratch4[0];
+    workgroupBarrier();
+    return total;
+}

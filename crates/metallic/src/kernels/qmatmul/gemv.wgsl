@@ -3,7 +3,7 @@
 //
 // A workgroup computes ROWS adjacent outputs of one row of x: its invocations walk the ROWS
 // weight rows' groups of 8 weights, consecutive invocations on consecutive groups of the same
-// row (contiguous words), so every weight is read once per row of x; `workgroup_sum` finishes
+// row (contiguous words), so every weight is read once per row of x; `workgroup_sum4` finishes
 // the ROWS dot products. Grid: x = row groups, z = rows of x, clamped to the device limit;
 // workgroups loop over the rest.
 
@@ -58,12 +58,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let xhi = vec4<f32>(x_at(xb, e + 4u), x_at(xb, e + 5u), x_at(xb, e + 6u), x_at(xb, e + 7u));
                 acc[r] += dot(wv.lo, xlo) + dot(wv.hi, xhi);
             }
-            let s = vec4<f32>(
-                workgroup_sum(acc.x, lanes),
-                workgroup_sum(acc.y, lanes),
-                workgroup_sum(acc.z, lanes),
-                workgroup_sum(acc.w, lanes),
-            );
+            let s = workgroup_sum4(acc, lanes);
             let r = r0 + lanes.index;
             if lanes.index < ROWS && r < params.n {
                 y[params.y_off + mz * params.ldy + params.n0 + r] = T(s[lanes.index]);

@@ -90,6 +90,21 @@ const EMBED_OP: &str = "qembedding";
 const GEMV_MAX_M: usize = 4;
 /// Output rows per GEMV workgroup (`ROWS` in `gemv.wgsl`).
 const GEMV_ROWS: u32 = 4;
+/// Invocations the GEMV aims to keep busy in all: a decode step's small matrices (a few
+/// thousand rows) are too few workgroups to fill a large GPU at the large matrices' size.
+const GEMV_TARGET_THREADS: u32 = 1 << 16;
+
+/// The GEMV's workgroup size for `n` rows of `groups` groups of 8 weights: about ten groups
+/// per invocation where there are rows enough (on an H100, Vulkan, the 262144 x 640 Q8_0 GEMV
+/// ran 206 us with 32 invocations, 238 with 64, 513 with 256), more invocations per
+/// workgroup where there are few workgroups, 32 to 256.
+fn gemv_workgroup(n: u32, groups: u32) -> u32 {
+    let items = GEMV_ROWS * groups;
+    let by_items = (items / 10).max(1).next_power_of_two();
+    let workgroups = n.div_ceil(GEMV_ROWS).max(1);
+    let by_occupancy = (GEMV_TARGET_THREADS / workgroups).max(1).next_power_of_two().min(items.next_power_of_two());
+    by_items.max(by_occupancy).clamp(32, 256)
+}
 /// Output tile of the GEMM (`BM`, `BN` in `gemm.wgsl`).
 const GEMM_TILE: u32 = 64;
 
@@ -458,13 +473,10 @@ impl Operation for QMatmul {
                         ldy,
                         n0,
                     };
-                    // About ten groups of 8 weights per invocation, 32 to 256 invocations: on an
-                    // H100 (Vulkan) the 262144 x 640 Q8_0 GEMV ran 206 us with 32 invocations,
-                    // 238 with 64, 513 with 256; K = 2048 rows were fastest at 128-256.
                     let wg = match self.gemv_wg {
                         Some(wg) if wg.is_power_of_two() && (32..=256).contains(&wg) => wg,
                         Some(wg) => return Err(Error::invalid(OP, format!("GEMV workgroup size {wg}"))),
-                        None => (GEMV_ROWS * groups / 10).next_power_of_two().clamp(32, 256),
+                        None => gemv_workgroup(n, groups),
                     };
                     let workgroups = [n.div_ceil(GEMV_ROWS).min(max), 1, m.min(max)];
                     encoder.dispatch(

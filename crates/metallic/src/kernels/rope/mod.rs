@@ -7,7 +7,15 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static ROPE: Kernel = Kernel { name: "rope", source: include_str!("rope.wgsl"), entry: "main", bindings: 2 };
+static ROPE: Kernel = Kernel {
+    name: "rope",
+    source: concat!(include_str!("rope.wgsl"), include_str!("common.wgsl")),
+    entry: "main",
+    bindings: 2,
+};
+
+mod qkv;
+pub use qkv::QkvRope;
 
 const OP: &str = "rope";
 
@@ -133,18 +141,41 @@ impl Rope {
                 format!("rotary_dim {rotary_dim} must be even and at most head_dim {head_dim}"),
             ));
         }
-        let o = &self.options;
-        if !(o.base.is_finite() && o.base > 0.0) {
-            return Err(Error::invalid(OP, format!("base {} must be positive and finite", o.base)));
-        }
-        if !(o.freq_scale.is_finite() && o.freq_scale > 0.0) {
-            return Err(Error::invalid(OP, format!("freq_scale {} must be positive and finite", o.freq_scale)));
-        }
-        let last = u64::from(o.position_offset) + (seq as u64).saturating_sub(1);
-        if last >= MAX_POSITION {
-            return Err(Error::invalid(OP, format!("position {last} is past 2^24, where f32 stops being exact")));
-        }
+        check_options(&self.options, seq)?;
         Ok(Geometry { head_dim, rotary_dim, seq })
+    }
+}
+
+/// The kernels' angle parameters for `options` over `rotary_dim` elements: the log2 of the ratio
+/// between neighbouring frequencies and the turns per position of pair 0, computed in f64 and
+/// rounded once to f32.
+fn angle_steps(options: &RopeOptions, rotary_dim: usize) -> (f32, f32) {
+    let log2_step = if rotary_dim == 0 { 0.0 } else { -2.0 * f64::from(options.base).log2() / rotary_dim as f64 };
+    let turns = f64::from(options.freq_scale) / std::f64::consts::TAU;
+    (log2_step as f32, turns as f32)
+}
+
+/// Checks `options` for rows at positions `position_offset..position_offset + seq`.
+fn check_options(options: &RopeOptions, seq: usize) -> Result<()> {
+    let o = options;
+    if !(o.base.is_finite() && o.base > 0.0) {
+        return Err(Error::invalid(OP, format!("base {} must be positive and finite", o.base)));
+    }
+    if !(o.freq_scale.is_finite() && o.freq_scale > 0.0) {
+        return Err(Error::invalid(OP, format!("freq_scale {} must be positive and finite", o.freq_scale)));
+    }
+    let last = u64::from(o.position_offset) + (seq as u64).saturating_sub(1);
+    if last >= MAX_POSITION {
+        return Err(Error::invalid(OP, format!("position {last} is past 2^24, where f32 stops being exact")));
+    }
+    Ok(())
+}
+
+/// The kernels' `STYLE` override.
+fn style_override(style: RopeStyle) -> f64 {
+    match style {
+        RopeStyle::NeoX => 0.0,
+        RopeStyle::Interleaved => 1.0,
     }
 }
 
@@ -170,9 +201,7 @@ impl Operation for Rope {
         let x = encoder.bind(&self.x)?;
         let out = encoder.bind(&self.out)?;
         let o = &self.options;
-        // In f64 on the host, rounded once to f32.
-        let log2_step = if g.rotary_dim == 0 { 0.0 } else { -2.0 * f64::from(o.base).log2() / g.rotary_dim as f64 };
-        let turns = f64::from(o.freq_scale) / std::f64::consts::TAU;
+        let (log2_step, turns) = angle_steps(o, g.rotary_dim);
         let params = Params {
             n,
             half: count_u32(OP, g.head_dim / 2)?,
@@ -181,13 +210,10 @@ impl Operation for Rope {
             offset: o.position_offset,
             x_off: x.elem_offset(),
             out_off: out.elem_offset(),
-            log2_step: log2_step as f32,
-            turns: turns as f32,
+            log2_step,
+            turns,
         };
-        let style = match o.style {
-            RopeStyle::NeoX => 0.0,
-            RopeStyle::Interleaved => 1.0,
-        };
+        let style = style_override(o.style);
         let workgroups = encoder.linear_grid(n as usize, LINEAR_WG)?;
         let overrides = Overrides::new(&[("WG", f64::from(LINEAR_WG)), ("STYLE", style)])?;
         encoder.dispatch(

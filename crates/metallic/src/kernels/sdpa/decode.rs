@@ -36,8 +36,6 @@ const PARTIAL_WG: usize = 256;
 const MERGE_WG: usize = 64;
 /// Accumulator vec4s one thread of the partial pass holds at most.
 const MAX_ACC_PER_THREAD: usize = 4;
-/// Shortest key chunk; chunks are multiples of it (and so of every key tile).
-const MIN_CHUNK: usize = 64;
 /// Partial-pass workgroups the chunk length aims for (a few per core of a large GPU).
 const TARGET_WORKGROUPS: usize = 256;
 /// Shortest key sequence [`SdpaImpl::Auto`](super::SdpaImpl::Auto) sends here.
@@ -81,8 +79,8 @@ fn tile_bytes(rows: usize, bk: usize, head_dim: usize, head_dim_v: usize) -> usi
 /// head (`heads / kv_heads · seq_q` rows) against its chunk — online softmax over key tiles in
 /// workgroup memory — and writes each row's chunk maximum, sum and unnormalised accumulator to
 /// an f32 scratch tensor (from the runtime's pool, held by the op). Pass 2: one workgroup per
-/// output row merges the chunks with the usual rescaling. Chunks are multiples of 64 keys, as
-/// short as gives about 256 pass-1 workgroups.
+/// output row merges the chunks with the usual rescaling. Chunks are whole key tiles, as short
+/// as gives about 256 pass-1 workgroups.
 ///
 /// Takes every problem [`FlashAttention`](super::FlashAttention) takes (scale, causal rule with
 /// any offset, broadcast masks, grouped-query heads, 3-D and 4-D inputs, `v`'s head dimension
@@ -155,6 +153,36 @@ impl SplitKAttention {
         Ok(this)
     }
 
+    /// [`new`](Self::new) with a caller-owned f32 `scratch` of at least
+    /// [`scratch_len`](Self::scratch_len) elements, so that a decode loop allocates nothing per
+    /// step and binds the same memory every time.
+    pub fn with_scratch(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        options: SdpaOptions,
+        scratch: &Tensor,
+    ) -> Result<Self> {
+        let this = SplitKAttention {
+            q: q.clone(),
+            k: k.clone(),
+            v: v.clone(),
+            out: out.clone(),
+            options,
+            scratch: scratch.clone(),
+        };
+        this.validate()?;
+        Ok(this)
+    }
+
+    /// f32 elements of scratch the problem of these tensors needs (it grows with the keys).
+    pub fn scratch_len(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, options: &SdpaOptions) -> Result<usize> {
+        let problem = SdpaProblem::new(q, k, v, out, options)?;
+        let plan = Self::plan(&problem, q.context())?;
+        Ok(plan.scratch_len(problem.shape.head_dim_v).max(1))
+    }
+
     /// The validated problem.
     pub fn problem(&self) -> Result<SdpaProblem> {
         SdpaProblem::new(&self.q, &self.k, &self.v, &self.out, &self.options)
@@ -209,7 +237,9 @@ impl SplitKAttention {
             .ok_or_else(|| ctx.unsupported(NAME, "more workgroup memory for these rows and head dimensions"))?;
         let pairs = s.batch.saturating_mul(s.kv_heads).max(1);
         let wanted = TARGET_WORKGROUPS.div_ceil(pairs);
-        let chunk = s.seq_k.div_ceil(wanted).max(1).next_multiple_of(MIN_CHUNK);
+        // Whole tiles; one tile per workgroup until the keys fill the target grid (a decode
+        // step over a short cache is latency-bound: many short chunks beat a few long ones).
+        let chunk = s.seq_k.div_ceil(wanted).max(1).next_multiple_of(bk);
         let chunks = s.seq_k.div_ceil(chunk).max(1);
         let records = s.batch.saturating_mul(s.kv_heads).saturating_mul(chunks).saturating_mul(rows);
         let plan = Plan { rows, bk, chunk, chunks, records };
@@ -231,6 +261,12 @@ impl Operation for SplitKAttention {
         let plan = Self::plan(&problem, self.q.context())?;
         for t in [&self.q, &self.k, &self.v, &self.out] {
             count_u32(NAME, t.numel())?;
+        }
+        if self.scratch.dtype() != DType::F32 {
+            return Err(Error::DTypeMismatch { op: NAME, expected: DType::F32, got: self.scratch.dtype() });
+        }
+        if !self.scratch.context().same_device(self.q.context()) {
+            return Err(Error::invalid(NAME, "the scratch lives on another device"));
         }
         if self.scratch.numel() < plan.scratch_len(problem.shape.head_dim_v) {
             return Err(Error::invalid(NAME, "the scratch is smaller than the problem needs"));

@@ -166,6 +166,8 @@ pub(crate) struct Params {
     pub(crate) off0: u32,
     pub(crate) off1: u32,
     pub(crate) off2: u32,
+    /// `gated_main` over halves of rows: the width of a half (0: separate `a` and `b`).
+    pub(crate) half: u32,
 }
 
 /// `out = op(x)` element by element, in f32 arithmetic whatever the float storage dtype.
@@ -216,7 +218,7 @@ impl Operation for Unary {
         let n = count_u32(self.name(), self.x.numel())?;
         let x = encoder.bind(&self.x)?;
         let out = encoder.bind(&self.out)?;
-        let params = Params { n, off0: x.elem_offset(), off1: out.elem_offset(), off2: 0 };
+        let params = Params { n, off0: x.elem_offset(), off1: out.elem_offset(), off2: 0, half: 0 };
         let workgroups = encoder.linear_grid(n as usize, LINEAR_WG)?;
         let overrides = Overrides::new(&[("WG", f64::from(LINEAR_WG)), ("OP", self.op.code())])?;
         encoder.dispatch(

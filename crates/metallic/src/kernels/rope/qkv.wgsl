@@ -1,0 +1,111 @@
+// Places a fused QKV projection into attention heads, one workgroup per (token, head) row of
+// head_dim elements. Input row s of `x` holds n_q query heads, then n_kv key heads, then n_kv
+// value heads. Head j of token s (position start + s):
+//
+//   query  (j < n_q):         [rms_norm · qw] → rope → q_out[j, s, :]          ([n_q, seq, hd])
+//   key    (j < n_q + n_kv):  [rms_norm · kw] → rope → k_cache[j - n_q, start + s, :]
+//   value:                                             v_cache[j - n_q - n_kv, start + s, :]
+//
+// (caches are [n_kv, cap, hd]). The per-head norms run when NORM is set in `params.flags`
+// (Gemma 3, Qwen 3); RoPE is `rope.wgsl`'s, with the same angle arithmetic. One pair of
+// elements at a time per invocation, so each pair is rotated from values in registers.
+
+// Bit of `params.flags`: RMS-normalise query and key heads with weights qw and kw.
+const NORM: u32 = 1u;
+
+// 0: NeoX / rotate-half; 1: GPT-J / interleaved.
+override STYLE: u32 = 0u;
+
+struct Params {
+    rows: u32,
+    heads: u32,
+    seq: u32,
+    half: u32,
+    n_q: u32,
+    n_kv: u32,
+    cap: u32,
+    start: u32,
+    x_off: u32,
+    qw_off: u32,
+    kw_off: u32,
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    flags: u32,
+    eps: f32,
+    log2_step: f32,
+    turns: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> x: array<T>;
+@group(0) @binding(1) var<storage, read_write> qw: array<T>;
+@group(0) @binding(2) var<storage, read_write> kw: array<T>;
+@group(0) @binding(3) var<storage, read_write> q_out: array<T>;
+@group(0) @binding(4) var<storage, read_write> k_cache: array<T>;
+@group(0) @binding(5) var<storage, read_write> v_cache: array<T>;
+
+// Indices of pair p's two elements within a head.
+fn pair(p: u32) -> vec2<u32> {
+    if STYLE == 1u {
+        return vec2<u32>(2u * p, 2u * p + 1u);
+    }
+    return vec2<u32>(p, p + params.half);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lanes: Lanes) {
+    let row = wid.x + (wid.y + wid.z * nwg.y) * nwg.x;
+    if row >= params.rows {
+        return;
+    }
+    let s = row / params.heads;
+    let j = row - s * params.heads;
+    let hd = 2u * params.half;
+    let src = params.x_off + row * hd;
+    let pos = params.start + s;
+    if j >= params.n_q + params.n_kv {
+        let dst = params.v_off + ((j - params.n_q - params.n_kv) * params.cap + pos) * hd;
+        for (var i = lanes.index; i < hd; i += WG) {
+            v_cache[dst + i] = x[src + i];
+        }
+        return;
+    }
+    let is_q = j < params.n_q;
+    var scale = 1.0;
+    if (params.flags & NORM) != 0u {
+        var ss = 0.0;
+        for (var i = lanes.index; i < hd; i += WG) {
+            let v = f32(x[src + i]);
+            ss += v * v;
+        }
+        scale = inverseSqrt(workgroup_sum(ss, lanes) / f32(hd) + params.eps);
+    }
+    for (var p = lanes.index; p < params.half; p += WG) {
+        let ab = pair(p);
+        var a = f32(x[src + ab.x]) * scale;
+        var b = f32(x[src + ab.y]) * scale;
+        if (params.flags & NORM) != 0u {
+            if is_q {
+                a *= f32(qw[params.qw_off + ab.x]);
+                b *= f32(qw[params.qw_off + ab.y]);
+            } else {
+                a *= f32(kw[params.kw_off + ab.x]);
+                b *= f32(kw[params.kw_off + ab.y]);
+            }
+        }
+        // Pair 0 multiplies by exp2(0) = 1 exactly, as in rope.wgsl.
+        let t = (f32(pos) * params.turns) * exp2(f32(p) * params.log2_step);
+        let sc = sincos_turns(t - round(t));
+        let ra = a * sc.y - b * sc.x;
+        let rb = b * sc.y + a * sc.x;
+        if is_q {
+            let dst = params.q_off + (j * params.seq + s) * hd;
+            q_out[dst + ab.x] = T(ra);
+            q_out[dst + ab.y] = T(rb);
+        } else {
+            let dst = params.k_off + ((j - params.n_q) * params.cap + pos) * hd;
+            k_cache[dst + ab.x] = T(ra);
+            k_cache[dst + ab.y] = T(rb);
+        }
+    }
+}
