@@ -14,6 +14,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
+
+use crate::output::outln;
 use metallic::kernels::copy::Copy;
 use metallic::kernels::matmul::Matmul;
 use metallic::kernels::norm::{LayerNorm, RmsNorm};
@@ -268,7 +270,7 @@ fn invalid(message: impl Into<String>) -> Error {
 }
 
 /// Runs one `metallic bench` subcommand and prints its record.
-pub fn run(command: BenchCommand) -> Result<()> {
+pub fn run(command: BenchCommand) -> metallic_models::Result<()> {
     let common = match &command {
         BenchCommand::Sdpa { common, .. }
         | BenchCommand::Gemm { common, .. }
@@ -278,17 +280,17 @@ pub fn run(command: BenchCommand) -> Result<()> {
         | BenchCommand::Copy { common, .. } => common.clone(),
     };
     if common.iters == 0 {
-        return Err(invalid("--iters must be at least 1"));
+        return Err(invalid("--iters must be at least 1").into());
     }
     for (flag, value) in [("--ceiling-gbs", common.ceiling_gbs), ("--ceiling-tflops", common.ceiling_tflops)] {
         if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-            return Err(invalid(format!("{flag} must be a positive number")));
+            return Err(invalid(format!("{flag} must be a positive number")).into());
         }
     }
     let dtype = DType::from(common.dtype);
     let rt = Runtime::new()?;
     if dtype == DType::F16 && !rt.context().caps().shader_f16() {
-        return Err(invalid("--dtype f16 needs an adapter with SHADER_F16, which this one lacks"));
+        return Err(invalid("--dtype f16 needs an adapter with SHADER_F16, which this one lacks").into());
     }
     let workload = match command {
         BenchCommand::Sdpa { args, .. } => sdpa(&rt, dtype, &args)?,
@@ -303,9 +305,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let device = format!("{} ({:?})", info.name, info.backend);
     let record = Record::new(&workload, &timing, &common, device);
     if common.json {
-        println!("{}", record.json());
+        outln!("{}", record.json());
     } else {
-        println!("{}", record.human());
+        outln!("{}", record.human());
     }
     Ok(())
 }

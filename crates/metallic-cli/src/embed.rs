@@ -1,9 +1,11 @@
 //! `metallic embed` and `metallic tokenize`: sentence embeddings from a model directory.
 
-use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+
+use crate::output::{outln, write_stdout};
 use metallic::DType;
 use metallic_models::{Embedder, EmbedderOptions, Error, Result};
 
@@ -241,11 +243,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-fn write_stdout(bytes: &[u8]) -> Result<()> {
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| Error::Io { path: "<stdout>".into(), source: e })
-}
-
 /// Arguments of `metallic bench embed`.
 #[derive(Debug, Args)]
 pub struct EmbedBenchArgs {
@@ -306,7 +303,7 @@ pub fn bench(args: EmbedBenchArgs) -> Result<()> {
                 Precision::F32 => "f32",
                 Precision::F16 => "f16",
             };
-            println!(
+            outln!(
                 "{{\"engine\": \"metallic\", \"dtype\": \"{name}\", \"batch\": {batch}, \"sentences\": {n}, \"seconds\": {median:.6}, \"best_seconds\": {best:.6}, \"sentences_per_s\": {:.1}, \"tokenize_s\": {:.6}, \"record_s\": {:.6}, \"finish_s\": {:.6}, \"device\": {}}}",
                 n as f64 / median,
                 parts[0],

@@ -4,6 +4,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+
+use crate::output::outln;
 use metallic_models::chat::ChatMessage;
 use metallic_models::sampling::SamplingOptions;
 use metallic_models::{Error, Llm, Result};
@@ -80,6 +82,11 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         repeat_last_n: 64,
         seed: args.seed,
     };
+    // Requests that are wrong whatever the model: fail before spending seconds loading it.
+    options.validate()?;
+    if args.no_bos && prompt.as_deref() == Some("") {
+        return Err(Error::InvalidInput("the prompt has no tokens (an empty prompt with --no-bos)".into()));
+    }
     let loading = std::time::Instant::now();
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(1);
@@ -120,13 +127,15 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut failed: Option<std::io::Error> = None;
     let stream = matches!(args.format, GenerateFormat::Text);
-    let result = llm.generate(&prompt_tokens, args.max_tokens, options, |piece| {
+    // A reader that goes away (a closed pipe) ends the generation at once.
+    let result = llm.generate_while(&prompt_tokens, args.max_tokens, options, |piece| {
         if stream && failed.is_none() {
             let mut out = stdout.lock();
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|()| out.flush()) {
                 failed = Some(e);
             }
         }
+        failed.is_none()
     })?;
     if let Some(e) = failed {
         return Err(Error::Io { path: "<stdout>".into(), source: e });
@@ -181,10 +190,10 @@ fn interactive(llm: &Llm, options: SamplingOptions, max_tokens: usize) -> Result
         }
         let tokens = llm.tokenize(&prompt, true);
         let mut stdout = std::io::stdout();
-        let reply = llm.generate(&tokens, max_tokens, options, |piece| {
-            let _ = stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush());
+        let reply = llm.generate_while(&tokens, max_tokens, options, |piece| {
+            stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()).is_ok()
         })?;
-        println!();
+        outln!();
         messages.push(ChatMessage::new("assistant", &reply.text));
     }
 }
@@ -278,7 +287,7 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             })
             .collect();
     }
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "engine": "metallic",

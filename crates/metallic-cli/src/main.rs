@@ -3,10 +3,13 @@
 mod bench;
 mod embed;
 mod generate;
+mod output;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::output::outln;
 use metallic::{
     DType, Graph, Runtime, Tensor,
     kernels::elementwise::{Binary, BinaryOp},
@@ -59,9 +62,9 @@ enum BenchWhat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: metallic_models::Result<()> = match cli.command {
-        Command::Info => info().map_err(Into::into),
-        Command::Demo { n } => demo(n).map_err(Into::into),
-        Command::Bench { what: BenchWhat::Kernel(what) } => bench::run(what).map_err(Into::into),
+        Command::Info => info(),
+        Command::Demo { n } => demo(n),
+        Command::Bench { what: BenchWhat::Kernel(what) } => bench::run(what),
         Command::Bench { what: BenchWhat::Embed(args) } => embed::bench(args),
         Command::Bench { what: BenchWhat::Generate(args) } => generate::bench(args),
         Command::Embed(args) => embed::embed(args),
@@ -78,42 +81,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn info() -> metallic::Result<()> {
+fn info() -> metallic_models::Result<()> {
     let all = metallic::adapters(metallic::wgpu::Backends::all());
-    println!("adapters found: {}", all.len());
+    outln!("adapters found: {}", all.len());
     for (i, a) in all.iter().enumerate() {
-        println!("  [{i}] {} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info);
+        outln!("  [{i}] {} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info);
     }
     let ctx = metallic::Context::new()?;
     let caps = ctx.caps();
     let info = ctx.adapter_info();
-    println!("chosen: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
-    println!(
-        "  subgroups:          {} (size {}..{})",
-        caps.subgroups(),
-        info.subgroup_min_size,
-        info.subgroup_max_size
-    );
-    println!("  shader f16:         {}", caps.shader_f16());
-    println!("  parameters via:     {:?}", caps.params);
-    println!("  timestamps:         {}", caps.timestamps());
-    println!("  cooperative matrix: {}", caps.cooperative_matrix());
-    println!("  unified memory:     {}", caps.unified_memory);
+    outln!("chosen: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+    outln!("  subgroups:          {} (size {}..{})", caps.subgroups(), info.subgroup_min_size, info.subgroup_max_size);
+    outln!("  shader f16:         {}", caps.shader_f16());
+    outln!("  parameters via:     {:?}", caps.params);
+    outln!("  timestamps:         {}", caps.timestamps());
+    outln!("  cooperative matrix: {}", caps.cooperative_matrix());
+    outln!("  unified memory:     {}", caps.unified_memory);
     let l = &caps.limits;
-    println!("  max buffer size:              {} MiB", l.max_buffer_size >> 20);
-    println!("  max storage binding size:     {} MiB", l.max_storage_buffer_binding_size >> 20);
-    println!("  storage offset alignment:     {} bytes", l.min_storage_buffer_offset_alignment);
-    println!("  workgroup storage:            {} KiB", l.max_compute_workgroup_storage_size >> 10);
-    println!("  invocations per workgroup:    {}", l.max_compute_invocations_per_workgroup);
-    println!("  workgroups per dimension:     {}", l.max_compute_workgroups_per_dimension);
-    println!("  immediate (push constant) size: {} bytes", l.max_immediate_size);
-    println!("  all features: {:?}", caps.features);
+    outln!("  max buffer size:              {} MiB", l.max_buffer_size >> 20);
+    outln!("  max storage binding size:     {} MiB", l.max_storage_buffer_binding_size >> 20);
+    outln!("  storage offset alignment:     {} bytes", l.min_storage_buffer_offset_alignment);
+    outln!("  workgroup storage:            {} KiB", l.max_compute_workgroup_storage_size >> 10);
+    outln!("  invocations per workgroup:    {}", l.max_compute_invocations_per_workgroup);
+    outln!("  workgroups per dimension:     {}", l.max_compute_workgroups_per_dimension);
+    outln!("  immediate (push constant) size: {} bytes", l.max_immediate_size);
+    outln!("  all features: {:?}", caps.features);
     Ok(())
 }
 
-fn demo(n: usize) -> metallic::Result<()> {
+fn demo(n: usize) -> metallic_models::Result<()> {
     let rt = Runtime::new()?;
-    println!("device: {} ({:?})", rt.context().adapter_info().name, rt.context().adapter_info().backend);
+    outln!("device: {} ({:?})", rt.context().adapter_info().name, rt.context().adapter_info().backend);
     // y = (x * w + 1) over a graph, x random on the GPU, w broadcast over rows of 256.
     let cols = 256.min(n.max(1));
     let rows = n.div_ceil(cols);
@@ -137,18 +135,19 @@ fn demo(n: usize) -> metallic::Result<()> {
         .enumerate()
         .map(|(i, (&xv, &yv))| (f64::from(xv) * (i % cols) as f64 + 1.0 - f64::from(yv)).abs())
         .fold(0.0f64, f64::max);
-    println!(
+    outln!(
         "graph y = x * w + 1 over [{rows}, {cols}] in {:.2} ms; max |error| vs CPU = {worst:.2e}",
         elapsed.as_secs_f64() * 1e3
     );
-    println!("pool: {:?}", rt.pool().stats());
-    println!("cache: {:?}", rt.cache().stats());
+    outln!("pool: {:?}", rt.pool().stats());
+    outln!("cache: {:?}", rt.cache().stats());
     if worst > 1e-4 {
         return Err(metallic::Error::InvalidArgument {
             op: "demo",
             message: format!("GPU result differs from the CPU by {worst}"),
-        });
+        }
+        .into());
     }
-    println!("ok");
+    outln!("ok");
     Ok(())
 }

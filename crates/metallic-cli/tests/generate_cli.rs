@@ -1,18 +1,9 @@
 //! `metallic generate` and `metallic tokenize` on a GGUF model, as a user runs them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn gemma() -> PathBuf {
-    let root = std::env::var_os("METALLIC_MODELS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/metallic/models")
-    });
-    let path =
-        std::env::var_os("METALLIC_GEMMA").map(PathBuf::from).unwrap_or_else(|| root.join("gemma3-270m-q4_k_m.gguf"));
-    assert!(path.exists(), "run ./scripts/fetch-gemma.sh first ({} missing)", path.display());
-    path
-}
+use std::process::Command;
 
 fn metallic(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_metallic"))
@@ -24,7 +15,7 @@ fn metallic(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn greedy_generation_as_json_matches_llama_cpp() {
-    let model = gemma();
+    let model = common::gemma();
     let args = ["generate", "--model", model.to_str().unwrap(), "--prompt", "The capital of France is"];
     let out = metallic(&[&args[..], &["--max-tokens", "4", "--temperature", "0", "--format", "json"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -46,7 +37,7 @@ fn greedy_generation_as_json_matches_llama_cpp() {
 
 #[test]
 fn chat_mode_uses_gemmas_turn_format_and_says_so() {
-    let model = gemma();
+    let model = common::gemma();
     let args = ["generate", "--model", model.to_str().unwrap(), "--chat", "--prompt", "What is 2+2?"];
     let out = metallic(&[&args[..], &["--max-tokens", "8", "--temperature", "0", "--format", "json"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -60,7 +51,7 @@ fn chat_mode_uses_gemmas_turn_format_and_says_so() {
 
 #[test]
 fn tokenize_a_gguf_prompt_with_and_without_bos() {
-    let model = gemma();
+    let model = common::gemma();
     let m = model.to_str().unwrap();
     let out = metallic(&["tokenize", "--model", m, "<start_of_turn>user"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "[2, 105, 2364]\n");
@@ -70,7 +61,7 @@ fn tokenize_a_gguf_prompt_with_and_without_bos() {
 
 #[test]
 fn bad_generate_requests_fail_cleanly() {
-    let model = gemma();
+    let model = common::gemma();
     let not_gguf = std::env::temp_dir().join(format!("metallic-not-gguf-{}.bin", std::process::id()));
     std::fs::write(&not_gguf, b"definitely not a model").unwrap();
     let cases: [(Vec<&str>, &str); 3] = [

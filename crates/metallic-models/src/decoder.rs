@@ -143,6 +143,28 @@ impl DecoderConfig {
     }
 }
 
+/// Fails when the file's tensors cannot fit in what `rt`'s pool may still allocate (its
+/// `limit_bytes` less what is in use). The GPU layout is a few percent larger than the file's
+/// (blocks padded to whole words), so this catches what cannot fit, before half of it is
+/// uploaded; running out of device memory while uploading is still an `OutOfMemory` error.
+fn check_room(file: &GgufFile, rt: &Runtime) -> Result<()> {
+    let need: u64 = file.tensors().iter().map(|t| t.size_bytes() as u64).sum();
+    let pool = rt.pool();
+    let limit = pool.config().limit_bytes;
+    let left = limit.saturating_sub(pool.stats().used_bytes);
+    if need > left {
+        let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+        return Err(Error::InvalidInput(format!(
+            "{}: the weights need {:.0} MiB of GPU memory; the runtime's pool may allocate {:.0} MiB more (limit {:.0} MiB)",
+            file.path().display(),
+            mib(need),
+            mib(left),
+            mib(limit)
+        )));
+    }
+    Ok(())
+}
+
 /// Uploads GGUF tensors with their shapes checked.
 struct Loader<'a> {
     file: &'a GgufFile,
@@ -339,8 +361,12 @@ impl Decoder {
     }
 
     /// [`load`](Self::load), calling `progress(done, total)` as layers are uploaded.
+    ///
+    /// A model larger than what the runtime's memory pool may still hold fails before anything
+    /// is uploaded, saying how much it needs.
     pub fn load_with_progress(file: &GgufFile, rt: &Runtime, mut progress: impl FnMut(usize, usize)) -> Result<Self> {
         let config = DecoderConfig::from_gguf(file)?;
+        check_room(file, rt)?;
         let w = Loader { file, rt };
         let c = &config;
         let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);

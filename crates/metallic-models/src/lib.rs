@@ -26,6 +26,8 @@ pub mod chat;
 pub mod decoder;
 mod embedder;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gguf;
 mod llm;
 mod mapped;

@@ -113,7 +113,23 @@ impl Llm {
         prompt_tokens: &[u32],
         max_tokens: usize,
         options: SamplingOptions,
-        on_text: impl FnMut(&str),
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
+        self.generate_while(prompt_tokens, max_tokens, options, |piece| {
+            on_text(piece);
+            true
+        })
+    }
+
+    /// [`generate`](Self::generate), stopping early when `on_text` returns `false` (the reader
+    /// went away: a closed pipe, a cancelled request). The piece it was given is part of the
+    /// result.
+    pub fn generate_while(
+        &self,
+        prompt_tokens: &[u32],
+        max_tokens: usize,
+        options: SamplingOptions,
+        on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generation> {
         if prompt_tokens.is_empty() {
             return Err(Error::InvalidInput("the prompt has no tokens (is --no-bos set on an empty prompt?)".into()));
@@ -162,7 +178,7 @@ impl Llm {
         max_tokens: usize,
         sampler: &mut Sampler,
         prompt_tokens: &[u32],
-        out: &mut Output<'_, impl FnMut(&str)>,
+        out: &mut Output<'_, impl FnMut(&str) -> bool>,
     ) -> Result<(Duration, Duration)> {
         let (mut record_time, mut sample_time) = (Duration::ZERO, Duration::ZERO);
         let mut history = prompt_tokens.to_vec();
@@ -190,7 +206,7 @@ impl Llm {
         prompt_logits: &Tensor,
         cache: &mut KvCache,
         max_tokens: usize,
-        out: &mut Output<'_, impl FnMut(&str)>,
+        out: &mut Output<'_, impl FnMut(&str) -> bool>,
     ) -> Result<(Duration, Duration)> {
         let rt = prompt_logits.runtime();
         let slot = || -> Result<Slot> {
@@ -250,7 +266,7 @@ struct Slot {
 }
 
 /// Where generated tokens go: stop check, ids, text, and the streaming callback.
-struct Output<'a, F: FnMut(&str)> {
+struct Output<'a, F: FnMut(&str) -> bool> {
     stops: &'a [u32],
     vocab: &'a Vocab,
     tokens: Vec<u32>,
@@ -259,8 +275,9 @@ struct Output<'a, F: FnMut(&str)> {
     on_text: F,
 }
 
-impl<F: FnMut(&str)> Output<'_, F> {
-    /// Takes a generated token; `false` if it ends the generation.
+impl<F: FnMut(&str) -> bool> Output<'_, F> {
+    /// Takes a generated token; `false` if it ends the generation (a stop token, or the
+    /// callback asked to stop).
     fn push(&mut self, token: u32) -> bool {
         if self.stops.contains(&token) {
             return false;
@@ -268,8 +285,8 @@ impl<F: FnMut(&str)> Output<'_, F> {
         self.tokens.push(token);
         let piece = self.stream.push(self.vocab, token);
         if !piece.is_empty() {
-            (self.on_text)(&piece);
             self.text.push_str(&piece);
+            return (self.on_text)(&piece);
         }
         true
     }
@@ -278,8 +295,8 @@ impl<F: FnMut(&str)> Output<'_, F> {
     fn finish(&mut self) {
         let rest = self.stream.finish();
         if !rest.is_empty() {
-            (self.on_text)(&rest);
             self.text.push_str(&rest);
+            (self.on_text)(&rest);
         }
     }
 }

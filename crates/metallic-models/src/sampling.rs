@@ -47,7 +47,8 @@ impl SamplingOptions {
         SamplingOptions { temperature: 0.0, ..Self::default() }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the options: finite, in range (what `Sampler::new` checks).
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidInput(m));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return bad(format!("temperature must be finite and >= 0, got {}", self.temperature));

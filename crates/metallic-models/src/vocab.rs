@@ -451,13 +451,26 @@ impl StreamDecoder {
     /// The text that token `id` completes (possibly empty).
     pub fn push(&mut self, vocab: &Vocab, id: u32) -> String {
         self.pending.extend(vocab.piece(id, false));
-        let valid = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            // A byte sequence that can never become valid: let it through as U+FFFD.
-            Err(_) => self.pending.len(),
-        };
-        let done: Vec<u8> = self.pending.drain(..valid).collect();
+        // Everything up to the last byte whose fate is known: whole characters, and byte
+        // sequences that can never become valid (they come out as U+FFFD, as decoding the
+        // whole stream at once would give them); an incomplete character at the end waits.
+        let mut done = 0;
+        while let Some(rest) = self.pending.get(done..) {
+            match std::str::from_utf8(rest) {
+                Ok(_) => {
+                    done = self.pending.len();
+                    break;
+                }
+                Err(e) => match e.error_len() {
+                    None => {
+                        done += e.valid_up_to();
+                        break;
+                    }
+                    Some(bad) => done += e.valid_up_to() + bad,
+                },
+            }
+        }
+        let done: Vec<u8> = self.pending.drain(..done).collect();
         String::from_utf8_lossy(&done).into_owned()
     }
 

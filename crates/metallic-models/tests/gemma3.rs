@@ -7,7 +7,9 @@
 //! llama.cpp's up to the first step where its two best tokens are within 0.05.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::OnceLock;
 
 use metallic::Runtime;
@@ -15,20 +17,6 @@ use metallic_models::decoder::Decoder;
 use metallic_models::gguf::GgufFile;
 use metallic_models::vocab::Vocab;
 use serde::Deserialize;
-
-fn model_path() -> PathBuf {
-    let path = match std::env::var_os("METALLIC_GEMMA") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let root = std::env::var_os("METALLIC_MODELS").map(PathBuf::from).unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/metallic/models")
-            });
-            root.join("gemma3-270m-q4_k_m.gguf")
-        }
-    };
-    assert!(path.exists(), "{} not found: run ./scripts/fetch-gemma.sh (or set METALLIC_GEMMA)", path.display());
-    path
-}
 
 struct Model {
     vocab: Vocab,
@@ -38,7 +26,7 @@ struct Model {
 fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let file = GgufFile::open(model_path()).unwrap();
+        let file = GgufFile::open(common::gemma_path()).unwrap();
         let rt = Runtime::new().unwrap();
         Model { vocab: Vocab::from_gguf(&file).unwrap(), decoder: Decoder::load(&file, &rt).unwrap() }
     })
@@ -267,4 +255,17 @@ fn greedy_decoding_matches_llama_cpp_up_to_near_ties() {
         }
     }
     eprintln!("step-by-step greedy decoding: {identical} of {} prompts identical to llama.cpp", cases.len());
+}
+
+/// A model that cannot fit in what the runtime may allocate fails before uploading anything,
+/// and says how much it needs.
+#[test]
+fn a_model_larger_than_the_pool_fails_before_uploading() {
+    let ctx = metallic::Context::new().unwrap();
+    let pool = metallic::MemoryPool::new(&ctx, metallic::PoolConfig { limit_bytes: 64 << 20, ..Default::default() });
+    let rt = Runtime::from_parts(metallic::ResourceCache::new(&ctx), pool.clone()).unwrap();
+    let file = GgufFile::open(common::gemma_path()).unwrap();
+    let err = Decoder::load(&file, &rt).unwrap_err().to_string();
+    assert!(err.contains("the weights need 2") && err.contains("limit 64 MiB"), "{err}");
+    assert_eq!(pool.stats().used_bytes, 0, "nothing uploaded");
 }

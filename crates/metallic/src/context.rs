@@ -147,13 +147,19 @@ impl Context {
 
     /// Blocks until `submission` (or all work, if `None`) has finished on the GPU.
     pub(crate) fn wait_for(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        self.device().poll(wgpu::PollType::Wait { submission_index: submission, timeout: None }).map_err(
-            |e| match e {
-                wgpu::PollError::Timeout => Error::DeviceLost { reason: e.to_string() },
-                other => Error::Validation { context: "waiting for the GPU".into(), message: other.to_string() },
-            },
-        )?;
-        self.check_health("waiting for the GPU")
+        let polled = self.device().poll(wgpu::PollType::Wait { submission_index: submission, timeout: None });
+        if polled.is_err() || lock(&self.inner.uncaptured).is_some() {
+            // A lost device drops submissions and buffers without errors of their own (waiting
+            // then fails as a wrong index, mapping as an invalid buffer), and its lost callback
+            // may run only at the next poll: give it that poll, so the loss is what is reported.
+            let _ = self.device().poll(wgpu::PollType::Poll);
+        }
+        self.check_health("waiting for the GPU")?;
+        polled.map_err(|e| match e {
+            wgpu::PollError::Timeout => Error::DeviceLost { reason: e.to_string() },
+            other => Error::Validation { context: "waiting for the GPU".into(), message: other.to_string() },
+        })?;
+        Ok(())
     }
 }
 

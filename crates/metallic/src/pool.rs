@@ -198,7 +198,10 @@ impl MemoryPool {
         state.take(inner, chunk, 0, size)
     }
 
-    /// Releases chunks with no live allocations; returns the bytes released.
+    /// Releases chunks with no live allocations; returns the bytes released. A chunk's GPU
+    /// memory is freed once nothing else holds its buffer: bind groups a
+    /// [`ResourceCache`](crate::ResourceCache) keeps over it hold it until
+    /// [`ResourceCache::clear`](crate::ResourceCache::clear).
     pub fn trim(&self) -> u64 {
         let mut state = lock(&self.inner.state);
         let before = state.stats.reserved_bytes;

@@ -6,16 +6,28 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The models directory: `METALLIC_MODELS`, else `~/.cache/metallic/models`.
+fn models_root() -> PathBuf {
+    std::env::var_os("METALLIC_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/metallic/models"))
+}
+
+/// Gemma 3 270M Q4_K_M, fetched by `scripts/fetch-gemma.sh` (which `scripts/test.sh` runs), or
+/// `METALLIC_GEMMA`.
+pub fn gemma_path() -> PathBuf {
+    let path = std::env::var_os("METALLIC_GEMMA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| models_root().join("gemma3-270m-q4_k_m.gguf"));
+    assert!(path.exists(), "{} not found: run ./scripts/fetch-gemma.sh (or set METALLIC_GEMMA)", path.display());
+    path
+}
+
 /// all-MiniLM-L6-v2, fetched by `scripts/fetch-model.sh` (which `scripts/test.sh` runs).
 pub fn minilm_dir() -> PathBuf {
     let dir = match std::env::var_os("METALLIC_MINILM") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let root = std::env::var_os("METALLIC_MODELS").map(PathBuf::from).unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/metallic/models")
-            });
-            root.join("all-MiniLM-L6-v2")
-        }
+        None => models_root().join("all-MiniLM-L6-v2"),
     };
     assert!(
         dir.join("model.safetensors").exists(),

@@ -135,8 +135,8 @@ impl Tensor {
                 format!("offset {byte_offset} not aligned to {dtype}, or buffer size not a multiple of 4"),
             ));
         }
-        let bytes = (shape.numel() * dtype.size_in_bytes()) as u64;
-        if byte_offset.checked_add(bytes).is_none_or(|end| end > buffer.size()) {
+        let bytes = shape.numel().checked_mul(dtype.size_in_bytes()).and_then(|b| u64::try_from(b).ok());
+        if bytes.and_then(|b| byte_offset.checked_add(b)).is_none_or(|end| end > buffer.size()) {
             return Err(Error::invalid(
                 op,
                 format!("{shape} of {dtype} at byte {byte_offset} exceeds the {}-byte buffer", buffer.size()),
