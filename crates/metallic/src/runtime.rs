@@ -182,8 +182,10 @@ impl Runtime {
     /// Copies the ranges into a staging buffer (one kept from an earlier read when one fits:
     /// reads in a loop allocate nothing) and submits.
     fn start_ranges(&self, ranges: &[(&wgpu::Buffer, u64, u64)]) -> Result<PendingRead> {
-        // Word-aligned source spans, placed one after another in the staging buffer.
+        // Word-aligned source spans, placed one after another in the staging buffer: each
+        // copy is (source buffer, source start, staging offset, bytes).
         let mut spans = Vec::with_capacity(ranges.len());
+        let mut copies = Vec::with_capacity(ranges.len());
         let mut total = 0u64;
         for &(buffer, offset, len) in ranges {
             let start = offset - offset % 4;
@@ -194,8 +196,13 @@ impl Runtime {
                     format!("bytes {offset}..{} outside a {}-byte buffer", offset + len, buffer.size()),
                 ));
             }
-            spans.push(if len == 0 { (total, 0) } else { (total + offset - start, len) });
-            total += if len == 0 { 0 } else { end - start };
+            if len == 0 {
+                spans.push((total, 0));
+                continue;
+            }
+            spans.push((total + offset - start, len));
+            copies.push((buffer, start, total, end - start));
+            total += end - start;
         }
         let mut read = PendingRead { rt: self.clone(), staging: None, submission: None, spans, total };
         if total == 0 {
@@ -216,16 +223,9 @@ impl Runtime {
             }),
         };
         let mut pending = lock(&self.inner.pending);
-        let mut at = 0;
-        for &(buffer, offset, len) in ranges {
-            if len > 0 {
-                let start = offset - offset % 4;
-                let size = (offset + len).next_multiple_of(4) - start;
-                pending.copy_buffer(buffer, start, &staging, at, size);
-                at += size;
-            }
+        for &(buffer, start, at, size) in &copies {
+            pending.copy_buffer(buffer, start, &staging, at, size);
         }
-        // The staging buffer goes back to the runtime even if the submission fails.
         read.staging = Some(staging);
         pending.commit()?;
         read.submission = pending.last_submission();
