@@ -1,7 +1,7 @@
 //! `metallic generate`: text from a GGUF language model, streamed to stdout.
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
@@ -21,6 +21,7 @@ pub enum GenerateFormat {
 
 /// Arguments of `metallic generate`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct GenerateArgs {
     /// A GGUF model file (`scripts/fetch-gemma.sh` fetches Gemma 3 270M).
     #[arg(long)]
@@ -28,12 +29,19 @@ pub struct GenerateArgs {
     /// The prompt (special-token strings such as `<start_of_turn>` are parsed).
     #[arg(long, conflicts_with = "prompt_file")]
     prompt: Option<String>,
-    /// Read the prompt from this file.
+    /// Read the prompt from this file (`-`: standard input). One trailing newline is dropped,
+    /// as llama.cpp's `-f` does. Without --prompt or --prompt-file, a prompt piped to standard
+    /// input is read the same way.
     #[arg(long)]
     prompt_file: Option<PathBuf>,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
+    /// Most positions (prompt and generated tokens) the generation may use; the KV cache is
+    /// sized for what the prompt and --max-tokens need. Default: the model's trained context,
+    /// or less where the device cannot hold its KV cache.
+    #[arg(long)]
+    ctx_size: Option<usize>,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
@@ -64,14 +72,40 @@ pub struct GenerateArgs {
     chat: bool,
 }
 
+/// The text of a prompt file (`-`: standard input) with one trailing newline (`\n` or `\r\n`)
+/// dropped.
+fn read_prompt(path: &Path) -> Result<String> {
+    let mut text = String::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin().lock().read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
+    };
+    let shown = if path == Path::new("-") { PathBuf::from("<stdin>") } else { path.to_path_buf() };
+    read.map_err(|e| Error::Io { path: shown, source: e })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
 pub fn generate(args: GenerateArgs) -> Result<()> {
+    let stdin_is_terminal = std::io::stdin().is_terminal();
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => Some(p.clone()),
-        (None, Some(path)) => {
-            Some(std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.clone(), source: e })?)
+        (None, Some(path)) => Some(read_prompt(path)?),
+        (None, None) if args.chat && stdin_is_terminal => None,
+        (None, None) => {
+            // A prompt piped in; none (a terminal, or nothing piped) is a usage error.
+            let piped = if stdin_is_terminal { String::new() } else { read_prompt(Path::new("-"))? };
+            if piped.is_empty() {
+                return Err(Error::InvalidInput("give --prompt TEXT, --prompt-file FILE, or a prompt on stdin".into()));
+            }
+            Some(piped)
         }
-        (None, None) if args.chat && std::io::stdin().is_terminal() => None,
-        (None, None) => return Err(Error::InvalidInput("give --prompt TEXT or --prompt-file FILE".into())),
     };
     let options = SamplingOptions {
         temperature: args.temperature,
@@ -88,21 +122,17 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         return Err(Error::InvalidInput("the prompt has no tokens (an empty prompt with --no-bos)".into()));
     }
     let loading = std::time::Instant::now();
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(1);
-        if let Ok(style) = indicatif::ProgressStyle::with_template("loading {bar:40} {pos}/{len} layers") {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar("loading {bar:40} {pos}/{len} layers");
+    if args.ctx_size == Some(0) {
+        return Err(Error::InvalidInput("--ctx-size must be at least 1".into()));
+    }
     let rt = metallic::Runtime::new()?;
-    let llm = Llm::load_with_progress(&args.model, &rt, |done, total| {
+    let mut llm = Llm::load_with_progress(&args.model, &rt, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    set_context(&mut llm, args.ctx_size)?;
     let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
     eprintln!(
         "loaded {} in {:.2} s: {:.0} MiB of weights on {}",
@@ -127,8 +157,16 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut failed: Option<std::io::Error> = None;
     let stream = matches!(args.format, GenerateFormat::Text);
+    let prefill_bar = progress_bar("prompt {bar:40} {pos}/{len} tokens");
     // A reader that goes away (a closed pipe) ends the generation at once.
-    let result = llm.generate_while(&prompt_tokens, args.max_tokens, options, |piece| {
+    let mut on_prefill = |done: usize, total: usize| {
+        prefill_bar.set_length(total as u64);
+        prefill_bar.set_position(done as u64);
+    };
+    let result = llm.generate_with_progress(&prompt_tokens, args.max_tokens, options, &mut on_prefill, |piece| {
+        if !prefill_bar.is_finished() {
+            prefill_bar.finish_and_clear();
+        }
         if stream && failed.is_none() {
             let mut out = stdout.lock();
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|()| out.flush()) {
@@ -153,16 +191,74 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         }
     };
     written.map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
-    let rate = |n: usize, t: std::time::Duration| n as f64 / t.as_secs_f64().max(1e-9);
+    prefill_bar.finish_and_clear();
     eprintln!(
-        "prompt: {} tokens, {:.1} tokens/s; generation: {} tokens, {:.1} tokens/s; KV cache {:.1} MiB",
-        result.prompt_tokens.len(),
-        rate(result.prompt_tokens.len(), result.prompt_time),
-        result.tokens.len(),
-        rate(result.tokens.len(), result.generation_time),
+        "prompt: {}; generation: {}; KV cache {:.1} MiB",
+        speed(result.prompt_tokens.len(), result.prompt_time),
+        speed(result.tokens.len(), result.generation_time),
         llm.decoder().cache_bytes(result.prompt_tokens.len() + args.max_tokens) as f64 / f64::from(1u32 << 20),
     );
     Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal (hidden otherwise), drawn with `template`.
+fn progress_bar(template: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(1);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Applies `--ctx-size` (or keeps the default) and says on stderr what the context is and why.
+fn set_context(llm: &mut Llm, ctx_size: Option<usize>) -> Result<()> {
+    let trained = llm.decoder().config().n_ctx_train;
+    let why = match ctx_size {
+        Some(n) => {
+            llm.set_context_size(n)?;
+            if n > trained {
+                format!("--ctx-size; beyond the model's trained context of {trained}")
+            } else {
+                "--ctx-size".into()
+            }
+        }
+        None if llm.context_size() < trained => {
+            format!("the most this device's KV cache holds; the model was trained for {trained}")
+        }
+        None => "the model's trained context".into(),
+    };
+    eprintln!("context: {} positions ({why})", llm.context_size());
+    Ok(())
+}
+
+/// `N tokens in T (R tokens/s)`, the rate only when it means something (tokens, and time enough
+/// to measure), to three significant digits.
+fn speed(tokens: usize, time: std::time::Duration) -> String {
+    let secs = time.as_secs_f64();
+    let noun = if tokens == 1 { "token" } else { "tokens" };
+    if tokens == 0 || secs < 1e-3 {
+        return format!("{tokens} {noun}");
+    }
+    let rate = tokens as f64 / secs;
+    let digits = |x: f64| {
+        if x >= 100.0 {
+            0
+        } else if x >= 10.0 {
+            1
+        } else if x >= 1.0 {
+            2
+        } else {
+            3
+        }
+    };
+    format!(
+        "{tokens} {noun} in {secs:.prec$} s ({rate:.rprec$} tokens/s)",
+        prec = digits(secs).min(2),
+        rprec = digits(rate)
+    )
 }
 
 /// A conversation on the terminal: each line is a user turn; the whole conversation is the

@@ -95,7 +95,11 @@ impl DecoderConfig {
             n_ff: usize_of("feed_forward_length")?,
             n_ctx_train: usize_of("context_length")?,
             rms_eps: file.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
-            rope_base: file.get_f32(&key("rope.freq_base")).unwrap_or(1_000_000.0),
+            // Absent: Gemma 3's global base; present, it must be an f32 (checked below).
+            rope_base: match file.get(&key("rope.freq_base")) {
+                None => 1_000_000.0,
+                Some(_) => file.get_f32(&key("rope.freq_base"))?,
+            },
             // Gemma 3's local layers use base 10000 (llama.cpp's rope_freq_base_train_swa).
             rope_base_local: 10_000.0,
             sliding_window: Some(usize_of("attention.sliding_window")?),
@@ -131,8 +135,22 @@ impl DecoderConfig {
         if !self.n_head.is_multiple_of(self.n_head_kv) {
             return Err(Error::format(file.path(), "attention.head_count is not a multiple of head_count_kv"));
         }
+        let (arch, path) = (&self.arch, file.path());
+        if self.n_ctx_train == 0 {
+            return Err(Error::format(path, format!("`{arch}.context_length` is 0; expected at least 1")));
+        }
+        if self.sliding_window == Some(0) {
+            return Err(Error::format(path, format!("`{arch}.attention.sliding_window` is 0; expected at least 1")));
+        }
         if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
-            return Err(Error::format(file.path(), format!("rms epsilon {}", self.rms_eps)));
+            return Err(Error::format(
+                path,
+                format!("`{arch}.attention.layer_norm_rms_epsilon` is {}; expected a finite value ≥ 0", self.rms_eps),
+            ));
+        }
+        let base = self.rope_base;
+        if !(base.is_finite() && base > 1.0) {
+            return Err(Error::format(path, format!("`{arch}.rope.freq_base` is {base}; expected a finite value > 1")));
         }
         Ok(())
     }
@@ -270,6 +288,11 @@ struct Layer {
     local: bool,
 }
 
+/// Query positions one pass of [`Decoder::prefill`] runs at most (longer prompts go in chunks):
+/// enough rows to keep a large GPU's matrix kernels busy, few enough that a chunk's activations
+/// stay small.
+pub const PREFILL_CHUNK: usize = 512;
+
 /// Keys and values of every layer, preallocated for `capacity` positions:
 /// `[kv_heads, capacity, head_dim]` per layer, f32.
 ///
@@ -283,14 +306,6 @@ pub struct KvCache {
     capacity: usize,
     len: usize,
     step: Option<Activations>,
-}
-
-/// Where a forward pass's token ids come from.
-#[derive(Clone, Copy)]
-enum Tokens<'a> {
-    Host(&'a [u32]),
-    /// One id in a GPU tensor.
-    Gpu(&'a Tensor),
 }
 
 /// The working tensors of a forward pass over `seq` tokens.
@@ -433,6 +448,21 @@ impl Decoder {
         2 * c.n_layer * c.n_head_kv * capacity * c.head_dim * DType::F32.size_in_bytes()
     }
 
+    /// The most positions a [`KvCache`] can hold on this runtime: one layer's keys must fit in
+    /// one storage binding of the device, and the whole cache in what the runtime's memory pool
+    /// may still allocate.
+    pub fn max_context(&self) -> usize {
+        let c = &self.config;
+        let limits = &self.rt.context().caps().limits;
+        let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let layer_position = (c.n_head_kv * c.head_dim * DType::F32.size_in_bytes()).max(1) as u64;
+        let pool = self.rt.pool();
+        let left = pool.config().limit_bytes.saturating_sub(pool.stats().used_bytes);
+        let by_binding = binding / layer_position;
+        let by_pool = left / (self.cache_bytes(1).max(1) as u64);
+        usize::try_from(by_binding.min(by_pool)).unwrap_or(usize::MAX)
+    }
+
     /// A cache for `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
         let c = &self.config;
@@ -484,10 +514,12 @@ impl Decoder {
     /// Runs `ids` (the next tokens after what `cache` holds) through the model, appends their
     /// keys and values to `cache`, and returns the logits of the last one: `[1, vocab]`.
     ///
-    /// A one-token step works in `cache`'s reusable activations: the logits it returns are
-    /// overwritten by the next one-token step on the same cache (read or copy them first).
+    /// Prompts longer than [`PREFILL_CHUNK`] tokens run in chunks (see [`prefill`](Self::prefill)),
+    /// so memory grows linearly with the prompt. A one-token step works in `cache`'s reusable
+    /// activations: the logits it returns are overwritten by the next one-token step on the same
+    /// cache (read or copy them first).
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        self.run(Tokens::Host(ids), cache, 1)
+        self.prefill(ids, cache, 1, PREFILL_CHUNK, &mut |_, _| {})
     }
 
     /// A one-token step whose token id is already on the GPU (`id`: one u32, e.g. the argmax
@@ -498,7 +530,30 @@ impl Decoder {
         if id.dtype() != DType::U32 || id.numel() != 1 {
             return Err(Error::InvalidInput(format!("a GPU token id is one u32, got {} {}", id.dtype(), id.shape())));
         }
-        self.run(Tokens::Gpu(id), cache, 1)
+        self.check_cache(cache, 1)?;
+        let ids = id.reshape([1])?;
+        self.with_step(cache, |a, cache| {
+            self.record_layers(&ids, a, cache, 1)?;
+            self.record_logits(a, 0, 1, &a.logits)?;
+            Ok(a.logits.clone())
+        })
+    }
+
+    /// Runs `f` with the cache's one-token activations (allocated on the first step).
+    fn with_step<T>(&self, cache: &mut KvCache, f: impl FnOnce(&Activations, &mut KvCache) -> Result<T>) -> Result<T> {
+        let a = match cache.step.take() {
+            Some(a) => a,
+            None => self.activations(1, cache.capacity)?,
+        };
+        let result = f(&a, cache);
+        cache.step = Some(a);
+        result
+    }
+
+    /// Records the logits of rows `from..from + n` of `a`'s final norm into `out` (`[n, vocab]`).
+    fn record_logits(&self, a: &Activations, from: usize, n: usize, out: &Tensor) -> Result<()> {
+        let output = self.output.as_ref().unwrap_or(&self.embed);
+        Ok(self.rt.record(&QMatmul::new(&a.n.narrow(from, n)?, output, out)?)?)
     }
 
     /// [`forward`](Self::forward), returning the logits of the last `rows` tokens: `[rows,
@@ -506,67 +561,117 @@ impl Decoder {
     /// whole continuation against a reference in one pass needs (feed the reference tokens,
     /// compare each row's argmax).
     pub fn forward_last(&self, ids: &[u32], rows: usize, cache: &mut KvCache) -> Result<Tensor> {
-        if rows == 0 || rows > ids.len() {
-            return Err(Error::InvalidInput(format!("logits of {rows} rows asked of {} tokens", ids.len())));
-        }
-        self.run(Tokens::Host(ids), cache, rows)
+        self.prefill(ids, cache, rows, PREFILL_CHUNK, &mut |_, _| {})
     }
 
-    fn run(&self, tokens: Tokens<'_>, cache: &mut KvCache, rows: usize) -> Result<Tensor> {
+    /// Runs `ids` through the model in chunks of at most `chunk` tokens — each chunk's queries
+    /// attend to the cache so far, with the causal rule and sliding windows applied inside the
+    /// attention kernels, so no mask is built and memory is linear in the prompt length — and
+    /// returns the logits of the last `rows` tokens, `[rows, vocab]`.
+    ///
+    /// Every chunk but the last is waited for, then `progress(tokens done, tokens in all)` is
+    /// called; the last one is recorded and left running (read the logits to wait for it).
+    pub fn prefill(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        rows: usize,
+        chunk: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor> {
         let c = &self.config;
-        let seq = match tokens {
-            Tokens::Host(ids) => ids.len(),
-            Tokens::Gpu(_) => 1,
-        };
-        let start = cache.len;
-        if seq == 0 {
+        let total = ids.len();
+        if total == 0 {
             return Err(Error::InvalidInput("no tokens to run".into()));
         }
-        if start + seq > cache.capacity {
-            return Err(Error::InvalidInput(format!(
-                "{} positions exceed the context of {}",
-                start + seq,
-                cache.capacity
-            )));
+        if rows == 0 || rows > total {
+            return Err(Error::InvalidInput(format!("logits of {rows} rows asked of {total} tokens")));
         }
-        if let Tokens::Host(ids) = tokens
-            && let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab)
-        {
+        if chunk == 0 {
+            return Err(Error::InvalidInput("a prefill chunk of 0 tokens".into()));
+        }
+        self.check_cache(cache, total)?;
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab) {
             return Err(Error::InvalidInput(format!("token id {bad} outside the vocabulary of {}", c.vocab)));
         }
+        // Rows `first_row..total` of the prompt give logits: `[rows, vocab]` when several (they
+        // may span chunks), else the last chunk's `[1, vocab]`.
+        let first_row = total - rows;
+        let all = if rows > 1 { Some(Tensor::empty(&self.rt, [rows, c.vocab], DType::F32)?) } else { None };
+        let mut full: Option<Activations> = None;
+        let mut done = 0;
+        for part in ids.chunks(chunk) {
+            let seq = part.len();
+            // This chunk's rows that give logits, and where they go.
+            let from = first_row.max(done);
+            let n = (done + seq).saturating_sub(from);
+            let run = |a: &Activations, cache: &mut KvCache| -> Result<Option<Tensor>> {
+                a.ids.write(part)?;
+                self.record_layers(&a.ids, a, cache, seq)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                let out = match &all {
+                    Some(all) => all.narrow(from - first_row, n)?,
+                    None => a.logits.clone(),
+                };
+                self.record_logits(a, from - done, n, &out)?;
+                Ok(Some(out))
+            };
+            let logits = if seq == 1 {
+                self.with_step(cache, run)?
+            } else if seq == chunk {
+                if full.is_none() {
+                    full = Some(self.activations(seq, cache.capacity)?);
+                }
+                let a = full.as_ref().ok_or_else(|| Error::InvalidInput("no chunk activations".into()))?;
+                run(a, cache)?
+            } else {
+                run(&self.activations(seq, cache.capacity)?, cache)?
+            };
+            done += seq;
+            if done == total {
+                return match (all, logits) {
+                    (Some(all), _) => Ok(all),
+                    (None, Some(last)) => Ok(last),
+                    (None, None) => Err(Error::InvalidInput("the last chunk gave no logits".into())),
+                };
+            }
+            // The next chunk reuses these activations (its ids are written from the host), and
+            // waiting releases this chunk's temporaries.
+            self.rt.synchronize()?;
+            progress(done, total);
+        }
+        Err(Error::InvalidInput("no tokens to run".into()))
+    }
+
+    /// Fails unless `cache` belongs to this model and has room for `seq` more positions.
+    fn check_cache(&self, cache: &KvCache, seq: usize) -> Result<()> {
+        let c = &self.config;
+        let end = cache.len.saturating_add(seq);
+        if end > cache.capacity {
+            return Err(Error::InvalidInput(format!("{end} positions exceed the context of {}", cache.capacity)));
+        }
         if cache.k.len() != c.n_layer
+            || cache.v.len() != c.n_layer
             || cache.k.first().is_some_and(|k| k.dims() != [c.n_head_kv, cache.capacity, c.head_dim])
         {
             return Err(Error::InvalidInput("the cache belongs to another model".into()));
         }
-        let fresh;
-        let a = if seq == 1 {
-            if cache.step.is_none() {
-                cache.step = Some(self.activations(1, cache.capacity)?);
-            }
-            cache.step.as_ref().ok_or_else(|| Error::InvalidInput("no step activations".into()))?
-        } else {
-            fresh = self.activations(seq, cache.capacity)?;
-            &fresh
-        };
+        Ok(())
+    }
+
+    /// Records `seq` tokens (`ids`, on the GPU) through every layer after what `cache` holds:
+    /// their keys and values go to `cache`, the final norm of their residual stream to `a.n`.
+    fn record_layers(&self, ids: &Tensor, a: &Activations, cache: &mut KvCache, seq: usize) -> Result<()> {
+        let c = &self.config;
         let rt = &self.rt;
-        let ids = match tokens {
-            Tokens::Host(ids) => {
-                a.ids.write(ids)?;
-                &a.ids
-            }
-            Tokens::Gpu(id) => &id.reshape([1])?,
-        };
+        let start = cache.len;
+        let end = start + seq;
         rt.record(&QEmbedding::new(&self.embed, ids, &a.x)?)?;
         rt.record(&Binary::scalar(BinaryOp::Mul, &a.x, c.embed_scale, &a.x)?)?;
         let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
         rt.record(&RmsNorm::new(&a.x, Some(first_norm), c.rms_eps, false, &a.n)?)?;
-        let end = start + seq;
-        // A single query at the end of the cache sees every key it may: no mask. Longer
-        // blocks (the prompt) take a causal mask, windowed for local layers.
-        let global_mask = if seq == 1 { None } else { Some(self.mask(start, seq, false)?) };
-        let windowed = c.sliding_window.is_some_and(|w| end > w);
-        let local_mask = if windowed && seq > 1 { Some(self.mask(start, seq, true)?) } else { global_mask.clone() };
         let attn_rows = a.attn.reshape([c.n_head, seq, c.head_dim])?;
         for (il, layer) in self.layers.iter().enumerate() {
             let (k_cache, v_cache) = match (cache.k.get(il), cache.v.get(il)) {
@@ -583,15 +688,12 @@ impl Decoder {
                 &layer.k_norm,
                 c.rms_eps,
             )?)?;
-            // One query sees the last `window` keys of a local layer; a block of queries sees
-            // every key up to its end, masked.
-            let first = match c.sliding_window {
-                Some(w) if layer.local && seq == 1 => end.saturating_sub(w),
-                _ => 0,
-            };
+            // Queries at start..end see keys up to their own position; a local layer's only the
+            // last `window` of them, so keys before the first query's window are not bound.
+            let window = if layer.local { c.sliding_window } else { None };
+            let first = window.map_or(0, |w| (start + 1).saturating_sub(w));
             let (keys, values) = (self.visible(k_cache, first, end)?, self.visible(v_cache, first, end)?);
-            let mask = if layer.local { local_mask.clone() } else { global_mask.clone() };
-            let options = SdpaOptions { scale: Some(c.attn_scale), mask, ..SdpaOptions::default() };
+            let options = SdpaOptions { scale: Some(c.attn_scale), causal: true, window, ..SdpaOptions::default() };
             match &a.sdpa_scratch {
                 Some(scratch) => {
                     rt.record(&SplitKAttention::with_scratch(&a.q, &keys, &values, &a.attn, options, scratch)?)?
@@ -629,15 +731,7 @@ impl Decoder {
             )?)?;
         }
         cache.len = end;
-        let output = self.output.as_ref().unwrap_or(&self.embed);
-        let last = a.n.narrow(seq - rows, rows)?;
-        if rows > 1 {
-            let logits = Tensor::empty(rt, [rows, c.vocab], DType::F32)?;
-            rt.record(&QMatmul::new(&last, output, &logits)?)?;
-            return Ok(logits);
-        }
-        rt.record(&QMatmul::new(&last, output, &a.logits)?)?;
-        Ok(a.logits.clone())
+        Ok(())
     }
 
     /// The stacked projections of `x` (`[seq, n_embd]`) into `out` (`[seq, total rows]`).
@@ -678,23 +772,5 @@ impl Decoder {
             .collect::<metallic::Result<_>>()?;
         let refs: Vec<&Tensor> = heads.iter().collect();
         Ok(Tensor::concat(&refs, 0)?.reshape([1, c.n_head_kv, len, c.head_dim])?)
-    }
-
-    /// The additive mask of `seq` queries at positions `start..` over keys `0..start + seq`:
-    /// causal, and for local layers limited to the sliding window.
-    fn mask(&self, start: usize, seq: usize, local: bool) -> Result<Tensor> {
-        let end = start + seq;
-        let window = if local { self.config.sliding_window } else { None };
-        let mut values = vec![0.0f32; seq * end];
-        for (i, row) in values.chunks_exact_mut(end).enumerate() {
-            let pos = start + i;
-            for (j, v) in row.iter_mut().enumerate() {
-                let visible = j <= pos && window.is_none_or(|w| pos - j < w);
-                if !visible {
-                    *v = f32::NEG_INFINITY;
-                }
-            }
-        }
-        Ok(Tensor::from_slice(&self.rt, [1, 1, seq, end], &values)?)
     }
 }

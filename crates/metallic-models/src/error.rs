@@ -51,6 +51,10 @@ pub enum Error {
     /// A request that cannot be served (e.g. a zero batch size).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The model computed NaN or infinite values where a result must be finite (broken or
+    /// overflowing weights); the message says where.
+    #[error("non-finite values: {0}")]
+    NotFinite(String),
     /// The engine reported an error (device, kernel, shape).
     #[error(transparent)]
     Engine(#[from] metallic::Error),

@@ -8,9 +8,9 @@ use metallic::kernels::topk::TopK;
 use metallic::{DType, Runtime, Tensor};
 
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::decoder::{Decoder, KvCache};
+use crate::decoder::{Decoder, DecoderConfig, KvCache, PREFILL_CHUNK};
 use crate::gguf::GgufFile;
-use crate::sampling::{Sampler, SamplingOptions};
+use crate::sampling::{Sampler, SamplingOptions, check_logits};
 use crate::vocab::{StreamDecoder, Vocab};
 use crate::{Error, Result};
 
@@ -23,6 +23,8 @@ pub struct Llm {
     stops: Vec<u32>,
     /// The chat template, and whether it is the architecture's fallback.
     chat: Option<(ChatTemplate, bool)>,
+    /// Most positions (prompt and generated tokens) one generation may use.
+    context: usize,
 }
 
 /// What one [`Llm::generate`] call produced.
@@ -64,10 +66,39 @@ impl Llm {
     ) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let vocab = Vocab::from_gguf(&file)?;
+        // Ids the tokenizer makes must have embeddings: fail here, not at the first such token.
+        let rows = DecoderConfig::from_gguf(&file)?.vocab;
+        if vocab.len() > rows {
+            return Err(Error::format(
+                file.path(),
+                format!("the tokenizer has {} tokens but token_embd.weight only {rows} rows", vocab.len()),
+            ));
+        }
         let decoder = Decoder::load_with_progress(&file, rt, progress)?;
         let stops = vocab.end_tokens().to_vec();
         let chat = ChatTemplate::from_gguf(&file)?;
-        Ok(Llm { vocab, decoder, stops, chat })
+        let context = decoder.config().n_ctx_train.min(decoder.max_context());
+        Ok(Llm { vocab, decoder, stops, chat, context })
+    }
+
+    /// Most positions — prompt and generated tokens together — one generation may use: the
+    /// model's trained context, or less where the device cannot hold its KV cache (see
+    /// [`Decoder::max_context`]), unless set with [`set_context_size`](Self::set_context_size).
+    pub fn context_size(&self) -> usize {
+        self.context
+    }
+
+    /// Sets [`context_size`](Self::context_size). It may exceed the model's trained context
+    /// (quality past it is the model's affair), not what the device can hold.
+    pub fn set_context_size(&mut self, positions: usize) -> Result<()> {
+        let most = self.decoder.max_context();
+        if positions == 0 || positions > most {
+            return Err(Error::InvalidInput(format!(
+                "a context of {positions} positions; this model's KV cache holds 1 to {most} on this device"
+            )));
+        }
+        self.context = positions;
+        Ok(())
     }
 
     /// The tokenizer.
@@ -131,11 +162,28 @@ impl Llm {
         options: SamplingOptions,
         on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.generate_with_progress(prompt_tokens, max_tokens, options, &mut |_, _| {}, on_text)
+    }
+
+    /// [`generate_while`](Self::generate_while), calling `on_prefill(tokens done, prompt tokens)`
+    /// as a long prompt is run through the model (after each chunk of
+    /// [`PREFILL_CHUNK`](crate::decoder::PREFILL_CHUNK) tokens but the last).
+    ///
+    /// The prompt and `max_tokens` must fit in [`context_size`](Self::context_size); the KV cache
+    /// is sized for exactly what they need.
+    pub fn generate_with_progress(
+        &self,
+        prompt_tokens: &[u32],
+        max_tokens: usize,
+        options: SamplingOptions,
+        on_prefill: &mut dyn FnMut(usize, usize),
+        on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation> {
         if prompt_tokens.is_empty() {
             return Err(Error::InvalidInput("the prompt has no tokens (is --no-bos set on an empty prompt?)".into()));
         }
         let mut sampler = Sampler::new(options)?;
-        let capacity = (prompt_tokens.len() + max_tokens).max(1);
+        let capacity = self.positions_needed(prompt_tokens.len(), max_tokens)?;
         let mut cache: KvCache = self.decoder.new_cache(capacity)?;
         let start = Instant::now();
         let mut out = Output {
@@ -149,7 +197,9 @@ impl Llm {
         let mut prompt_time = Duration::ZERO;
         let mut times = (Duration::ZERO, Duration::ZERO);
         if max_tokens > 0 {
-            let logits = self.decoder.forward(prompt_tokens, &mut cache)?;
+            let logits = self.decoder.prefill(prompt_tokens, &mut cache, 1, PREFILL_CHUNK, on_prefill)?;
+            // The prompt's time is what the user waits for: the GPU's work, not its recording.
+            logits.runtime().synchronize()?;
             prompt_time = start.elapsed();
             times = if sampler.is_greedy() {
                 self.decode_greedy(&logits, &mut cache, max_tokens, &mut out)?
@@ -170,6 +220,18 @@ impl Llm {
         })
     }
 
+    /// Positions a generation of `max_tokens` after `prompt` tokens needs, checked against the
+    /// context size.
+    fn positions_needed(&self, prompt: usize, max_tokens: usize) -> Result<usize> {
+        match prompt.checked_add(max_tokens) {
+            Some(n) if n <= self.context => Ok(n),
+            _ => Err(Error::InvalidInput(format!(
+                "the prompt's {prompt} tokens and up to {max_tokens} generated ones exceed the context of {} positions",
+                self.context
+            ))),
+        }
+    }
+
     /// Sampling with the candidates read back each step. Returns (recording, sampling) time.
     fn decode_sampled(
         &self,
@@ -184,7 +246,7 @@ impl Llm {
         let mut history = prompt_tokens.to_vec();
         for i in 0..max_tokens {
             let sampling = Instant::now();
-            let next = sampler.sample(&logits, &history)?;
+            let next = sampler.sample(&logits, &history).map_err(|e| at_step(e, i))?;
             sample_time += sampling.elapsed();
             if !out.push(next) {
                 break;
@@ -219,7 +281,8 @@ impl Llm {
         let (mut this, mut next) = (slot()?, slot()?);
         let (mut record_time, mut wait_time) = (Duration::ZERO, Duration::ZERO);
         rt.record(&TopK::new(prompt_logits, 1, &this.values, &this.id)?)?;
-        let mut pending = Some(rt.start_read(&[&this.id])?);
+        // The best logit travels with its id: a non-finite one stops the generation.
+        let mut pending = Some(rt.start_read(&[&this.values, &this.id])?);
         for i in 0..max_tokens {
             let mut started = None;
             if i + 1 < max_tokens {
@@ -233,7 +296,7 @@ impl Llm {
                 };
                 rt.record(&op)?;
                 next.argmax = Some(op);
-                started = Some(rt.start_read(&[&next.id])?);
+                started = Some(rt.start_read(&[&next.values, &next.id])?);
                 record_time += recording.elapsed();
             }
             std::mem::swap(&mut this, &mut next);
@@ -243,18 +306,29 @@ impl Llm {
                 None => return Err(Error::InvalidInput("no token read under way".into())),
             };
             wait_time += waiting.elapsed();
-            let token = bytes
-                .first()
-                .and_then(|b| b.get(..4))
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_le_bytes)
-                .ok_or_else(|| Error::InvalidInput("the token read-back is empty".into()))?;
+            let word = |k: usize| -> Result<[u8; 4]> {
+                bytes
+                    .get(k)
+                    .and_then(|b| b.get(..4))
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| Error::InvalidInput("the token read-back is empty".into()))
+            };
+            check_logits([f32::from_le_bytes(word(0)?)].into_iter()).map_err(|e| at_step(e, i))?;
+            let token = u32::from_le_bytes(word(1)?);
             if !out.push(token) {
                 break;
             }
             pending = started;
         }
         Ok((record_time, wait_time))
+    }
+}
+
+/// `err` with the generation step it happened at, where it is about the model's numbers.
+fn at_step(err: Error, step: usize) -> Error {
+    match err {
+        Error::NotFinite(what) => Error::NotFinite(format!("generation step {step}: {what}")),
+        other => other,
     }
 }
 

@@ -153,6 +153,7 @@ impl Sampler {
                 bytes.get(1).map(|b| b.chunks_exact(4).map(|c| u32::from_le_bytes(word(c)))).into_iter().flatten();
             ids.zip(values).collect::<Vec<_>>()
         };
+        check_logits(candidates.iter().map(|&(_, v)| v))?;
         Ok(self.choose(&mut candidates, &penalized))
     }
 
@@ -218,6 +219,21 @@ impl Sampler {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// Fails unless the best of `logits` (all of a row, or its top candidates, where the top-k
+/// kernel ranks NaN as `-f32::MAX`) is a finite number above `-f32::MAX` and none is NaN or
+/// `+inf`: a model whose arithmetic broke must not print tokens as if nothing happened.
+pub(crate) fn check_logits(logits: impl Iterator<Item = f32>) -> Result<()> {
+    let (mut best, mut broken) = (f32::NEG_INFINITY, false);
+    for v in logits {
+        broken |= v.is_nan() || v == f32::INFINITY;
+        best = best.max(v);
+    }
+    if broken || best <= -f32::MAX {
+        return Err(Error::NotFinite("the logits are NaN or infinite (broken or overflowing weights)".into()));
+    }
+    Ok(())
 }
 
 /// Probabilities of `logits / temperature`, in f64.

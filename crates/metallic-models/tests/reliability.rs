@@ -7,11 +7,12 @@
 //! | variant | produced by |
 //! |---|---|
 //! | `Io` | reliability.rs: `loading_errors_name_the_file_and_the_field`; embedder_errors.rs: `a_missing_weights_file_is_an_io_error_naming_it`; gguf.rs |
-//! | `Format` | reliability.rs: `loading_errors_name_the_file_and_the_field`; gguf.rs (every malformed header), embedder_errors.rs |
+//! | `Format` | reliability.rs: `loading_errors_name_the_file_and_the_field`; model_checks.rs: `configuration_values_are_checked_at_load_naming_the_key`; gguf.rs (every malformed header), embedder_errors.rs |
 //! | `Weight` | reliability.rs: `loading_errors_name_the_file_and_the_field`; embedder_errors.rs: `a_wrong_tensor_shape_names_the_tensor_and_both_shapes` |
 //! | `Unsupported` | reliability.rs: `loading_errors_name_the_file_and_the_field`; embedder_errors.rs: `an_unknown_architecture_is_unsupported` |
 //! | `Tokenizer` | reliability.rs: `tokenizer_errors_name_the_counts`; embedder_errors.rs: `a_tokenizer_larger_than_the_vocabulary_is_caught`; vocab.rs |
 //! | `InvalidInput` | reliability.rs: `bad_requests_are_invalid_input`; embedder_errors.rs: `a_zero_batch_size_is_invalid`; gemma3.rs |
+//! | `NotFinite` | model_checks.rs: `nan_logits_stop_generation_naming_the_step` |
 //! | `Engine` | reliability.rs: `engine_errors_pass_through_with_their_text` |
 //!
 //! The Gemma model is loaded once and shared; the file runs about 30 decode steps in all
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use common::TempDir;
+use common::synthetic::Value;
 use metallic::{Runtime, Tensor};
 use metallic_models::decoder::Decoder;
 use metallic_models::sampling::{Sampler, SamplingOptions};
@@ -137,54 +139,10 @@ fn two_threads_on_one_llm_generate_what_one_thread_does() {
 // Every `Error` variant, with its message.
 // ---------------------------------------------------------------------------------------------
 
-/// A GGUF value this file writes: u32, f32 or string.
-enum Value<'a> {
-    U32(u32),
-    F32(f32),
-    Str(&'a str),
-}
-
-/// A little-endian GGUF v3 file of `metadata` and f32 `tensors` (name, dims innermost first).
+/// A GGUF file of `metadata` and zero-filled f32 `tensors` (name, dims innermost first).
 fn gguf(metadata: &[(&str, Value)], tensors: &[(&str, &[u64])]) -> Vec<u8> {
-    fn string(out: &mut Vec<u8>, s: &str) {
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
-    }
-    let mut out = b"GGUF".to_vec();
-    out.extend_from_slice(&3u32.to_le_bytes());
-    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
-    for (key, value) in metadata {
-        string(&mut out, key);
-        match value {
-            Value::U32(v) => {
-                out.extend_from_slice(&4u32.to_le_bytes());
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::F32(v) => {
-                out.extend_from_slice(&6u32.to_le_bytes());
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            Value::Str(v) => {
-                out.extend_from_slice(&8u32.to_le_bytes());
-                string(&mut out, v);
-            }
-        }
-    }
-    let mut offset = 0u64;
-    for (name, dims) in tensors {
-        string(&mut out, name);
-        out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-        for d in *dims {
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        out.extend_from_slice(&0u32.to_le_bytes()); // F32
-        out.extend_from_slice(&offset.to_le_bytes());
-        offset += (dims.iter().product::<u64>() * 4).next_multiple_of(32);
-    }
-    out.resize(out.len().next_multiple_of(32), 0);
-    out.resize(out.len() + offset as usize, 0);
-    out
+    let tensors: Vec<(&str, &[u64], &[f32])> = tensors.iter().map(|&(name, dims)| (name, dims, &[][..])).collect();
+    common::synthetic::gguf(metadata, &tensors)
 }
 
 /// Gemma 3 metadata for a tiny model (`arch` as the architecture).

@@ -38,6 +38,15 @@ const CASES: &[Case] = &[
     mha(1, 6, 30, 41, 16).kv(2).causal(None),
     mha(1, 2, 40, 70, 128).causal(None),
     mha(1, 1, 3, 20, 256).dv(200),
+    // Sliding windows: cutting keys inside and across tiles, a prefill chunk against a longer
+    // cache, blocks spanning heads, only the key itself, a negative offset, wider than the keys.
+    mha(1, 1, 100, 100, 16).window(7),
+    mha(1, 2, 5, 70, 24).window(9),
+    mha(1, 6, 30, 41, 16).kv(2).window(12),
+    mha(1, 2, 40, 70, 128).window(33),
+    mha(1, 4, 33, 33, 64).window(1),
+    mha(1, 1, 9, 4, 8).window(3),
+    mha(2, 3, 7, 13, 16).causal(Some(2)).window(1000),
 ];
 
 #[test]
@@ -304,6 +313,14 @@ fn invalid_inputs_return_the_right_error() {
     }
     // Output overlapping an input.
     assert!(matches!(new(&q, &k, &v, &q, none()), Error::InvalidArgument { .. }));
+    // Sliding windows: empty, or without the causal rule; the composite path takes none.
+    let window = |w: usize, causal: bool| SdpaOptions { window: Some(w), causal, ..Default::default() };
+    for o in [window(0, true), window(3, false)] {
+        let e = new(&q, &k, &v, &out, o);
+        assert!(matches!(&e, Error::InvalidArgument { message, .. } if message.contains("window")), "{e}");
+    }
+    let e = CompositeAttention::new(&q, &k, &v, &out, window(3, true)).unwrap_err();
+    assert!(matches!(&e, Error::InvalidArgument { message, .. } if message.contains("window")), "{e}");
     // Head dimension beyond the fused kernel's limit.
     let (q3, k3) = (f(&[1, 2, 300]), f(&[1, 3, 300]));
     assert!(matches!(new(&q3, &k3, &k3, &q3.empty_like().unwrap(), none()), Error::InvalidShape { .. }));
@@ -329,8 +346,8 @@ fn composite_path_matches_reference_and_fused_kernel() {
         let mut rng = Rng::new(17);
         for case in CASES {
             let x = inputs(&rt, case, dtype, &mut rng, 1.0);
-            if case.causal && case.offset.is_none() && case.seq_q > case.seq_k {
-                // A negative causal offset: only the fused kernel takes it.
+            if case.window.is_some() || (case.causal && case.offset.is_none() && case.seq_q > case.seq_k) {
+                // A sliding window or a negative causal offset: only the fused kernel takes it.
                 let out = poisoned(&rt, &case.out_shape(), dtype);
                 let err = CompositeAttention::new(&x.q, &x.k, &x.v, &out, case.options(None)).unwrap_err();
                 assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
@@ -390,7 +407,8 @@ proptest::proptest! {
     fn property_random_attention_fused_and_composite_match_reference(
         batch in 1usize..3, kv_heads in 1usize..3, group in 1usize..4, seq_q in 1usize..20, seq_k in 1usize..40,
         d in proptest::sample::select(vec![4usize, 8, 12, 16, 32, 64]), dv in proptest::sample::select(vec![4usize, 8, 24, 64]),
-        causal: bool, offset in proptest::option::of(0u32..16), f16: bool, seed: u64,
+        causal: bool, offset in proptest::option::of(0u32..16), window in proptest::option::of(1usize..24),
+        f16: bool, seed: u64,
     ) {
         let rt = runtime();
         let dtype = if f16 && rt.context().caps().shader_f16() { DType::F16 } else { DType::F32 };
@@ -403,5 +421,11 @@ proptest::proptest! {
         let want = reference(&case, &x.qv, &x.kv, &x.vv, None);
         check(&flash(&rt, &case, &x, None), &want, tol(dtype), &format!("fused {case:?} {dtype}"));
         check(&composite(&rt, &case, &x, None), &want, tol(dtype), &format!("composite {case:?} {dtype}"));
+        // The same problem under a sliding window (fused only).
+        if let Some(window) = window {
+            let case = case.window(window);
+            let want = reference(&case, &x.qv, &x.kv, &x.vv, None);
+            check(&flash(&rt, &case, &x, None), &want, tol(dtype), &format!("fused {case:?} {dtype}"));
+        }
     }
 }

@@ -48,6 +48,11 @@ const CASES: &[Case] = &[
     mha(2, 1, 3, 65, 7).dv(13).causal(Some(40)),
     mha(1, 2, 1, 300, 128),
     mha(1, 1, 2, 200, 256).dv(200),
+    // Sliding windows: chunks wholly before the window, a window inside one chunk, GQA.
+    mha(1, 2, 4, 300, 16).window(50),
+    mha(1, 4, 3, 2049, 16).kv(2).causal(Some(150)).window(40),
+    mha(2, 16, 1, 1500, 16).kv(8).window(700),
+    mha(1, 2, 1, 2049, 64).window(1),
 ];
 
 #[test]

@@ -40,6 +40,13 @@ const CASES: &[Case] = &[
     mha(1, 6, 30, 41, 16).kv(2).causal(None),
     mha(2, 8, 1, 45, 32).kv(2).causal(None),
     mha(1, 4, 33, 64, 24).dv(64).kv(1).scale(0.3),
+    // Sliding windows: row blocks whose first key tiles are skipped, a chunk of queries against
+    // a longer cache, blocks spanning heads, a window of one key, a negative offset.
+    mha(1, 1, 257, 257, 32).window(40),
+    mha(2, 1, 65, 257, 32).causal(Some(150)).window(70),
+    mha(1, 6, 30, 41, 16).kv(2).window(5),
+    mha(1, 1, 100, 100, 39).dv(37).window(1),
+    mha(1, 1, 70, 33, 16).window(20),
 ];
 
 #[test]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod synthetic;
+
 /// The models directory: `METALLIC_MODELS`, else `~/.cache/metallic/models`.
 fn models_root() -> PathBuf {
     std::env::var_os("METALLIC_MODELS")

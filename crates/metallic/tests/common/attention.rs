@@ -21,6 +21,8 @@ pub struct Case {
     pub causal: bool,
     pub offset: Option<u32>,
     pub scale: Option<f32>,
+    /// Sliding window (with `causal`): keys `j > i + offset - window` only.
+    pub window: Option<usize>,
 }
 
 /// `[batch, heads, seq_q, seq_k, d]` with one head per K/V head, d = dv.
@@ -37,6 +39,7 @@ pub const fn mha(batch: usize, heads: usize, seq_q: usize, seq_k: usize, d: usiz
         causal: false,
         offset: None,
         scale: None,
+        window: None,
     }
 }
 
@@ -44,6 +47,12 @@ impl Case {
     pub const fn causal(mut self, offset: Option<u32>) -> Self {
         self.causal = true;
         self.offset = offset;
+        self
+    }
+    /// Causal with a sliding window of `window` keys.
+    pub const fn window(mut self, window: usize) -> Self {
+        self.causal = true;
+        self.window = Some(window);
         self
     }
     pub const fn kv(mut self, kv_heads: usize) -> Self {
@@ -78,7 +87,7 @@ impl Case {
         self.shape(self.heads, self.seq_q, self.seq_k)
     }
     pub fn options(&self, mask: Option<Tensor>) -> SdpaOptions {
-        SdpaOptions { scale: self.scale, causal: self.causal, causal_offset: self.offset, mask }
+        SdpaOptions { scale: self.scale, causal: self.causal, causal_offset: self.offset, mask, window: self.window }
     }
     pub fn scale_f64(&self) -> f64 {
         match self.scale {
@@ -132,6 +141,10 @@ pub fn reference(case: &Case, q: &[f64], k: &[f64], v: &[f64], mask: Option<(&[f
                 let scores: Vec<f64> = (0..sk)
                     .map(|j| {
                         if causal.is_some_and(|off| j as i64 > i as i64 + off) {
+                            return f64::NEG_INFINITY;
+                        }
+                        let window = case.window.map(|w| w as i64);
+                        if causal.zip(window).is_some_and(|(off, w)| j as i64 <= i as i64 + off - w) {
                             return f64::NEG_INFINITY;
                         }
                         let krow = &k[((b * kvh + kh) * sk + j) * d..][..d];

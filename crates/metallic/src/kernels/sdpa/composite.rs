@@ -36,6 +36,12 @@ impl CompositeAttention {
     /// Validates like [`FlashAttention::new`] and allocates the score scratch.
     pub fn new(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, options: SdpaOptions) -> Result<Self> {
         let problem = SdpaProblem::new(q, k, v, out, &options)?;
+        if problem.window.is_some() {
+            return Err(Error::invalid(
+                OP,
+                "the composite path takes no sliding window; the fused and split-K kernels do",
+            ));
+        }
         let s = problem.shape;
         let (group, rows) = (s.group(), s.group() * s.seq_q);
         let causal = match problem.causal_offset {
@@ -120,7 +126,9 @@ impl SdpaImpl {
         match self {
             SdpaImpl::Auto if SplitKAttention::preferred(problem, q.context()) => SdpaImpl::SplitK,
             SdpaImpl::Auto if FlashAttention::supports(problem, q.context()).is_ok() => SdpaImpl::Fused,
-            SdpaImpl::Auto if problem.causal_offset.is_some_and(|o| o < 0) => SdpaImpl::Fused,
+            SdpaImpl::Auto if problem.causal_offset.is_some_and(|o| o < 0) || problem.window.is_some() => {
+                SdpaImpl::Fused
+            }
             SdpaImpl::Auto => SdpaImpl::Composite,
             other => other,
         }

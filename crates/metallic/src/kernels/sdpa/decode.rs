@@ -121,6 +121,7 @@ struct PartialParams {
     mask_sh: u32,
     mask_sq: u32,
     mask_sk: u32,
+    start: u32,
 }
 
 #[repr(C)]
@@ -313,6 +314,7 @@ impl Operation for SplitKAttention {
             mask_sh,
             mask_sq,
             mask_sk,
+            start: terms.start,
         };
         let overrides = Overrides::new(&[
             ("WG", PARTIAL_WG as f64),

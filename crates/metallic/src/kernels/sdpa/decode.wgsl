@@ -17,7 +17,7 @@
 // The chunk's m, l and unnormalised accumulator of every row go to the f32 scratch: record
 // rec = (bkv * chunks + chunk) * R + r holds acc at s_off + rec * DV and (m, l) at
 // s_off + ml_base + 2 * rec. decode_merge.wgsl combines the chunks. Masked scores (causal,
-// mask <= MASKED incl. -inf, keys past the chunk or seq_k) are MASKED and contribute exactly
+// outside the sliding window, mask <= MASKED incl. -inf, keys past the chunk or seq_k) are MASKED and contribute exactly
 // 0; a chunk a row sees no key of records m = MASKED, l = 0, acc = 0. Results are
 // deterministic.
 
@@ -81,6 +81,9 @@ struct Params {
     mask_sh: u32,
     mask_sq: u32,
     mask_sk: u32,
+    // The first key query i sees is clamp(i + start, 0, seq_k), an i32 (the host clamps it to
+    // [-seq_q - 1, seq_k]): under a sliding window of w keys, offset + 1 - w; else -seq_q - 1.
+    start: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> q: array<T>;
@@ -105,6 +108,12 @@ fn key_end(i: u32) -> u32 {
         return params.seq_k;
     }
     return u32(clamp(i32(i) + bitcast<i32>(params.offset) + 1, 0, i32(params.seq_k)));
+}
+
+// The first key query `i` may see: 0, or under a sliding window the oldest key of the window
+// that ends at key_end(i).
+fn key_start(i: u32) -> u32 {
+    return u32(clamp(i32(i) + bitcast<i32>(params.start), 0, i32(params.seq_k)));
 }
 
 // Elements d..d+3 of q / k / v from index `at` (zeros past the head dimension).
@@ -134,8 +143,8 @@ fn v4(at: u32, d: u32) -> vec4<f32> {
 }
 
 // The score of (row, key) from its scaled dot product: mask added, masked pairs MASKED.
-fn score(dot_qk: f32, b: u32, h: u32, i: u32, key: u32, end: u32) -> f32 {
-    if key >= end {
+fn score(dot_qk: f32, b: u32, h: u32, i: u32, key: u32, start: u32, end: u32) -> f32 {
+    if key < start || key >= end {
         return MASKED;
     }
     var s = dot_qk;
@@ -191,8 +200,9 @@ fn main(
     let kvh = bkv % params.kv_heads;
     let kv_row0 = bkv * params.seq_k;
     // Keys of this chunk that some row may see (uniform): the last query sees the most.
-    let key_begin = chunk * params.chunk;
-    let key_stop = min(min(key_begin + params.chunk, params.seq_k), key_end(params.seq_q - 1u));
+    // (The first query sees the oldest keys: chunks wholly before its window have no tiles.)
+    let key_begin = max(chunk * params.chunk, key_start(0u));
+    let key_stop = min(min(chunk * params.chunk + params.chunk, params.seq_k), key_end(params.seq_q - 1u));
     var tiles = 0u;
     if key_stop > key_begin {
         tiles = (key_stop - key_begin + BK - 1u) / BK;
@@ -258,7 +268,7 @@ fn main(
                 }
                 let i = r % params.seq_q;
                 let h = kvh * params.group + r / params.seq_q;
-                p_tile[r * PS + j] = score(s, b, h, i, key0 + j, min(key_stop, key_end(i)));
+                p_tile[r * PS + j] = score(s, b, h, i, key0 + j, key_start(i), min(key_stop, key_end(i)));
             }
         }
         workgroupBarrier();

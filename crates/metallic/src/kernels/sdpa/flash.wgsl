@@ -19,7 +19,7 @@
 //      scores into probabilities in place (each exp computed once);
 //   4. each lane rescales and accumulates its columns (vec4 columns lane and lane + LANES, in
 //      registers: no private arrays) with p · V, and the running sums l.
-// Masked scores (causal, mask <= MASKED incl. -inf, keys past seq_k) are stored as MASKED and
+// Masked scores (causal, outside the sliding window, mask <= MASKED incl. -inf, keys past seq_k) are stored as MASKED and
 // contribute exactly 0; a row whose every key is masked writes 0. Every loop has a trip count
 // fixed by the override constants, so compilers unroll them; results are deterministic.
 
@@ -106,8 +106,8 @@ fn v4(at: u32, d: u32) -> vec4<f32> {
 }
 
 // The score of (row, key) from its scaled dot product: mask added, masked pairs MASKED.
-fn score(dot_qk: f32, b: u32, h: u32, i: u32, key: u32, end: u32) -> f32 {
-    if key >= end {
+fn score(dot_qk: f32, b: u32, h: u32, i: u32, key: u32, start: u32, end: u32) -> f32 {
+    if key < start || key >= end {
         return MASKED;
     }
     var s = dot_qk;
@@ -171,16 +171,20 @@ fn main(
     var head1 = 0u;
     var i0 = 0u;
     var i1 = 0u;
+    var start0 = 0u;
+    var start1 = 0u;
     var end0 = 0u;
     var end1 = 0u;
     if row0 + r0 < rows {
         head0 = kvh * params.group + (row0 + r0) / params.seq_q;
         i0 = (row0 + r0) % params.seq_q;
+        start0 = key_start(i0);
         end0 = key_end(i0);
     }
     if row0 + r1 < rows {
         head1 = kvh * params.group + (row0 + r1) / params.seq_q;
         i1 = (row0 + r1) % params.seq_q;
+        start1 = key_start(i1);
         end1 = key_end(i1);
     }
 
@@ -191,6 +195,7 @@ fn main(
         i_max = last_row % params.seq_q;
     }
     let tiles = (key_end(i_max) + BK - 1u) / BK;
+    let tile0 = first_tile(row0, last_row, BK);
     let kv_row0 = (b * params.kv_heads + kvh) * params.seq_k;
 
     // Online-softmax state per row: running max (log2 domain), running sum, accumulator
@@ -206,7 +211,7 @@ fn main(
     let c0 = min(lane, DV4 - 1u);
     let c1 = min(lane + LANES, DV4 - 1u);
 
-    for (var tile = 0u; tile < tiles; tile += 1u) {
+    for (var tile = tile0; tile < tiles; tile += 1u) {
         let key0 = tile * BK;
         // The previous tile's reads are done (on the first tile: Q is staged).
         workgroupBarrier();
@@ -270,8 +275,8 @@ fn main(
         for (var c = 0u; c < SK; c += 1u) {
             let j = lane + LANES * c;
             if j < BK {
-                let a = score(s0[c], b, head0, i0, key0 + j, end0);
-                let z = score(s1[c], b, head1, i1, key0 + j, end1);
+                let a = score(s0[c], b, head0, i0, key0 + j, start0, end0);
+                let z = score(s1[c], b, head1, i1, key0 + j, start1, end1);
                 p_tile[r0 * PS + j] = a;
                 p_tile[r1 * PS + j] = z;
                 mx0 = max(mx0, a);

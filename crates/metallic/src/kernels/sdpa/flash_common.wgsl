@@ -1,5 +1,5 @@
 // Shared by the fused attention kernels (`flash.wgsl`, `flash_tiled.wgsl`; appended to each
-// kernel's source): the parameters and the causal rule.
+// kernel's source): the parameters, the causal rule and the sliding window.
 
 struct Params {
     q_off: u32,
@@ -27,6 +27,9 @@ struct Params {
     mask_sh: u32,
     mask_sq: u32,
     mask_sk: u32,
+    // The first key query i sees is clamp(i + start, 0, seq_k), an i32 (the host clamps it to
+    // [-seq_q - 1, seq_k]): under a sliding window of w keys, offset + 1 - w; else -seq_q - 1.
+    start: u32,
 }
 
 // Keys query `i` may see: min(seq_k, i + offset + 1) under the causal rule, else seq_k.
@@ -35,4 +38,20 @@ fn key_end(i: u32) -> u32 {
         return params.seq_k;
     }
     return u32(clamp(i32(i) + bitcast<i32>(params.offset) + 1, 0, i32(params.seq_k)));
+}
+
+// The first key query `i` may see: 0, or under a sliding window the oldest key of the window
+// that ends at key_end(i).
+fn key_start(i: u32) -> u32 {
+    return u32(clamp(i32(i) + bitcast<i32>(params.start), 0, i32(params.seq_k)));
+}
+
+// The first key tile a block of query rows row0.. (last_row the last) visits (uniform): the
+// smallest query index in the block decides.
+fn first_tile(row0: u32, last_row: u32, bk: u32) -> u32 {
+    var i_min = 0u;
+    if row0 / params.seq_q == last_row / params.seq_q {
+        i_min = row0 % params.seq_q;
+    }
+    return key_start(i_min) / bk;
 }

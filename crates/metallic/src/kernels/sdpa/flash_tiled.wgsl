@@ -25,7 +25,7 @@
 //      (K after the scores, V after P · V), so global latency overlaps the arithmetic and a
 //      step needs three barriers;
 //   2. scores: a 4 x 4 block per invocation, its rows against keys tx + 8 c (c < 4), in
-//      registers; masked pairs (causal, mask <= MASKED, keys past seq_k) become MASKED;
+//      registers; masked pairs (causal, outside the window, mask <= MASKED, keys past seq_k) become MASKED;
 //   3. row maxima: the 8 invocations sharing rows exchange their partial maxima through
 //      workgroup memory; each turns its scores into probabilities (exp2 once per score) and
 //      stores them key-major (p_tile[key][4 rows]);
@@ -160,18 +160,21 @@ fn dot_acc(a: vec4<f32>, b: vec4<f32>, s: f32) -> f32 {
     return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, s))));
 }
 
-// One row's state: which (head, query) it is and how many keys it sees (0 past the end).
+// One row's state: which (head, query) it is and the keys start..end it sees (none past the
+// end).
 struct Row {
     head: u32,
     i: u32,
+    start: u32,
     end: u32,
 }
 
 fn row_of(kvh: u32, row: u32, rows: u32) -> Row {
-    var r = Row(0u, 0u, 0u);
+    var r = Row(0u, 0u, 0u, 0u);
     if row < rows {
         r.head = kvh * params.group + row / params.seq_q;
         r.i = row % params.seq_q;
+        r.start = key_start(r.i);
         r.end = key_end(r.i);
     }
     return r;
@@ -183,7 +186,7 @@ fn mask_row(s: vec4<f32>, b: u32, r: Row, key0: u32) -> vec4<f32> {
     for (var c = 0u; c < 4u; c += 1u) {
         let key = key0 + c * TX;
         var y = x[c];
-        if key >= r.end {
+        if key < r.start || key >= r.end {
             y = MASKED;
         } else if MASK {
             y += f32(mask[params.mask_off + b * params.mask_sb + r.head * params.mask_sh + r.i * params.mask_sq
@@ -276,6 +279,7 @@ fn main(
         i_max = last_row % params.seq_q;
     }
     let tiles = (key_end(i_max) + BK - 1u) / BK;
+    let tile0 = first_tile(row0, last_row, BK);
     let kv_row0 = (b * params.kv_heads + kvh) * params.seq_k;
 
     // Online-softmax state of the four rows (vec4 over rows): running max (base 2), this
@@ -296,14 +300,14 @@ fn main(
 
     // The first tile's K and V; each later tile's are fetched into registers while the
     // previous one is multiplied (K_ITERS, V_ITERS <= 4 for head dimensions up to 64).
-    var kr0 = load_k(t, 0u, 0u, kv_row0);
-    var kr1 = load_k(t, 1u, 0u, kv_row0);
-    var kr2 = load_k(t, 2u, 0u, kv_row0);
-    var kr3 = load_k(t, 3u, 0u, kv_row0);
-    var vr0 = load_v(t, 0u, 0u, kv_row0);
-    var vr1 = load_v(t, 1u, 0u, kv_row0);
-    var vr2 = load_v(t, 2u, 0u, kv_row0);
-    var vr3 = load_v(t, 3u, 0u, kv_row0);
+    var kr0 = load_k(t, 0u, tile0 * BK, kv_row0);
+    var kr1 = load_k(t, 1u, tile0 * BK, kv_row0);
+    var kr2 = load_k(t, 2u, tile0 * BK, kv_row0);
+    var kr3 = load_k(t, 3u, tile0 * BK, kv_row0);
+    var vr0 = load_v(t, 0u, tile0 * BK, kv_row0);
+    var vr1 = load_v(t, 1u, tile0 * BK, kv_row0);
+    var vr2 = load_v(t, 2u, tile0 * BK, kv_row0);
+    var vr3 = load_v(t, 3u, tile0 * BK, kv_row0);
     put_k(t, 0u, kr0);
     put_k(t, 1u, kr1);
     put_k(t, 2u, kr2);
@@ -314,7 +318,7 @@ fn main(
     put_v(t, 3u, vr3);
     workgroupBarrier();
 
-    for (var tile = 0u; tile < tiles; tile += 1u) {
+    for (var tile = tile0; tile < tiles; tile += 1u) {
         let key0 = tile * BK;
         let more = tile + 1u < tiles;
         if more {

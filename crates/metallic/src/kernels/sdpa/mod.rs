@@ -87,6 +87,10 @@ pub struct SdpaOptions {
     /// to `[batch, heads, seq_q, seq_k]` for 4-D inputs or `[batch, seq_q, seq_k]` for 3-D ones.
     /// Values of `-inf` (anything at or below `-3e38`) mask a key out entirely.
     pub mask: Option<Tensor>,
+    /// A sliding window (only with `causal`): query `i` sees only the last `window` keys up to
+    /// its causal limit, keys `j` with `i + offset - window < j <= i + offset`. Must be at least
+    /// 1. The fused and split-K kernels apply it; the composite path refuses it.
+    pub window: Option<usize>,
 }
 
 /// The dimensions of an attention problem, read off `q`, `k` and `v` and checked for agreement.
@@ -245,6 +249,9 @@ pub struct SdpaProblem {
     pub scale: f32,
     /// `Some(offset)` when causal: query `i` sees key `j` iff `j <= i + offset`.
     pub causal_offset: Option<i64>,
+    /// The sliding window (with `causal_offset`): query `i` sees key `j` only if
+    /// `j > i + offset - window`.
+    pub window: Option<usize>,
     /// The additive mask, if any.
     pub mask: Option<SdpaMask>,
 }
@@ -277,7 +284,12 @@ impl SdpaProblem {
             return Err(Error::invalid(OP, "out overlaps an input"));
         }
         let causal_offset = options.causal.then(|| shape.causal_offset(options));
-        Ok(SdpaProblem { shape, dtype: q.dtype(), scale, causal_offset, mask })
+        match options.window {
+            Some(0) => return Err(Error::invalid(OP, "a sliding window of 0 keys")),
+            Some(_) if !options.causal => return Err(Error::invalid(OP, "a sliding window needs the causal rule")),
+            _ => {}
+        }
+        Ok(SdpaProblem { shape, dtype: q.dtype(), scale, causal_offset, window: options.window, mask })
     }
 }
 
@@ -295,6 +307,9 @@ struct KernelTerms {
     offset: u32,
     /// `scale · log2(e)`: the kernels work in base 2.
     scale_log2: f32,
+    /// The first key query `i` sees is `i + start`, as the bits of an `i32` clamped like
+    /// `offset`: `offset + 1 - window` under a sliding window, else `-seq_q - 1` (key 0).
+    start: u32,
 }
 
 impl SdpaProblem {
@@ -305,13 +320,20 @@ impl SdpaProblem {
         };
         let [sb, sh, sq, sk] = strides.map(|s| count_u32(op, s));
         let shape = &self.shape;
-        let offset = self.causal_offset.unwrap_or(0).clamp(-(shape.seq_q as i64) - 1, shape.seq_k as i64);
+        let in_range = |x: i64| x.clamp(-(shape.seq_q as i64) - 1, shape.seq_k as i64);
+        let causal = self.causal_offset.unwrap_or(0);
+        let start = match self.window {
+            Some(window) => causal.saturating_add(1).saturating_sub(i64::try_from(window).unwrap_or(i64::MAX)),
+            None => i64::MIN,
+        };
+        let offset = in_range(causal);
         Ok(KernelTerms {
             mask,
             mask_strides: [sb?, sh?, sq?, sk?],
             causal: u32::from(self.causal_offset.is_some()),
             offset: (offset as i32).cast_unsigned(),
             scale_log2: self.scale * std::f32::consts::LOG2_E,
+            start: (in_range(start) as i32).cast_unsigned(),
         })
     }
 }
@@ -412,6 +434,7 @@ struct Params {
     mask_sh: u32,
     mask_sq: u32,
     mask_sk: u32,
+    start: u32,
 }
 
 /// Most threads per workgroup the kernel uses (every adapter allows 256).
@@ -653,6 +676,7 @@ impl FlashAttention {
             mask_sh,
             mask_sq,
             mask_sk,
+            start: terms.start,
         };
         Ok(FlashBindings { q, k, v, out, mask: terms.mask, params })
     }
