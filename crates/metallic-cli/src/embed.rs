@@ -2,9 +2,12 @@
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::outfile::{OutputFile, plan_output};
 use crate::output::{outln, write_stdout};
 use metallic::DType;
 use metallic_models::{Embedder, EmbedderOptions, Error, Result};
@@ -49,7 +52,8 @@ pub struct EmbedArgs {
     input_format: InputFormat,
     #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
     format: OutputFormat,
-    /// Write to this file (replaced only once every embedding is ready) instead of stdout.
+    /// Write to this file instead of stdout: a new file beside it is renamed onto it once every
+    /// embedding is ready (a link is followed; a device or FIFO is written directly).
     #[arg(long)]
     output: Option<PathBuf>,
     /// Texts per forward pass.
@@ -83,30 +87,43 @@ pub struct SimilarityArgs {
     texts: Vec<String>,
 }
 
-/// Texts embedded per call to the model (the progress bar's step).
-const CHUNK: usize = 1024;
+/// Batches embedded per call to the model (the progress bar's step), at most [`MAX_CHUNK`]
+/// texts: each call ends with one read-back, so smaller calls mean finer progress but more waits.
+const CHUNK_BATCHES: usize = 8;
+const MAX_CHUNK: usize = 1024;
+
+/// How long work runs before its progress bar appears (on a terminal only). The environment
+/// variable `METALLIC_PROGRESS_DELAY_MS` overrides it (the tests show the bar at once).
+const PROGRESS_DELAY: Duration = Duration::from_millis(1500);
 
 pub fn embed(args: EmbedArgs) -> Result<()> {
     if args.batch_size == 0 {
         return Err(Error::InvalidInput("--batch-size must be at least 1".into()));
     }
-    // Model and input are both checked before anything is written.
+    // Output location, input and model are all checked before any work or output. The output
+    // is opened now (a temporary file beside it, or the device), so an unwritable directory
+    // fails first too; dropping it on any error below removes the temporary file.
+    let output = match &args.output {
+        Some(path) => Some((path, open_output(path)?)),
+        None => None,
+    };
     let dtype = match args.dtype {
         Precision::F32 => DType::F32,
         Precision::F16 => DType::F16,
     };
     let texts = read_texts(args.input.as_deref(), args.input_format)?;
+    let progress = Progress::new(texts.len());
     let embedder =
         Embedder::load_with(&args.model, EmbedderOptions { dtype, batch_size: args.batch_size, runtime: None })?;
 
-    let progress = progress_bar(texts.len());
+    let chunk_len = args.batch_size.saturating_mul(CHUNK_BATCHES).min(MAX_CHUNK).max(args.batch_size);
     let mut embeddings = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(CHUNK) {
+    for chunk in texts.chunks(chunk_len) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         embeddings.extend(embedder.embed(&refs)?);
-        progress.inc(chunk.len() as u64);
+        progress.inc(chunk.len());
     }
-    progress.finish_and_clear();
+    drop(progress);
     if let Some(bad) = embeddings.iter().position(|e| e.iter().any(|v| !v.is_finite())) {
         return Err(Error::InvalidInput(format!("text {} gave a non-finite embedding", bad + 1)));
     }
@@ -115,14 +132,27 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
         OutputFormat::Jsonl => jsonl(&embeddings),
         OutputFormat::Npy => npy(&embeddings, embedder.dim()),
     };
-    match &args.output {
-        Some(path) => write_atomically(path, &bytes),
+    match output {
+        Some((path, file)) => file.write(&bytes).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(e.kind(), format!("writing the output: {e}")),
+        }),
         None => write_stdout(&bytes),
     }
 }
 
 pub fn tokenize(args: TokenizeArgs) -> Result<()> {
-    let ids = if args.model.is_file() {
+    let ids = if Embedder::is_model_dir(&args.model) {
+        Embedder::load(&args.model)?.tokenize(&args.text)?
+    } else if args.model.is_dir() {
+        return Err(Error::Format {
+            path: args.model,
+            message: "neither a GGUF file nor a sentence-transformers model directory; expected a .gguf file \
+                      or a directory holding config.json, tokenizer.json and model.safetensors"
+                .into(),
+        });
+    } else {
+        // A missing path or a file that is not GGUF: `open` names the path and says which.
         let file = metallic_models::gguf::GgufFile::open(&args.model)?;
         let vocab = metallic_models::vocab::Vocab::from_gguf(&file)?;
         let mut ids = vocab.encode(&args.text, true, true);
@@ -130,8 +160,6 @@ pub fn tokenize(args: TokenizeArgs) -> Result<()> {
             ids.remove(0);
         }
         ids
-    } else {
-        Embedder::load(&args.model)?.tokenize(&args.text)?
     };
     let list: Vec<String> = ids.iter().map(u32::to_string).collect();
     write_stdout(format!("[{}]\n", list.join(", ")).as_bytes())
@@ -189,15 +217,56 @@ fn read_texts(input: Option<&Path>, format: InputFormat) -> Result<Vec<String>> 
         .collect()
 }
 
-fn progress_bar(total: usize) -> indicatif::ProgressBar {
-    if total <= CHUNK || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
+/// A progress bar over the texts on stderr, shown only when stderr is a terminal and only once
+/// the work (model loading included) has run for [`PROGRESS_DELAY`]; dropping it clears it.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    /// Dropping the sender tells the thread waiting to show the bar that the work is done.
+    reveal: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::hidden());
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed:>4} {bar:40} {pos}/{len} texts, {per_sec}, eta {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar, reveal: None };
+        }
+        let delay = std::env::var("METALLIC_PROGRESS_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(PROGRESS_DELAY, Duration::from_millis);
+        let (done, waiting) = mpsc::channel::<()>();
+        let shown = bar.clone();
+        let thread = std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = waiting.recv_timeout(delay) {
+                shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                shown.tick();
+                // Ticks keep the spinner and elapsed time moving while a chunk runs.
+                shown.enable_steady_tick(Duration::from_millis(250));
+            }
+        });
+        Progress { bar, reveal: Some((done, thread)) }
     }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} texts, {per_sec}, eta {eta}") {
-        bar.set_style(style);
+
+    fn inc(&self, texts: usize) {
+        self.bar.inc(texts as u64);
     }
-    bar
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // The thread is stopped first, so the bar cannot appear after it is cleared.
+        if let Some((done, thread)) = self.reveal.take() {
+            drop(done);
+            let _ = thread.join();
+        }
+        self.bar.finish_and_clear();
+    }
 }
 
 fn jsonl(embeddings: &[Vec<f32>]) -> Vec<u8> {
@@ -233,14 +302,12 @@ fn npy(embeddings: &[Vec<f32>], dim: usize) -> Vec<u8> {
     out
 }
 
-/// Writes `bytes` next to `path` and renames over it, so a failure never leaves a partial file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |e| Error::Io { path: path.into(), source: e };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
-    std::fs::rename(&tmp, path).map_err(io)
+/// Decides how `--output PATH` is written (see [`crate::outfile`]) and opens it, before any
+/// work. Errors name PATH as the user gave it.
+fn open_output(path: &Path) -> Result<OutputFile> {
+    let io = |e: std::io::Error| Error::Io { path: path.into(), source: e };
+    let plan = plan_output(path).map_err(io)?;
+    OutputFile::open(&plan).map_err(|e| io(std::io::Error::new(e.kind(), format!("cannot write the output here: {e}"))))
 }
 
 /// Arguments of `metallic bench embed`.

@@ -1,13 +1,16 @@
 //! The `metallic` command-line tool.
+#![deny(unsafe_code)]
 
 mod bench;
 mod embed;
 mod generate;
+mod outfile;
 mod output;
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::outln;
 use metallic::{
@@ -59,8 +62,15 @@ enum BenchWhat {
     Generate(generate::GenerateBenchArgs),
 }
 
+/// The exit status when stdout is a closed pipe (`metallic info | head -1`): 141 = 128 + SIGPIPE,
+/// what a shell reports for a Unix tool killed by SIGPIPE there, with nothing on stderr.
+/// Rust ignores SIGPIPE, so writes fail with `BrokenPipe` instead; `main` turns that into this.
+const CLOSED_PIPE_STATUS: u8 = 141;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
+    // Before any thread exists and before any GPU initialisation; removed when `main` returns.
+    let _runtime_dir = runtime_dir::PrivateRuntimeDir::ensure();
     let result: metallic_models::Result<()> = match cli.command {
         Command::Info => info(),
         Command::Demo { n } => demo(n),
@@ -74,11 +84,111 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::from(CLOSED_PIPE_STATUS),
         Err(err) => {
-            eprintln!("error: {err}");
+            // Not `eprintln!`, which panics when stderr is gone too.
+            let _ = writeln!(std::io::stderr(), "error: {err}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// A private `XDG_RUNTIME_DIR` when the environment has no usable one. Mesa's software Vulkan
+/// driver (lavapipe/llvmpipe, through libwayland) prints "error: XDG_RUNTIME_DIR is invalid or
+/// not set in the environment." on every start otherwise, so a successful run would end with
+/// an `error:` line on stderr.
+mod runtime_dir {
+    use std::path::{Path, PathBuf};
+
+    /// The directory this process made and pointed `XDG_RUNTIME_DIR` at, removed on drop;
+    /// `None` when the environment already had a usable one (or none could be made).
+    pub(crate) struct PrivateRuntimeDir(Option<PathBuf>);
+
+    impl PrivateRuntimeDir {
+        /// Leaves a usable `XDG_RUNTIME_DIR` (an absolute path to an existing directory) alone;
+        /// otherwise creates `metallic-runtime-<pid>-<random>` (mode 0700) in the temporary
+        /// directory and sets the variable to it. Must run while the process has one thread.
+        pub(crate) fn ensure() -> Self {
+            if cfg!(any(not(unix), target_vendor = "apple")) || usable(std::env::var_os("XDG_RUNTIME_DIR")) {
+                return PrivateRuntimeDir(None);
+            }
+            let Some(dir) = create_private_dir() else { return PrivateRuntimeDir(None) };
+            set_runtime_dir(&dir);
+            PrivateRuntimeDir(Some(dir))
+        }
+    }
+
+    impl Drop for PrivateRuntimeDir {
+        fn drop(&mut self) {
+            if let Some(dir) = &self.0 {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn usable(value: Option<std::ffi::OsString>) -> bool {
+        value.map(PathBuf::from).is_some_and(|dir| dir.is_absolute() && dir.is_dir())
+    }
+
+    #[allow(unsafe_code)]
+    fn set_runtime_dir(dir: &Path) {
+        // SAFETY: `set_var` is unsound only while another thread may read or write the
+        // environment. `main` calls this first, after parsing the command line (which starts no
+        // thread) and before anything that could start one (wgpu, Vulkan, the progress bar).
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
+    }
+
+    /// A new directory only this user can enter, or `None` when none can be made.
+    fn create_private_dir() -> Option<PathBuf> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        for _ in 0..8 {
+            let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            let name = format!("metallic-runtime-{}-{random:016x}", std::process::id());
+            // libwayland takes only an absolute path.
+            let dir = std::path::absolute(std::env::temp_dir().join(name)).ok()?;
+            match builder.create(&dir) {
+                Ok(()) => return Some(dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+/// The command line, with negative numbers accepted as values everywhere (`--temperature -1`
+/// reaches the range check instead of clap's "unexpected argument '-1'"). Usage errors exit
+/// with clap's status 2.
+fn parse() -> Cli {
+    let mut matches = allow_negative_numbers(Cli::command()).get_matches();
+    match Cli::from_arg_matches_mut(&mut matches) {
+        Ok(cli) => cli,
+        Err(err) => err.format(&mut Cli::command()).exit(),
+    }
+}
+
+/// Sets `allow_negative_numbers` on every argument that takes a value, in `command` and all
+/// its subcommands (clap 4 has it per argument only).
+fn allow_negative_numbers(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| if arg.get_action().takes_values() { arg.allow_negative_numbers(true) } else { arg })
+        .mut_subcommands(allow_negative_numbers)
+}
+
+/// Whether `err` is, anywhere in its chain of sources, an I/O error of kind `BrokenPipe`: the
+/// reader of stdout has gone.
+fn is_broken_pipe(err: &metallic_models::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 fn info() -> metallic_models::Result<()> {

@@ -1,6 +1,7 @@
 //! Writing to stdout without panicking: `println!` panics when stdout is gone (a closed pipe,
-//! `metallic info | head -1`); these return an `Error` naming `<stdout>` instead, which `main`
-//! prints as one line.
+//! `metallic info | head -1`); these return an `Error` naming `<stdout>` instead. A closed pipe
+//! (`BrokenPipe`) makes `main` exit quietly with status 141, as a tool killed by SIGPIPE does;
+//! any other write error is printed as one line.
 
 use std::io::{BufWriter, Write};
 

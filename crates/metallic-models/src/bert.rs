@@ -15,7 +15,7 @@ use metallic::kernels::sdpa::{SdpaOptions, scaled_dot_product_attention};
 use metallic::{DType, Runtime, Tensor};
 use serde::Deserialize;
 
-use crate::weights::{SafetensorsFile, upload};
+use crate::weights::{SafetensorsFile, bad_value, upload};
 use crate::{Error, Result};
 
 /// The fields of a Hugging Face BERT `config.json` that the encoder uses.
@@ -134,6 +134,15 @@ impl BertConfig {
                 return Err(Error::format(path, format!("`{field}` is {value}; expected 1 to {limit}")));
             }
         }
+        if self.max_position_embeddings < 2 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "`max_position_embeddings` is {}; expected at least 2 (every input holds [CLS] and [SEP])",
+                    self.max_position_embeddings
+                ),
+            ));
+        }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::format(
                 path,
@@ -195,8 +204,9 @@ impl Loader<'_> {
         self.file.tensor(self.rt, &format!("{}{name}", self.prefix), shape, self.dtype)
     }
 
+    /// Tensor `name` on the host, checked to be finite and to fit the storage dtype.
     fn host(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.file.read_f32(&format!("{}{name}", self.prefix), shape)
+        self.file.read_as(&format!("{}{name}", self.prefix), shape, self.dtype)
     }
 }
 
@@ -275,6 +285,12 @@ impl BertEmbeddings {
         let types = w.host("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?;
         for row in position.chunks_exact_mut(h) {
             row.iter_mut().zip(&types).for_each(|(p, t)| *p += t);
+        }
+        // Two finite weights can still sum to a value the storage dtype cannot hold.
+        let shape = [c.max_position_embeddings, h];
+        if let Some(problem) = bad_value(&position, &shape, w.dtype) {
+            let name = format!("{}embeddings.position_embeddings.weight", w.prefix);
+            return Err(w.file.weight_error(&name, format!("plus token type 0's embedding: {problem}")));
         }
         Ok(BertEmbeddings {
             word: w.tensor("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,

@@ -183,25 +183,27 @@ impl Embedder {
     /// Loads the model in `dir` with `options`.
     pub fn load_with(dir: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        if !dir.is_dir() {
-            return Err(Error::format(dir, "not a model directory"));
-        }
+        check_model_dir(dir)?;
         if options.batch_size == 0 {
             return Err(Error::InvalidInput("batch size must be at least 1".into()));
         }
         let pipeline = Pipeline::read(dir)?;
         let root = &pipeline.transformer;
+        // `config.json` checks its own fields (`max_position_embeddings` at least 2 among them);
+        // `sentence_bert_config.json` may only shorten the input further.
         let config = BertConfig::load(&root.join("config.json"))?;
         let bert_config = root.join("sentence_bert_config.json");
         let configured =
             if bert_config.exists() { read_json::<SentenceBertConfig>(&bert_config)?.max_seq_length } else { None };
-        let max_seq_length = configured.unwrap_or(512).min(config.max_position_embeddings);
-        if max_seq_length < 2 {
+        if let Some(length) = configured
+            && length < 2
+        {
             return Err(Error::format(
                 bert_config,
-                format!("`max_seq_length` is {max_seq_length}; expected at least 2"),
+                format!("`max_seq_length` is {length}; expected at least 2 (every input holds [CLS] and [SEP])"),
             ));
         }
+        let max_seq_length = configured.unwrap_or(512).min(config.max_position_embeddings);
 
         let tokenizer = load_tokenizer(&root.join("tokenizer.json"), max_seq_length)?;
         let pad_id = tokenizer.get_padding().map(|p| p.pad_id).or_else(|| tokenizer.token_to_id("[PAD]")).unwrap_or(0);
@@ -224,6 +226,14 @@ impl Embedder {
             pad_id,
             rt,
         })
+    }
+
+    /// Whether `dir` looks like a model [`load`](Self::load) reads: a directory holding
+    /// `modules.json` (sentence-transformers) or `config.json` (Hugging Face). Nothing is
+    /// parsed, so loading it can still fail.
+    pub fn is_model_dir(dir: impl AsRef<Path>) -> bool {
+        let dir = dir.as_ref();
+        dir.is_dir() && (dir.join("modules.json").is_file() || dir.join("config.json").is_file())
     }
 
     /// Width of an embedding.
@@ -343,6 +353,27 @@ impl Embedder {
         self.rt.record(&Matmul::new(&weights, &hidden, out)?)?;
         Ok(())
     }
+}
+
+/// What [`Embedder::load`] expects, for error messages.
+const EXPECTED_DIR: &str = "expected a sentence-transformers (or Hugging Face BERT) model directory \
+holding config.json, tokenizer.json and model.safetensors";
+
+/// An error naming `dir` and what was expected unless [`Embedder::is_model_dir`] holds.
+fn check_model_dir(dir: &Path) -> Result<()> {
+    let problem = match std::fs::metadata(dir) {
+        Err(_) => "not a model directory".to_string(),
+        Ok(m) if m.is_dir() && Embedder::is_model_dir(dir) => return Ok(()),
+        Ok(m) if m.is_dir() => format!("not a model directory (no config.json or modules.json); {EXPECTED_DIR}"),
+        Ok(_) => {
+            let mut magic = [0u8; 4];
+            let gguf = std::fs::File::open(dir).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+                && &magic == b"GGUF";
+            let hint = if gguf { " (a GGUF language model: use it with `generate` or `tokenize`)" } else { "" };
+            format!("not a model directory but a file{hint}; {EXPECTED_DIR}")
+        }
+    };
+    Err(Error::format(dir, problem))
 }
 
 fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer> {

@@ -452,10 +452,11 @@ impl std::fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Maps `path` and parses and validates it.
+    /// Maps `path` and parses and validates it. A directory (or a pipe or device) is an
+    /// [`Error::Format`] saying so and that a GGUF file was expected.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let bytes = Bytes::map(&path)?;
+        let bytes = Bytes::map_expecting(&path, "a GGUF file (.gguf)")?;
         Self::parse(path, bytes)
     }
 

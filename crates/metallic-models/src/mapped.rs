@@ -15,7 +15,30 @@ pub(crate) enum Bytes {
 impl Bytes {
     /// Maps the file at `path` read-only.
     pub(crate) fn map(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Self::map_expecting(path, "a file")
+    }
+
+    /// Maps the file at `path` read-only; a directory or another non-regular path (a pipe, a
+    /// device) is an error naming the path and `expected` (mapping a directory would say only
+    /// `No such device`).
+    pub(crate) fn map_expecting(path: &Path, expected: &str) -> Result<Self> {
+        let wrong_kind = |kind: &str| Error::format(path, format!("is {kind}; expected {expected}"));
+        let file = File::open(path).map_err(|e| {
+            // Windows refuses to open a directory; say what it is rather than "access denied".
+            if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+                wrong_kind("a directory")
+            } else {
+                Error::io(path, e)
+            }
+        })?;
+        // Checked on the opened file, so the answer is about what is mapped.
+        let kind = file.metadata().map_err(|e| Error::io(path, e))?.file_type();
+        if kind.is_dir() {
+            return Err(wrong_kind("a directory"));
+        }
+        if !kind.is_file() {
+            return Err(wrong_kind("not a regular file (a pipe, socket or device)"));
+        }
         // SAFETY: the map is read-only and lives as long as the value that holds it. The one
         // hazard of mapping a file is another process truncating or rewriting it while it is
         // mapped; like every mmap-based weights loader we document that model files must not

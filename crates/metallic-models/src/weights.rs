@@ -71,13 +71,21 @@ impl SafetensorsFile {
         self.metadata.info(name).ok_or_else(|| self.weight_error(name, "missing from the file".into()))
     }
 
-    fn weight_error(&self, name: &str, message: String) -> Error {
+    /// An error naming this file and tensor `name`.
+    pub(crate) fn weight_error(&self, name: &str, message: String) -> Error {
         Error::Weight { path: self.path.clone(), name: name.to_string(), message }
     }
 
-    /// Tensor `name` converted to f32 on the host, after checking its shape is `shape`.
-    /// F32, F16 and BF16 tensors are accepted.
+    /// Tensor `name` converted to f32 on the host, after checking its shape is `shape` and that
+    /// every value is finite (a NaN or infinite weight is an error naming the tensor and the
+    /// element, not a model that computes NaN). F32, F16 and BF16 tensors are accepted.
     pub fn read_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.read_as(name, shape, DType::F32)
+    }
+
+    /// [`read_f32`](Self::read_f32) for storage as `dtype`: with `F16`, every value must also
+    /// be within f16's range.
+    pub fn read_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Vec<f32>> {
         let info = self.info(name)?;
         if info.shape != shape {
             return Err(self.weight_error(name, format!("shape {:?}, expected {:?}", info.shape, shape)));
@@ -88,20 +96,53 @@ impl SafetensorsFile {
             .as_slice()
             .get(self.data_start.saturating_add(start)..self.data_start.saturating_add(end))
             .ok_or_else(|| self.weight_error(name, "data range outside the file".into()))?;
-        let values = match info.dtype {
+        let values: Vec<f32> = match info.dtype {
             Dtype::F32 => words::<4>(bytes).map(f32::from_le_bytes).collect(),
             Dtype::F16 => words::<2>(bytes).map(|w| f16::from_le_bytes(w).to_f32()).collect(),
             Dtype::BF16 => words::<2>(bytes).map(|w| half::bf16::from_le_bytes(w).to_f32()).collect(),
             other => return Err(self.weight_error(name, format!("dtype {other:?}; expected F32, F16 or BF16"))),
         };
-        Ok(values)
+        match bad_value(&values, shape, dtype) {
+            Some(problem) => Err(self.weight_error(name, problem)),
+            None => Ok(values),
+        }
     }
 
-    /// Tensor `name` uploaded to `rt` as `dtype` (F32 or F16), after checking its shape.
+    /// Tensor `name` uploaded to `rt` as `dtype` (F32 or F16), after the checks of
+    /// [`read_as`](Self::read_as).
     pub fn tensor(&self, rt: &Runtime, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let values = self.read_f32(name, shape)?;
+        let values = self.read_as(name, shape, dtype)?;
         upload(rt, shape, &values, dtype)
     }
+}
+
+/// The largest magnitude that rounds to a finite f16 (65504 is f16's largest value; from 65520
+/// on, rounding gives infinity).
+const F16_LIMIT: f32 = 65520.0;
+
+/// The first value of `values` (laid out as `shape`) that is not finite or that `dtype` cannot
+/// hold, described with its index; `None` when all are fine. One pass over the values.
+pub(crate) fn bad_value(values: &[f32], shape: &[usize], dtype: DType) -> Option<String> {
+    let limit = if dtype == DType::F16 { F16_LIMIT } else { f32::INFINITY };
+    let (i, &v) = values.iter().enumerate().find(|&(_, v)| v.is_nan() || v.abs() >= limit)?;
+    let at = index(i, shape);
+    Some(if v.is_finite() {
+        format!("element {at:?} is {v}, outside f16's range (±65504); load the model in f32")
+    } else {
+        format!("element {at:?} is {v}; weights must be finite numbers")
+    })
+}
+
+/// The multi-dimensional index of flat position `i` in a row-major tensor of `shape`.
+fn index(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut at = vec![0; shape.len()];
+    for (slot, &dim) in at.iter_mut().zip(shape).rev() {
+        if dim > 0 {
+            *slot = i % dim;
+            i /= dim;
+        }
+    }
+    at
 }
 
 /// The little-endian words of `bytes` (whose length the header check made a multiple of `N`).

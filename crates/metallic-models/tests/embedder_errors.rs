@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{TempDir, minilm_dir};
+use metallic::DType;
 use metallic_models::{Embedder, EmbedderOptions, Error};
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -51,9 +52,18 @@ fn tiny_tensors() -> Vec<(String, Vec<usize>)> {
 }
 
 fn write_weights(dir: &Path, tensors: &[(String, Vec<usize>)]) {
+    write_weights_with(dir, tensors, |_, _| {});
+}
+
+/// [`write_weights`] after `edit` has changed the values of each tensor (given its name).
+fn write_weights_with(dir: &Path, tensors: &[(String, Vec<usize>)], edit: impl Fn(&str, &mut Vec<f32>)) {
     let data: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(_, s)| (0..s.iter().product::<usize>()).flat_map(|i| (i as f32 * 1e-3).to_le_bytes()).collect())
+        .map(|(name, s)| {
+            let mut values: Vec<f32> = (0..s.iter().product::<usize>()).map(|i| i as f32 * 1e-3).collect();
+            edit(name, &mut values);
+            values.iter().flat_map(|v| v.to_le_bytes()).collect()
+        })
         .collect();
     let views =
         tensors.iter().zip(&data).map(|((n, s), d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()));
@@ -211,4 +221,89 @@ fn a_tokenizer_larger_than_the_vocabulary_is_caught() {
     let e = load(dir.path()).unwrap();
     let err = e.embed(&["hello"]).unwrap_err();
     assert!(err.to_string().contains("token id 7592 is outside the model's vocabulary of 1000"), "{err}");
+}
+
+/// A context too short for [CLS] and [SEP] is blamed on the file that sets it: `config.json`
+/// for `max_position_embeddings`, `sentence_bert_config.json` for `max_seq_length`.
+#[test]
+fn too_short_inputs_name_the_file_that_sets_them() {
+    let err = with_config("positions", |c| c["max_position_embeddings"] = 1.into());
+    assert!(matches!(err, Error::Format { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("config.json: `max_position_embeddings` is 1; expected at least 2"), "{msg}");
+    assert!(!msg.contains("sentence_bert_config.json"), "{msg}");
+
+    let dir = tiny_model("seqlen");
+    std::fs::write(dir.path().join("sentence_bert_config.json"), r#"{"max_seq_length": 1}"#).unwrap();
+    let msg = load(dir.path()).unwrap_err().to_string();
+    assert!(msg.contains("sentence_bert_config.json: `max_seq_length` is 1; expected at least 2"), "{msg}");
+
+    // A short but valid context from either file still loads (inputs are truncated to it).
+    let dir = tiny_model("seqlen2");
+    std::fs::write(dir.path().join("sentence_bert_config.json"), r#"{"max_seq_length": 2}"#).unwrap();
+    assert_eq!(load(dir.path()).unwrap().max_seq_length(), 2);
+}
+
+/// Writes the tiny model with `value` at flat position `at` of tensor `tensor`, and loads it
+/// stored as `dtype`.
+fn with_value(tag: &str, tensor: &str, at: usize, value: f32, dtype: DType) -> Result<Embedder, Error> {
+    let dir = tiny_model(tag);
+    write_weights_with(dir.path(), &tiny_tensors(), |name, values| {
+        if name == tensor {
+            values[at] = value;
+        }
+    });
+    Embedder::load_with(dir.path(), EmbedderOptions { dtype, ..EmbedderOptions::default() })
+}
+
+/// A NaN or infinite weight is an error at load time naming the file, the tensor and the
+/// element, whichever way the tensor is loaded (uploaded as is, fused with others, or summed).
+#[test]
+fn non_finite_weights_name_the_file_tensor_and_element() {
+    let cases = [
+        ("embeddings.LayerNorm.weight", 3, f32::NAN, "element [3] is NaN"),
+        ("encoder.layer.0.attention.self.key.weight", 8 * 2 + 5, f32::INFINITY, "element [2, 5] is inf"),
+        ("embeddings.token_type_embeddings.weight", 1, f32::NEG_INFINITY, "element [0, 1] is -inf"),
+        ("embeddings.word_embeddings.weight", 7592 * 8, f32::NAN, "element [7592, 0] is NaN"),
+    ];
+    for (tensor, at, value, element) in cases {
+        for dtype in [DType::F32, DType::F16] {
+            let err = with_value("nan", tensor, at, value, dtype).unwrap_err();
+            assert!(matches!(err, Error::Weight { .. }), "{tensor}: {err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("model.safetensors: tensor `")
+                    && msg.contains(&format!("{tensor}`: {element}; weights must be finite numbers")),
+                "{tensor} {dtype:?}: {msg}"
+            );
+        }
+    }
+}
+
+/// A finite weight that f16 cannot hold is an error when the model is stored in f16 (it would
+/// become infinity) and loads in f32; so is a position embedding whose sum with the token-type
+/// embedding leaves the range.
+#[test]
+fn weights_beyond_f16_are_refused_only_in_f16() {
+    let name = "encoder.layer.0.output.dense.weight";
+    let err = with_value("f16", name, 17, 1e5, DType::F16).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{name}`: element [1, 1] is 100000, outside f16's range")), "{msg}");
+    let embedder = with_value("f16ok", name, 17, 1e5, DType::F32).unwrap();
+    assert_eq!(embedder.dim(), 8);
+
+    let dir = tiny_model("sum");
+    write_weights_with(dir.path(), &tiny_tensors(), |name, values| {
+        if name.starts_with("embeddings.position_embeddings") || name.starts_with("embeddings.token_type") {
+            values[0] = 40000.0;
+        }
+    });
+    let err = Embedder::load_with(dir.path(), EmbedderOptions { dtype: DType::F16, ..EmbedderOptions::default() })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("embeddings.position_embeddings.weight`: plus token type 0's embedding: element [0, 0] is 80000"),
+        "{msg}"
+    );
+    assert!(Embedder::load(dir.path()).is_ok());
 }
