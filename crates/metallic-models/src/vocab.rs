@@ -2,10 +2,28 @@
 //! give the same ids as llama.cpp: special-token strings split out first, `▁` for spaces, then
 //! the highest-scoring adjacent pair merged repeatedly, and bytes (`<0xAB>` tokens) for
 //! anything left that is not in the vocabulary.
+//!
+//! **Special tokens** are split out as llama.cpp's `tokenizer_st_partition` does: the longest
+//! special string first (equal lengths: the lower id first), each one at every place where it
+//! occurs left to right without overlapping a match already taken. An Aho–Corasick automaton
+//! over the special strings finds them, so tokenizing takes time that grows with the text and
+//! not with the number of special tokens (built once, in time linear in their total length).
+//!
+//! **Unknown characters:** a character that is neither a token nor representable by byte
+//! tokens (a vocabulary without `<0xAB>` tokens) becomes the unknown token; a run of such
+//! characters becomes one unknown token, as SentencePiece encodes it (llama.cpp throws an
+//! exception there instead). Input is never dropped: [`Vocab::new`] refuses a vocabulary that
+//! has no unknown token and cannot represent every byte of UTF-8 text.
+//!
+//! **Tokens that are not UTF-8:** a GGUF vocabulary may hold tokens whose bytes are not UTF-8
+//! (llama.cpp loads them). [`Vocab::from_gguf`] loads them too: [`Vocab::text`] gives such a
+//! token with U+FFFD in place of the invalid bytes, [`Vocab::piece`] (and so decoding) gives
+//! its bytes as stored, and, as in llama.cpp, it never matches text (input text is UTF-8), except
+//! that a one-byte token stands for its byte when there is no `<0xAB>` token for it.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufArray, GgufFile};
 use crate::{Error, Result};
 
 /// What a token is, from `tokenizer.ggml.token_type` (llama.cpp's numbering).
@@ -71,10 +89,17 @@ pub struct Vocab {
     scores: Vec<f32>,
     kinds: Vec<TokenKind>,
     ids: HashMap<String, u32>,
-    /// Tokens matched as whole strings before the merge algorithm runs, longest first.
-    specials: Vec<u32>,
+    /// The stored bytes of tokens that are not UTF-8 (`tokens` holds them with U+FFFD).
+    raw: HashMap<u32, Box<[u8]>>,
+    /// Control, user-defined and unknown tokens, matched as whole strings before the merge
+    /// algorithm runs when special tokens are parsed.
+    specials: Specials,
+    /// The user-defined tokens alone, matched when special tokens are not parsed (`None`:
+    /// the same set as `specials`).
+    user_specials: Option<Specials>,
     bos: Option<u32>,
     eos: Option<u32>,
+    unknown: Option<u32>,
     add_bos: bool,
     add_eos: bool,
     add_space_prefix: bool,
@@ -113,8 +138,16 @@ pub const END_TOKEN_TEXTS: &[&str] = &[
 pub const MAX_TOKENS: usize = 1 << 22;
 
 impl Vocab {
-    /// Builds the vocabulary, checking that lengths agree and ids are in range.
+    /// Builds the vocabulary, checking that lengths agree and ids are in range. A vocabulary
+    /// without an unknown token must be able to write every byte of UTF-8 text as a token
+    /// (`<0xAB>`, or the one-character token for ASCII), so that no text is ever dropped.
     pub fn new(parts: VocabParts) -> Result<Self> {
+        Self::build(parts, HashMap::new())
+    }
+
+    /// [`Vocab::new`] with `raw`: the stored bytes of the tokens that are not UTF-8, by id
+    /// (`parts.tokens` holds them with U+FFFD replacements).
+    fn build(parts: VocabParts, raw: HashMap<u32, Box<[u8]>>) -> Result<Self> {
         let n = parts.tokens.len();
         let bad = |m: String| Error::Tokenizer(m);
         if n == 0 || n > MAX_TOKENS {
@@ -143,8 +176,10 @@ impl Vocab {
         };
         let mut ids = HashMap::with_capacity(n);
         for (id, text) in parts.tokens.iter().enumerate() {
-            // The first of duplicate texts wins, as in llama.cpp's token_to_id map.
-            ids.entry(text.clone()).or_insert(id as u32);
+            // The first of duplicate texts wins. Tokens that are not UTF-8 never match text.
+            if !raw.contains_key(&(id as u32)) {
+                ids.entry(text.clone()).or_insert(id as u32);
+            }
         }
         let mut ends: Vec<u32> = parts.eos.into_iter().collect();
         for text in END_TOKEN_TEXTS {
@@ -157,31 +192,60 @@ impl Vocab {
                 }
             }
         }
-        let mut specials: Vec<u32> = kinds
-            .iter()
-            .enumerate()
-            .filter(|(id, k)| {
-                matches!(k, TokenKind::Control | TokenKind::UserDefined | TokenKind::Unknown)
-                    && parts.tokens.get(*id).is_some_and(|t| !t.is_empty())
-            })
-            .map(|(id, _)| id as u32)
-            .collect();
-        specials.sort_by_key(|&id| std::cmp::Reverse(parts.tokens.get(id as usize).map_or(0, String::len)));
+        // A vocabulary without byte tokens may hold a byte as a one-byte token: ASCII text, or
+        // a token that is not UTF-8 for bytes from 0x80 on.
+        let mut single: [Option<u32>; 256] = [None; 256];
+        for (&id, stored) in &raw {
+            if let [b] = **stored
+                && let Some(slot) = single.get_mut(b as usize)
+            {
+                *slot = Some(slot.map_or(id, |other| other.min(id)));
+            }
+        }
         let mut bytes = [None; 256];
         for (b, slot) in bytes.iter_mut().enumerate() {
-            *slot = ids.get(&format!("<0x{b:02X}>")).copied().or_else(|| {
-                // A vocabulary without byte tokens may hold the byte as a one-character token.
-                char::from_u32(b as u32).filter(char::is_ascii).and_then(|c| ids.get(&c.to_string()).copied())
+            *slot = ids.get(&format!("<0x{b:02X}>")).copied().or_else(|| match char::from_u32(b as u32) {
+                Some(c) if c.is_ascii() => ids.get(&c.to_string()).copied(),
+                _ => single.get(b).copied().flatten(),
             });
         }
+        if parts.unknown.is_none() {
+            // Bytes that occur in UTF-8 text: all but 0xC0, 0xC1 and 0xF5 to 0xFF.
+            let missing = (0..=0xF4u8)
+                .filter(|&b| b != 0xC0 && b != 0xC1)
+                .find(|&b| bytes.get(b as usize).copied().flatten().is_none());
+            if let Some(b) = missing {
+                return Err(bad(format!(
+                    "no unknown token and no token for byte 0x{b:02X} (neither `<0x{b:02X}>` nor the byte itself): text holding it could not be tokenized"
+                )));
+            }
+        }
+        let not_utf8 = &raw;
+        let special = |parse_special: bool| {
+            let strings = parts.tokens.iter().zip(&kinds).enumerate().filter(|(id, (text, kind))| {
+                let wanted = match kind {
+                    TokenKind::UserDefined => true,
+                    TokenKind::Control | TokenKind::Unknown => parse_special,
+                    _ => false,
+                };
+                wanted && !text.is_empty() && !not_utf8.contains_key(&(*id as u32))
+            });
+            Specials::build(strings.map(|(id, (text, _))| (text.as_bytes(), id as u32)).collect()).map_err(bad)
+        };
+        let specials = special(true)?;
+        let has_control = kinds.iter().any(|k| matches!(k, TokenKind::Control | TokenKind::Unknown));
+        let user_specials = if has_control { Some(special(false)?) } else { None };
         Ok(Vocab {
             tokens: parts.tokens,
             scores,
             kinds,
             ids,
+            raw,
             specials,
+            user_specials,
             bos: parts.bos,
             eos: parts.eos,
+            unknown: parts.unknown,
             add_bos: parts.add_bos,
             add_eos: parts.add_eos,
             add_space_prefix: parts.add_space_prefix,
@@ -210,7 +274,26 @@ impl Vocab {
             Some(_) => file.get_bool(key),
             None => Ok(default),
         };
-        let tokens: Vec<String> = file.get_str_array("tokenizer.ggml.tokens")?.into_iter().map(String::from).collect();
+        const TOKENS: &str = "tokenizer.ggml.tokens";
+        let stored = match file.get_array(TOKENS)? {
+            GgufArray::String(items) => items,
+            other => {
+                return Err(Error::format(
+                    file.path(),
+                    format!("metadata key `{TOKENS}` is array of {}, expected array of string", other.type_name()),
+                ));
+            }
+        };
+        let mut tokens = Vec::with_capacity(stored.len());
+        let mut raw = HashMap::new();
+        for (id, token) in stored.iter().enumerate() {
+            // A token that is not UTF-8 is kept (llama.cpp loads such vocabularies): its text
+            // with U+FFFD, its bytes for decoding.
+            if token.as_str().is_none() {
+                raw.insert(id as u32, token.as_bytes().into());
+            }
+            tokens.push(token.to_string_lossy().into_owned());
+        }
         let scores = match file.get("tokenizer.ggml.scores") {
             Some(_) => file.get_f32_array("tokenizer.ggml.scores")?.to_vec(),
             None => Vec::new(),
@@ -219,7 +302,7 @@ impl Vocab {
             Some(_) => file.get_i32_array("tokenizer.ggml.token_type")?.to_vec(),
             None => Vec::new(),
         };
-        Vocab::new(VocabParts {
+        let parts = VocabParts {
             tokens,
             scores,
             types,
@@ -231,8 +314,8 @@ impl Vocab {
             add_bos: flag("tokenizer.ggml.add_bos_token", true)?,
             add_eos: flag("tokenizer.ggml.add_eos_token", false)?,
             add_space_prefix: flag("tokenizer.ggml.add_space_prefix", true)?,
-        })
-        .map_err(|e| match e {
+        };
+        Vocab::build(parts, raw).map_err(|e| match e {
             Error::Tokenizer(message) => Error::format(file.path(), message),
             other => other,
         })
@@ -269,9 +352,15 @@ impl Vocab {
         self.ids.get(text).copied()
     }
 
-    /// The text of token `id` as stored (with `▁` for spaces).
+    /// The text of token `id` as stored (with `▁` for spaces; a token whose stored bytes are not
+    /// UTF-8 has U+FFFD in place of the invalid sequences).
     pub fn text(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// The unknown token, which stands for text the vocabulary cannot otherwise represent.
+    pub fn unknown(&self) -> Option<u32> {
+        self.unknown
     }
 
     /// The kind of token `id`.
@@ -282,7 +371,8 @@ impl Vocab {
     /// Token ids for `text`, as llama.cpp's `llama_tokenize(text, add_special, parse_special)`:
     /// `add_special` adds BOS (and EOS) where the vocabulary asks for them; `parse_special`
     /// turns control-token strings such as `<start_of_turn>` in the text into those tokens
-    /// (user-defined tokens are matched either way).
+    /// (user-defined tokens are matched either way). Characters the vocabulary cannot represent
+    /// become the unknown token (see the module docs).
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
         let mut out = Vec::new();
         if add_special
@@ -319,44 +409,32 @@ impl Vocab {
         out
     }
 
-    /// `text` cut into plain text and special tokens (longest special first, leftmost match).
+    /// `text` cut into plain text and special tokens (see the module docs for the order).
     fn split_specials<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Piece<'t>> {
-        if text.is_empty() {
-            return Vec::new();
+        let specials = match &self.user_specials {
+            Some(user) if !parse_special => user,
+            _ => &self.specials,
+        };
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        // Special strings are UTF-8, so they start and end on character boundaries of `text`.
+        for (start, end, id) in specials.find(text.as_bytes()) {
+            if let Some(before) = text.get(at..start).filter(|t| !t.is_empty()) {
+                pieces.push(Piece::Text(before));
+            }
+            pieces.push(Piece::Token(id));
+            at = end;
         }
-        let mut pieces = vec![Piece::Text(text)];
-        for &id in &self.specials {
-            let kind = self.kind(id).unwrap_or(TokenKind::Normal);
-            if !parse_special && matches!(kind, TokenKind::Control | TokenKind::Unknown) {
-                continue;
-            }
-            let Some(needle) = self.text(id) else { continue };
-            let mut next = Vec::with_capacity(pieces.len());
-            for piece in pieces {
-                let Piece::Text(mut rest) = piece else {
-                    next.push(piece);
-                    continue;
-                };
-                while let Some(at) = rest.find(needle) {
-                    let (before, after) = (&rest[..at], &rest[at + needle.len()..]);
-                    if !before.is_empty() {
-                        next.push(Piece::Text(before));
-                    }
-                    next.push(Piece::Token(id));
-                    rest = after;
-                }
-                if !rest.is_empty() {
-                    next.push(Piece::Text(rest));
-                }
-            }
-            pieces = next;
+        if let Some(rest) = text.get(at..).filter(|t| !t.is_empty()) {
+            pieces.push(Piece::Text(rest));
         }
         pieces
     }
 
     /// The SentencePiece merge: start from UTF-8 characters, merge the best-scoring adjacent
     /// pair that is a token until none is, then emit each symbol. A merged symbol is always a
-    /// token; a single character that is not becomes its UTF-8 bytes' tokens.
+    /// token; a single character that is not becomes its UTF-8 bytes' tokens, or, when some
+    /// byte has no token, the unknown token (one for a run of such characters).
     fn merge(&self, text: &str, out: &mut Vec<u32>) {
         let mut symbols: Vec<Symbol> = Vec::with_capacity(text.len());
         for (start, c) in text.char_indices() {
@@ -395,13 +473,27 @@ impl Vocab {
             }
         }
         let mut i = if symbols.is_empty() { None } else { Some(0) };
+        let mut after_unknown = false;
         while let Some(at) = i {
             let Some(s) = symbols.get(at) else { break };
             if let Some(piece) = text.get(s.start..s.start + s.len) {
-                match self.ids.get(piece) {
-                    Some(&id) => out.push(id),
-                    None => out.extend(piece.bytes().filter_map(|b| self.bytes.get(b as usize).copied().flatten())),
+                let known = match self.ids.get(piece) {
+                    Some(&id) => {
+                        out.push(id);
+                        true
+                    }
+                    None => {
+                        let bytes: Option<Vec<u32>> =
+                            piece.bytes().map(|b| self.bytes.get(b as usize).copied().flatten()).collect();
+                        bytes.map(|bytes| out.extend(bytes)).is_some()
+                    }
+                };
+                if !known && !after_unknown {
+                    // `new` refuses a vocabulary without an unknown token unless every byte of
+                    // UTF-8 text has a token, so this is never `None` here.
+                    out.extend(self.unknown);
                 }
+                after_unknown = !known;
             }
             i = s.next;
         }
@@ -419,11 +511,12 @@ impl Vocab {
     /// `special` deciding whether control tokens print their text.
     pub fn piece(&self, id: u32, special: bool) -> Vec<u8> {
         let (Some(text), Some(kind)) = (self.text(id), self.kind(id)) else { return Vec::new() };
+        let stored = self.raw.get(&id).map_or(text.as_bytes(), |raw| raw);
         match kind {
-            TokenKind::Normal | TokenKind::UserDefined => text.replace('\u{2581}', " ").into_bytes(),
+            TokenKind::Normal | TokenKind::UserDefined => unescape_spaces(stored),
             TokenKind::Unknown => "\u{2585}".as_bytes().to_vec(),
             TokenKind::Byte => byte_of(text).map(|b| vec![b]).unwrap_or_default(),
-            TokenKind::Control if special => text.as_bytes().to_vec(),
+            TokenKind::Control if special => stored.to_vec(),
             TokenKind::Control | TokenKind::Unused => Vec::new(),
         }
     }
@@ -481,6 +574,23 @@ impl StreamDecoder {
     }
 }
 
+/// `bytes` with each `▁` (U+2581, SentencePiece's space mark) turned into a space.
+fn unescape_spaces(bytes: &[u8]) -> Vec<u8> {
+    const MARK: &[u8] = "\u{2581}".as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix(MARK) {
+            out.push(b' ');
+            rest = after;
+        } else if let Some((&b, after)) = rest.split_first() {
+            out.push(b);
+            rest = after;
+        }
+    }
+    out
+}
+
 /// `<0xAB>` → 0xAB.
 fn byte_of(text: &str) -> Option<u8> {
     let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
@@ -523,5 +633,200 @@ impl PartialOrd for Pair {
 impl Ord for Pair {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+    }
+}
+
+/// "No node" / "no token" in [`Specials`].
+const NONE: u32 = u32::MAX;
+
+/// The special-token strings of a vocabulary in an Aho–Corasick automaton (a byte trie with
+/// failure links), to find them in text as llama.cpp's `tokenizer_st_partition` does (see the
+/// module docs) in time that grows with the text, not with the number of special tokens.
+#[derive(Clone)]
+struct Specials {
+    /// Trie nodes; node 0 is the root (the empty string).
+    nodes: Vec<Node>,
+    /// The children of node `i` are `edge_nodes[edge_start[i]..edge_start[i + 1]]`, reached by
+    /// the bytes at the same places of `edge_bytes`, which are in increasing order.
+    edge_start: Vec<u32>,
+    edge_bytes: Vec<u8>,
+    edge_nodes: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// Length in bytes of the string the node spells.
+    depth: u32,
+    /// The node of the longest proper suffix of that string that is in the trie.
+    fail: u32,
+    /// The nearest node, this one or one reached through `fail`, that ends a special string.
+    out: u32,
+    /// The token whose string ends at this node (`NONE`: no special string ends here).
+    token: u32,
+}
+
+/// What a missing node reads as: the root, with no string ending there.
+const NO_NODE: Node = Node { depth: 0, fail: 0, out: NONE, token: NONE };
+
+impl std::fmt::Debug for Specials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let strings = self.nodes.iter().filter(|n| n.token != NONE).count();
+        write!(f, "Specials {{ {strings} strings, {} trie nodes }}", self.nodes.len())
+    }
+}
+
+impl Specials {
+    /// The automaton of `strings` (bytes and token id; none empty). Of equal strings the lowest
+    /// id is the one matched, as llama.cpp's stable order of equal lengths would match it first.
+    fn build(mut strings: Vec<(&[u8], u32)>) -> std::result::Result<Self, String> {
+        strings.retain(|(text, _)| !text.is_empty());
+        strings.sort_unstable();
+        strings.dedup_by(|later, first| later.0 == first.0);
+        let total = strings.iter().fold(0usize, |sum, (text, _)| sum.saturating_add(text.len()));
+        if total >= NONE as usize {
+            return Err(format!("special tokens of {total} bytes in all (at most {} are supported)", NONE - 1));
+        }
+        // The trie, from the sorted strings: each shares a prefix with the one before, and a
+        // node's children are created in increasing byte order.
+        let mut nodes = vec![NO_NODE];
+        let mut edges: Vec<(u32, u8, u32)> = Vec::new();
+        let mut path: Vec<u32> = vec![0];
+        let mut previous: &[u8] = &[];
+        for &(text, id) in &strings {
+            let common = previous.iter().zip(text).take_while(|(a, b)| a == b).count();
+            path.truncate(common + 1);
+            for &b in text.get(common..).unwrap_or_default() {
+                let parent = path.last().copied().unwrap_or(0);
+                let node = nodes.len() as u32;
+                nodes.push(Node { depth: path.len() as u32, ..NO_NODE });
+                edges.push((parent, b, node));
+                path.push(node);
+            }
+            if let Some(end) = path.last().and_then(|&n| nodes.get_mut(n as usize)) {
+                end.token = id;
+            }
+            previous = text;
+        }
+        // Children by parent (a stable counting sort keeps each node's bytes in order).
+        let mut edge_start = vec![0u32; nodes.len() + 1];
+        for &(parent, _, _) in &edges {
+            if let Some(count) = edge_start.get_mut(parent as usize + 1) {
+                *count += 1;
+            }
+        }
+        for i in 1..edge_start.len() {
+            let before = edge_start.get(i - 1).copied().unwrap_or(0);
+            if let Some(start) = edge_start.get_mut(i) {
+                *start += before;
+            }
+        }
+        let mut fill = edge_start.clone();
+        let (mut edge_bytes, mut edge_nodes) = (vec![0u8; edges.len()], vec![0u32; edges.len()]);
+        for (parent, b, child) in edges {
+            let Some(at) = fill.get_mut(parent as usize) else { continue };
+            if let (Some(slot_b), Some(slot_n)) = (edge_bytes.get_mut(*at as usize), edge_nodes.get_mut(*at as usize)) {
+                (*slot_b, *slot_n) = (b, child);
+            }
+            *at += 1;
+        }
+        let mut specials = Specials { nodes, edge_start, edge_bytes, edge_nodes };
+        // Failure links and outputs, breadth first (a node's failure is shallower than it).
+        let mut queue = VecDeque::from([0u32]);
+        while let Some(node) = queue.pop_front() {
+            for (b, child) in specials.children(node) {
+                let fail = if node == 0 { 0 } else { specials.next(specials.node(node).fail, b) };
+                let out = if specials.node(child).token != NONE { child } else { specials.node(fail).out };
+                if let Some(c) = specials.nodes.get_mut(child as usize) {
+                    (c.fail, c.out) = (fail, out);
+                }
+                queue.push_back(child);
+            }
+        }
+        Ok(specials)
+    }
+
+    fn node(&self, i: u32) -> Node {
+        self.nodes.get(i as usize).copied().unwrap_or(NO_NODE)
+    }
+
+    fn edges(&self, node: u32) -> (&[u8], &[u32]) {
+        let start = self.edge_start.get(node as usize).copied().unwrap_or(0) as usize;
+        let end = self.edge_start.get(node as usize + 1).copied().unwrap_or(0) as usize;
+        (self.edge_bytes.get(start..end).unwrap_or_default(), self.edge_nodes.get(start..end).unwrap_or_default())
+    }
+
+    fn children(&self, node: u32) -> Vec<(u8, u32)> {
+        let (bytes, nodes) = self.edges(node);
+        bytes.iter().copied().zip(nodes.iter().copied()).collect()
+    }
+
+    /// The state after reading `b` in state `node`.
+    fn next(&self, mut node: u32, b: u8) -> u32 {
+        loop {
+            let (bytes, nodes) = self.edges(node);
+            if let Some(child) = bytes.binary_search(&b).ok().and_then(|i| nodes.get(i)) {
+                return *child;
+            }
+            if node == 0 {
+                return 0;
+            }
+            node = self.node(node).fail;
+        }
+    }
+
+    /// The special strings llama.cpp's partition takes out of `text`, as (start, end, token),
+    /// in text order.
+    ///
+    /// llama.cpp takes the strings one by one, longest first (equal lengths: lower id first),
+    /// each at its occurrences left to right that overlap nothing taken before. Here every
+    /// text position where strings end waits, with the longest string ending there not yet
+    /// tried, in a queue by length; lengths are settled longest first, in that same order
+    /// within a length. A position then moves on to its next shorter string only while its
+    /// last byte is free, skipping strings that would start at or before a taken byte, so
+    /// each position is tried once for most texts.
+    fn find(&self, text: &[u8]) -> Vec<(usize, usize, u32)> {
+        if self.nodes.len() <= 1 {
+            return Vec::new();
+        }
+        let mut waiting: BTreeMap<u32, Vec<(usize, u32)>> = BTreeMap::new();
+        let mut state = 0;
+        for (i, &b) in text.iter().enumerate() {
+            state = self.next(state, b);
+            let out = self.node(state).out;
+            if out != NONE {
+                waiting.entry(self.node(out).depth).or_default().push((i + 1, out));
+            }
+        }
+        // Taken ranges by start: (end, token).
+        let mut taken: BTreeMap<usize, (usize, u32)> = BTreeMap::new();
+        // The last taken byte before `at`.
+        let last_taken_before = |taken: &BTreeMap<usize, (usize, u32)>, at: usize| {
+            taken.range(..at).next_back().map(|(_, &(end, _))| end.min(at).saturating_sub(1))
+        };
+        while let Some((len, mut found)) = waiting.pop_last() {
+            let len = len as usize;
+            found.sort_unstable_by_key(|&(end, node)| (self.node(node).token, end));
+            for &(end, node) in &found {
+                let start = end.saturating_sub(len);
+                if last_taken_before(&taken, end).is_none_or(|last| last < start) {
+                    taken.insert(start, (end, self.node(node).token));
+                }
+            }
+            for (end, node) in found {
+                let last = last_taken_before(&taken, end);
+                if last == Some(end.saturating_sub(1)) {
+                    continue; // every string ending here holds that byte
+                }
+                let room = end - last.map_or(0, |last| last + 1);
+                let mut next = self.node(self.node(node).fail).out;
+                while next != NONE && self.node(next).depth as usize > room {
+                    next = self.node(self.node(next).fail).out;
+                }
+                if next != NONE {
+                    waiting.entry(self.node(next).depth).or_default().push((end, next));
+                }
+            }
+        }
+        taken.into_iter().map(|(start, (end, token))| (start, end, token)).collect()
     }
 }

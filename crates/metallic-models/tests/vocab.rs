@@ -2,7 +2,8 @@
 //! by hand (the llama.cpp fixtures check it on a real vocabulary).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use metallic_models::vocab::{StreamDecoder, Vocab, VocabParts};
+use metallic_models::gguf::GgufFile;
+use metallic_models::vocab::{StreamDecoder, TokenKind, Vocab, VocabParts};
 
 /// (text, score, type) → a vocabulary with BOS 1, EOS 2, unknown 0 and byte tokens for 'x'
 /// and the bytes of 'é'.
@@ -64,16 +65,17 @@ fn spaces_become_the_meta_symbol_and_the_prefix_is_optional() {
 fn characters_outside_the_vocabulary_fall_back_to_bytes() {
     let v = vocab(WORDS, false);
     assert_eq!(v.encode("xé", false, false), [3, 4, 5]);
-    // A character with no byte tokens at all is dropped, as llama.cpp does.
-    assert_eq!(v.encode("a\u{4e2d}", false, false), [7]);
+    // A character some of whose bytes have no token is the unknown token.
+    assert_eq!(v.encode("a\u{4e2d}", false, false), [7, 0]);
 }
 
 #[test]
 fn control_tokens_parse_only_when_asked_user_defined_always() {
     let v = vocab(WORDS, false);
     assert_eq!(v.encode("a<start>b", false, true), [7, 13, 8]);
-    // Not parsed: the characters are text (only 'a' of them is in this vocabulary).
-    assert_eq!(v.encode("<start>", false, false), [7]);
+    // Not parsed: the characters are text (only 'a' of them is in this vocabulary; each run
+    // of the others is one unknown token).
+    assert_eq!(v.encode("<start>", false, false), [0, 7, 0]);
     assert_eq!(v.encode("a<user>b", false, false), [7, 14, 8]);
     // The space prefix follows a special token.
     let v = vocab(WORDS, true);
@@ -118,9 +120,287 @@ fn end_of_generation_tokens_count_as_control_tokens() {
     let v = vocab(&[("a", -1.0, 1), ("</s>", 0.0, 4), ("<end_of_turn>", 0.0, 3)], false);
     let (end_s, end_turn) = (v.id("</s>").unwrap(), v.id("<end_of_turn>").unwrap());
     assert_eq!(v.encode("a</s>", false, true), [6, end_s]);
-    assert_eq!(v.encode("a</s>", false, false), [6]);
+    assert_eq!(v.encode("a</s>", false, false), [6, 0]);
     assert_eq!(v.piece(end_s, false), b"");
     let mut ends = v.end_tokens().to_vec();
     ends.sort_unstable();
     assert_eq!(ends, [2, end_s, end_turn]);
+}
+
+/// llama.cpp's special-token partition as this crate had it before the automaton: one special
+/// token at a time, longest first (a stable sort, so lower ids first among equal lengths), each
+/// split out of the text pieces left at every occurrence, left to right. The text pieces are
+/// then encoded on their own (they hold no special string any more).
+fn reference_encode(v: &Vocab, text: &str, parse_special: bool) -> Vec<u32> {
+    enum Piece<'t> {
+        Text(&'t str),
+        Token(u32),
+    }
+    let mut specials: Vec<u32> = (0..v.len() as u32)
+        .filter(|&id| match v.kind(id).unwrap() {
+            TokenKind::UserDefined => true,
+            TokenKind::Control | TokenKind::Unknown => parse_special,
+            _ => false,
+        })
+        .filter(|&id| !v.text(id).unwrap().is_empty())
+        .collect();
+    specials.sort_by_key(|&id| std::cmp::Reverse(v.text(id).unwrap().len()));
+    let mut pieces = if text.is_empty() { Vec::new() } else { vec![Piece::Text(text)] };
+    for id in specials {
+        let needle = v.text(id).unwrap();
+        let mut next = Vec::new();
+        for piece in pieces {
+            let Piece::Text(mut rest) = piece else {
+                next.push(piece);
+                continue;
+            };
+            while let Some(at) = rest.find(needle) {
+                if at > 0 {
+                    next.push(Piece::Text(&rest[..at]));
+                }
+                next.push(Piece::Token(id));
+                rest = &rest[at + needle.len()..];
+            }
+            if !rest.is_empty() {
+                next.push(Piece::Text(rest));
+            }
+        }
+        pieces = next;
+    }
+    let mut out = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Token(id) => out.push(id),
+            Piece::Text(t) => out.extend(v.encode(t, false, false)),
+        }
+    }
+    out
+}
+
+/// A small deterministic pseudo-random generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+
+    fn string(&mut self, alphabet: &[&str], len: usize) -> String {
+        (0..len).map(|_| alphabet[self.below(alphabet.len())]).collect()
+    }
+}
+
+#[test]
+fn special_tokens_split_as_the_one_at_a_time_reference_does() {
+    // The longest special string wins even when a shorter one starts further left (so this is
+    // not leftmost-longest matching), and among equal lengths the lower id goes first.
+    let v = vocab(&[("a", -1.0, 1), ("d", -1.0, 1), ("ab", 0.0, 4), ("bcd", 0.0, 4), ("ba", 0.0, 4)], false);
+    let (ab, bcd, ba) = (v.id("ab").unwrap(), v.id("bcd").unwrap(), v.id("ba").unwrap());
+    assert_eq!(v.encode("abcd", false, false), [6, bcd]);
+    assert_eq!(v.encode("aba", false, false), [ab, 6]);
+    assert_eq!(v.encode("bab", false, false), [0, ab]);
+    assert_eq!(v.encode("bba", false, false), [0, ba]);
+
+    let alphabet = ["a", "b", "<", ">", "\u{e9}", " "];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut compared = 0;
+    for _ in 0..300 {
+        let mut extra: Vec<(String, f32, i32)> = ["a", "b", "<", ">", "\u{e9}", "\u{2581}", "\u{2581}a", "ab"]
+            .iter()
+            .map(|t| (t.to_string(), -(rng.below(10) as f32), 1))
+            .collect();
+        for _ in 0..rng.below(12) {
+            let len = 1 + rng.below(5);
+            let kind = [2, 3, 4][rng.below(3)];
+            extra.push((rng.string(&alphabet[..5], len), 0.0, kind));
+        }
+        let extra: Vec<(&str, f32, i32)> = extra.iter().map(|(t, s, k)| (t.as_str(), *s, *k)).collect();
+        let v = vocab(&extra, rng.below(2) == 0);
+        for _ in 0..20 {
+            let len = rng.below(40);
+            let text = rng.string(&alphabet, len);
+            for parse_special in [false, true] {
+                let want = reference_encode(&v, &text, parse_special);
+                assert_eq!(v.encode(&text, false, parse_special), want, "{text:?} with {extra:?}");
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 12_000);
+}
+
+/// A vocabulary of `n` tokens: unknown, BOS, EOS, the 256 byte tokens, a few words, then
+/// control tokens `<ctl…>` and every 1000th one user-defined.
+fn many_specials(n: usize) -> Vocab {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types = vec![2, 3, 3];
+    tokens.extend((0..256).map(|b| format!("<0x{b:02X}>")));
+    types.extend(std::iter::repeat_n(6, 256));
+    for word in ["\u{2581}", "h", "i", "\u{2581}h", "hi", "\u{2581}hi", "\u{2581}there", "<ctl"] {
+        tokens.push(word.into());
+        types.push(1);
+    }
+    while tokens.len() < n {
+        let id = tokens.len();
+        tokens.push(format!("<ctl{id}>"));
+        types.push(if id.is_multiple_of(1000) { 4 } else { 3 });
+    }
+    Vocab::new(VocabParts {
+        tokens,
+        types,
+        bos: Some(1),
+        eos: Some(2),
+        unknown: Some(0),
+        add_space_prefix: true,
+        ..VocabParts::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_million_special_tokens_tokenize_a_long_text_quickly() {
+    let v = many_specials(1 << 20);
+    let text: String =
+        "hi there <ctl77777> <ctl5000> \u{4e2d} <ctl1048575><ctl".chars().cycle().take(100_000).collect();
+    for parse_special in [true, false] {
+        let start = std::time::Instant::now();
+        let ids = v.encode(&text, true, parse_special);
+        let took = start.elapsed();
+        // About 0.05 s on a 2-core machine (the one-token-at-a-time loop took 37 s).
+        assert!(took.as_secs_f64() < 2.0, "{} ids in {took:?}", ids.len());
+        let count = |id| ids.iter().filter(|&&x| x == id).count();
+        let (ctl77777, ctl5000) = (v.id("<ctl77777>").unwrap(), v.id("<ctl5000>").unwrap());
+        let reps = text.matches("<ctl77777>").count();
+        assert_eq!(count(ctl77777), if parse_special { reps } else { 0 });
+        assert_eq!(count(ctl5000), reps, "user-defined tokens match either way");
+        // Identical to the reference on a prefix (the reference needs about 0.5 s per 1000 bytes).
+        let prefix: String = text.chars().take(300).collect();
+        assert_eq!(v.encode(&prefix, false, parse_special), reference_encode(&v, &prefix, parse_special));
+    }
+}
+
+#[test]
+fn nested_special_tokens_tokenize_quickly_and_as_the_reference_does() {
+    // a, aa, aaa, ... and b, ab, aab, ...: many special strings end at every position.
+    let mut extra: Vec<(String, f32, i32)> = vec![("a".into(), 0.0, 1), ("b".into(), 0.0, 1)];
+    for k in 1..=400 {
+        extra.push(("a".repeat(k), 0.0, if k % 2 == 0 { 3 } else { 4 }));
+        extra.push((format!("{}b", "a".repeat(k - 1)), 0.0, if k % 3 == 0 { 3 } else { 4 }));
+    }
+    let extra: Vec<(&str, f32, i32)> = extra.iter().map(|(t, s, k)| (t.as_str(), *s, *k)).collect();
+    let v = vocab(&extra, false);
+    let mut rng = Rng(7);
+    for _ in 0..20 {
+        let len = rng.below(1500);
+        let text: String = (0..len).map(|_| if rng.below(50) == 0 { 'b' } else { 'a' }).collect();
+        for parse_special in [false, true] {
+            assert_eq!(v.encode(&text, false, parse_special), reference_encode(&v, &text, parse_special));
+        }
+    }
+    let text: String = (0..100_000).map(|i| if i % 997 == 0 { 'b' } else { 'a' }).collect();
+    let start = std::time::Instant::now();
+    let ids = v.encode(&text, false, true);
+    assert!(start.elapsed().as_secs_f64() < 2.0, "{} ids in {:?}", ids.len(), start.elapsed());
+}
+
+#[test]
+fn characters_without_any_token_become_the_unknown_token() {
+    // No byte tokens: what cannot be written as tokens is the unknown token (a run of such
+    // characters, one), never dropped.
+    let tokens = ["<unk>", "<s>", "</s>", "\u{2581}", "h", "e", "he", "\u{2581}he"];
+    let v = Vocab::new(VocabParts {
+        tokens: tokens.iter().map(|t| t.to_string()).collect(),
+        types: vec![2, 3, 3, 1, 1, 1, 1, 1],
+        bos: Some(1),
+        eos: Some(2),
+        unknown: Some(0),
+        add_space_prefix: true,
+        ..VocabParts::default()
+    })
+    .unwrap();
+    let ids = v.encode("hello the world", false, false);
+    assert_eq!(ids, [7, 0, 3, 0, 6, 3, 0]);
+    assert_eq!(v.decode(&ids), " he\u{2585} \u{2585}he \u{2585}");
+    assert_eq!(v.unknown(), Some(0));
+}
+
+#[test]
+fn a_vocabulary_without_an_unknown_token_must_have_every_byte() {
+    let parts = |tokens: Vec<String>| VocabParts { tokens, unknown: None, ..VocabParts::default() };
+    let err = Vocab::new(parts(vec!["a".into(), "b".into()])).unwrap_err().to_string();
+    assert!(err.contains("no unknown token and no token for byte 0x00"), "{err}");
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| format!("<0x{b:02X}>")).collect();
+    tokens.retain(|t| t != "<0xE9>");
+    let err = Vocab::new(parts(tokens.clone())).unwrap_err().to_string();
+    assert!(err.contains("byte 0xE9"), "{err}");
+    // Bytes that never occur in UTF-8 need no token.
+    tokens.push("<0xE9>".into());
+    tokens.retain(|t| t != "<0xC0>" && t != "<0xFF>");
+    let v = Vocab::new(parts(tokens)).unwrap();
+    assert_eq!(v.encode("\u{e9}", false, false).len(), 2);
+}
+
+/// A GGUF image holding only a SentencePiece vocabulary of `tokens` (raw bytes) and `types`.
+fn vocabulary_gguf(tokens: &[&[u8]], types: &[i32]) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s);
+    }
+    let (string_type, array_type, i32_type) = (8u32, 9u32, 5u32);
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(0u64.to_le_bytes()); // tensors
+    out.extend(3u64.to_le_bytes()); // metadata entries
+    string(&mut out, b"tokenizer.ggml.model");
+    out.extend(string_type.to_le_bytes());
+    string(&mut out, b"llama");
+    string(&mut out, b"tokenizer.ggml.tokens");
+    out.extend(array_type.to_le_bytes());
+    out.extend(string_type.to_le_bytes());
+    out.extend((tokens.len() as u64).to_le_bytes());
+    for token in tokens {
+        string(&mut out, token);
+    }
+    string(&mut out, b"tokenizer.ggml.token_type");
+    out.extend(array_type.to_le_bytes());
+    out.extend(i32_type.to_le_bytes());
+    out.extend((types.len() as u64).to_le_bytes());
+    for t in types {
+        out.extend(t.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn tokens_that_are_not_utf8_load_and_decode_as_their_bytes() {
+    let tokens: [&[u8]; 10] = [
+        b"<unk>",
+        b"<s>",
+        b"</s>",
+        "\u{2581}".as_bytes(),
+        b"\xE4\xB8", // the first two bytes of U+4E2D
+        b"\xAD",     // and its last
+        b"\xC3",     // one-byte tokens stand for their byte (no <0xC3> here)
+        b"\xA9",
+        b"<c\xFF>", // a control token that is not UTF-8
+        "\u{fffd}".as_bytes(),
+    ];
+    let file = GgufFile::from_bytes(vocabulary_gguf(&tokens, &[2, 3, 3, 1, 1, 1, 1, 1, 3, 1])).unwrap();
+    let v = Vocab::from_gguf(&file).unwrap();
+    assert_eq!(v.len(), 10);
+    assert_eq!(v.text(4), Some("\u{fffd}"));
+    assert_eq!(v.text(8), Some("<c\u{fffd}>"));
+    // Decoding gives the stored bytes, so two halves of a character join up.
+    assert_eq!(v.decode(&[4, 5]), "\u{4e2d}");
+    assert_eq!(v.piece(8, true), b"<c\xFF>");
+    let mut stream = StreamDecoder::new();
+    assert_eq!(stream.push(&v, 4), "");
+    assert_eq!(stream.push(&v, 5), "\u{4e2d}");
+    // Such tokens never match text, but a one-byte one stands for its byte.
+    assert_eq!(v.encode("\u{e9}", false, false), [3, 6, 7]);
+    assert_eq!(v.encode("\u{fffd}<c\u{fffd}>", false, true), [3, 9, 0, 9, 0]);
+    assert_eq!(v.id("\u{fffd}"), Some(9));
 }
