@@ -46,6 +46,15 @@ GEMMA = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %
          "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
 LOOP = "{% for i in range(1000000) %}{% for j in range(1000000) %}x{% endfor %}{% endfor %}"
 RAISE = "{% if messages|length > 1 %}{{ raise_exception('too many') }}{% endif %}{{ messages[0]['content'] }}"
+# Templates that ask for far more memory than a prompt needs (each must fail within the output
+# limit): huge widths and repetitions, and a list holding itself twice, 60 times over.
+DOUBLED = "{% set ns = namespace(x=[1]) %}{% for i in range(60) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}"
+HOSTILE = {
+    "tojson_indent": "{{ messages|tojson(indent=3000000000) }}",
+    "sizes": "{{ 'x' * 10**9 }}{{ range(10**5)|join('x' * 100) }}{{ messages[0].content|replace('', 'y' * 10**5) }}"
+             "{{ '%1000000000s'|format(1) }}{{ messages[0].content|indent(100) }}",
+    "doubled_list": DOUBLED + "{{ ns.x|tojson }}{{ ns.x|string }}{{ ns.x|join }}{{ ns.x }}",
+}
 
 
 def small_gguf():
@@ -102,7 +111,7 @@ for i, t in enumerate(texts):
         write("tokenizer", f"text{i}.mode{mode}", bytes([mode]) + t["text"].encode())
     write("tokenizer", f"ids{i}", bytes([1]) + b"".join(struct.pack("<I", x) for x in t["ids_with_bos"]))
 
-for name, tmpl in {"chatml": CHATML, "gemma": GEMMA, "loop": LOOP, "raise": RAISE}.items():
+for name, tmpl in {"chatml": CHATML, "gemma": GEMMA, "loop": LOOP, "raise": RAISE, **HOSTILE}.items():
     write("chat_template", name, tmpl.encode() + b"\0hello\0hi there\0<end_of_turn>{{ 7*7 }}")
 
 config = (Path.home() / ".cache/metallic/models/all-MiniLM-L6-v2/config.json")

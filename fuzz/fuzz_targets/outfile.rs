@@ -85,12 +85,13 @@ fuzz_target!(|data: &[u8]| {
     match result {
         Ok(plan) => {
             assert_eq!(std::fs::read(&output).unwrap(), content, "{output:?} {plan:?}");
-            let target = match &plan {
-                outfile::OutputPlan::Replace { target, .. } => {
-                    target.strip_prefix(&root).unwrap_or(target).to_path_buf()
-                }
-                outfile::OutputPlan::Direct { path } => panic!("a direct write in the sandbox: {path:?}"),
-            };
+            // The file written, with every link on the way resolved (a directory on the way
+            // may be a link too), relative to the sandbox.
+            if let outfile::OutputPlan::Direct { path } = &plan {
+                panic!("a direct write in the sandbox: {path:?}");
+            }
+            let written = std::fs::canonicalize(&output).unwrap();
+            let target = written.strip_prefix(std::fs::canonicalize(&root).unwrap()).unwrap().to_path_buf();
             assert!(after.keys().all(|p| !p.to_string_lossy().ends_with(".tmp")), "{after:?}");
             for (path, node) in &before {
                 if *path != target {

@@ -49,6 +49,11 @@ fn chat_template_inputs() {
 }
 
 #[test]
+fn special_tokens_inputs() {
+    replay("special_tokens", fuzzing::special_tokens);
+}
+
+#[test]
 fn safetensors_inputs() {
     replay("safetensors", fuzzing::safetensors);
 }

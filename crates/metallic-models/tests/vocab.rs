@@ -2,8 +2,9 @@
 //! by hand (the llama.cpp fixtures check it on a real vocabulary).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use metallic_models::fuzzing::reference_encode;
 use metallic_models::gguf::GgufFile;
-use metallic_models::vocab::{StreamDecoder, TokenKind, Vocab, VocabParts};
+use metallic_models::vocab::{StreamDecoder, Vocab, VocabParts};
 
 /// (text, score, type) → a vocabulary with BOS 1, EOS 2, unknown 0 and byte tokens for 'x'
 /// and the bytes of 'é'.
@@ -125,56 +126,6 @@ fn end_of_generation_tokens_count_as_control_tokens() {
     let mut ends = v.end_tokens().to_vec();
     ends.sort_unstable();
     assert_eq!(ends, [2, end_s, end_turn]);
-}
-
-/// llama.cpp's special-token partition as this crate had it before the automaton: one special
-/// token at a time, longest first (a stable sort, so lower ids first among equal lengths), each
-/// split out of the text pieces left at every occurrence, left to right. The text pieces are
-/// then encoded on their own (they hold no special string any more).
-fn reference_encode(v: &Vocab, text: &str, parse_special: bool) -> Vec<u32> {
-    enum Piece<'t> {
-        Text(&'t str),
-        Token(u32),
-    }
-    let mut specials: Vec<u32> = (0..v.len() as u32)
-        .filter(|&id| match v.kind(id).unwrap() {
-            TokenKind::UserDefined => true,
-            TokenKind::Control | TokenKind::Unknown => parse_special,
-            _ => false,
-        })
-        .filter(|&id| !v.text(id).unwrap().is_empty())
-        .collect();
-    specials.sort_by_key(|&id| std::cmp::Reverse(v.text(id).unwrap().len()));
-    let mut pieces = if text.is_empty() { Vec::new() } else { vec![Piece::Text(text)] };
-    for id in specials {
-        let needle = v.text(id).unwrap();
-        let mut next = Vec::new();
-        for piece in pieces {
-            let Piece::Text(mut rest) = piece else {
-                next.push(piece);
-                continue;
-            };
-            while let Some(at) = rest.find(needle) {
-                if at > 0 {
-                    next.push(Piece::Text(&rest[..at]));
-                }
-                next.push(Piece::Token(id));
-                rest = &rest[at + needle.len()..];
-            }
-            if !rest.is_empty() {
-                next.push(Piece::Text(rest));
-            }
-        }
-        pieces = next;
-    }
-    let mut out = Vec::new();
-    for piece in pieces {
-        match piece {
-            Piece::Token(id) => out.push(id),
-            Piece::Text(t) => out.extend(v.encode(t, false, false)),
-        }
-    }
-    out
 }
 
 /// A small deterministic pseudo-random generator (xorshift64*).
