@@ -1,14 +1,27 @@
 //! Decoder-only language models from GGUF files, written against llama.cpp's tensor names.
 //! One `Decoder` serves every supported architecture; what differs between them lives in
-//! [`DecoderConfig`] (Gemma 3 so far: embedding scale, q/k norms, post-norms, GeGLU, local and
-//! global attention layers). Weights stay quantized on the GPU ([`QuantMatrix`]).
+//! [`DecoderConfig`]: the embedding scale, GeGLU or SwiGLU, the RoPE layout and frequency
+//! factors, per-head q/k norms, Gemma's post-norms, local (sliding-window) layers. Which
+//! optional tensors a layer has (q/k/v biases, a fused `attn_qkv`, a fused gate/up in
+//! `ffn_up`) is read off the file. Weights stay quantized on the GPU ([`QuantMatrix`]).
 //!
 //! ```text
 //! x = embed(ids) · scale
-//! per layer:  h = x + post_attn_norm(attention(attn_norm(x)))
+//! per layer:  h = x + post_attn_norm(attention(attn_norm(x)))      (post-norms: Gemma 3 only)
 //!             x = h + post_ffn_norm(down(act(gate(n)) · up(n))),  n = ffn_norm(h)
 //! logits = output(output_norm(x))          (the embedding table when tied)
 //! ```
+//!
+//! | `general.architecture` | families | what sets it apart |
+//! |---|---|---|
+//! | `gemma3` | Gemma 3 | √n_embd embedding scale, GeGLU (tanh), q/k norms, post-norms, 5 local layers of 6 |
+//! | `llama` | Llama 2 / 3.x, TinyLlama, SmolLM2, Mistral | interleaved RoPE, `rope_freqs` (Llama 3), optional q/k/v biases |
+//! | `qwen2` | Qwen 2 / 2.5 | q/k/v biases |
+//! | `qwen3` | Qwen 3 | q/k norms |
+//! | `phi3` | Phi-3 | fused `attn_qkv` and gate/up; LongRoPE factors |
+//!
+//! As in llama.cpp, `attention.sliding_window` is honoured for Gemma 3 only (llama.cpp ignores
+//! it for `llama` and disables it for `phi3`), so Mistral and Phi-3 attend to the whole context.
 
 use metallic::kernels::elementwise::{Binary, BinaryOp};
 use metallic::kernels::gated::{Gated, GatedAct};
@@ -22,11 +35,45 @@ use metallic::{DType, Runtime, Tensor};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::{Error, Result};
 
+/// The `general.architecture` values [`Decoder`] runs.
+pub const SUPPORTED_ARCHITECTURES: &str = "gemma3, llama, qwen2, qwen3, phi3";
+
+/// A supported architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `gemma3`.
+    Gemma3,
+    /// `llama` (Llama, TinyLlama, SmolLM2, Mistral).
+    Llama,
+    /// `qwen2` (Qwen 2 and 2.5).
+    Qwen2,
+    /// `qwen3`.
+    Qwen3,
+    /// `phi3`.
+    Phi3,
+}
+
+impl Family {
+    /// The family of a `general.architecture` value, if supported.
+    pub fn from_arch(arch: &str) -> Option<Self> {
+        Some(match arch {
+            "gemma3" => Family::Gemma3,
+            "llama" => Family::Llama,
+            "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
+            "phi3" => Family::Phi3,
+            _ => return None,
+        })
+    }
+}
+
 /// The hyperparameters a decoder needs, read from `{arch}.*` GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecoderConfig {
     /// `general.architecture`.
     pub arch: String,
+    /// The architecture, parsed.
+    pub family: Family,
     /// Width of the residual stream.
     pub n_embd: usize,
     /// Layers.
@@ -47,6 +94,14 @@ pub struct DecoderConfig {
     pub rope_base: f32,
     /// RoPE base of local (sliding-window) layers.
     pub rope_base_local: f32,
+    /// Which elements of a head RoPE pairs: interleaved for `llama` (llama.cpp's converter
+    /// permutes its q/k rows to Meta's layout), rotate-half for the others.
+    pub rope_style: RopeStyle,
+    /// Linear RoPE position scaling (`1 / rope.scaling.factor`; 1 for none).
+    pub rope_freq_scale: f32,
+    /// LongRoPE: the context beyond which the `rope_factors_long` table applies
+    /// (`rope.scaling.original_context_length`, else the training context).
+    pub rope_long_from: usize,
     /// Keys a local layer sees (itself included).
     pub sliding_window: Option<usize>,
     /// Every `swa_period`-th layer (1-based) is global, the others local; 0: all global.
@@ -57,6 +112,11 @@ pub struct DecoderConfig {
     pub attn_scale: f32,
     /// The MLP's gate activation.
     pub act: GatedAct,
+    /// RMS norms of each query and key head before RoPE (`attn_q_norm`, `attn_k_norm`).
+    pub qk_norms: bool,
+    /// Norms of each block's output before the residual add (`post_attention_norm`,
+    /// `post_ffw_norm`).
+    pub post_norms: bool,
     /// Vocabulary size (rows of the embedding table).
     pub vocab: usize,
 }
@@ -65,27 +125,66 @@ impl DecoderConfig {
     /// Reads the configuration of a supported architecture.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let arch = file.get_str("general.architecture")?.to_string();
-        if arch != "gemma3" {
+        let Some(family) = Family::from_arch(&arch) else {
             return Err(Error::Unsupported {
                 path: file.path().into(),
                 what: "architecture",
                 found: arch,
-                supported: "gemma3",
+                supported: SUPPORTED_ARCHITECTURES,
             });
-        }
+        };
         let key = |k: &str| format!("{arch}.{k}");
         let usize_of = |k: &str| -> Result<usize> { Ok(file.get_u64(&key(k))? as usize) };
+        let usize_or = |k: &str, default: usize| -> Result<usize> {
+            match file.get(&key(k)) {
+                Some(_) => usize_of(k),
+                None => Ok(default),
+            }
+        };
+        let f32_or = |k: &str, default: f32| -> Result<f32> {
+            match file.get(&key(k)) {
+                Some(_) => Ok(file.get_f32(&key(k))?),
+                None => Ok(default),
+            }
+        };
         let n_embd = usize_of("embedding_length")?;
         let n_head = usize_of("attention.head_count")?;
-        let head_dim = match file.get(&key("attention.key_length")) {
-            Some(_) => usize_of("attention.key_length")?,
-            None => n_embd / n_head.max(1),
-        };
-        let n_head_kv = match file.get(&key("attention.head_count_kv")) {
-            Some(_) => usize_of("attention.head_count_kv")?,
-            None => n_head,
-        };
+        let head_dim = usize_or("attention.key_length", n_embd / n_head.max(1))?;
+        let path = file.path();
+        for (k, what) in [("attention.value_length", "value heads"), ("rope.dimension_count", "rotated dimensions")] {
+            let found = usize_or(k, head_dim)?;
+            if found != head_dim {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "`{arch}.{k}` is {found}: {what} narrower than the {head_dim}-wide key heads are not supported"
+                    ),
+                ));
+            }
+        }
+        let n_head_kv = usize_or("attention.head_count_kv", n_head)?;
         let vocab = file.tensor("token_embd.weight").and_then(|t| t.dims().get(1).copied()).unwrap_or(0);
+        let n_ctx_train = usize_of("context_length")?;
+        let scaling = match file.get(&key("rope.scaling.type")) {
+            Some(_) => file.get_str(&key("rope.scaling.type"))?.to_string(),
+            None => "none".into(),
+        };
+        if !matches!(scaling.as_str(), "none" | "linear" | "longrope") {
+            return Err(Error::Unsupported {
+                path: path.into(),
+                what: "RoPE scaling",
+                found: scaling,
+                supported: "none, linear, longrope",
+            });
+        }
+        let factor = match file.get(&key("rope.scaling.factor")) {
+            Some(_) => file.get_f32(&key("rope.scaling.factor"))?,
+            None => f32_or("rope.scale_linear", 0.0)?,
+        };
+        // llama.cpp multiplies each rotated q and k by the attention factor: q·k by its square.
+        let attn_factor = f32_or("rope.scaling.attn_factor", 1.0)?;
+        let gemma = family == Family::Gemma3;
+        let default_attn_scale = 1.0 / (head_dim as f32).sqrt();
         let config = DecoderConfig {
             n_embd,
             n_layer: usize_of("block_count")?,
@@ -93,22 +192,26 @@ impl DecoderConfig {
             n_head_kv,
             head_dim,
             n_ff: usize_of("feed_forward_length")?,
-            n_ctx_train: usize_of("context_length")?,
+            n_ctx_train,
             rms_eps: file.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
-            // Absent: Gemma 3's global base; present, it must be an f32 (checked below).
-            rope_base: match file.get(&key("rope.freq_base")) {
-                None => 1_000_000.0,
-                Some(_) => file.get_f32(&key("rope.freq_base"))?,
-            },
+            // Absent: Gemma 3's global base, llama.cpp's 10000 for the others; present, it must
+            // be an f32 (checked below).
+            rope_base: f32_or("rope.freq_base", if gemma { 1_000_000.0 } else { 10_000.0 })?,
             // Gemma 3's local layers use base 10000 (llama.cpp's rope_freq_base_train_swa).
             rope_base_local: 10_000.0,
-            sliding_window: Some(usize_of("attention.sliding_window")?),
-            swa_period: 6,
-            embed_scale: (n_embd as f32).sqrt(),
-            attn_scale: 1.0 / (head_dim as f32).sqrt(),
-            act: GatedAct::GeluTanh,
+            rope_style: if family == Family::Llama { RopeStyle::Interleaved } else { RopeStyle::NeoX },
+            rope_freq_scale: if factor == 0.0 { 1.0 } else { 1.0 / factor },
+            rope_long_from: usize_or("rope.scaling.original_context_length", n_ctx_train)?,
+            sliding_window: if gemma { Some(usize_of("attention.sliding_window")?) } else { None },
+            swa_period: if gemma { 6 } else { 0 },
+            embed_scale: if gemma { (n_embd as f32).sqrt() } else { 1.0 },
+            attn_scale: f32_or("attention.scale", default_attn_scale)? * attn_factor * attn_factor,
+            act: if gemma { GatedAct::GeluTanh } else { GatedAct::Silu },
+            qk_norms: matches!(family, Family::Gemma3 | Family::Qwen3),
+            post_norms: gemma,
             vocab,
             arch,
+            family,
         };
         config.validate(file)?;
         Ok(config)
@@ -136,6 +239,12 @@ impl DecoderConfig {
             return Err(Error::format(file.path(), "attention.head_count is not a multiple of head_count_kv"));
         }
         let (arch, path) = (&self.arch, file.path());
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(Error::format(
+                path,
+                format!("`{arch}` heads of {} elements: RoPE needs an even width", self.head_dim),
+            ));
+        }
         if self.n_ctx_train == 0 {
             return Err(Error::format(path, format!("`{arch}.context_length` is 0; expected at least 1")));
         }
@@ -151,6 +260,22 @@ impl DecoderConfig {
         let base = self.rope_base;
         if !(base.is_finite() && base > 1.0) {
             return Err(Error::format(path, format!("`{arch}.rope.freq_base` is {base}; expected a finite value > 1")));
+        }
+        let scale = self.rope_freq_scale;
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::format(
+                path,
+                format!("`{arch}.rope.scaling.factor` gives a position scale of {scale}; expected a finite factor > 0"),
+            ));
+        }
+        if !(self.attn_scale.is_finite() && self.attn_scale > 0.0) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "`{arch}.attention.scale` and `rope.scaling.attn_factor` give an attention scale of {}; expected a finite value > 0",
+                    self.attn_scale
+                ),
+            ));
         }
         Ok(())
     }
@@ -236,11 +361,31 @@ impl Loader<'_> {
 
     /// An f32 vector (norm weights).
     fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
+        Ok(Tensor::from_slice(self.rt, [len], &self.values(name, len)?)?)
+    }
+
+    fn values(&self, name: &str, len: usize) -> Result<Vec<f32>> {
         let info = self.info(name)?;
         self.check(info, &[len])?;
         let mut values = vec![0.0f32; len];
         metallic::quant::dequantize(info.ty(), self.file.tensor_data(info), &mut values)?;
-        Ok(Tensor::from_slice(self.rt, [len], &values)?)
+        Ok(values)
+    }
+
+    /// The concatenation of the bias vectors `parts` (`(name, len)`) as one f32 vector; `None`
+    /// when the file has none of them (those missing among others count as zeros).
+    fn biases(&self, parts: &[(String, usize)]) -> Result<Option<Tensor>> {
+        if parts.iter().all(|(name, _)| self.file.tensor(name).is_none()) {
+            return Ok(None);
+        }
+        let mut all = Vec::with_capacity(parts.iter().map(|p| p.1).sum());
+        for (name, len) in parts {
+            match self.file.tensor(name) {
+                Some(_) => all.extend(self.values(name, *len)?),
+                None => all.resize(all.len() + len, 0.0),
+            }
+        }
+        Ok(Some(Tensor::from_slice(self.rt, [all.len()], &all)?))
     }
 }
 
@@ -276,16 +421,79 @@ struct Layer {
     attn_norm: Tensor,
     /// `[q_dim + 2 kv_dim]` outputs: q, k, v.
     qkv: Stacked,
+    /// Added to the q/k/v projections (`[q_dim + 2 kv_dim]`), when the file has biases.
+    qkv_bias: Option<Tensor>,
     wo: QuantMatrix,
-    q_norm: Tensor,
-    k_norm: Tensor,
-    post_attn_norm: Tensor,
+    /// Per-head RMS norm weights of queries and keys (`[head_dim]` each).
+    qk_norms: Option<(Tensor, Tensor)>,
+    post_attn_norm: Option<Tensor>,
     ffn_norm: Tensor,
     /// `[2 n_ff]` outputs: gate, up.
     gate_up: Stacked,
     down: QuantMatrix,
-    post_ffn_norm: Tensor,
+    post_ffn_norm: Option<Tensor>,
     local: bool,
+}
+
+impl Layer {
+    fn load(w: &Loader<'_>, c: &DecoderConfig, il: usize) -> Result<Self> {
+        let n = |s: &str| format!("blk.{il}.{s}.weight");
+        let bias = |s: &str| format!("blk.{il}.{s}.bias");
+        let has = |name: &str| w.file.tensor(name).is_some();
+        let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+        for name in [bias("attn_output"), bias("ffn_gate"), bias("ffn_up"), bias("ffn_down")] {
+            if has(&name) {
+                return Err(Error::Weight {
+                    path: w.file.path().into(),
+                    name,
+                    message: "output and MLP biases are not supported".into(),
+                });
+            }
+        }
+        // q, k and v: one fused matrix (Phi-3) or three; biases fused or three (Qwen 2).
+        let (qkv, qkv_bias) = if has(&n("attn_qkv")) {
+            let qkv = Stacked::Fused(w.matrix(&n("attn_qkv"), q_dim + 2 * kv_dim, c.n_embd)?);
+            (qkv, w.biases(&[(bias("attn_qkv"), q_dim + 2 * kv_dim)])?)
+        } else {
+            let parts = [(n("attn_q"), q_dim), (n("attn_k"), kv_dim), (n("attn_v"), kv_dim)];
+            let biases = [(bias("attn_q"), q_dim), (bias("attn_k"), kv_dim), (bias("attn_v"), kv_dim)];
+            (Stacked::load(w, &parts, c.n_embd)?, w.biases(&biases)?)
+        };
+        // Gate and up: two matrices, or one `ffn_up` of both (Phi-3: gate rows first).
+        let gate_up = if has(&n("ffn_gate")) {
+            Stacked::load(w, &[(n("ffn_gate"), c.n_ff), (n("ffn_up"), c.n_ff)], c.n_embd)?
+        } else {
+            Stacked::Fused(w.matrix(&n("ffn_up"), 2 * c.n_ff, c.n_embd)?)
+        };
+        let qk_norms = match c.qk_norms {
+            true => Some((w.vector(&n("attn_q_norm"), c.head_dim)?, w.vector(&n("attn_k_norm"), c.head_dim)?)),
+            false => None,
+        };
+        let post = |name: &str| c.post_norms.then(|| w.vector(&n(name), c.n_embd)).transpose();
+        Ok(Layer {
+            attn_norm: w.vector(&n("attn_norm"), c.n_embd)?,
+            qkv,
+            qkv_bias,
+            wo: w.matrix(&n("attn_output"), c.n_embd, q_dim)?,
+            qk_norms,
+            post_attn_norm: post("post_attention_norm")?,
+            ffn_norm: w.vector(&n("ffn_norm"), c.n_embd)?,
+            gate_up,
+            down: w.matrix(&n("ffn_down"), c.n_embd, c.n_ff)?,
+            post_ffn_norm: post("post_ffw_norm")?,
+            local: c.is_local(il),
+        })
+    }
+
+    fn vectors(&self) -> impl Iterator<Item = &Tensor> {
+        let norms = self.qk_norms.iter().flat_map(|(q, k)| [q, k]);
+        [&self.attn_norm, &self.ffn_norm]
+            .into_iter()
+            .chain(norms)
+            .chain(&self.qkv_bias)
+            .chain(&self.post_attn_norm)
+            .chain(&self.post_ffn_norm)
+    }
 }
 
 /// Query positions one pass of [`Decoder::prefill`] runs at most (longer prompts go in chunks):
@@ -357,6 +565,33 @@ impl KvCache {
     }
 }
 
+/// Per-pair RoPE frequency divisors (`[head_dim / 2]`) a file may carry.
+#[derive(Debug)]
+struct RopeFactors {
+    /// `rope_freqs` (Llama 3's frequency scaling): always applied.
+    freqs: Option<Tensor>,
+    /// LongRoPE's `rope_factors_long`: for contexts beyond `rope_long_from`.
+    long: Option<Tensor>,
+    /// LongRoPE's `rope_factors_short`: for shorter contexts.
+    short: Option<Tensor>,
+}
+
+impl RopeFactors {
+    /// The factors for a cache of `capacity` positions (llama.cpp picks the LongRoPE table by
+    /// the context size in the same way).
+    fn for_context(&self, capacity: usize, long_from: usize) -> Option<&Tensor> {
+        match &self.freqs {
+            Some(f) => Some(f),
+            None if capacity > long_from => self.long.as_ref(),
+            None => self.short.as_ref(),
+        }
+    }
+
+    fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.freqs.iter().chain(&self.long).chain(&self.short)
+    }
+}
+
 /// A decoder-only language model on the GPU.
 #[derive(Debug)]
 pub struct Decoder {
@@ -366,6 +601,7 @@ pub struct Decoder {
     /// `None`: the output projection is the embedding table (tied).
     output: Option<QuantMatrix>,
     layers: Vec<Layer>,
+    rope_factors: RopeFactors,
     rt: Runtime,
 }
 
@@ -384,32 +620,29 @@ impl Decoder {
         check_room(file, rt)?;
         let w = Loader { file, rt };
         let c = &config;
-        let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
         let total = c.n_layer + 1;
         let layers = (0..c.n_layer)
             .map(|il| {
                 progress(il, total);
-                let n = |s: &str| format!("blk.{il}.{s}.weight");
-                let qkv = [(n("attn_q"), q_dim), (n("attn_k"), kv_dim), (n("attn_v"), kv_dim)];
-                let gate_up = [(n("ffn_gate"), c.n_ff), (n("ffn_up"), c.n_ff)];
-                Ok(Layer {
-                    attn_norm: w.vector(&n("attn_norm"), c.n_embd)?,
-                    qkv: Stacked::load(&w, &qkv, c.n_embd)?,
-                    wo: w.matrix(&n("attn_output"), c.n_embd, q_dim)?,
-                    q_norm: w.vector(&n("attn_q_norm"), c.head_dim)?,
-                    k_norm: w.vector(&n("attn_k_norm"), c.head_dim)?,
-                    post_attn_norm: w.vector(&n("post_attention_norm"), c.n_embd)?,
-                    ffn_norm: w.vector(&n("ffn_norm"), c.n_embd)?,
-                    gate_up: Stacked::load(&w, &gate_up, c.n_embd)?,
-                    down: w.matrix(&n("ffn_down"), c.n_embd, c.n_ff)?,
-                    post_ffn_norm: w.vector(&n("post_ffw_norm"), c.n_embd)?,
-                    local: c.is_local(il),
-                })
+                Layer::load(&w, c, il)
             })
             .collect::<Result<Vec<_>>>()?;
         let output = match file.tensor("output.weight") {
             Some(_) => Some(w.matrix("output.weight", c.vocab, c.n_embd)?),
             None => None,
+        };
+        if file.tensor("output.bias").is_some() || file.tensor("output_norm.bias").is_some() {
+            return Err(Error::Weight {
+                path: file.path().into(),
+                name: "output.bias".into(),
+                message: "output biases are not supported".into(),
+            });
+        }
+        let factor = |name: &str| file.tensor(name).map(|_| w.vector(name, c.head_dim / 2)).transpose();
+        let rope_factors = RopeFactors {
+            freqs: factor("rope_freqs.weight")?,
+            long: factor("rope_factors_long.weight")?,
+            short: factor("rope_factors_short.weight")?,
         };
         let embed = w.matrix("token_embd.weight", c.vocab, c.n_embd)?;
         progress(total, total);
@@ -418,6 +651,7 @@ impl Decoder {
             output_norm: w.vector("output_norm.weight", c.n_embd)?,
             output,
             layers,
+            rope_factors,
             config,
             rt: rt.clone(),
         })
@@ -434,10 +668,7 @@ impl Decoder {
             .layers
             .iter()
             .flat_map(|l| l.qkv.matrices().into_iter().chain(l.gate_up.matrices()).chain([&l.wo, &l.down]));
-        let vectors = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.attn_norm, &l.q_norm, &l.k_norm, &l.post_attn_norm, &l.ffn_norm, &l.post_ffn_norm]);
+        let vectors = self.layers.iter().flat_map(Layer::vectors).chain(self.rope_factors.tensors());
         matrices.chain([&self.embed]).chain(self.output.as_ref()).map(QuantMatrix::size_in_bytes).sum::<usize>()
             + vectors.chain([&self.output_norm]).map(Tensor::size_in_bytes).sum::<usize>()
     }
@@ -669,7 +900,10 @@ impl Decoder {
         let start = cache.len;
         let end = start + seq;
         rt.record(&QEmbedding::new(&self.embed, ids, &a.x)?)?;
-        rt.record(&Binary::scalar(BinaryOp::Mul, &a.x, c.embed_scale, &a.x)?)?;
+        if c.embed_scale != 1.0 {
+            rt.record(&Binary::scalar(BinaryOp::Mul, &a.x, c.embed_scale, &a.x)?)?;
+        }
+        let rope_factors = self.rope_factors.for_context(cache.capacity, c.rope_long_from);
         let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
         rt.record(&RmsNorm::new(&a.x, Some(first_norm), c.rms_eps, false, &a.n)?)?;
         let attn_rows = a.attn.reshape([c.n_head, seq, c.head_dim])?;
@@ -680,14 +914,25 @@ impl Decoder {
             };
             self.project(&layer.qkv, &a.n, &a.qkv)?;
             let base = if layer.local { c.rope_base_local } else { c.rope_base };
-            let rope =
-                RopeOptions { style: RopeStyle::NeoX, base, position_offset: start as u32, ..RopeOptions::default() };
+            let rope = RopeOptions {
+                style: c.rope_style,
+                base,
+                position_offset: start as u32,
+                rotary_dim: None,
+                freq_scale: c.rope_freq_scale,
+            };
             let q_heads = a.q.reshape([c.n_head, seq, c.head_dim])?;
-            rt.record(&QkvRope::new(&a.qkv, &q_heads, k_cache, v_cache, rope)?.with_norms(
-                &layer.q_norm,
-                &layer.k_norm,
-                c.rms_eps,
-            )?)?;
+            let mut qkv_rope = QkvRope::new(&a.qkv, &q_heads, k_cache, v_cache, rope)?;
+            if let Some((q_norm, k_norm)) = &layer.qk_norms {
+                qkv_rope = qkv_rope.with_norms(q_norm, k_norm, c.rms_eps)?;
+            }
+            if let Some(bias) = &layer.qkv_bias {
+                qkv_rope = qkv_rope.with_bias(bias)?;
+            }
+            if let Some(factors) = rope_factors {
+                qkv_rope = qkv_rope.with_freq_factors(factors)?;
+            }
+            rt.record(&qkv_rope)?;
             // Queries at start..end see keys up to their own position; a local layer's only the
             // last `window` of them, so keys before the first query's window are not bound.
             let window = if layer.local { c.sliding_window } else { None };
@@ -710,7 +955,7 @@ impl Decoder {
             rt.record(&ResidualRmsNorm::new(
                 &a.x,
                 &a.o,
-                Some(&layer.post_attn_norm),
+                layer.post_attn_norm.as_ref(),
                 &layer.ffn_norm,
                 c.rms_eps,
                 &a.x,
@@ -723,7 +968,7 @@ impl Decoder {
             rt.record(&ResidualRmsNorm::new(
                 &a.x,
                 &a.o,
-                Some(&layer.post_ffn_norm),
+                layer.post_ffn_norm.as_ref(),
                 next_norm,
                 c.rms_eps,
                 &a.x,

@@ -79,8 +79,17 @@ fn rotate(x1: f64, x2: f64, angle: f64) -> (f64, f64) {
     (x1 * angle.cos() - x2 * angle.sin(), x2 * angle.cos() + x1 * angle.sin())
 }
 
-/// One head normalised (when `w` is given) and rotated at `pos`, in f64.
-fn head_ref(x: &[f64], w: Option<&[f64]>, eps: f64, pos: usize, base: f64, style: RopeStyle) -> Vec<f64> {
+/// One head normalised (when `w` is given) and rotated at `pos` (pair `p`'s angle divided by
+/// `factors[p]` when given), in f64.
+fn head_ref(
+    x: &[f64],
+    w: Option<&[f64]>,
+    eps: f64,
+    pos: usize,
+    base: f64,
+    style: RopeStyle,
+    factors: Option<&[f64]>,
+) -> Vec<f64> {
     let hd = x.len();
     let scale = if w.is_some() { rms_scale(x, eps) } else { 1.0 };
     let v: Vec<f64> = (0..hd).map(|i| x[i] * scale * w.map_or(1.0, |w| w[i])).collect();
@@ -90,7 +99,7 @@ fn head_ref(x: &[f64], w: Option<&[f64]>, eps: f64, pos: usize, base: f64, style
             RopeStyle::NeoX => (p, p + hd / 2),
             RopeStyle::Interleaved => (2 * p, 2 * p + 1),
         };
-        let angle = pos as f64 * base.powf(-2.0 * p as f64 / hd as f64);
+        let angle = pos as f64 * base.powf(-2.0 * p as f64 / hd as f64) / factors.map_or(1.0, |f| f[p]);
         (out[a], out[b]) = rotate(v[a], v[b], angle);
     }
     out
@@ -100,15 +109,20 @@ fn head_ref(x: &[f64], w: Option<&[f64]>, eps: f64, pos: usize, base: f64, style
 fn qkv_rope_matches_f64() {
     let eps = 1e-6;
     let rt = runtime();
-    // (seq, n_q, n_kv, head_dim, capacity, start, norms, style)
+    // (seq, n_q, n_kv, head_dim, capacity, start, norms, style, bias, freq factors)
     let cases = [
-        (1, 4, 1, 256, 40, 17, true, RopeStyle::NeoX),
-        (3, 2, 2, 8, 9, 5, false, RopeStyle::NeoX),
-        (5, 3, 1, 6, 5, 0, true, RopeStyle::Interleaved),
-        (2, 1, 1, 130, 4, 2, true, RopeStyle::NeoX),
+        (1, 4, 1, 256, 40, 17, true, RopeStyle::NeoX, false, false),
+        (3, 2, 2, 8, 9, 5, false, RopeStyle::NeoX, false, false),
+        (5, 3, 1, 6, 5, 0, true, RopeStyle::Interleaved, false, false),
+        (2, 1, 1, 130, 4, 2, true, RopeStyle::NeoX, false, false),
+        (3, 4, 2, 16, 12, 7, false, RopeStyle::NeoX, true, false),
+        (2, 2, 1, 64, 30, 21, false, RopeStyle::Interleaved, false, true),
+        (4, 3, 3, 32, 9, 3, true, RopeStyle::NeoX, true, true),
     ];
-    for (seq, n_q, n_kv, hd, cap, start, norms, style) in cases {
-        let what = format!("seq {seq} n_q {n_q} n_kv {n_kv} hd {hd} cap {cap} start {start} norms {norms} {style:?}");
+    for (seq, n_q, n_kv, hd, cap, start, norms, style, bias, factors) in cases {
+        let what = format!(
+            "seq {seq} n_q {n_q} n_kv {n_kv} hd {hd} cap {cap} start {start} norms {norms} {style:?} bias {bias} factors {factors}"
+        );
         let mut rng = Rng::new((seq * 7 + n_q * 131 + hd) as u64);
         let heads = n_q + 2 * n_kv;
         let (x, xv) = upload(&rt, &[seq, heads * hd], DType::F32, &rng.vec(seq * heads * hd, -3.0, 3.0));
@@ -120,33 +134,46 @@ fn qkv_rope_matches_f64() {
         let (v, vv0) = upload(&rt, &[n_kv, cap, hd], DType::F32, &rng.vec(n_kv * cap * hd, -1.0, 1.0));
         let base = 10_000.0;
         let options = RopeOptions { style, base: base as f32, position_offset: start as u32, ..Default::default() };
+        let (b, bv) = upload(&rt, &[heads * hd], DType::F32, &rng.vec(heads * hd, -2.0, 2.0));
+        let (f, fv) = upload(&rt, &[hd / 2], DType::F32, &rng.vec(hd / 2, 1.0, 40.0));
         let mut op = QkvRope::new(&x, &q, &k, &v, options).unwrap();
         if norms {
             op = op.with_norms(&qw, &kw, eps as f32).unwrap();
         }
+        if bias {
+            op = op.with_bias(&b).unwrap();
+        }
+        if factors {
+            op = op.with_freq_factors(&f).unwrap();
+        }
         rt.record(&op).unwrap();
         let (mut want_q, mut want_k, mut want_v) = (vec![0.0; n_q * seq * hd], kv0.clone(), vv0.clone());
+        let ff = factors.then_some(&fv[..]);
         for s in 0..seq {
             for j in 0..heads {
-                let src = &xv[(s * heads + j) * hd..(s * heads + j + 1) * hd];
+                let row = &xv[(s * heads + j) * hd..(s * heads + j + 1) * hd];
+                let src: Vec<f64> =
+                    row.iter().enumerate().map(|(i, x)| x + if bias { bv[j * hd + i] } else { 0.0 }).collect();
                 let pos = start + s;
                 let (qn, kn) = if norms { (Some(&qwv[..]), Some(&kwv[..])) } else { (None, None) };
                 if j < n_q {
                     let dst = (j * seq + s) * hd;
-                    want_q[dst..dst + hd].copy_from_slice(&head_ref(src, qn, eps, pos, base, style));
+                    want_q[dst..dst + hd].copy_from_slice(&head_ref(&src, qn, eps, pos, base, style, ff));
                 } else if j < n_q + n_kv {
                     let dst = ((j - n_q) * cap + pos) * hd;
-                    want_k[dst..dst + hd].copy_from_slice(&head_ref(src, kn, eps, pos, base, style));
+                    want_k[dst..dst + hd].copy_from_slice(&head_ref(&src, kn, eps, pos, base, style, ff));
                 } else {
                     let dst = ((j - n_q - n_kv) * cap + pos) * hd;
-                    want_v[dst..dst + hd].copy_from_slice(src);
+                    want_v[dst..dst + hd].copy_from_slice(&src);
                 }
             }
         }
         // Angles up to ~40 radians in f32: a few 1e-6 of error.
         close(&q.to_vec::<f32>().unwrap(), &want_q, 2e-5, &format!("q, {what}"));
         close(&k.to_vec::<f32>().unwrap(), &want_k, 2e-5, &format!("k, {what}"));
-        close(&v.to_vec::<f32>().unwrap(), &want_v, 0.0, &format!("v, {what}"));
+        // Values are copied, or rounded once to f32 after the bias.
+        let v_tol = if bias { 1e-6 } else { 0.0 };
+        close(&v.to_vec::<f32>().unwrap(), &want_v, v_tol, &format!("v, {what}"));
     }
 }
 
@@ -199,6 +226,10 @@ fn qkv_rope_rejects_bad_shapes() {
     let partial = RopeOptions { rotary_dim: Some(4), ..Default::default() };
     assert!(QkvRope::new(&x, &q, &k, &v, partial).unwrap_err().to_string().contains("whole head"));
     let op = QkvRope::new(&x, &q, &k, &v, RopeOptions::default()).unwrap();
-    let err = op.with_norms(&t(&[5]), &t(&[6]), 1e-6).unwrap_err();
+    let err = op.clone().with_norms(&t(&[5]), &t(&[6]), 1e-6).unwrap_err();
     assert!(err.to_string().contains("norm weights must be [6]"), "{err}");
+    let err = op.clone().with_bias(&t(&[6])).unwrap_err();
+    assert!(err.to_string().contains("bias must be [24]"), "{err}");
+    let err = op.with_freq_factors(&t(&[6])).unwrap_err();
+    assert!(err.to_string().contains("freq factors must be [3]"), "{err}");
 }

@@ -12,7 +12,7 @@ static QKV: Kernel = Kernel {
     name: "qkv_rope",
     source: concat!(include_str!("qkv.wgsl"), include_str!("common.wgsl")),
     entry: "main",
-    bindings: 6,
+    bindings: 8,
 };
 
 const OP: &str = "qkv_rope";
@@ -27,7 +27,10 @@ const WG: u32 = 64;
 /// value heads into the caches (`[n_kv, capacity, head_dim]`) at positions
 /// `options.position_offset..+seq`. Query and key heads are rotated ([`Rope`](super::Rope)'s
 /// arithmetic; `rotary_dim` must be the whole head) after an optional per-head RMS norm
-/// ([`with_norms`](Self::with_norms): `v / sqrt(mean(v²) + eps) · weight`, Gemma 3's q/k norms).
+/// ([`with_norms`](Self::with_norms): `v / sqrt(mean(v²) + eps) · weight`, Gemma 3's and
+/// Qwen 3's q/k norms). Optionally a bias is added to every row first
+/// ([`with_bias`](Self::with_bias), Qwen 2's q/k/v biases) and each pair's angle is divided by a
+/// per-pair factor ([`with_freq_factors`](Self::with_freq_factors), Llama 3's `rope_freqs`).
 ///
 /// ```
 /// use metallic::{kernels::rope::{QkvRope, RopeOptions}, DType, Runtime, Tensor};
@@ -47,6 +50,8 @@ const WG: u32 = 64;
 pub struct QkvRope {
     x: Tensor,
     norms: Option<(Tensor, Tensor, f32)>,
+    bias: Option<Tensor>,
+    factors: Option<Tensor>,
     q_out: Tensor,
     k_cache: Tensor,
     v_cache: Tensor,
@@ -70,6 +75,8 @@ struct Params {
     q_off: u32,
     k_off: u32,
     v_off: u32,
+    bias_off: u32,
+    factors_off: u32,
     flags: u32,
     eps: f32,
     log2_step: f32,
@@ -94,6 +101,8 @@ impl QkvRope {
         let op = QkvRope {
             x: x.clone(),
             norms: None,
+            bias: None,
+            factors: None,
             q_out: q_out.clone(),
             k_cache: k_cache.clone(),
             v_cache: v_cache.clone(),
@@ -107,6 +116,22 @@ impl QkvRope {
     /// (`[head_dim]` each) before rotating them.
     pub fn with_norms(mut self, q_weight: &Tensor, k_weight: &Tensor, eps: f32) -> Result<Self> {
         self.norms = Some((q_weight.clone(), k_weight.clone(), eps));
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Adds `bias` (`[(n_q + 2·n_kv) · head_dim]`, one row of `x`) to every row of `x` before
+    /// anything else.
+    pub fn with_bias(mut self, bias: &Tensor) -> Result<Self> {
+        self.bias = Some(bias.clone());
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Divides the angle of pair `p` by `factors[p]` (`[head_dim / 2]`, positive): the
+    /// frequency scaling of Llama 3 (`rope_freqs`) and of LongRoPE.
+    pub fn with_freq_factors(mut self, factors: &Tensor) -> Result<Self> {
+        self.factors = Some(factors.clone());
         self.validate()?;
         Ok(self)
     }
@@ -163,11 +188,26 @@ impl Operation for QkvRope {
                 return Err(Error::invalid(OP, format!("eps {eps} must be finite and non-negative")));
             }
         }
+        tensors.extend(self.bias.iter().chain(&self.factors));
         for t in &tensors {
             check_dtype(OP, dtype, t)?;
         }
         check_same_device(OP, &tensors)?;
         let g = self.geometry()?;
+        if let Some(bias) = &self.bias {
+            let width = (g.n_q + 2 * g.n_kv) * g.head_dim;
+            if bias.dims() != [width] {
+                return Err(Error::shape(OP, format!("bias must be [{width}], got {}", bias.shape())));
+            }
+        }
+        if let Some(factors) = &self.factors
+            && factors.dims() != [g.head_dim / 2]
+        {
+            return Err(Error::shape(
+                OP,
+                format!("freq factors must be [{}], got {}", g.head_dim / 2, factors.shape()),
+            ));
+        }
         if let Some((qw, kw, _)) = &self.norms {
             for w in [qw, kw] {
                 if w.dims() != [g.head_dim] {
@@ -191,6 +231,17 @@ impl Operation for QkvRope {
         let q = encoder.bind(&self.q_out)?;
         let k = encoder.bind(&self.k_cache)?;
         let v = encoder.bind(&self.v_cache)?;
+        let bias = match &self.bias {
+            Some(b) => encoder.bind(b)?,
+            None => x.clone(),
+        };
+        let factors = match &self.factors {
+            Some(f) => encoder.bind(f)?,
+            None => x.clone(),
+        };
+        let flags = u32::from(self.norms.is_some())
+            | (u32::from(self.bias.is_some()) << 1)
+            | (u32::from(self.factors.is_some()) << 2);
         let (log2_step, turns) = angle_steps(&self.options, g.head_dim);
         let params = Params {
             rows: count_u32(OP, rows)?,
@@ -207,7 +258,9 @@ impl Operation for QkvRope {
             q_off: q.elem_offset(),
             k_off: k.elem_offset(),
             v_off: v.elem_offset(),
-            flags: u32::from(self.norms.is_some()),
+            bias_off: bias.elem_offset(),
+            factors_off: factors.elem_offset(),
+            flags,
             eps,
             log2_step,
             turns,
@@ -220,7 +273,7 @@ impl Operation for QkvRope {
                 kernel: &QKV,
                 dtype: self.x.dtype(),
                 overrides,
-                bindings: &[&x, &qw, &kw, &q, &k, &v],
+                bindings: &[&x, &qw, &kw, &q, &k, &v, &bias, &factors],
                 params,
                 workgroups,
             },

@@ -6,12 +6,18 @@
 //   key    (j < n_q + n_kv):  [rms_norm · kw] → rope → k_cache[j - n_q, start + s, :]
 //   value:                                             v_cache[j - n_q - n_kv, start + s, :]
 //
-// (caches are [n_kv, cap, hd]). The per-head norms run when NORM is set in `params.flags`
-// (Gemma 3, Qwen 3); RoPE is `rope.wgsl`'s, with the same angle arithmetic. One pair of
-// elements at a time per invocation, so each pair is rotated from values in registers.
+// (caches are [n_kv, cap, hd]). With BIAS set in `params.flags` the row of `bias` is added
+// to x's first (Qwen 2); the per-head norms run when NORM is set (Gemma 3, Qwen 3); RoPE is
+// `rope.wgsl`'s, with the same angle arithmetic, pair p's angle divided by `factors[p]` when
+// FACTORS is set (Llama 3's `rope_freqs`). One pair of elements at a time per invocation, so
+// each pair is rotated from values in registers.
 
-// Bit of `params.flags`: RMS-normalise query and key heads with weights qw and kw.
+// Bits of `params.flags`. NORM: RMS-normalise query and key heads with weights qw and kw.
 const NORM: u32 = 1u;
+// BIAS: add `bias` (one row of (n_q + 2 n_kv) heads) to each row of x.
+const BIAS: u32 = 2u;
+// FACTORS: divide pair p's angle by `factors[p]`.
+const FACTORS: u32 = 4u;
 
 // 0: NeoX / rotate-half; 1: GPT-J / interleaved.
 override STYLE: u32 = 0u;
@@ -31,6 +37,8 @@ struct Params {
     q_off: u32,
     k_off: u32,
     v_off: u32,
+    bias_off: u32,
+    factors_off: u32,
     flags: u32,
     eps: f32,
     log2_step: f32,
@@ -43,6 +51,17 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> q_out: array<T>;
 @group(0) @binding(4) var<storage, read_write> k_cache: array<T>;
 @group(0) @binding(5) var<storage, read_write> v_cache: array<T>;
+@group(0) @binding(6) var<storage, read_write> bias: array<T>;
+@group(0) @binding(7) var<storage, read_write> factors: array<T>;
+
+// Element i of head j of token row `src` (x[src + i]), plus its bias when there is one.
+fn load(src: u32, j: u32, i: u32) -> f32 {
+    var v = f32(x[src + i]);
+    if (params.flags & BIAS) != 0u {
+        v += f32(bias[params.bias_off + j * 2u * params.half + i]);
+    }
+    return v;
+}
 
 // Indices of pair p's two elements within a head.
 fn pair(p: u32) -> vec2<u32> {
@@ -66,7 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if j >= params.n_q + params.n_kv {
         let dst = params.v_off + ((j - params.n_q - params.n_kv) * params.cap + pos) * hd;
         for (var i = lanes.index; i < hd; i += WG) {
-            v_cache[dst + i] = x[src + i];
+            v_cache[dst + i] = T(load(src, j, i));
         }
         return;
     }
@@ -75,15 +94,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (params.flags & NORM) != 0u {
         var ss = 0.0;
         for (var i = lanes.index; i < hd; i += WG) {
-            let v = f32(x[src + i]);
+            let v = load(src, j, i);
             ss += v * v;
         }
         scale = inverseSqrt(workgroup_sum(ss, lanes) / f32(hd) + params.eps);
     }
     for (var p = lanes.index; p < params.half; p += WG) {
         let ab = pair(p);
-        var a = f32(x[src + ab.x]) * scale;
-        var b = f32(x[src + ab.y]) * scale;
+        var a = load(src, j, ab.x) * scale;
+        var b = load(src, j, ab.y) * scale;
         if (params.flags & NORM) != 0u {
             if is_q {
                 a *= f32(qw[params.qw_off + ab.x]);
@@ -94,7 +113,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
         // Pair 0 multiplies by exp2(0) = 1 exactly, as in rope.wgsl.
-        let t = (f32(pos) * params.turns) * exp2(f32(p) * params.log2_step);
+        var t = (f32(pos) * params.turns) * exp2(f32(p) * params.log2_step);
+        if (params.flags & FACTORS) != 0u {
+            t /= f32(factors[params.factors_off + p]);
+        }
         let sc = sincos_turns(t - round(t));
         let ra = a * sc.y - b * sc.x;
         let rb = b * sc.y + a * sc.x;
