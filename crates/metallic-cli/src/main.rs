@@ -4,6 +4,7 @@
 mod bench;
 mod embed;
 mod generate;
+mod inspect;
 mod outfile;
 mod output;
 
@@ -43,8 +44,12 @@ enum Command {
     /// Sentence embeddings for texts (one per line on stdin or --input) with a
     /// sentence-transformers model directory (see `scripts/fetch-model.sh`).
     Embed(embed::EmbedArgs),
-    /// Text from a GGUF language model (Gemma 3), streamed to stdout; speeds on stderr.
+    /// Text from a GGUF language model (Gemma 3, Llama, Mistral, Qwen 2/2.5/3, SmolLM2, Phi-3),
+    /// streamed to stdout; speeds on stderr.
     Generate(generate::GenerateArgs),
+    /// What a GGUF file holds (architecture, size, quantization mix, tokenizer, chat template)
+    /// and whether metallic runs it; reads only the header.
+    Inspect(inspect::InspectArgs),
     /// Cosine similarity between the embeddings of two or more texts, as a matrix.
     Similarity(embed::SimilarityArgs),
     /// Print the token ids a model sees for TEXT, as a JSON array.
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => embed::tokenize(args),
         Command::Similarity(args) => embed::similarity(args),
         Command::Generate(args) => generate::generate(args),
+        Command::Inspect(args) => inspect::inspect(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
