@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod bert;
+mod bpe;
 pub mod chat;
 pub mod decoder;
 mod embedder;

@@ -1,7 +1,12 @@
-//! The vocabulary of a GGUF language model and its SentencePiece-style tokenizer, written to
-//! give the same ids as llama.cpp: special-token strings split out first, `▁` for spaces, then
-//! the highest-scoring adjacent pair merged repeatedly, and bytes (`<0xAB>` tokens) for
-//! anything left that is not in the vocabulary.
+//! The vocabulary of a GGUF language model and its tokenizer, written to give the same ids as
+//! llama.cpp. Two tokenizers, by `tokenizer.ggml.model`:
+//!
+//! - `llama`, SentencePiece style: special-token strings split out first, `▁` for spaces,
+//!   then the highest-scoring adjacent pair merged repeatedly, and bytes (`<0xAB>` tokens) for
+//!   anything left that is not in the vocabulary.
+//! - `gpt2`, byte-level BPE (Llama 3, Qwen, SmolLM, Mistral-NeMo, DeepSeek, ...): special-token
+//!   strings split out the same way, then the pre-tokenizer `tokenizer.ggml.pre` names, GPT-2's
+//!   byte encoding and merges by rank (the source's `bpe.rs` explains each step).
 //!
 //! **Special tokens** are split out as llama.cpp's `tokenizer_st_partition` does: the longest
 //! special string first (equal lengths: the lower id first), each one at every place where it
@@ -13,7 +18,19 @@
 //! tokens (a vocabulary without `<0xAB>` tokens) becomes the unknown token; a run of such
 //! characters becomes one unknown token, as SentencePiece encodes it (llama.cpp throws an
 //! exception there instead). Input is never dropped: [`Vocab::new`] refuses a vocabulary that
-//! has no unknown token and cannot represent every byte of UTF-8 text.
+//! has no unknown token and cannot represent every byte of UTF-8 text. A byte-level BPE
+//! vocabulary is taken as llama.cpp takes it: every real one has a token for each of the 256
+//! byte stand-ins, and a byte it has no token for is dropped, as llama.cpp drops it.
+//!
+//! **Byte-level BPE, in llama.cpp's terms:** control and unknown tokens are split out of the
+//! text only when special tokens are parsed, user-defined ones always (not implemented: the
+//! lstrip/rstrip that llama.cpp gives the special tokens of models named Phi-3 and the mask
+//! token of a few embedding models); a piece is the token's bytes with GPT-2's byte encoding
+//! undone (control tokens print only when asked, user-defined ones as stored); `add_bos`
+//! follows the pre-tokenizer (llama.cpp's defaults) unless `tokenizer.ggml.add_bos_token` says
+//! otherwise. [`Vocab::decode`] joins pieces as they are: llama.cpp's
+//! `clean_up_tokenization_spaces` pass (in its `llama_detokenize` only, not in
+//! `token_to_piece`) is not applied.
 //!
 //! **Tokens that are not UTF-8:** a GGUF vocabulary may hold tokens whose bytes are not UTF-8
 //! (llama.cpp loads them). [`Vocab::from_gguf`] loads them too: [`Vocab::text`] gives such a
@@ -23,6 +40,7 @@
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
+use crate::bpe::{self, Bpe, PreError, PreTokenizer};
 use crate::gguf::{GgufArray, GgufFile};
 use crate::{Error, Result};
 
@@ -82,7 +100,8 @@ pub struct VocabParts {
     pub add_space_prefix: bool,
 }
 
-/// A SentencePiece vocabulary (GGUF `tokenizer.ggml.model` = `llama`).
+/// A vocabulary and its tokenizer: SentencePiece (GGUF `tokenizer.ggml.model` = `llama`) or
+/// byte-level BPE (`gpt2`).
 #[derive(Debug, Clone)]
 pub struct Vocab {
     tokens: Vec<String>,
@@ -105,8 +124,10 @@ pub struct Vocab {
     add_space_prefix: bool,
     /// Token of each byte value, from `<0xAB>` tokens (or the single-character token).
     bytes: [Option<u32>; 256],
-    /// EOS and the end-of-generation tokens ([`END_TOKEN_TEXTS`]) present.
+    /// The end-of-generation tokens, in increasing order (see [`Vocab::end_tokens`]).
     ends: Vec<u32>,
+    /// The byte-level BPE tokenizer (`None`: SentencePiece).
+    bpe: Option<Box<Bpe>>,
 }
 
 /// Texts of tokens that end a generation in the models llama.cpp knows (its end-of-generation
@@ -131,8 +152,73 @@ pub const END_TOKEN_TEXTS: &[&str] = &[
     "[EOS]",
     "<|end_of_text|>",
     "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
     "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+    "[e~[",
 ];
+
+/// Texts of the fill-in-the-middle tokens llama.cpp looks for when the metadata does not name
+/// them (`tokenizer.ggml.fim_{pre,suf,mid,pad,rep,sep}_token_id`), by role in that order. One
+/// found by text becomes a control token; the pad, repository and file-separator ones also end
+/// a generation. Where several texts of one role are present llama.cpp takes whichever its hash
+/// map yields first; here the lowest id.
+const FIM_TEXTS: [&[&str]; 6] = [
+    &[
+        "<|fim_prefix|>",
+        "<fim-prefix>",
+        "<fim_prefix>",
+        "<\u{ff5c}fim\u{2581}begin\u{ff5c}>",
+        "<PRE>",
+        "\u{2581}<PRE>",
+        "<|code_prefix|>",
+        "<|prefix|>",
+    ],
+    &[
+        "<|fim_suffix|>",
+        "<fim-suffix>",
+        "<fim_suffix>",
+        "<\u{ff5c}fim\u{2581}hole\u{ff5c}>",
+        "<SUF>",
+        "\u{2581}<SUF>",
+        "<|code_suffix|>",
+        "<|suffix|>",
+    ],
+    &[
+        "<|fim_middle|>",
+        "<fim-middle>",
+        "<fim_middle>",
+        "<\u{ff5c}fim\u{2581}end\u{ff5c}>",
+        "<MID>",
+        "\u{2581}<MID>",
+        "<|code_middle|>",
+        "<|middle|>",
+    ],
+    &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+    &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+    &["<|file_sep|>"],
+];
+
+/// Token ids the metadata gives for roles beyond BOS, EOS, unknown and padding.
+#[derive(Debug, Clone, Copy, Default)]
+struct Roles {
+    /// `tokenizer.ggml.eot_token_id`.
+    eot: Option<u32>,
+    /// `tokenizer.ggml.eom_token_id`.
+    eom: Option<u32>,
+    /// `tokenizer.ggml.fim_{pre,suf,mid,pad,rep,sep}_token_id` (the first three also under
+    /// their older names `prefix`, `suffix`, `middle`).
+    fim: [Option<u32>; 6],
+}
+
+/// What [`Vocab::build`] needs beyond [`VocabParts`] for a GGUF vocabulary.
+#[derive(Default)]
+struct Extra<'f> {
+    roles: Roles,
+    /// A byte-level BPE vocabulary: its pre-tokenizer and merge lines.
+    bpe: Option<(PreTokenizer, Vec<&'f [u8]>)>,
+}
 
 /// The most tokens a vocabulary may hold (GGUF files from users are untrusted).
 pub const MAX_TOKENS: usize = 1 << 22;
@@ -142,12 +228,14 @@ impl Vocab {
     /// without an unknown token must be able to write every byte of UTF-8 text as a token
     /// (`<0xAB>`, or the one-character token for ASCII), so that no text is ever dropped.
     pub fn new(parts: VocabParts) -> Result<Self> {
-        Self::build(parts, HashMap::new())
+        Self::build(parts, HashMap::new(), Extra::default())
     }
 
     /// [`Vocab::new`] with `raw`: the stored bytes of the tokens that are not UTF-8, by id
-    /// (`parts.tokens` holds them with U+FFFD replacements).
-    fn build(parts: VocabParts, raw: HashMap<u32, Box<[u8]>>) -> Result<Self> {
+    /// (`parts.tokens` holds them with U+FFFD replacements), and `extra` from the GGUF file.
+    /// A byte-level BPE vocabulary needs no unknown token: like llama.cpp, it drops bytes it
+    /// has no token for.
+    fn build(parts: VocabParts, raw: HashMap<u32, Box<[u8]>>, extra: Extra<'_>) -> Result<Self> {
         let n = parts.tokens.len();
         let bad = |m: String| Error::Tokenizer(m);
         if n == 0 || n > MAX_TOKENS {
@@ -181,17 +269,7 @@ impl Vocab {
                 ids.entry(text.clone()).or_insert(id as u32);
             }
         }
-        let mut ends: Vec<u32> = parts.eos.into_iter().collect();
-        for text in END_TOKEN_TEXTS {
-            if let Some(&id) = ids.get(*text) {
-                if let Some(kind) = kinds.get_mut(id as usize) {
-                    *kind = TokenKind::Control;
-                }
-                if !ends.contains(&id) {
-                    ends.push(id);
-                }
-            }
-        }
+        let ends = end_of_generation(&parts.tokens, &ids, &mut kinds, parts.eos, extra.roles);
         // A vocabulary without byte tokens may hold a byte as a one-byte token: ASCII text, or
         // a token that is not UTF-8 for bytes from 0x80 on.
         let mut single: [Option<u32>; 256] = [None; 256];
@@ -209,7 +287,7 @@ impl Vocab {
                 _ => single.get(b).copied().flatten(),
             });
         }
-        if parts.unknown.is_none() {
+        if parts.unknown.is_none() && extra.bpe.is_none() {
             // Bytes that occur in UTF-8 text: all but 0xC0, 0xC1 and 0xF5 to 0xFF.
             let missing = (0..=0xF4u8)
                 .filter(|&b| b != 0xC0 && b != 0xC1)
@@ -220,6 +298,15 @@ impl Vocab {
                 )));
             }
         }
+        let bpe = extra.bpe.map(|(pre, merges)| {
+            // The token whose text is exactly one byte: ASCII text, or a token that is not
+            // UTF-8 for bytes from 0x80 on.
+            let mut byte_tokens = single;
+            for (b, slot) in byte_tokens.iter_mut().enumerate().take(0x80) {
+                *slot = char::from_u32(b as u32).and_then(|c| ids.get(c.encode_utf8(&mut [0; 4]) as &str).copied());
+            }
+            Box::new(Bpe::new(pre, &merges, &ids, n as u32, byte_tokens))
+        });
         let not_utf8 = &raw;
         let special = |parse_special: bool| {
             let strings = parts.tokens.iter().zip(&kinds).enumerate().filter(|(id, (text, kind))| {
@@ -251,21 +338,35 @@ impl Vocab {
             add_space_prefix: parts.add_space_prefix,
             bytes,
             ends,
+            bpe,
         })
     }
 
-    /// The vocabulary a GGUF file describes in its `tokenizer.ggml.*` metadata. Only
-    /// SentencePiece vocabularies (`tokenizer.ggml.model` = `llama`) are implemented so far.
+    /// The vocabulary a GGUF file describes in its `tokenizer.ggml.*` metadata:
+    /// SentencePiece (`tokenizer.ggml.model` = `llama`) or byte-level BPE (`gpt2`, with its
+    /// `tokenizer.ggml.merges` and the pre-tokenizer `tokenizer.ggml.pre` names; a missing
+    /// `pre` is `default`, as in llama.cpp, and a `pre` not implemented here is an error, as
+    /// llama.cpp refuses names it does not know).
+    ///
+    /// Missing keys take llama.cpp's defaults: for SentencePiece BOS 1, EOS 2, unknown 0 and a
+    /// BOS added; for BPE BOS and EOS 11 (when the vocabulary is that large), no unknown token,
+    /// and a BOS added only for the pre-tokenizers llama.cpp adds one for (Llama 3, Tekken,
+    /// Chameleon). A BPE vocabulary whose metadata names a token id past its end keeps the
+    /// default instead, as llama.cpp does.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let model = file.get_str("tokenizer.ggml.model")?;
-        if model != "llama" {
-            return Err(Error::Unsupported {
-                path: file.path().into(),
-                what: "tokenizer.ggml.model",
-                found: model.into(),
-                supported: "llama (SentencePiece)",
-            });
-        }
+        let bpe = match model {
+            "llama" => false,
+            "gpt2" => true,
+            _ => {
+                return Err(Error::Unsupported {
+                    path: file.path().into(),
+                    what: "tokenizer.ggml.model",
+                    found: model.into(),
+                    supported: "llama (SentencePiece), gpt2 (byte-level BPE)",
+                });
+            }
+        };
         let optional_id = |key: &str| match file.get(key) {
             Some(_) => file.get_u32(key).map(Some),
             None => Ok(None),
@@ -274,17 +375,16 @@ impl Vocab {
             Some(_) => file.get_bool(key),
             None => Ok(default),
         };
-        const TOKENS: &str = "tokenizer.ggml.tokens";
-        let stored = match file.get_array(TOKENS)? {
-            GgufArray::String(items) => items,
-            other => {
-                return Err(Error::format(
-                    file.path(),
-                    format!("metadata key `{TOKENS}` is array of {}, expected array of string", other.type_name()),
-                ));
-            }
+        let strings = |key: &str| match file.get_array(key)? {
+            GgufArray::String(items) => Ok(items),
+            other => Err(Error::format(
+                file.path(),
+                format!("metadata key `{key}` is array of {}, expected array of string", other.type_name()),
+            )),
         };
-        let mut tokens = Vec::with_capacity(stored.len());
+        let stored = strings("tokenizer.ggml.tokens")?;
+        let n = stored.len();
+        let mut tokens = Vec::with_capacity(n);
         let mut raw = HashMap::new();
         for (id, token) in stored.iter().enumerate() {
             // A token that is not UTF-8 is kept (llama.cpp loads such vocabularies): its text
@@ -292,7 +392,12 @@ impl Vocab {
             if token.as_str().is_none() {
                 raw.insert(id as u32, token.as_bytes().into());
             }
-            tokens.push(token.to_string_lossy().into_owned());
+            if bpe && token.as_bytes().is_empty() {
+                // llama.cpp's name for an empty token (it then matches that text).
+                tokens.push(format!("[EMPTY_{id}]"));
+            } else {
+                tokens.push(token.to_string_lossy().into_owned());
+            }
         }
         let scores = match file.get("tokenizer.ggml.scores") {
             Some(_) => file.get_f32_array("tokenizer.ggml.scores")?.to_vec(),
@@ -302,23 +407,89 @@ impl Vocab {
             Some(_) => file.get_i32_array("tokenizer.ggml.token_type")?.to_vec(),
             None => Vec::new(),
         };
-        let parts = VocabParts {
-            tokens,
-            scores,
-            types,
-            // SentencePiece defaults, as llama.cpp assumes them when a key is missing.
-            bos: optional_id("tokenizer.ggml.bos_token_id")?.or(Some(1)),
-            eos: optional_id("tokenizer.ggml.eos_token_id")?.or(Some(2)),
-            unknown: optional_id("tokenizer.ggml.unknown_token_id")?.or(Some(0)),
-            padding: optional_id("tokenizer.ggml.padding_token_id")?,
-            add_bos: flag("tokenizer.ggml.add_bos_token", true)?,
-            add_eos: flag("tokenizer.ggml.add_eos_token", false)?,
-            add_space_prefix: flag("tokenizer.ggml.add_space_prefix", true)?,
+        // Role ids past the vocabulary are ignored, as llama.cpp ignores them.
+        let role = |key: &str| Ok::<_, Error>(optional_id(key)?.filter(|&id| (id as usize) < n));
+        let either = |key: &str, old: &str| Ok::<_, Error>(role(old)?.or(role(key)?));
+        let roles = Roles {
+            eot: role("tokenizer.ggml.eot_token_id")?,
+            eom: role("tokenizer.ggml.eom_token_id")?,
+            fim: [
+                either("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id")?,
+                either("tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.suffix_token_id")?,
+                either("tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.middle_token_id")?,
+                role("tokenizer.ggml.fim_pad_token_id")?,
+                role("tokenizer.ggml.fim_rep_token_id")?,
+                role("tokenizer.ggml.fim_sep_token_id")?,
+            ],
         };
-        Vocab::build(parts, raw).map_err(|e| match e {
+        let (parts, extra) = if bpe {
+            let name = match file.get("tokenizer.ggml.pre") {
+                Some(_) => file.get_str("tokenizer.ggml.pre")?,
+                None => "",
+            };
+            let pre = PreTokenizer::new(name).map_err(|e| match e {
+                PreError::Unknown => Error::Unsupported {
+                    path: file.path().into(),
+                    what: "tokenizer.ggml.pre",
+                    found: name.into(),
+                    supported: bpe::SUPPORTED_PRE,
+                },
+                PreError::NotImplemented => Error::format(
+                    file.path(),
+                    format!(
+                        "tokenizer.ggml.pre `{name}` is a pre-tokenizer llama.cpp has that is not implemented here (supported: {})",
+                        bpe::SUPPORTED_PRE
+                    ),
+                ),
+                PreError::Pattern(message) => Error::Tokenizer(format!("pre-tokenizer `{name}`: {message}")),
+            })?;
+            let merges: Vec<&[u8]> = strings("tokenizer.ggml.merges")?.iter().map(|m| m.as_bytes()).collect();
+            // A default that is not in the vocabulary is none, and so is a metadata id past
+            // the end (it keeps the default).
+            let in_range = |id: u32| Some(id).filter(|&id| (id as usize) < n);
+            let default_bos = if pre.no_bos { None } else { in_range(11) };
+            let parts = VocabParts {
+                tokens,
+                scores,
+                types,
+                bos: match optional_id("tokenizer.ggml.bos_token_id")? {
+                    Some(id) => in_range(id).or(default_bos),
+                    None => default_bos,
+                },
+                eos: optional_id("tokenizer.ggml.eos_token_id")?.and_then(in_range).or(in_range(11)),
+                unknown: optional_id("tokenizer.ggml.unknown_token_id")?.and_then(in_range),
+                padding: optional_id("tokenizer.ggml.padding_token_id")?.and_then(in_range),
+                add_bos: flag("tokenizer.ggml.add_bos_token", pre.add_bos)?,
+                add_eos: flag("tokenizer.ggml.add_eos_token", false)?,
+                add_space_prefix: false,
+            };
+            (parts, Extra { roles, bpe: Some((pre, merges)) })
+        } else {
+            let parts = VocabParts {
+                tokens,
+                scores,
+                types,
+                // SentencePiece defaults, as llama.cpp assumes them when a key is missing.
+                bos: optional_id("tokenizer.ggml.bos_token_id")?.or(Some(1)),
+                eos: optional_id("tokenizer.ggml.eos_token_id")?.or(Some(2)),
+                unknown: optional_id("tokenizer.ggml.unknown_token_id")?.or(Some(0)),
+                padding: optional_id("tokenizer.ggml.padding_token_id")?,
+                add_bos: flag("tokenizer.ggml.add_bos_token", true)?,
+                add_eos: flag("tokenizer.ggml.add_eos_token", false)?,
+                add_space_prefix: flag("tokenizer.ggml.add_space_prefix", true)?,
+            };
+            (parts, Extra { roles, bpe: None })
+        };
+        Vocab::build(parts, raw, extra).map_err(|e| match e {
             Error::Tokenizer(message) => Error::format(file.path(), message),
             other => other,
         })
+    }
+
+    /// The byte-level BPE pre-tokenizer (`tokenizer.ggml.pre`, `default` when the file has
+    /// none); `None` for a SentencePiece vocabulary.
+    pub fn pre_tokenizer(&self) -> Option<&str> {
+        self.bpe.as_deref().map(Bpe::pre_name)
     }
 
     /// Number of tokens.
@@ -341,8 +512,14 @@ impl Vocab {
         self.eos
     }
 
-    /// The tokens that end a generation: EOS and the end-of-turn tokens of [`END_TOKEN_TEXTS`]
-    /// the vocabulary has.
+    /// The tokens that end a generation, in increasing order, as llama.cpp's list of them: EOS,
+    /// the end-of-turn and end-of-message tokens the metadata names, the tokens of
+    /// [`END_TOKEN_TEXTS`] the vocabulary has, and the fill-in-the-middle pad, repository and
+    /// file-separator tokens (`<|fim_pad|>`, `<|repo_name|>`, `<|file_sep|>` and the other
+    /// spellings llama.cpp knows). Like llama.cpp, `<|end|>` is left out where `<|return|>` or
+    /// `<|flush|>` and `<|call|>` or `<|calls|>` are present (gpt-oss, Solar Open: it ends a
+    /// message there, not the generation), and `</s>` where `<|tool_response>` or
+    /// `<|plamo:eos|>` is (it is ordinary text there).
     pub fn end_tokens(&self) -> &[u32] {
         &self.ends
     }
@@ -387,6 +564,11 @@ impl Vocab {
                 Piece::Token(id) => {
                     out.push(id);
                     prev_special = true;
+                }
+                Piece::Text(raw) if self.bpe.is_some() => {
+                    if let Some(bpe) = &self.bpe {
+                        bpe.encode(raw, &self.ids, &mut out);
+                    }
                 }
                 Piece::Text(raw) => {
                     let mut text = String::with_capacity(raw.len() + 3);
@@ -512,6 +694,18 @@ impl Vocab {
     pub fn piece(&self, id: u32, special: bool) -> Vec<u8> {
         let (Some(text), Some(kind)) = (self.text(id), self.kind(id)) else { return Vec::new() };
         let stored = self.raw.get(&id).map_or(text.as_bytes(), |raw| raw);
+        if self.bpe.is_some() {
+            // llama.cpp's BPE rules: normal tokens with GPT-2's byte encoding undone; control
+            // and unknown tokens as stored when `special`, else nothing; user-defined ones as
+            // stored.
+            return match kind {
+                TokenKind::Normal => bpe::decode_token(stored),
+                TokenKind::UserDefined => stored.to_vec(),
+                TokenKind::Control | TokenKind::Unknown if special => stored.to_vec(),
+                TokenKind::Byte => byte_of(text).map(|b| vec![b]).unwrap_or_default(),
+                TokenKind::Control | TokenKind::Unknown | TokenKind::Unused => Vec::new(),
+            };
+        }
         match kind {
             TokenKind::Normal | TokenKind::UserDefined => unescape_spaces(stored),
             TokenKind::Unknown => "\u{2585}".as_bytes().to_vec(),
@@ -526,6 +720,67 @@ impl Vocab {
         let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.piece(id, false)).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
+}
+
+/// llama.cpp's end-of-generation list (see [`Vocab::end_tokens`]), adjusting token kinds as it
+/// does: the fill-in-the-middle tokens found by text and the end-of-generation tokens become
+/// control tokens, gpt-oss's `<|channel|>`, `<|message|>`, `<|start|>` and `<|constrain|>`
+/// user-defined ones (they are always printed), and a `<|end|>` or `</s>` left out of the list
+/// becomes user-defined or normal again.
+fn end_of_generation(
+    tokens: &[String],
+    ids: &HashMap<String, u32>,
+    kinds: &mut [TokenKind],
+    eos: Option<u32>,
+    roles: Roles,
+) -> Vec<u32> {
+    let mut set_kind = |id: u32, kind: TokenKind| {
+        if let Some(slot) = kinds.get_mut(id as usize) {
+            *slot = kind;
+        }
+    };
+    let mut fim = roles.fim;
+    for (slot, texts) in fim.iter_mut().zip(FIM_TEXTS) {
+        if slot.is_none() {
+            *slot = texts.iter().filter_map(|t| ids.get(*t).copied()).min();
+            if let Some(id) = *slot {
+                set_kind(id, TokenKind::Control);
+            }
+        }
+    }
+    let mut ends: Vec<u32> = fim.iter().skip(3).flatten().copied().collect();
+    for text in END_TOKEN_TEXTS {
+        if let Some(&id) = ids.get(*text) {
+            set_kind(id, TokenKind::Control);
+            ends.push(id);
+        }
+    }
+    for text in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
+        if let Some(&id) = ids.get(text) {
+            set_kind(id, TokenKind::UserDefined);
+        }
+    }
+    ends.extend([eos, roles.eot, roles.eom].into_iter().flatten());
+    ends.sort_unstable();
+    ends.dedup();
+    let find =
+        |ends: &[u32], text: &str| ends.iter().copied().find(|&id| tokens.get(id as usize).is_some_and(|t| t == text));
+    let has = |ends: &[u32], text: &str| find(ends, text).is_some();
+    let call = has(&ends, "<|call|>") || has(&ends, "<|calls|>");
+    if let Some(end) = find(&ends, "<|end|>")
+        && call
+        && (has(&ends, "<|return|>") || has(&ends, "<|flush|>"))
+    {
+        ends.retain(|&id| id != end);
+        set_kind(end, TokenKind::UserDefined);
+    }
+    if let Some(s) = find(&ends, "</s>")
+        && (has(&ends, "<|tool_response>") || has(&ends, "<|plamo:eos|>"))
+    {
+        ends.retain(|&id| id != s);
+        set_kind(s, TokenKind::Normal);
+    }
+    ends
 }
 
 /// Turns a stream of token ids into text without ever splitting a UTF-8 character: bytes of an

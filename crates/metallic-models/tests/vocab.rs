@@ -355,3 +355,245 @@ fn tokens_that_are_not_utf8_load_and_decode_as_their_bytes() {
     assert_eq!(v.encode("\u{fffd}<c\u{fffd}>", false, true), [3, 9, 0, 9, 0]);
     assert_eq!(v.id("\u{fffd}"), Some(9));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Byte-level BPE (`tokenizer.ggml.model` = `gpt2`).
+// ---------------------------------------------------------------------------------------------
+
+/// A metadata value for [`gguf`].
+enum Meta<'a> {
+    Str(&'a str),
+    Strs(Vec<&'a [u8]>),
+    I32s(Vec<i32>),
+    U32(u32),
+    Bool(bool),
+}
+
+/// A GGUF file with no tensors and the metadata `entries`.
+fn gguf(entries: &[(&str, Meta)]) -> GgufFile {
+    fn string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s);
+    }
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(0u64.to_le_bytes());
+    out.extend((entries.len() as u64).to_le_bytes());
+    for (key, value) in entries {
+        string(&mut out, key.as_bytes());
+        match value {
+            Meta::Str(s) => {
+                out.extend(8u32.to_le_bytes());
+                string(&mut out, s.as_bytes());
+            }
+            Meta::Strs(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(8u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for item in items {
+                    string(&mut out, item);
+                }
+            }
+            Meta::I32s(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(5u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for item in items {
+                    out.extend(item.to_le_bytes());
+                }
+            }
+            Meta::U32(v) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+            Meta::Bool(v) => {
+                out.extend(7u32.to_le_bytes());
+                out.push(u8::from(*v));
+            }
+        }
+    }
+    GgufFile::from_bytes(out).unwrap()
+}
+
+/// GPT-2's stand-in character for byte `b` (printable Latin-1 as is, the rest from U+0100).
+fn byte_char(b: u8) -> char {
+    let others: Vec<u8> = (0..=255u8).filter(|b| !matches!(b, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF)).collect();
+    match others.iter().position(|&o| o == b) {
+        Some(n) => char::from_u32(0x100 + n as u32).unwrap(),
+        None => char::from(b),
+    }
+}
+
+/// A byte-level BPE vocabulary: the 256 byte tokens (ids 0 to 255, in byte order), then
+/// `extra` (text, type), with `merges` and the pre-tokenizer `pre`, and `keys` on top.
+fn bpe_vocab(pre: Option<&str>, extra: &[(&str, i32)], merges: &[&str], keys: Vec<(&str, Meta)>) -> Vocab {
+    let mut texts: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+    texts.extend(extra.iter().map(|(t, _)| t.to_string()));
+    let mut types = vec![1; 256];
+    types.extend(extra.iter().map(|&(_, k)| k));
+    let mut entries = vec![
+        ("tokenizer.ggml.model", Meta::Str("gpt2")),
+        ("tokenizer.ggml.tokens", Meta::Strs(texts.iter().map(|t| t.as_bytes()).collect())),
+        ("tokenizer.ggml.token_type", Meta::I32s(types)),
+        ("tokenizer.ggml.merges", Meta::Strs(merges.iter().map(|m| m.as_bytes()).collect())),
+    ];
+    if let Some(pre) = pre {
+        entries.push(("tokenizer.ggml.pre", Meta::Str(pre)));
+    }
+    entries.extend(keys);
+    Vocab::from_gguf(&gguf(&entries)).unwrap()
+}
+
+const BPE_WORDS: &[(&str, i32)] = &[
+    ("he", 1),           // 256
+    ("ll", 1),           // 257
+    ("hell", 1),         // 258
+    ("hello", 1),        // 259
+    ("\u{120}w", 1),     // 260: " w"
+    ("<|eot_id|>", 3),   // 261: control
+    ("<tool>", 4),       // 262: user-defined
+    ("<|im_end|>", 1),   // 263: normal, but an end-of-generation text
+    ("\u{c3}\u{a9}", 1), // 264: "é"
+];
+const BPE_MERGES: &[&str] = &["h e", "l l", "he ll", "hell o", "\u{120} w", "\u{c3} \u{a9}"];
+
+#[test]
+fn bpe_merges_by_rank_and_falls_back_to_byte_tokens() {
+    let v = bpe_vocab(Some("gpt-2"), BPE_WORDS, BPE_MERGES, vec![]);
+    assert_eq!(v.pre_tokenizer(), Some("gpt-2"));
+    assert_eq!(v.encode("hello", false, false), [259]);
+    assert_eq!(v.encode("hello world", false, false), [259, 260, b'o' as u32, b'r' as u32, b'l' as u32, b'd' as u32]);
+    // "é" merges; "中" has no merges: its three bytes' tokens.
+    assert_eq!(v.encode("\u{e9}\u{4e2d}", false, false), [264, 0xE4, 0xB8, 0xAD]);
+    assert_eq!(v.decode(&v.encode("hello w\u{e9}rld \u{4e2d}!\n", false, false)), "hello w\u{e9}rld \u{4e2d}!\n");
+}
+
+#[test]
+fn bpe_special_tokens_control_only_when_parsed_user_defined_always() {
+    let v = bpe_vocab(Some("llama-bpe"), BPE_WORDS, BPE_MERGES, vec![]);
+    assert_eq!(v.encode("hello<|eot_id|>", false, true), [259, 261]);
+    let plain = v.encode("hello<|eot_id|>", false, false);
+    assert_eq!(plain.first(), Some(&259));
+    assert!(!plain.contains(&261));
+    assert_eq!(v.encode("he<tool>ll", false, false), [256, 262, 257]);
+    // An end-of-generation text marked normal becomes a control token, as in llama.cpp.
+    assert_eq!(v.encode("<|im_end|>", false, true), [263]);
+    assert!(!v.encode("<|im_end|>", false, false).contains(&263));
+}
+
+#[test]
+fn bpe_pieces_undo_the_byte_encoding() {
+    let v = bpe_vocab(Some("gpt-2"), BPE_WORDS, BPE_MERGES, vec![]);
+    assert_eq!(v.piece(260, false), b" w");
+    assert_eq!(v.piece(264, false), "\u{e9}".as_bytes());
+    assert_eq!(v.piece(0xC3, false), [0xC3]);
+    assert_eq!(v.piece(261, false), b"");
+    assert_eq!(v.piece(261, true), b"<|eot_id|>");
+    assert_eq!(v.piece(262, false), b"<tool>");
+    assert_eq!(v.decode(&[259, 261, 260]), "hello w");
+}
+
+#[test]
+fn bpe_streaming_never_splits_a_character() {
+    let v = bpe_vocab(Some("gpt-2"), BPE_WORDS, BPE_MERGES, vec![]);
+    let text = "h\u{e9}llo \u{4e2d}\u{6587} \u{1f389}!";
+    let ids = v.encode(text, false, false);
+    let mut d = StreamDecoder::new();
+    let mut out = String::new();
+    for &id in &ids {
+        let part = d.push(&v, id);
+        assert!(!part.contains('\u{fffd}'), "{part:?}");
+        out.push_str(&part);
+    }
+    out.push_str(&d.finish());
+    assert_eq!(out, text);
+    // The emoji's four byte tokens: nothing comes out until the last.
+    let mut d = StreamDecoder::new();
+    let parts: Vec<String> = [0xF0, 0x9F, 0x8E, 0x89].iter().map(|&b| d.push(&v, b)).collect();
+    assert_eq!(parts, ["", "", "", "\u{1f389}"]);
+}
+
+#[test]
+fn bpe_bos_follows_llama_cpps_defaults() {
+    // gpt-2: no BOS added unless the file asks; BOS and EOS default to token 11.
+    let v = bpe_vocab(Some("gpt-2"), BPE_WORDS, BPE_MERGES, vec![]);
+    assert_eq!((v.bos(), v.eos()), (Some(11), Some(11)));
+    assert_eq!(v.encode("he", true, false), [256]);
+    // llama-bpe adds BOS by default; the metadata decides when present.
+    let keys =
+        || vec![("tokenizer.ggml.bos_token_id", Meta::U32(261)), ("tokenizer.ggml.eos_token_id", Meta::U32(263))];
+    let v = bpe_vocab(Some("llama-bpe"), BPE_WORDS, BPE_MERGES, keys());
+    assert_eq!(v.encode("he", true, false), [261, 256]);
+    let mut no_bos = keys();
+    no_bos.push(("tokenizer.ggml.add_bos_token", Meta::Bool(false)));
+    assert_eq!(bpe_vocab(Some("llama-bpe"), BPE_WORDS, BPE_MERGES, no_bos).encode("he", true, false), [256]);
+    let mut with_eos = keys();
+    with_eos.push(("tokenizer.ggml.add_eos_token", Meta::Bool(true)));
+    assert_eq!(bpe_vocab(Some("gpt-2"), BPE_WORDS, BPE_MERGES, with_eos).encode("he", true, false), [256, 263]);
+    // An id past the vocabulary keeps the default.
+    let v = bpe_vocab(Some("gpt-2"), BPE_WORDS, BPE_MERGES, vec![("tokenizer.ggml.bos_token_id", Meta::U32(99_999))]);
+    assert_eq!(v.bos(), Some(11));
+    // No `pre` key: llama.cpp's default pre-tokenizer.
+    assert_eq!(bpe_vocab(None, BPE_WORDS, BPE_MERGES, vec![]).pre_tokenizer(), Some("default"));
+}
+
+#[test]
+fn bpe_end_tokens_are_llama_cpps() {
+    let extra = [("<|fim_pad|>", 1), ("<|end|>", 3), ("<|return|>", 3), ("<|call|>", 3), ("<|start|>", 3)];
+    let words: Vec<(&str, i32)> = BPE_WORDS.iter().copied().chain(extra).collect();
+    let v = bpe_vocab(Some("gpt-4o"), &words, BPE_MERGES, vec![("tokenizer.ggml.eos_token_id", Meta::U32(0))]);
+    // EOS, <|eot_id|>, <|im_end|>, <|fim_pad|>, <|return|>, <|call|>; <|end|> is left out next
+    // to <|return|> and <|call|> (gpt-oss), and becomes a user-defined token.
+    assert_eq!(v.end_tokens(), [0, 261, 263, 265, 267, 268]);
+    assert_eq!(v.piece(266, false), b"<|end|>");
+    // gpt-oss's <|start|> is always printed.
+    assert_eq!(v.piece(269, false), b"<|start|>");
+}
+
+#[test]
+fn bpe_unknown_or_missing_pieces_are_errors_naming_them() {
+    let entries = |pre: &'static str| {
+        vec![
+            ("tokenizer.ggml.model", Meta::Str("gpt2")),
+            ("tokenizer.ggml.tokens", Meta::Strs(vec![b"a", b"b"])),
+            ("tokenizer.ggml.merges", Meta::Strs(vec![b"a b"])),
+            ("tokenizer.ggml.pre", Meta::Str(pre)),
+        ]
+    };
+    let err = Vocab::from_gguf(&gguf(&entries("no-such-pre"))).unwrap_err().to_string();
+    assert!(err.contains("no-such-pre") && err.contains("llama-bpe") && err.contains("qwen2"), "{err}");
+    let err = Vocab::from_gguf(&gguf(&entries("kimi-k2"))).unwrap_err().to_string();
+    assert!(err.contains("kimi-k2") && err.contains("not implemented"), "{err}");
+    let mut no_merges = entries("gpt-2");
+    no_merges.retain(|(k, _)| *k != "tokenizer.ggml.merges");
+    let err = Vocab::from_gguf(&gguf(&no_merges)).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.ggml.merges"), "{err}");
+    let wrong = [("tokenizer.ggml.model", Meta::Str("rwkv")), ("tokenizer.ggml.tokens", Meta::Strs(vec![b"a"]))];
+    let err = Vocab::from_gguf(&gguf(&wrong)).unwrap_err().to_string();
+    assert!(err.contains("rwkv") && err.contains("gpt2"), "{err}");
+}
+
+#[test]
+fn bpe_odd_vocabularies_load_and_never_panic() {
+    // Tokens and merges that are not UTF-8, empty ones, merges without a space or naming
+    // strings that are no tokens, a vocabulary without byte tokens.
+    let entries = [
+        ("tokenizer.ggml.model", Meta::Str("gpt2")),
+        ("tokenizer.ggml.pre", Meta::Str("qwen2")),
+        ("tokenizer.ggml.tokens", Meta::Strs(vec![b"a", b"\xFF", b"", b"ab", "\u{120}".as_bytes(), b"\xC3"])),
+        ("tokenizer.ggml.merges", Meta::Strs(vec![b"a b", b"ab", b"\xFF a", b"", b" ", b"x y", b"ab \xC3"])),
+    ];
+    let v = Vocab::from_gguf(&gguf(&entries)).unwrap();
+    assert_eq!(v.text(2), Some("[EMPTY_2]"));
+    for text in ["", "ab", "a b\u{e9}\u{ff}", "[EMPTY_2]", "\u{4e2d}\u{1f389}\n\t \r"] {
+        let ids = v.encode(text, true, true);
+        assert!(ids.iter().all(|&id| (id as usize) < v.len()));
+        let _ = v.decode(&ids);
+    }
+    // "é" is C3 A9: C3's stand-in is no token, but a one-byte token holds the raw byte C3.
+    assert_eq!(v.encode("\u{c3}", false, false), [5]);
+    assert_eq!(v.encode("ab", false, false), [3]);
+    for id in 0..v.len() as u32 + 3 {
+        let _ = (v.piece(id, false), v.piece(id, true));
+    }
+}

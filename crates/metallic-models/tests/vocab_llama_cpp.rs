@@ -1,19 +1,38 @@
-//! Opt-in (`cargo test -- --ignored`): the SentencePiece tokenizer against llama.cpp's own
-//! tokenizer test data (`models/ggml-vocab-*.gguf` with `.inp` / `.out` in a llama.cpp source
-//! tree, e.g. the one vendored in the `llama-cpp-python` sdist), which is not redistributed
-//! here. Set `LLAMA_CPP_DIR` to the tree. On ggml-vocab-llama-spm.gguf all 46 cases match.
+//! The SentencePiece tokenizer against llama.cpp's own tokenizer test data: every
+//! `ggml-vocab-*.gguf` whose `tokenizer.ggml.model` is `llama` with `.gguf.inp` / `.gguf.out`
+//! cases, from llama.cpp's `models/` folder as vendored in the llama-cpp-python 0.3.36 sdist.
+//! `scripts/fetch-llama-vocab.sh` fetches it (see `tests/vocab_bpe_llama_cpp.rs`, which checks
+//! the BPE vocabularies of the same folder); without it the test fails, saying so. On
+//! ggml-vocab-llama-spm.gguf all 46 cases match.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::PathBuf;
 
 use metallic_models::gguf::GgufFile;
 use metallic_models::vocab::Vocab;
 
+fn vocab_dir() -> PathBuf {
+    let dir = match std::env::var_os("LLAMA_VOCAB_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("METALLIC_MODELS_PARENT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/metallic")
+            })
+            .join("llama-vocab"),
+    };
+    assert!(
+        dir.join("ggml-vocab-llama-spm.gguf.inp").is_file(),
+        "llama.cpp's tokenizer test data is not in {}: run scripts/fetch-llama-vocab.sh, or set LLAMA_VOCAB_DIR",
+        dir.display()
+    );
+    dir
+}
+
 #[test]
-#[ignore = "needs a llama.cpp source tree in LLAMA_CPP_DIR"]
 fn sentencepiece_vocabularies_match_llama_cpp_test_data() {
-    let root = std::env::var("LLAMA_CPP_DIR").expect("set LLAMA_CPP_DIR to a llama.cpp source tree");
-    let models = std::path::Path::new(&root).join("models");
     let mut checked = 0;
-    for entry in std::fs::read_dir(&models).unwrap() {
+    for entry in std::fs::read_dir(vocab_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "gguf") || !path.with_extension("gguf.inp").exists() {
             continue;
@@ -32,5 +51,5 @@ fn sentencepiece_vocabularies_match_llama_cpp_test_data() {
             checked += 1;
         }
     }
-    assert!(checked > 0, "no SentencePiece vocabulary with test data under {}", models.display());
+    assert!(checked >= 46, "only {checked} SentencePiece cases found");
 }
