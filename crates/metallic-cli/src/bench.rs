@@ -19,8 +19,10 @@ use crate::output::outln;
 use metallic::kernels::copy::Copy;
 use metallic::kernels::matmul::Matmul;
 use metallic::kernels::norm::{LayerNorm, RmsNorm};
+use metallic::kernels::qmatmul::{QMatmul, QMatmulPath, QuantMatrix};
 use metallic::kernels::sdpa::{SdpaImpl, SdpaOptions, attention};
 use metallic::kernels::softmax::{Softmax, SoftmaxOptions};
+use metallic::quant::QuantType;
 use metallic::{DType, Error, Operation, Result, Runtime, Tensor};
 
 /// Options every benchmark takes.
@@ -89,6 +91,76 @@ impl SdpaImplArg {
     }
 }
 
+/// Weight types `bench qmatmul` takes.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum QuantArg {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// GGML Q4_0.
+    Q4_0,
+    /// GGML Q4_1.
+    Q4_1,
+    /// GGML Q5_0.
+    Q5_0,
+    /// GGML Q5_1.
+    Q5_1,
+    /// GGML Q8_0.
+    Q8_0,
+    /// GGML Q4_K.
+    Q4_K,
+    /// GGML Q5_K.
+    Q5_K,
+    /// GGML Q6_K.
+    Q6_K,
+}
+
+impl From<QuantArg> for QuantType {
+    fn from(q: QuantArg) -> QuantType {
+        match q {
+            QuantArg::F32 => QuantType::F32,
+            QuantArg::F16 => QuantType::F16,
+            QuantArg::Bf16 => QuantType::BF16,
+            QuantArg::Q4_0 => QuantType::Q4_0,
+            QuantArg::Q4_1 => QuantType::Q4_1,
+            QuantArg::Q5_0 => QuantType::Q5_0,
+            QuantArg::Q5_1 => QuantType::Q5_1,
+            QuantArg::Q8_0 => QuantType::Q8_0,
+            QuantArg::Q4_K => QuantType::Q4K,
+            QuantArg::Q5_K => QuantType::Q5K,
+            QuantArg::Q6_K => QuantType::Q6K,
+        }
+    }
+}
+
+/// Kernel `bench qmatmul` runs.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QPathArg {
+    /// What `QMatmul` picks for the shape and adapter.
+    Auto,
+    /// The GEMV (workgroups of lanes per row group, reduced in the workgroup).
+    Gemv,
+    /// The row GEMV for CPU adapters (each invocation whole rows).
+    GemvRows,
+    /// The tiled GEMM.
+    Gemm,
+}
+
+impl From<QPathArg> for QMatmulPath {
+    fn from(p: QPathArg) -> QMatmulPath {
+        match p {
+            QPathArg::Auto => QMatmulPath::Auto,
+            QPathArg::Gemv => QMatmulPath::Gemv,
+            QPathArg::GemvRows => QMatmulPath::GemvRows,
+            QPathArg::Gemm => QMatmulPath::Gemm,
+        }
+    }
+}
+
 /// How the attention batch is submitted.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubmitArg {
@@ -125,6 +197,27 @@ pub enum BenchCommand {
         /// Input length K (weight columns).
         #[arg(long, default_value_t = 4096)]
         k: usize,
+    },
+    /// Quantized matrix product: x [M, K] times a GGML-quantized weight [N, K] transposed
+    /// (`QMatmul`; M = 1 is a decode step's GEMV). Defaults: Gemma 3 270M's output projection.
+    Qmatmul {
+        #[command(flatten)]
+        common: Common,
+        /// Weight type.
+        #[arg(long = "type", value_enum, default_value_t = QuantArg::Q8_0)]
+        ty: QuantArg,
+        /// Rows of x.
+        #[arg(long, default_value_t = 1)]
+        m: usize,
+        /// Output length N (weight rows).
+        #[arg(long, default_value_t = 262_144)]
+        n: usize,
+        /// Input length K (weight columns; a whole number of the type's blocks).
+        #[arg(long, default_value_t = 640)]
+        k: usize,
+        /// Kernel.
+        #[arg(long, value_enum, default_value_t = QPathArg::Auto)]
+        path: QPathArg,
     },
     /// Softmax over the last dimension of [rows, cols].
     Softmax {
@@ -275,6 +368,7 @@ pub fn run(command: BenchCommand) -> metallic_models::Result<()> {
         BenchCommand::Sdpa { common, .. }
         | BenchCommand::Gemm { common, .. }
         | BenchCommand::Gemv { common, .. }
+        | BenchCommand::Qmatmul { common, .. }
         | BenchCommand::Softmax { common, .. }
         | BenchCommand::Layernorm { common, .. }
         | BenchCommand::Copy { common, .. } => common.clone(),
@@ -296,6 +390,7 @@ pub fn run(command: BenchCommand) -> metallic_models::Result<()> {
         BenchCommand::Sdpa { args, .. } => sdpa(&rt, dtype, &args)?,
         BenchCommand::Gemm { args, .. } => gemm(&rt, dtype, &args)?,
         BenchCommand::Gemv { n, k, .. } => gemv(&rt, dtype, n, k)?,
+        BenchCommand::Qmatmul { ty, m, n, k, path, .. } => qmatmul(&rt, dtype, ty.into(), [m, n, k], path.into())?,
         BenchCommand::Softmax { rows, .. } => softmax(&rt, dtype, &rows)?,
         BenchCommand::Layernorm { rows, rms, .. } => layernorm(&rt, dtype, &rows, rms)?,
         BenchCommand::Copy { mb, .. } => copy(&rt, dtype, mb)?,
@@ -509,6 +604,35 @@ fn gemv(rt: &Runtime, dtype: DType, n: usize, k: usize) -> Result<Workload> {
         dtype,
         flops: Some(2.0 * nf * kf),
         bytes: (nf * kf + kf + nf) * elem(dtype),
+        bound: Bound::Memory,
+        note: String::new(),
+        submit: Submit::Whole,
+        ops: vec![Box::new(op)],
+    })
+}
+
+fn qmatmul(rt: &Runtime, dtype: DType, ty: QuantType, [m, n, k]: [usize; 3], path: QMatmulPath) -> Result<Workload> {
+    positive("--m", m)?;
+    positive("--n", n)?;
+    positive("--k", k)?;
+    let bytes = ty
+        .bytes_for(k)
+        .and_then(|row| row.checked_mul(n))
+        .ok_or_else(|| invalid(format!("--k {k} is not a whole number of {ty} blocks")))?;
+    // Every byte 0x11: finite f16 scales (0x1111, about 6.7e-4) and mid-range quants.
+    let w = QuantMatrix::from_bytes(rt, ty, n, k, &vec![0x11u8; bytes])?;
+    let x = Tensor::random_uniform(rt, [m, k], dtype, -1.0, 1.0, 1)?;
+    let y = Tensor::empty(rt, [m, n], dtype)?;
+    let op = QMatmul::new(&x, &w, &y)?.path(path);
+    let path = format!("{:?}", op.chosen_path()).to_lowercase();
+    let (mf, nf, kf) = (m as f64, n as f64, k as f64);
+    Ok(Workload {
+        case: "qmatmul",
+        implementation: path,
+        shape: format!("{}x{}^T {ty}", dims(&[m, k]), dims(&[n, k])),
+        dtype,
+        flops: Some(2.0 * mf * nf * kf),
+        bytes: w.size_in_bytes() as f64 + (mf * kf + mf * nf) * elem(dtype),
         bound: Bound::Memory,
         note: String::new(),
         submit: Submit::Whole,

@@ -73,6 +73,12 @@ impl Capabilities {
     pub fn cooperative_matrix(&self) -> bool {
         self.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     }
+    /// The adapter is a CPU (a software rasteriser such as llvmpipe): kernels that suit GPUs
+    /// (wide workgroups, barriers, workgroup memory) may be slow there, and some ops pick
+    /// other kernels.
+    pub fn cpu(&self) -> bool {
+        self.adapter.device_type == wgpu::DeviceType::Cpu
+    }
     /// Alignment of storage-buffer binding offsets, in bytes.
     pub fn storage_alignment(&self) -> u64 {
         u64::from(self.limits.min_storage_buffer_offset_alignment.max(4))

@@ -1,6 +1,7 @@
 //! Quantized weights: the CPU decoder against gguf-py's (fixtures), and the GPU matmul and
-//! embedding kernels against CPU decode-then-f64 references, for every type, GEMV and GEMM,
-//! f32 and f16 activations, views at offsets, matrices split into parts, and the errors.
+//! embedding kernels against CPU decode-then-f64 references, for every type, GEMV, row GEMV
+//! (CPU adapters) and GEMM, f32 and f16 activations, views at offsets, matrices split into
+//! parts, and the errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
@@ -188,11 +189,12 @@ fn qmatmul_matches_cpu_for_every_type() {
             for dtype in float_dtypes(&rt) {
                 for m in [1, 3, 67] {
                     let paths: &[QMatmulPath] = if dtype == DType::F32 {
-                        &[QMatmulPath::Auto, QMatmulPath::Gemv, QMatmulPath::Gemm]
+                        &[QMatmulPath::Auto, QMatmulPath::Gemv, QMatmulPath::GemvRows, QMatmulPath::Gemm]
                     } else {
-                        &[QMatmulPath::Auto]
+                        &[QMatmulPath::Auto, QMatmulPath::GemvRows]
                     };
-                    for &path in paths {
+                    // The row GEMV takes whole blocks of 32 weights only.
+                    for &path in paths.iter().filter(|&&p| p != QMatmulPath::GemvRows || k % 32 == 0) {
                         let what = format!("{ty} K={k} M={m} {dtype} {path:?}");
                         let e = check_product(&rt, &mut rng, &w, &wf, m, dtype, path, &what);
                         let slot = usize::from(dtype == DType::F16);
@@ -213,7 +215,12 @@ fn auto_path_and_convenience_method() {
     let bytes = random_matrix(&mut rng, QuantType::Q4K, n, k);
     let w = QuantMatrix::from_bytes(&rt, QuantType::Q4K, n, k, &bytes).unwrap();
     let wf = decoded(QuantType::Q4K, &bytes);
-    for (m, path) in [(1, QMatmulPath::Gemv), (4, QMatmulPath::Gemv), (5, QMatmulPath::Gemm)] {
+    // A CPU adapter takes the row GEMV up to 32 rows of x.
+    let cpu = rt.context().caps().cpu();
+    let (few, some) =
+        if cpu { (QMatmulPath::GemvRows, QMatmulPath::GemvRows) } else { (QMatmulPath::Gemv, QMatmulPath::Gemm) };
+    let many = QMatmulPath::Gemm;
+    for (m, path) in [(1, few), (4, few), (5, some), (32, some), (33, many)] {
         let x = Tensor::zeros(&rt, [m, k], DType::F32).unwrap();
         let y = Tensor::zeros(&rt, [m, n], DType::F32).unwrap();
         assert_eq!(QMatmul::new(&x, &w, &y).unwrap().chosen_path(), path, "M = {m}");
@@ -242,7 +249,9 @@ fn parts_split_the_rows() {
         assert_eq!(w.parts(), 8);
         let wf = decoded(ty, &bytes);
         for dtype in float_dtypes(&rt) {
-            for (m, path) in [(1, QMatmulPath::Gemv), (3, QMatmulPath::Gemv), (67, QMatmulPath::Gemm)] {
+            let rows = [(1, QMatmulPath::GemvRows), (3, QMatmulPath::GemvRows)];
+            let paths = [(1, QMatmulPath::Gemv), (3, QMatmulPath::Gemv), (67, QMatmulPath::Gemm)];
+            for (m, path) in paths.into_iter().chain(rows.into_iter().filter(|_| k % 32 == 0)) {
                 check_product(&rt, &mut rng, &w, &wf, m, dtype, path, &format!("{ty} in parts M={m} {dtype}"));
             }
         }
@@ -334,6 +343,20 @@ fn errors() {
     let odd_wg = QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::Gemv).gemv_workgroup(48);
     assert!(matches!(rt.record(&odd_wg), Err(Error::InvalidArgument { .. })));
     rt.record(&QMatmul::new(&x, &w, &y).unwrap().gemv_workgroup(64)).unwrap();
+    // The row GEMV: K not whole blocks of 32; x not on a 4-element boundary (forced: an error;
+    // `Auto` takes another kernel and gets it right).
+    let w48 = QuantMatrix::from_bytes(&rt, QuantType::F32, 3, 48, &[0u8; 3 * 48 * 4]).unwrap();
+    let x48 = Tensor::zeros(&rt, [1, 48], DType::F32).unwrap();
+    let y48 = Tensor::zeros(&rt, [1, 3], DType::F32).unwrap();
+    let rows48 = QMatmul::new(&x48, &w48, &y48).unwrap().path(QMatmulPath::GemvRows);
+    assert!(matches!(rows48.validate(), Err(Error::InvalidArgument { .. })));
+    let (wide, xr) = upload(&rt, &[2 * 64 + 1], DType::F32, &rng.vec(2 * 64 + 1, -1.0, 1.0));
+    let skewed = wide.narrow(1, 2 * 64).unwrap().reshape([2, 64]).unwrap();
+    let forced = QMatmul::new(&skewed, &w, &y).unwrap().path(QMatmulPath::GemvRows);
+    assert!(matches!(rt.record(&forced), Err(Error::InvalidArgument { .. })));
+    rt.record(&QMatmul::new(&skewed, &w, &y).unwrap()).unwrap();
+    let (want, scale) = reference(&xr[1..], &decoded(ty, &bytes), 2, 3, 64);
+    assert_dot_close(&y.to_vec_f32().unwrap(), &want, &scale, 1e-4, "x at an odd offset");
     // dtype mismatches: u32 x, f16 y for f32 x.
     let xu = Tensor::zeros(&rt, [2, 64], DType::U32).unwrap();
     assert!(matches!(QMatmul::new(&xu, &w, &y), Err(Error::DTypeMismatch { .. })));
