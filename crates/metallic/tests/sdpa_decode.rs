@@ -9,7 +9,7 @@ mod common;
 use common::attention::*;
 use common::*;
 use metallic::kernels::sdpa::{
-    SdpaImpl, SdpaOptions, SdpaProblem, SplitKAttention, scaled_dot_product_attention,
+    SdpaImpl, SdpaOptions, SdpaProblem, SplitKAttention, attention, scaled_dot_product_attention,
     scaled_dot_product_attention_with,
 };
 use metallic::{DType, Error, Runtime, Tensor};
@@ -70,6 +70,56 @@ fn matches_reference_for_every_case_dtype_and_param_path() {
             }
             eprintln!("{dtype} {mode:?}: largest error {worst:e}");
         }
+    }
+}
+
+/// `keys`: only the first positions of a larger K/V buffer (a KV cache bound whole) are read,
+/// by the split-K and the fused kernels alike — what the reference computes on those positions
+/// alone, whatever the rest holds (NaN here).
+#[test]
+fn a_prefix_of_a_cache_is_attended_to() {
+    let rt = runtime();
+    let capacity = 96;
+    let cases = [
+        mha(1, 14, 1, 37, 64).kv(2).causal(None),
+        mha(1, 4, 5, 70, 16).kv(2).causal(None).window(20),
+        mha(1, 3, 2, 1, 32).kv(3).causal(None),
+        mha(1, 9, 7, 96, 16).kv(3).causal(None),
+    ];
+    let mut rng = Rng::new(77);
+    for case in cases {
+        let x = inputs(&rt, &case, DType::F32, &mut rng, 1.0);
+        // The cache: each K/V head's rows first, then NaN up to the capacity.
+        let grow = |values: &[f64], dim: usize| {
+            let mut all = vec![f64::NAN; case.kv_heads * capacity * dim];
+            for h in 0..case.kv_heads {
+                let rows = &values[h * case.seq_k * dim..(h + 1) * case.seq_k * dim];
+                all[h * capacity * dim..h * capacity * dim + rows.len()].copy_from_slice(rows);
+            }
+            upload(&rt, &[1, case.kv_heads, capacity, dim], DType::F32, &all).0
+        };
+        let (k, v) = (grow(&x.kv, case.d), grow(&x.vv, case.dv));
+        let options = SdpaOptions { keys: Some(case.seq_k), ..case.options(None) };
+        let want = reference(&case, &x.qv, &x.kv, &x.vv, None);
+        for path in [SdpaImpl::SplitK, SdpaImpl::Fused, SdpaImpl::Auto] {
+            let out = poisoned(&rt, &case.out_shape(), DType::F32);
+            rt.record(attention(&x.q, &k, &v, &out, options.clone(), path).unwrap().1.as_ref()).unwrap();
+            check(&out.to_vec_f32().unwrap(), &want, tol(DType::F32), &format!("{case:?} {path:?}"));
+        }
+        // The whole cache (keys = capacity) is a plain problem the composite path takes too.
+        let out = poisoned(&rt, &case.out_shape(), DType::F32);
+        let composite = attention(&x.q, &k, &v, &out, options, SdpaImpl::Composite).map(|_| ());
+        match (case.window, case.seq_k < capacity) {
+            (Some(_), _) => assert!(composite.unwrap_err().to_string().contains("window")),
+            (None, true) => assert!(composite.unwrap_err().to_string().contains("keys")),
+            (None, false) => composite.unwrap(),
+        }
+    }
+    let x = inputs(&rt, &mha(1, 2, 1, 8, 16), DType::F32, &mut rng, 1.0);
+    for keys in [0, 9] {
+        let options = SdpaOptions { keys: Some(keys), ..SdpaOptions::default() };
+        let err = SplitKAttention::new(&x.q, &x.k, &x.v, &x.q.empty_like().unwrap(), options).unwrap_err();
+        assert!(err.to_string().contains("outside 1..=8"), "{err}");
     }
 }
 

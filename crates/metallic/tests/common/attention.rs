@@ -87,7 +87,14 @@ impl Case {
         self.shape(self.heads, self.seq_q, self.seq_k)
     }
     pub fn options(&self, mask: Option<Tensor>) -> SdpaOptions {
-        SdpaOptions { scale: self.scale, causal: self.causal, causal_offset: self.offset, mask, window: self.window }
+        SdpaOptions {
+            scale: self.scale,
+            causal: self.causal,
+            causal_offset: self.offset,
+            mask,
+            window: self.window,
+            keys: None,
+        }
     }
     pub fn scale_f64(&self) -> f64 {
         match self.scale {

@@ -42,6 +42,12 @@ impl CompositeAttention {
                 "the composite path takes no sliding window; the fused and split-K kernels do",
             ));
         }
+        if problem.shape.kv_stride != problem.shape.seq_k {
+            return Err(Error::invalid(
+                OP,
+                "the composite path reads whole K/V tensors (no `keys`); the fused and split-K kernels take it",
+            ));
+        }
         let s = problem.shape;
         let (group, rows) = (s.group(), s.group() * s.seq_q);
         let causal = match problem.causal_offset {
@@ -126,7 +132,11 @@ impl SdpaImpl {
         match self {
             SdpaImpl::Auto if SplitKAttention::preferred(problem, q.context()) => SdpaImpl::SplitK,
             SdpaImpl::Auto if FlashAttention::supports(problem, q.context()).is_ok() => SdpaImpl::Fused,
-            SdpaImpl::Auto if problem.causal_offset.is_some_and(|o| o < 0) || problem.window.is_some() => {
+            SdpaImpl::Auto
+                if problem.causal_offset.is_some_and(|o| o < 0)
+                    || problem.window.is_some()
+                    || problem.shape.kv_stride != problem.shape.seq_k =>
+            {
                 SdpaImpl::Fused
             }
             SdpaImpl::Auto => SdpaImpl::Composite,

@@ -122,6 +122,7 @@ struct PartialParams {
     mask_sq: u32,
     mask_sk: u32,
     start: u32,
+    kv_stride: u32,
 }
 
 #[repr(C)]
@@ -315,6 +316,7 @@ impl Operation for SplitKAttention {
             mask_sq,
             mask_sk,
             start: terms.start,
+            kv_stride: count_u32(NAME, shape.kv_stride)?,
         };
         let overrides = Overrides::new(&[
             ("WG", PARTIAL_WG as f64),

@@ -84,6 +84,8 @@ struct Params {
     // The first key query i sees is clamp(i + start, 0, seq_k), an i32 (the host clamps it to
     // [-seq_q - 1, seq_k]): under a sliding window of w keys, offset + 1 - w; else -seq_q - 1.
     start: u32,
+    // Rows between consecutive K/V heads: seq_k, or more when only a prefix of a cache is read.
+    kv_stride: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> q: array<T>;
@@ -198,7 +200,7 @@ fn main(
     let chunk = wg_index % params.chunks;
     let b = bkv / params.kv_heads;
     let kvh = bkv % params.kv_heads;
-    let kv_row0 = bkv * params.seq_k;
+    let kv_row0 = bkv * params.kv_stride;
     // Keys of this chunk that some row may see (uniform): the last query sees the most.
     // (The first query sees the oldest keys: chunks wholly before its window have no tiles.)
     let key_begin = max(chunk * params.chunk, key_start(0u));

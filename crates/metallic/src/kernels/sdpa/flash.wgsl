@@ -196,7 +196,7 @@ fn main(
     }
     let tiles = (key_end(i_max) + BK - 1u) / BK;
     let tile0 = first_tile(row0, last_row, BK);
-    let kv_row0 = (b * params.kv_heads + kvh) * params.seq_k;
+    let kv_row0 = (b * params.kv_heads + kvh) * params.kv_stride;
 
     // Online-softmax state per row: running max (log2 domain), running sum, accumulator
     // columns 4 * lane.. (acc*0) and 4 * (lane + LANES).. (acc*1).

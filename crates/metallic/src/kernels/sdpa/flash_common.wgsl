@@ -30,6 +30,8 @@ struct Params {
     // The first key query i sees is clamp(i + start, 0, seq_k), an i32 (the host clamps it to
     // [-seq_q - 1, seq_k]): under a sliding window of w keys, offset + 1 - w; else -seq_q - 1.
     start: u32,
+    // Rows between consecutive K/V heads: seq_k, or more when only a prefix of a cache is read.
+    kv_stride: u32,
 }
 
 // Keys query `i` may see: min(seq_k, i + offset + 1) under the causal rule, else seq_k.

@@ -280,7 +280,7 @@ fn main(
     }
     let tiles = (key_end(i_max) + BK - 1u) / BK;
     let tile0 = first_tile(row0, last_row, BK);
-    let kv_row0 = (b * params.kv_heads + kvh) * params.seq_k;
+    let kv_row0 = (b * params.kv_heads + kvh) * params.kv_stride;
 
     // Online-softmax state of the four rows (vec4 over rows): running max (base 2), this
     // invocation's partial sums, and the output columns (a: 4 tx.., b: 32 + 4 tx..) per row.

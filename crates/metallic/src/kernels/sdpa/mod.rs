@@ -91,6 +91,11 @@ pub struct SdpaOptions {
     /// its causal limit, keys `j` with `i + offset - window < j <= i + offset`. Must be at least
     /// 1. The fused and split-K kernels apply it; the composite path refuses it.
     pub window: Option<usize>,
+    /// Attend to the first `keys` positions of `k` and `v` only (1 to their length): a KV
+    /// cache bound whole while it holds fewer positions. The problem's `seq_k` is `keys`; the
+    /// rest of each head is never read. The fused and split-K kernels take it; the composite
+    /// path refuses it.
+    pub keys: Option<usize>,
 }
 
 /// The dimensions of an attention problem, read off `q`, `k` and `v` and checked for agreement.
@@ -104,8 +109,11 @@ pub struct SdpaShape {
     pub kv_heads: usize,
     /// Query positions.
     pub seq_q: usize,
-    /// Key/value positions.
+    /// Key/value positions attended to.
     pub seq_k: usize,
+    /// Positions between consecutive K/V heads in memory: `k`'s length, which exceeds
+    /// `seq_k` when [`SdpaOptions::keys`] reads a prefix.
+    pub kv_stride: usize,
     /// Head dimension of `q` and `k`.
     pub head_dim: usize,
     /// Head dimension of `v` and the output.
@@ -161,7 +169,7 @@ impl SdpaShape {
         if seq_q >= MAX_SEQ || seq_k >= MAX_SEQ {
             return Err(Error::shape(OP, format!("sequences of q {q} or k {k} reach {MAX_SEQ}")));
         }
-        Ok(SdpaShape { batch, heads, kv_heads, seq_q, seq_k, head_dim, head_dim_v, rank })
+        Ok(SdpaShape { batch, heads, kv_heads, seq_q, seq_k, kv_stride: seq_k, head_dim, head_dim_v, rank })
     }
 
     /// Query heads per K/V head.
@@ -263,7 +271,17 @@ impl SdpaProblem {
         check_inputs(q, k, v, options)?;
         check_dtype(OP, q.dtype(), out)?;
         check_same_device(OP, &[q, out])?;
-        let shape = SdpaShape::new(q.shape(), k.shape(), v.shape())?;
+        let mut shape = SdpaShape::new(q.shape(), k.shape(), v.shape())?;
+        match options.keys {
+            Some(keys) if keys == 0 || keys > shape.kv_stride => {
+                return Err(Error::invalid(
+                    OP,
+                    format!("keys {keys} outside 1..={} (k has {} positions)", shape.kv_stride, shape.kv_stride),
+                ));
+            }
+            Some(keys) => shape.seq_k = keys,
+            None => {}
+        }
         let want = shape.out_shape()?;
         if out.shape() != want {
             return Err(Error::mismatch(OP, want, out.shape()));
@@ -435,6 +453,7 @@ struct Params {
     mask_sq: u32,
     mask_sk: u32,
     start: u32,
+    kv_stride: u32,
 }
 
 /// Most threads per workgroup the kernel uses (every adapter allows 256).
@@ -677,6 +696,7 @@ impl FlashAttention {
             mask_sq,
             mask_sk,
             start: terms.start,
+            kv_stride: count_u32(op, shape.kv_stride)?,
         };
         Ok(FlashBindings { q, k, v, out, mask: terms.mask, params })
     }
