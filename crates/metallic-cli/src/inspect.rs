@@ -65,7 +65,7 @@ fn report(file: &GgufFile) -> Value {
     let parameters: u64 = types.values().map(|s| s.elements).sum();
     let weight_bytes: u64 = types.values().map(|s| s.bytes).sum();
     let mut mix: Vec<(&String, &TypeShare)> = types.iter().collect();
-    mix.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes));
+    mix.sort_by_key(|(_, share)| std::cmp::Reverse(share.bytes));
     let quantization: Vec<Value> = mix
         .iter()
         .map(|(ty, s)| json!({"type": ty, "tensors": s.tensors, "parameters": s.elements, "bytes": s.bytes}))

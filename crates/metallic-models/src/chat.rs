@@ -29,7 +29,7 @@ use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
 /// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user` or `assistant`.
     pub role: String,
@@ -94,7 +94,7 @@ impl ChatTemplate {
     /// `add_generation_prompt`. `bos` is the BOS token's text: a template that writes it first
     /// has it removed, because tokenization adds the BOS token itself. A Jinja template fails
     /// when it runs out of steps, would write more than [`output_limit`] bytes, or asks a
-    /// filter for more (see the module docs).
+    /// filter for more (see the module docs). [`render_with`](Self::render_with) says more.
     pub fn render(
         &self,
         messages: &[ChatMessage],
@@ -102,6 +102,32 @@ impl ChatTemplate {
         eos: &str,
         add_generation_prompt: bool,
     ) -> Result<String> {
+        let options = RenderOptions { bos, eos, strip_bos: true, continue_final: false };
+        self.render_with(messages, &options, add_generation_prompt)
+    }
+
+    /// [`render`](Self::render) with the tokenizer's facts: the leading BOS text is removed only
+    /// when `options.strip_bos` (the tokenizer adds BOS itself), as llama.cpp does. With
+    /// `options.continue_final`, a conversation that ends with an assistant message is
+    /// continued, as llama-server's assistant prefill does: the turns before it with the
+    /// opening of the model's turn, then that message's text, unterminated
+    /// (`add_generation_prompt` is then moot).
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        options: &RenderOptions<'_>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        if let Some((last, before)) = messages.split_last()
+            && options.continue_final
+            && last.role == "assistant"
+            && !before.is_empty()
+        {
+            let mut text = self.render_with(before, options, true)?;
+            text.push_str(&last.content);
+            return Ok(text);
+        }
+        let RenderOptions { bos, eos, strip_bos, .. } = *options;
         match self {
             ChatTemplate::Gemma => Ok(gemma(messages, add_generation_prompt)),
             ChatTemplate::Jinja(source) => {
@@ -117,12 +143,26 @@ impl ChatTemplate {
                         .map_err(|_| Error::InvalidInput("chat template: the render failed".into()))?
                 })?;
                 Ok(match text.strip_prefix(bos) {
-                    Some(rest) if !bos.is_empty() => rest.to_string(),
+                    Some(rest) if strip_bos && !bos.is_empty() => rest.to_string(),
                     _ => text,
                 })
             }
         }
     }
+}
+
+/// How [`ChatTemplate::render_with`] renders: the special-token texts a template sees, whether
+/// the leading BOS text is removed, whether a final assistant message is continued.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderOptions<'a> {
+    /// `bos_token`.
+    pub bos: &'a str,
+    /// `eos_token`.
+    pub eos: &'a str,
+    /// Remove a leading `bos` from the output (the tokenizer adds the BOS token itself).
+    pub strip_bos: bool,
+    /// Continue a final assistant message instead of closing it (llama-server's default).
+    pub continue_final: bool,
 }
 
 /// Stack of the thread a Jinja template renders on (reserved address space; only what is used

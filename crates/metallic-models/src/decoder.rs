@@ -167,7 +167,7 @@ impl DecoderConfig {
         let n_ctx_train = usize_of("context_length")?;
         let scaling = match file.get(&key("rope.scaling.type")) {
             Some(_) => file.get_str(&key("rope.scaling.type"))?.to_string(),
-            None => "none".into(),
+            None => "linear".into(),
         };
         if !matches!(scaling.as_str(), "none" | "linear" | "longrope") {
             return Err(Error::Unsupported {
@@ -184,10 +184,16 @@ impl DecoderConfig {
         // llama.cpp multiplies each rotated q and k by the attention factor: q·k by its square.
         let attn_factor = f32_or("rope.scaling.attn_factor", 1.0)?;
         let gemma = family == Family::Gemma3;
-        let default_attn_scale = 1.0 / (head_dim as f32).sqrt();
+        let n_layer = usize_of("block_count")?;
+        // 1/√head_dim, except Gemma 3 27B (62 layers): 1/√(n_embd / n_head), as llama.cpp has
+        // it. `attention.scale` is not read: llama.cpp ignores it for these architectures.
+        let attn_scale = match gemma && n_layer == 62 {
+            true => 1.0 / ((n_embd / n_head.max(1)) as f32).sqrt(),
+            false => 1.0 / (head_dim as f32).sqrt(),
+        };
         let config = DecoderConfig {
             n_embd,
-            n_layer: usize_of("block_count")?,
+            n_layer,
             n_head,
             n_head_kv,
             head_dim,
@@ -200,12 +206,13 @@ impl DecoderConfig {
             // Gemma 3's local layers use base 10000 (llama.cpp's rope_freq_base_train_swa).
             rope_base_local: 10_000.0,
             rope_style: if family == Family::Llama { RopeStyle::Interleaved } else { RopeStyle::NeoX },
-            rope_freq_scale: if factor == 0.0 { 1.0 } else { 1.0 / factor },
+            // An explicit `none` ignores the factor (llama.cpp); absent, the type is linear.
+            rope_freq_scale: if factor == 0.0 || scaling == "none" { 1.0 } else { 1.0 / factor },
             rope_long_from: usize_or("rope.scaling.original_context_length", n_ctx_train)?,
             sliding_window: if gemma { Some(usize_of("attention.sliding_window")?) } else { None },
             swa_period: if gemma { 6 } else { 0 },
             embed_scale: if gemma { (n_embd as f32).sqrt() } else { 1.0 },
-            attn_scale: f32_or("attention.scale", default_attn_scale)? * attn_factor * attn_factor,
+            attn_scale: attn_scale * attn_factor * attn_factor,
             act: if gemma { GatedAct::GeluTanh } else { GatedAct::Silu },
             qk_norms: matches!(family, Family::Gemma3 | Family::Qwen3),
             post_norms: gemma,
@@ -272,7 +279,7 @@ impl DecoderConfig {
             return Err(Error::format(
                 path,
                 format!(
-                    "`{arch}.attention.scale` and `rope.scaling.attn_factor` give an attention scale of {}; expected a finite value > 0",
+                    "`{arch}.rope.scaling.attn_factor` gives an attention scale of {}; expected a finite value > 0",
                     self.attn_scale
                 ),
             ));
@@ -907,6 +914,8 @@ impl Decoder {
         let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
         rt.record(&RmsNorm::new(&a.x, Some(first_norm), c.rms_eps, false, &a.n)?)?;
         let attn_rows = a.attn.reshape([c.n_head, seq, c.head_dim])?;
+        let capacity = cache.capacity;
+        let whole = |t: &Tensor| t.reshape([1, c.n_head_kv, capacity, c.head_dim]);
         for (il, layer) in self.layers.iter().enumerate() {
             let (k_cache, v_cache) = match (cache.k.get(il), cache.v.get(il)) {
                 (Some(k), Some(v)) => (k, v),
@@ -933,12 +942,17 @@ impl Decoder {
                 qkv_rope = qkv_rope.with_freq_factors(factors)?;
             }
             rt.record(&qkv_rope)?;
-            // Queries at start..end see keys up to their own position; a local layer's only the
-            // last `window` of them, so keys before the first query's window are not bound.
+            // Queries at start..end see keys up to their own position (the first `end` of the
+            // cache are read, the cache is bound whole); a local layer's only the last `window`.
             let window = if layer.local { c.sliding_window } else { None };
-            let first = window.map_or(0, |w| (start + 1).saturating_sub(w));
-            let (keys, values) = (self.visible(k_cache, first, end)?, self.visible(v_cache, first, end)?);
-            let options = SdpaOptions { scale: Some(c.attn_scale), causal: true, window, ..SdpaOptions::default() };
+            let (keys, values) = (whole(k_cache)?, whole(v_cache)?);
+            let options = SdpaOptions {
+                scale: Some(c.attn_scale),
+                causal: true,
+                window,
+                keys: Some(end),
+                ..SdpaOptions::default()
+            };
             match &a.sdpa_scratch {
                 Some(scratch) => {
                     rt.record(&SplitKAttention::with_scratch(&a.q, &keys, &values, &a.attn, options, scratch)?)?
@@ -999,23 +1013,5 @@ impl Decoder {
             at += m.rows();
         }
         Ok(())
-    }
-
-    /// Keys (or values) of positions `first..end`: `[1, kv_heads, end - first, head_dim]`.
-    fn visible(&self, cache: &Tensor, first: usize, end: usize) -> Result<Tensor> {
-        let c = &self.config;
-        let len = end - first;
-        if c.n_head_kv == 1 {
-            return Ok(cache
-                .reshape([cache.numel() / c.head_dim, c.head_dim])?
-                .narrow(first, len)?
-                .reshape([1, 1, len, c.head_dim])?);
-        }
-        // Several K/V heads: a contiguous copy of each head's positions.
-        let heads: Vec<Tensor> = (0..c.n_head_kv)
-            .map(|h| cache.get_batch(h)?.narrow(first, len)?.reshape([1, len, c.head_dim]))
-            .collect::<metallic::Result<_>>()?;
-        let refs: Vec<&Tensor> = heads.iter().collect();
-        Ok(Tensor::concat(&refs, 0)?.reshape([1, c.n_head_kv, len, c.head_dim])?)
     }
 }

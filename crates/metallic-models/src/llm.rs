@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use metallic::kernels::topk::TopK;
 use metallic::{DType, Runtime, Tensor};
 
-use crate::chat::{ChatMessage, ChatTemplate};
+use crate::chat::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::decoder::{Decoder, DecoderConfig, KvCache, PREFILL_CHUNK};
 use crate::gguf::GgufFile;
 use crate::sampling::{Sampler, SamplingOptions, check_logits};
@@ -119,7 +119,8 @@ impl Llm {
         };
         let text_of = |id: Option<u32>| id.and_then(|id| self.vocab.text(id)).unwrap_or_default().to_string();
         let (bos, eos) = (text_of(self.vocab.bos()), text_of(self.vocab.eos()));
-        Ok((template.render(messages, &bos, &eos, true)?, *fallback))
+        let specials = RenderOptions { bos: &bos, eos: &eos, strip_bos: self.vocab.adds_bos(), continue_final: true };
+        Ok((template.render_with(messages, &specials, true)?, *fallback))
     }
 
     /// Token ids of `prompt` as llama.cpp makes them by default: BOS first (unless `bos` is

@@ -507,6 +507,11 @@ impl Vocab {
         self.bos
     }
 
+    /// Whether [`encode`](Self::encode) puts the BOS token first when asked for special tokens.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos && self.bos.is_some()
+    }
+
     /// The end-of-sequence token.
     pub fn eos(&self) -> Option<u32> {
         self.eos
