@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a GPU adapter if none is installed, then checks formatting, lints with warnings as
-# errors, fetches all-MiniLM-L6-v2 and Gemma 3 270M (the model tests compare them with
-# sentence-transformers' and llama.cpp's output), and runs every test (unit, integration, doc)
-# on the GPU adapter.
+# errors, fetches all-MiniLM-L6-v2, Gemma 3 270M, SmolLM2 135M, Qwen2.5-Coder 0.5B and
+# llama.cpp's tokenizer test data (the model tests compare them with sentence-transformers'
+# and llama.cpp's output), and runs every test (unit, integration, doc) on the GPU adapter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -12,4 +12,7 @@ cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 ./scripts/fetch-model.sh >/dev/null
 ./scripts/fetch-gemma.sh >/dev/null
+./scripts/fetch-smollm2.sh >/dev/null
+./scripts/fetch-qwen25-coder.sh >/dev/null
+./scripts/fetch-llama-vocab.sh >/dev/null
 cargo test --locked --workspace

@@ -25,6 +25,13 @@ pub fn gemma_path() -> PathBuf {
     path
 }
 
+/// A GGUF file in the models directory, fetched by `script` (which `scripts/test.sh` runs).
+pub fn model_file(name: &str, script: &str) -> PathBuf {
+    let path = models_root().join(name);
+    assert!(path.exists(), "{} not found: run ./scripts/{script}", path.display());
+    path
+}
+
 /// all-MiniLM-L6-v2, fetched by `scripts/fetch-model.sh` (which `scripts/test.sh` runs).
 pub fn minilm_dir() -> PathBuf {
     let dir = match std::env::var_os("METALLIC_MINILM") {

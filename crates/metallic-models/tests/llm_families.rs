@@ -1,0 +1,257 @@
+//! SmolLM2 135M Instruct (`llama` with BPE `smollm`, Q4_1) and Qwen2.5-Coder 0.5B Instruct
+//! (`qwen2` with BPE `qwen2`, Q4_K_M) against llama.cpp (fixtures made by its server with
+//! make_llama_fixtures.py): tokenization and detokenization identical; chat templates rendered
+//! as llama.cpp's `/apply-template` renders them; greedy continuations identical to llama.cpp's
+//! up to the first step where its two best tokens are within 0.05 of each other (where the
+//! rounding of either engine decides), through the batched pass and step by step through the
+//! KV cache.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use metallic::Runtime;
+use metallic_models::chat::{ChatMessage, ChatTemplate, RenderOptions};
+use metallic_models::decoder::Decoder;
+use metallic_models::gguf::GgufFile;
+use metallic_models::vocab::Vocab;
+use serde::Deserialize;
+
+struct Model {
+    name: &'static str,
+    vocab: Vocab,
+    decoder: Decoder,
+    chat: ChatTemplate,
+}
+
+fn load(name: &'static str, file: &str, script: &str) -> Model {
+    let file = GgufFile::open(common::model_file(file, script)).unwrap();
+    let rt = Runtime::new().unwrap();
+    let (chat, fallback) = ChatTemplate::from_gguf(&file).unwrap().expect("a chat template");
+    assert!(!fallback, "{name}: the file's own template");
+    Model { name, vocab: Vocab::from_gguf(&file).unwrap(), decoder: Decoder::load(&file, &rt).unwrap(), chat }
+}
+
+fn smollm2() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| load("smollm2", "smollm2-135m-instruct-q4_1.gguf", "fetch-smollm2.sh"))
+}
+
+fn qwen() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| load("qwen25coder", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "fetch-qwen25-coder.sh"))
+}
+
+fn fixture<T: for<'de> Deserialize<'de>>(model: &Model, name: &str) -> T {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(model.name).join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[derive(Deserialize)]
+struct Tokenize {
+    texts: Vec<TextCase>,
+    detokenize: Vec<Detokenize>,
+}
+
+#[derive(Deserialize)]
+struct TextCase {
+    name: String,
+    text: String,
+    ids_with_bos: Vec<u32>,
+    ids_no_bos: Vec<u32>,
+    /// Each token's text, or its bytes where they are not UTF-8 on their own.
+    pieces: Vec<serde_json::Value>,
+    detokenized_no_bos: String,
+}
+
+#[derive(Deserialize)]
+struct Detokenize {
+    name: String,
+    ids: Vec<u32>,
+    text: String,
+}
+
+fn tokenization_matches_llama_cpp(m: &Model) {
+    let t: Tokenize = fixture(m, "tokenize.json");
+    for case in &t.texts {
+        let name = format!("{} {}", m.name, case.name);
+        assert_eq!(m.vocab.encode(&case.text, true, true), case.ids_with_bos, "{name} (with BOS)");
+        assert_eq!(m.vocab.encode(&case.text, false, true), case.ids_no_bos, "{name} (no BOS)");
+        let pieces: Vec<Vec<u8>> = case.ids_no_bos.iter().map(|&id| m.vocab.piece(id, true)).collect();
+        let want: Vec<Vec<u8>> = case
+            .pieces
+            .iter()
+            .map(|p| match p {
+                serde_json::Value::String(s) => s.as_bytes().to_vec(),
+                bytes => serde_json::from_value(bytes.clone()).unwrap(),
+            })
+            .collect();
+        assert_eq!(pieces, want, "{name}: pieces");
+        // llama.cpp's /detokenize prints special tokens.
+        let text: Vec<u8> = pieces.concat();
+        assert_eq!(String::from_utf8_lossy(&text), case.detokenized_no_bos, "{name}: detokenized");
+    }
+    for case in &t.detokenize {
+        let bytes: Vec<u8> = case.ids.iter().flat_map(|&id| m.vocab.piece(id, true)).collect();
+        assert_eq!(String::from_utf8_lossy(&bytes), case.text, "{} {}", m.name, case.name);
+    }
+}
+
+#[derive(Deserialize)]
+struct Chats {
+    conversations: Vec<Conversation>,
+}
+
+#[derive(Deserialize)]
+struct Conversation {
+    name: String,
+    request: ChatRequest,
+    prompt: String,
+    prompt_ids: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    messages: Vec<ChatMessage>,
+    add_generation_prompt: bool,
+    #[serde(default)]
+    tools: Option<serde_json::Value>,
+}
+
+/// Every conversation without tool definitions (tool calling is not part of the chat API yet)
+/// renders to llama.cpp's text and tokens.
+fn chat_templates_render_as_llama_cpp(m: &Model) {
+    let chats: Chats = fixture(m, "chat_templates.json");
+    let text_of = |id: Option<u32>| id.and_then(|id| m.vocab.text(id)).unwrap_or_default().to_string();
+    let (bos, eos) = (text_of(m.vocab.bos()), text_of(m.vocab.eos()));
+    let specials = RenderOptions { bos: &bos, eos: &eos, strip_bos: m.vocab.adds_bos(), continue_final: true };
+    let mut checked = 0;
+    for c in chats.conversations.iter().filter(|c| c.request.tools.is_none()) {
+        let text = m.chat.render_with(&c.request.messages, &specials, c.request.add_generation_prompt).unwrap();
+        assert_eq!(text, c.prompt, "{} {}", m.name, c.name);
+        assert_eq!(m.vocab.encode(&text, true, true), c.prompt_ids, "{} {}: tokens", m.name, c.name);
+        checked += 1;
+    }
+    assert!(checked >= 10, "{}: only {checked} conversations", m.name);
+}
+
+#[derive(Deserialize)]
+struct Completions {
+    completions: Vec<Completion>,
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    name: String,
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    tokens: Vec<u32>,
+    steps_top_probs: Vec<Vec<f64>>,
+}
+
+/// Where llama.cpp's two best tokens first come within 0.05 of each other (or the end).
+fn firm_steps(case: &Completion) -> usize {
+    let tie = case.steps_top_probs.iter().position(|p| p.first().zip(p.get(1)).is_some_and(|(a, b)| a - b < 0.05));
+    tie.unwrap_or(case.tokens.len()).min(case.tokens.len())
+}
+
+/// The greedy choice as llama.cpp's fixtures made it (`ignore_eos`: end-of-generation tokens
+/// biased to -inf): the best candidate that is not an end token.
+fn greedy_ignoring_eos(candidates: &[u32], end_tokens: &[u32]) -> u32 {
+    candidates.iter().copied().find(|id| !end_tokens.contains(id)).unwrap_or(u32::MAX)
+}
+
+/// Each prompt with llama.cpp's continuation in one pass: at every position up to the first
+/// near-tie, our greedy choice is llama.cpp's next token.
+fn greedy_continuations_match_llama_cpp(m: &Model) {
+    let c: Completions = fixture(m, "completions.json");
+    let ends = m.vocab.end_tokens();
+    let (mut identical, mut firm_total, mut total) = (0, 0, 0);
+    for case in &c.completions {
+        let name = format!("{} {}", m.name, case.name);
+        assert_eq!(m.vocab.encode(&case.prompt, true, true), case.prompt_ids, "{name}: prompt ids");
+        let n = case.tokens.len();
+        let mut ids = case.prompt_ids.clone();
+        ids.extend(&case.tokens[..n - 1]);
+        let mut cache = m.decoder.new_cache(ids.len()).unwrap();
+        let rows = m.decoder.forward_last(&ids, n, &mut cache).unwrap();
+        let (_, top) = rows.top_k(1 + ends.len()).unwrap();
+        let chosen: Vec<u32> =
+            top.to_vec::<u32>().unwrap().chunks(1 + ends.len()).map(|c| greedy_ignoring_eos(c, ends)).collect();
+        let firm = firm_steps(case);
+        assert_eq!(chosen[..firm], case.tokens[..firm], "{name}: the first {firm} greedy tokens");
+        identical += usize::from(chosen == case.tokens);
+        firm_total += firm;
+        total += n;
+    }
+    eprintln!(
+        "{}: {identical} of {} continuations identical to llama.cpp; {firm_total} of {total} tokens before a near-tie, all identical",
+        m.name,
+        c.completions.len()
+    );
+}
+
+/// Step-by-step decoding through the KV cache gives llama.cpp's tokens up to the first near-tie
+/// or 12 steps (three prompts).
+fn greedy_decoding_matches_llama_cpp(m: &Model, names: &[&str]) {
+    let c: Completions = fixture(m, "completions.json");
+    let ends = m.vocab.end_tokens();
+    for case in c.completions.iter().filter(|c| names.contains(&c.name.as_str())) {
+        let firm = firm_steps(case).min(12);
+        assert!(firm >= 4, "{} {}: too few firm steps ({firm}) to test anything", m.name, case.name);
+        let mut cache = m.decoder.new_cache(case.prompt_ids.len() + firm).unwrap();
+        let mut logits = m.decoder.forward(&case.prompt_ids, &mut cache).unwrap();
+        let mut got = Vec::with_capacity(firm);
+        for i in 0..firm {
+            let (_, top) = logits.top_k(1 + ends.len()).unwrap();
+            let next = greedy_ignoring_eos(&top.to_vec::<u32>().unwrap(), ends);
+            got.push(next);
+            if i + 1 < firm {
+                logits = m.decoder.forward(&[next], &mut cache).unwrap();
+            }
+        }
+        assert_eq!(got, case.tokens[..firm], "{} {}: the first {firm} greedy tokens", m.name, case.name);
+    }
+}
+
+#[test]
+fn smollm2_tokenization_matches_llama_cpp() {
+    tokenization_matches_llama_cpp(smollm2());
+}
+
+#[test]
+fn smollm2_chat_templates_render_as_llama_cpp() {
+    chat_templates_render_as_llama_cpp(smollm2());
+}
+
+#[test]
+fn smollm2_greedy_continuations_match_llama_cpp() {
+    greedy_continuations_match_llama_cpp(smollm2());
+}
+
+#[test]
+fn smollm2_greedy_decoding_matches_llama_cpp() {
+    greedy_decoding_matches_llama_cpp(smollm2(), &["capital", "counting", "chat_code"]);
+}
+
+#[test]
+fn qwen_tokenization_matches_llama_cpp() {
+    tokenization_matches_llama_cpp(qwen());
+}
+
+#[test]
+fn qwen_chat_templates_render_as_llama_cpp() {
+    chat_templates_render_as_llama_cpp(qwen());
+}
+
+#[test]
+fn qwen_greedy_continuations_match_llama_cpp() {
+    greedy_continuations_match_llama_cpp(qwen());
+}
+
+#[test]
+fn qwen_greedy_decoding_matches_llama_cpp() {
+    greedy_decoding_matches_llama_cpp(qwen(), &["counting", "rust_fn", "chat_system_math"]);
+}
