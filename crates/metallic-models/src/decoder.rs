@@ -457,6 +457,8 @@ impl Layer {
                 });
             }
         }
+        // In the block's order, so the first tensor missing from a file is the one named.
+        let attn_norm = w.vector(&n("attn_norm"), c.n_embd)?;
         // q, k and v: one fused matrix (Phi-3) or three; biases fused or three (Qwen 2).
         let (qkv, qkv_bias) = if has(&n("attn_qkv")) {
             let qkv = Stacked::Fused(w.matrix(&n("attn_qkv"), q_dim + 2 * kv_dim, c.n_embd)?);
@@ -478,7 +480,7 @@ impl Layer {
         };
         let post = |name: &str| c.post_norms.then(|| w.vector(&n(name), c.n_embd)).transpose();
         Ok(Layer {
-            attn_norm: w.vector(&n("attn_norm"), c.n_embd)?,
+            attn_norm,
             qkv,
             qkv_bias,
             wo: w.matrix(&n("attn_output"), c.n_embd, q_dim)?,

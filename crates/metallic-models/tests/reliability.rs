@@ -197,10 +197,13 @@ fn loading_errors_name_the_file_and_the_field() {
     assert_eq!(err.to_string(), format!("{}: `gemma3.block_count` is 5000; expected 1 to 1024", absurd.display()));
 
     // Unsupported: an architecture this crate does not implement.
-    let llama = write(&dir, "llama.gguf", &gguf(&gemma_metadata("llama"), &[("token_embd.weight", &[8, 32])]));
-    let err = load_decoder(&llama);
+    let gpt2 = write(&dir, "gpt2.gguf", &gguf(&gemma_metadata("gpt2"), &[("token_embd.weight", &[8, 32])]));
+    let err = load_decoder(&gpt2);
     assert!(matches!(err, Error::Unsupported { what: "architecture", .. }), "{err:?}");
-    assert_eq!(err.to_string(), format!("{}: unsupported architecture `llama` (supported: gemma3)", llama.display()));
+    assert_eq!(
+        err.to_string(),
+        format!("{}: unsupported architecture `gpt2` (supported: gemma3, llama, qwen2, qwen3, phi3)", gpt2.display())
+    );
 
     // Weight: the embedding table alone; the first tensor loaded is named missing.
     let partial = write(&dir, "partial.gguf", &gguf(&gemma_metadata("gemma3"), &[("token_embd.weight", &[8, 32])]));
