@@ -153,12 +153,6 @@ struct ExactStep {
     top2: [f64; 2],
 }
 
-/// The greedy choice as llama.cpp's fixtures made it (`ignore_eos`: end-of-generation tokens
-/// biased to -inf): the best candidate that is not an end token.
-fn greedy_ignoring_eos(candidates: &[u32], end_tokens: &[u32]) -> u32 {
-    candidates.iter().copied().find(|id| !end_tokens.contains(id)).unwrap_or(u32::MAX)
-}
-
 /// Every prompt's 32-token greedy continuation, checked in one pass per prompt: the prompt and
 /// llama.cpp's continuation go in together, and each position's choice (the argmax, end tokens
 /// excluded as llama.cpp's `ignore_eos` does) is compared with llama.cpp's next token — they
@@ -185,7 +179,7 @@ fn greedy_continuations_match_llama_cpp_or_the_exact_computation() {
         let rows = m.decoder.forward_last(&ids, n, &mut cache).unwrap();
         let (_, top) = rows.top_k(1 + ends.len()).unwrap();
         let top = top.to_vec::<u32>().unwrap();
-        let chosen: Vec<u32> = top.chunks(1 + ends.len()).map(|c| greedy_ignoring_eos(c, ends)).collect();
+        let chosen: Vec<u32> = top.chunks(1 + ends.len()).map(|c| common::greedy_ignoring_eos(c, ends)).collect();
         let Some(step) = chosen.iter().zip(&case.tokens).position(|(a, b)| a != b) else {
             identical += 1;
             continue;
@@ -236,7 +230,7 @@ fn greedy_decoding_matches_llama_cpp_up_to_near_ties() {
         let mut got = Vec::with_capacity(steps);
         for i in 0..steps {
             let (_, top) = logits.top_k(1 + ends.len()).unwrap();
-            let next = greedy_ignoring_eos(&top.to_vec::<u32>().unwrap(), ends);
+            let next = common::greedy_ignoring_eos(&top.to_vec::<u32>().unwrap(), ends);
             got.push(next);
             if i + 1 < steps {
                 logits = m.decoder.forward(&[next], &mut cache).unwrap();

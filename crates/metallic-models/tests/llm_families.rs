@@ -157,12 +157,6 @@ fn firm_steps(case: &Completion) -> usize {
     tie.unwrap_or(case.tokens.len()).min(case.tokens.len())
 }
 
-/// The greedy choice as llama.cpp's fixtures made it (`ignore_eos`: end-of-generation tokens
-/// biased to -inf): the best candidate that is not an end token.
-fn greedy_ignoring_eos(candidates: &[u32], end_tokens: &[u32]) -> u32 {
-    candidates.iter().copied().find(|id| !end_tokens.contains(id)).unwrap_or(u32::MAX)
-}
-
 /// Each prompt with llama.cpp's continuation in one pass: at every position up to the first
 /// near-tie, our greedy choice is llama.cpp's next token.
 fn greedy_continuations_match_llama_cpp(m: &Model) {
@@ -179,7 +173,7 @@ fn greedy_continuations_match_llama_cpp(m: &Model) {
         let rows = m.decoder.forward_last(&ids, n, &mut cache).unwrap();
         let (_, top) = rows.top_k(1 + ends.len()).unwrap();
         let chosen: Vec<u32> =
-            top.to_vec::<u32>().unwrap().chunks(1 + ends.len()).map(|c| greedy_ignoring_eos(c, ends)).collect();
+            top.to_vec::<u32>().unwrap().chunks(1 + ends.len()).map(|c| common::greedy_ignoring_eos(c, ends)).collect();
         let firm = firm_steps(case);
         assert_eq!(chosen[..firm], case.tokens[..firm], "{name}: the first {firm} greedy tokens");
         identical += usize::from(chosen == case.tokens);
@@ -206,7 +200,7 @@ fn greedy_decoding_matches_llama_cpp(m: &Model, names: &[&str]) {
         let mut got = Vec::with_capacity(firm);
         for i in 0..firm {
             let (_, top) = logits.top_k(1 + ends.len()).unwrap();
-            let next = greedy_ignoring_eos(&top.to_vec::<u32>().unwrap(), ends);
+            let next = common::greedy_ignoring_eos(&top.to_vec::<u32>().unwrap(), ends);
             got.push(next);
             if i + 1 < firm {
                 logits = m.decoder.forward(&[next], &mut cache).unwrap();

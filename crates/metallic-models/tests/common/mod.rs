@@ -25,6 +25,12 @@ pub fn gemma_path() -> PathBuf {
     path
 }
 
+/// The greedy choice as llama.cpp's fixtures made it (`ignore_eos`: end-of-generation tokens
+/// biased to -inf): the best candidate that is not an end token.
+pub fn greedy_ignoring_eos(candidates: &[u32], end_tokens: &[u32]) -> u32 {
+    candidates.iter().copied().find(|id| !end_tokens.contains(id)).unwrap_or(u32::MAX)
+}
+
 /// A GGUF file in the models directory, fetched by `script` (which `scripts/test.sh` runs).
 pub fn model_file(name: &str, script: &str) -> PathBuf {
     let path = models_root().join(name);
