@@ -113,8 +113,8 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         top_p: args.top_p,
         min_p: args.min_p,
         repeat_penalty: args.repeat_penalty,
-        repeat_last_n: 64,
         seed: args.seed,
+        ..SamplingOptions::default()
     };
     // Requests that are wrong whatever the model: fail before spending seconds loading it.
     options.validate()?;

@@ -26,10 +26,10 @@
 use metallic::kernels::elementwise::{Binary, BinaryOp};
 use metallic::kernels::gated::{Gated, GatedAct};
 use metallic::kernels::norm::RmsNorm;
-use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QuantMatrix};
+use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix};
 use metallic::kernels::residual::ResidualRmsNorm;
 use metallic::kernels::rope::{QkvRope, RopeOptions, RopeStyle};
-use metallic::kernels::sdpa::{SdpaImpl, SdpaOptions, SplitKAttention, attention};
+use metallic::kernels::sdpa::{SdpaImpl, SdpaOptions, SlotAttention, SplitKAttention, attention};
 use metallic::{DType, Runtime, Tensor};
 
 use crate::gguf::{GgufFile, TensorInfo};
@@ -572,6 +572,87 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.len = 0;
     }
+
+    /// Keeps the first `len` positions and forgets the rest (a prefix shared with the next
+    /// prompt is reused rather than computed again). A `len` beyond [`len`](Self::len) changes
+    /// nothing.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+/// Keys and values of `slots` sequences decoded together (batched decoding, a server's
+/// requests): per layer `[slots, kv_heads, capacity, head_dim]` f32, each slot with its own
+/// length. A slot's prompt runs with [`Decoder::prefill_slot`]; [`Decoder::step`] then
+/// advances any set of slots by one token each in one pass.
+#[derive(Debug)]
+pub struct KvSlots {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    capacity: usize,
+    lens: Vec<usize>,
+    /// Step activations by row count (index `rows - 1`), allocated on first use.
+    steps: Vec<Option<StepActivations>>,
+}
+
+/// The working tensors of a batched step of `rows` sequences.
+#[derive(Debug)]
+struct StepActivations {
+    /// Token ids `[rows]` and (slot, position) pairs `[rows, 2]`, u32.
+    ids: Tensor,
+    table: Tensor,
+    x: Tensor,
+    n: Tensor,
+    qkv: Tensor,
+    /// Queries and attention output, `[rows, n_head, head_dim]`.
+    q: Tensor,
+    attn: Tensor,
+    o: Tensor,
+    gate_up: Tensor,
+    act: Tensor,
+    /// One split projection's output before it is placed, `[rows · widest part]`.
+    part: Tensor,
+    logits: Tensor,
+    scratch: Tensor,
+}
+
+impl KvSlots {
+    /// Sequences it holds.
+    pub fn slots(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Positions of each slot.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Positions held by `slot` (0 for a slot that does not exist).
+    pub fn len(&self, slot: usize) -> usize {
+        self.lens.get(slot).copied().unwrap_or(0)
+    }
+
+    /// Keeps the first `len` positions of `slot` (a prefix shared with its next prompt).
+    pub fn truncate(&mut self, slot: usize, len: usize) {
+        if let Some(l) = self.lens.get_mut(slot) {
+            *l = (*l).min(len);
+        }
+    }
+
+    /// `slot`'s caches as a one-sequence [`KvCache`] view (same memory).
+    fn view(&self, slot: usize) -> Result<KvCache> {
+        let one = |t: &Tensor| -> Result<Tensor> {
+            let dims = t.dims();
+            Ok(t.narrow(slot, 1)?.reshape(dims.get(1..).unwrap_or_default())?)
+        };
+        Ok(KvCache {
+            k: self.k.iter().map(one).collect::<Result<_>>()?,
+            v: self.v.iter().map(one).collect::<Result<_>>()?,
+            capacity: self.capacity,
+            len: self.len(slot),
+            step: None,
+        })
+    }
 }
 
 /// Per-pair RoPE frequency divisors (`[head_dim / 2]`) a file may carry.
@@ -718,6 +799,236 @@ impl Decoder {
             len: 0,
             step: None,
         })
+    }
+
+    /// Caches for `slots` sequences of `capacity` positions each (see [`KvSlots`]).
+    pub fn new_slots(&self, slots: usize, capacity: usize) -> Result<KvSlots> {
+        let c = &self.config;
+        if capacity == 0 || slots == 0 {
+            return Err(Error::InvalidInput("KV slots need at least one slot of one position".into()));
+        }
+        let shape = [slots, c.n_head_kv, capacity, c.head_dim];
+        let make = || Tensor::zeros(&self.rt, shape, DType::F32);
+        Ok(KvSlots {
+            k: (0..c.n_layer).map(|_| make()).collect::<metallic::Result<_>>()?,
+            v: (0..c.n_layer).map(|_| make()).collect::<metallic::Result<_>>()?,
+            capacity,
+            lens: vec![0; slots],
+            steps: (0..slots).map(|_| None).collect(),
+        })
+    }
+
+    /// [`prefill`](Self::prefill) into one slot of `kv`: runs `ids` after what `slot` holds
+    /// and returns the logits of the last one, `[1, vocab]` (computed as for a [`KvCache`]).
+    pub fn prefill_slot(&self, ids: &[u32], kv: &mut KvSlots, slot: usize, chunk: usize) -> Result<Tensor> {
+        if slot >= kv.slots() {
+            return Err(Error::InvalidInput(format!("slot {slot} of {}", kv.slots())));
+        }
+        let mut view = kv.view(slot)?;
+        let logits = self.prefill(ids, &mut view, 1, chunk, &mut |_, _| {})?;
+        if let Some(len) = kv.lens.get_mut(slot) {
+            *len = view.len;
+        }
+        Ok(logits)
+    }
+
+    /// One decode step of several sequences together: `rows[i]` = (slot, token) feeds
+    /// `token` to the sequence in `slot` (each slot at most once) and returns the logits
+    /// `[rows, vocab]` (row `i` predicts what follows `rows[i]`'s token). Each sequence's
+    /// logits are bit-identical to a one-token [`forward`](Self::forward) on a [`KvCache`]
+    /// holding the same positions: every kernel does a row's arithmetic the same way whatever
+    /// the other rows (the projections take the kernel a one-row step takes, the attention
+    /// plans each sequence's key chunks from its own length).
+    ///
+    /// The logits live in `kv`'s step activations for this row count: read them before the
+    /// next step of as many rows.
+    pub fn step(&self, rows: &[(usize, u32)], kv: &mut KvSlots) -> Result<Tensor> {
+        let c = &self.config;
+        let m = rows.len();
+        if m == 0 {
+            return Err(Error::InvalidInput("a step of no sequences".into()));
+        }
+        let mut table = Vec::with_capacity(2 * m);
+        let mut ids = Vec::with_capacity(m);
+        for (i, &(slot, token)) in rows.iter().enumerate() {
+            let len = kv
+                .lens
+                .get(slot)
+                .copied()
+                .ok_or_else(|| Error::InvalidInput(format!("slot {slot} of {}", kv.slots())))?;
+            if rows.iter().take(i).any(|&(s, _)| s == slot) {
+                return Err(Error::InvalidInput(format!("slot {slot} twice in one step")));
+            }
+            if len >= kv.capacity {
+                return Err(Error::InvalidInput(format!("slot {slot} is full ({} positions)", kv.capacity)));
+            }
+            if token as usize >= c.vocab {
+                return Err(Error::InvalidInput(format!("token id {token} outside the vocabulary of {}", c.vocab)));
+            }
+            table.extend([slot as u32, len as u32]);
+            ids.push(token);
+        }
+        if kv.k.len() != c.n_layer
+            || kv.k.first().is_some_and(|k| k.dims().get(1..) != Some(&[c.n_head_kv, kv.capacity, c.head_dim][..]))
+        {
+            return Err(Error::InvalidInput("the KV slots belong to another model".into()));
+        }
+        let a = match kv.steps.get_mut(m - 1).and_then(Option::take) {
+            Some(a) => a,
+            None => self.step_activations(m)?,
+        };
+        let result = self.record_step(&ids, &table, &a, kv);
+        if let Some(place) = kv.steps.get_mut(m - 1) {
+            *place = Some(a);
+        }
+        let logits = result?;
+        for &(slot, _) in rows {
+            if let Some(l) = kv.lens.get_mut(slot) {
+                *l += 1;
+            }
+        }
+        Ok(logits)
+    }
+
+    fn step_activations(&self, m: usize) -> Result<StepActivations> {
+        let c = &self.config;
+        let rt = &self.rt;
+        let f32s = |dims: &[usize]| Tensor::empty(rt, dims, DType::F32);
+        let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+        let widest = self
+            .layers
+            .iter()
+            .flat_map(|l| l.qkv.matrices().into_iter().chain(l.gate_up.matrices()))
+            .map(QuantMatrix::rows)
+            .max()
+            .unwrap_or(1);
+        let scratch = SlotAttention::scratch_len(rt.context(), m, c.n_head, c.n_head_kv, c.head_dim)?;
+        Ok(StepActivations {
+            ids: Tensor::empty(rt, [m], DType::U32)?,
+            table: Tensor::empty(rt, [m, 2], DType::U32)?,
+            x: f32s(&[m, c.n_embd])?,
+            n: f32s(&[m, c.n_embd])?,
+            qkv: f32s(&[m, q_dim + 2 * kv_dim])?,
+            q: f32s(&[m, c.n_head, c.head_dim])?,
+            attn: f32s(&[m, c.n_head, c.head_dim])?,
+            o: f32s(&[m, c.n_embd])?,
+            gate_up: f32s(&[m, 2 * c.n_ff])?,
+            act: f32s(&[m, c.n_ff])?,
+            part: f32s(&[m * widest])?,
+            logits: f32s(&[m, c.vocab])?,
+            scratch: f32s(&[scratch])?,
+        })
+    }
+
+    /// The kernel a one-row product takes, for every row count (see [`step`](Self::step)).
+    fn row_path(&self, w: &QuantMatrix) -> QMatmulPath {
+        if self.rt.context().caps().cpu() && w.cols().is_multiple_of(32) {
+            QMatmulPath::GemvRows
+        } else {
+            QMatmulPath::Gemv
+        }
+    }
+
+    /// `out = x · wᵀ` with [`row_path`](Self::row_path).
+    fn row_matmul(&self, x: &Tensor, w: &QuantMatrix, out: &Tensor) -> Result<()> {
+        Ok(self.rt.record(&QMatmul::new(x, w, out)?.path(self.row_path(w)))?)
+    }
+
+    /// [`project`](Self::project) for a batched step: every part with the one-row kernel.
+    fn project_rows(&self, stacked: &Stacked, x: &Tensor, out: &Tensor, part: &Tensor) -> Result<()> {
+        let parts = match stacked {
+            Stacked::Fused(m) => return self.row_matmul(x, m, out),
+            Stacked::Split(parts) => parts,
+        };
+        let m = x.dims().first().copied().unwrap_or(1);
+        let mut at = 0;
+        for w in parts {
+            let tmp = part.narrow(0, m * w.rows())?.reshape([m, w.rows()])?;
+            self.row_matmul(x, w, &tmp)?;
+            out.write_slice(&tmp, 1, at)?;
+            at += w.rows();
+        }
+        Ok(())
+    }
+
+    /// Records a batched step (see [`step`](Self::step)) and returns its logits.
+    fn record_step(&self, ids: &[u32], table: &[u32], a: &StepActivations, kv: &KvSlots) -> Result<Tensor> {
+        let c = &self.config;
+        let rt = &self.rt;
+        a.ids.write(ids)?;
+        a.table.write(table)?;
+        rt.record(&QEmbedding::new(&self.embed, &a.ids, &a.x)?)?;
+        if c.embed_scale != 1.0 {
+            rt.record(&Binary::scalar(BinaryOp::Mul, &a.x, c.embed_scale, &a.x)?)?;
+        }
+        // Every slot has the same capacity, so LongRoPE picks one table for all.
+        let rope_factors = self.rope_factors.for_context(kv.capacity, c.rope_long_from);
+        let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
+        rt.record(&RmsNorm::new(&a.x, Some(first_norm), c.rms_eps, false, &a.n)?)?;
+        let m = ids.len();
+        for (il, layer) in self.layers.iter().enumerate() {
+            let (k_cache, v_cache) = match (kv.k.get(il), kv.v.get(il)) {
+                (Some(k), Some(v)) => (k, v),
+                _ => return Err(Error::InvalidInput("the KV slots belong to another model".into())),
+            };
+            self.project_rows(&layer.qkv, &a.n, &a.qkv, &a.part)?;
+            let base = if layer.local { c.rope_base_local } else { c.rope_base };
+            let rope = RopeOptions {
+                style: c.rope_style,
+                base,
+                position_offset: 0,
+                rotary_dim: None,
+                freq_scale: c.rope_freq_scale,
+            };
+            let mut qkv_rope = QkvRope::batched(&a.qkv, &a.q, k_cache, v_cache, rope, &a.table)?;
+            if let Some((q_norm, k_norm)) = &layer.qk_norms {
+                qkv_rope = qkv_rope.with_norms(q_norm, k_norm, c.rms_eps)?;
+            }
+            if let Some(bias) = &layer.qkv_bias {
+                qkv_rope = qkv_rope.with_bias(bias)?;
+            }
+            if let Some(factors) = rope_factors {
+                qkv_rope = qkv_rope.with_freq_factors(factors)?;
+            }
+            rt.record(&qkv_rope)?;
+            let window = if layer.local { c.sliding_window } else { None };
+            rt.record(&SlotAttention::new(
+                &a.q,
+                k_cache,
+                v_cache,
+                &a.attn,
+                &a.table,
+                c.attn_scale,
+                window,
+                &a.scratch,
+            )?)?;
+            self.row_matmul(&a.attn.reshape([m, c.n_head * c.head_dim])?, &layer.wo, &a.o)?;
+            rt.record(&ResidualRmsNorm::new(
+                &a.x,
+                &a.o,
+                layer.post_attn_norm.as_ref(),
+                &layer.ffn_norm,
+                c.rms_eps,
+                &a.x,
+                &a.n,
+            )?)?;
+            self.project_rows(&layer.gate_up, &a.n, &a.gate_up, &a.part)?;
+            rt.record(&Gated::halves(c.act, &a.gate_up, &a.act)?)?;
+            self.row_matmul(&a.act, &layer.down, &a.o)?;
+            let next_norm = self.layers.get(il + 1).map_or(&self.output_norm, |l| &l.attn_norm);
+            rt.record(&ResidualRmsNorm::new(
+                &a.x,
+                &a.o,
+                layer.post_ffn_norm.as_ref(),
+                next_norm,
+                c.rms_eps,
+                &a.x,
+                &a.n,
+            )?)?;
+        }
+        let output = self.output.as_ref().unwrap_or(&self.embed);
+        self.row_matmul(&a.n, output, &a.logits)?;
+        Ok(a.logits.clone())
     }
 
     fn activations(&self, seq: usize, capacity: usize) -> Result<Activations> {

@@ -21,8 +21,14 @@ pub struct SamplingOptions {
     pub min_p: f32,
     /// Divides positive logits (multiplies negative ones) of recently seen tokens (1: off).
     pub repeat_penalty: f32,
-    /// How many of the most recent tokens the penalty looks at.
+    /// How many of the most recent tokens the penalties look at.
     pub repeat_last_n: usize,
+    /// Subtracted from the logit of every token among the recent ones (OpenAI's
+    /// `presence_penalty`; 0: off).
+    pub presence_penalty: f32,
+    /// Subtracted from a recent token's logit once per time it occurs (OpenAI's
+    /// `frequency_penalty`; 0: off).
+    pub frequency_penalty: f32,
     /// Seed of the draw: the same seed, logits and history give the same tokens.
     pub seed: u64,
 }
@@ -36,6 +42,8 @@ impl Default for SamplingOptions {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0x5eed,
         }
     }
@@ -61,6 +69,11 @@ impl SamplingOptions {
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return bad(format!("repeat penalty must be finite and > 0, got {}", self.repeat_penalty));
+        }
+        for (name, v) in [("presence", self.presence_penalty), ("frequency", self.frequency_penalty)] {
+            if !(-2.0..=2.0).contains(&v) {
+                return bad(format!("{name} penalty must be in [-2, 2], got {v}"));
+            }
         }
         Ok(())
     }
@@ -103,10 +116,16 @@ impl Sampler {
         Ok(Sampler { options, state: options.seed, top: None })
     }
 
-    /// Whether the choice is the plain argmax of the logits (temperature 0, no repetition
-    /// penalty): then it needs no host-side sampling at all.
+    /// Whether the choice is the plain argmax of the logits (temperature 0, no penalty): then
+    /// it needs no host-side sampling at all.
     pub fn is_greedy(&self) -> bool {
-        self.options.temperature <= 0.0 && self.options.repeat_penalty == 1.0
+        self.options.temperature <= 0.0 && !self.penalizes()
+    }
+
+    /// Whether any of the repetition, presence or frequency penalties is on.
+    fn penalizes(&self) -> bool {
+        let o = &self.options;
+        o.repeat_penalty != 1.0 || o.presence_penalty != 0.0 || o.frequency_penalty != 0.0
     }
 
     /// The options in use.
@@ -125,9 +144,11 @@ impl Sampler {
         let row = row.narrow(row.dims().first().copied().unwrap_or(1).saturating_sub(1), 1)?;
         let penalized = self.penalized(history);
         let keep = if self.options.temperature <= 0.0 { 1 } else { self.options.top_k };
-        // Penalties only lower logits, so the top `keep` after them lie among the top
-        // `keep + penalized` before them.
-        let fetch = keep.saturating_add(penalized.len());
+        // Penalties move only the penalized tokens' logits (a negative presence or frequency
+        // penalty raises them), so the top `keep` after them lie among the top
+        // `keep + distinct penalized` before them.
+        let distinct = penalized.chunk_by(|a, b| a == b).count();
+        let fetch = keep.saturating_add(distinct);
         let mut candidates = if keep == 0 || fetch > MAX_K.min(vocab) {
             let values = row.to_vec_f32()?;
             (0u32..).zip(values).collect()
@@ -157,26 +178,28 @@ impl Sampler {
         Ok(self.choose(&mut candidates, &penalized))
     }
 
-    /// The distinct tokens among the last `repeat_last_n` of `history` (none when the
-    /// penalty is off).
+    /// The last `repeat_last_n` tokens of `history`, sorted (a token as often as it occurs
+    /// there; none when every penalty is off).
     fn penalized(&self, history: &[u32]) -> Vec<u32> {
-        if self.options.repeat_penalty == 1.0 {
+        if !self.penalizes() {
             return Vec::new();
         }
         let start = history.len().saturating_sub(self.options.repeat_last_n);
         let mut ids: Vec<u32> = history.get(start..).unwrap_or_default().to_vec();
         ids.sort_unstable();
-        ids.dedup();
         ids
     }
 
     /// The CPU half: penalties, filters, temperature and the draw over `(token, logit)`
-    /// candidates (any order; at least one).
+    /// candidates (any order; at least one). `penalized` is sorted and lists a token once per
+    /// recent occurrence (the frequency penalty counts them).
     pub fn choose(&mut self, candidates: &mut Vec<(u32, f32)>, penalized: &[u32]) -> u32 {
         let o = self.options;
         for (id, logit) in candidates.iter_mut() {
-            if penalized.binary_search(id).is_ok() {
+            let count = penalized.partition_point(|p| p <= id) - penalized.partition_point(|p| p < id);
+            if count > 0 {
                 *logit = if *logit > 0.0 { *logit / o.repeat_penalty } else { *logit * o.repeat_penalty };
+                *logit -= count as f32 * o.frequency_penalty + o.presence_penalty;
             }
         }
         candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -65,6 +65,25 @@ fn greedy_and_the_repetition_penalty_are_exact() {
 }
 
 #[test]
+fn presence_and_frequency_penalties_subtract_per_token_and_per_occurrence() {
+    let greedy = SamplingOptions::greedy();
+    // Token 0 occurred twice, token 1 once: presence 0.7 takes 3.0 to 2.3 and 2.8 to 2.1.
+    let mut s = Sampler::new(SamplingOptions { presence_penalty: 0.7, ..greedy }).unwrap();
+    assert!(!s.is_greedy());
+    assert_eq!(s.choose(&mut vec![(0, 3.0), (1, 2.8), (2, 2.4)], &[0, 0, 1]), 2);
+    // Frequency 0.3: token 0 loses 0.6 (2.4), token 1 0.3 (2.5): token 1 wins.
+    let mut s = Sampler::new(SamplingOptions { frequency_penalty: 0.3, ..greedy }).unwrap();
+    assert_eq!(s.choose(&mut vec![(0, 3.0), (1, 2.8), (2, 2.4)], &[0, 0, 1]), 1);
+    // A negative presence penalty favours what was seen.
+    let mut s = Sampler::new(SamplingOptions { presence_penalty: -1.0, ..greedy }).unwrap();
+    assert_eq!(s.choose(&mut vec![(0, 3.0), (1, 2.8)], &[1]), 1);
+    for bad in [2.5, -2.1, f32::NAN] {
+        assert!(Sampler::new(SamplingOptions { presence_penalty: bad, ..greedy }).is_err());
+        assert!(Sampler::new(SamplingOptions { frequency_penalty: bad, ..greedy }).is_err());
+    }
+}
+
+#[test]
 fn seeds_reproduce() {
     let probs = [0.25; 4];
     let run = |seed| {

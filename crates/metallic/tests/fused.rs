@@ -177,6 +177,69 @@ fn qkv_rope_matches_f64() {
     }
 }
 
+/// The batched form: each row at its own slot and position (from a table on the GPU), q
+/// sequence-major; every other slot and position of the caches keeps its contents.
+#[test]
+fn batched_qkv_rope_matches_f64_at_each_rows_slot_and_position() {
+    let eps = 1e-6;
+    let rt = runtime();
+    let (n_q, n_kv, hd, slots, cap) = (3, 1, 16, 3, 9);
+    // (slot, position) per row: slots out of order, one left out, positions far apart.
+    let rows: [(usize, usize); 2] = [(2, 7), (0, 0)];
+    let seq = rows.len();
+    let heads = n_q + 2 * n_kv;
+    let mut rng = Rng::new(77);
+    let (x, xv) = upload(&rt, &[seq, heads * hd], DType::F32, &rng.vec(seq * heads * hd, -3.0, 3.0));
+    let (w, wv) = upload(&rt, &[hd], DType::F32, &rng.vec(hd, 0.5, 1.5));
+    let (b, bv) = upload(&rt, &[heads * hd], DType::F32, &rng.vec(heads * hd, -2.0, 2.0));
+    let (f, fv) = upload(&rt, &[hd / 2], DType::F32, &rng.vec(hd / 2, 1.0, 40.0));
+    let table: Vec<u32> = rows.iter().flat_map(|&(s, p)| [s as u32, p as u32]).collect();
+    let table = Tensor::from_slice(&rt, [seq, 2], &table).unwrap();
+    let q = poisoned(&rt, &[seq, n_q, hd], DType::F32);
+    let shape = [slots, n_kv, cap, hd];
+    let (k, kv0) = upload(&rt, &shape, DType::F32, &rng.vec(slots * n_kv * cap * hd, -1.0, 1.0));
+    let (v, vv0) = upload(&rt, &shape, DType::F32, &rng.vec(slots * n_kv * cap * hd, -1.0, 1.0));
+    let base = 10_000.0;
+    for style in [RopeStyle::NeoX, RopeStyle::Interleaved] {
+        let options = RopeOptions { style, base: base as f32, ..Default::default() };
+        let op = QkvRope::batched(&x, &q, &k, &v, options, &table)
+            .unwrap()
+            .with_norms(&w, &w, eps as f32)
+            .unwrap()
+            .with_bias(&b)
+            .unwrap()
+            .with_freq_factors(&f)
+            .unwrap();
+        rt.record(&op).unwrap();
+        let (mut want_q, mut want_k, mut want_v) = (vec![0.0; seq * n_q * hd], kv0.clone(), vv0.clone());
+        for (s, &(slot, pos)) in rows.iter().enumerate() {
+            for j in 0..heads {
+                let src: Vec<f64> = (0..hd).map(|i| xv[(s * heads + j) * hd + i] + bv[j * hd + i]).collect();
+                let slot_base = slot * n_kv * cap * hd;
+                let head = |norm| head_ref(&src, norm, eps, pos, base, style, Some(&fv[..]));
+                if j < n_q {
+                    want_q[(s * n_q + j) * hd..][..hd].copy_from_slice(&head(Some(&wv[..])));
+                } else if j < n_q + n_kv {
+                    want_k[slot_base + ((j - n_q) * cap + pos) * hd..][..hd].copy_from_slice(&head(Some(&wv[..])));
+                } else {
+                    want_v[slot_base + ((j - n_q - n_kv) * cap + pos) * hd..][..hd].copy_from_slice(&src);
+                }
+            }
+        }
+        close(&q.to_vec::<f32>().unwrap(), &want_q, 2e-5, &format!("q, {style:?}"));
+        close(&k.to_vec::<f32>().unwrap(), &want_k, 2e-5, &format!("k, {style:?}"));
+        close(&v.to_vec::<f32>().unwrap(), &want_v, 1e-6, &format!("v, {style:?}"));
+    }
+    // The one-sequence layouts are refused with a table, and a wrong table.
+    let flat = Tensor::zeros(&rt, [n_kv, cap, hd], DType::F32).unwrap();
+    let options = RopeOptions::default();
+    assert!(QkvRope::batched(&x, &q, &flat, &flat, options, &table).is_err());
+    let short = Tensor::from_slice(&rt, [1, 2], &[0u32, 0]).unwrap();
+    assert!(QkvRope::batched(&x, &q, &k, &v, options, &short).is_err());
+    let at_3 = RopeOptions { position_offset: 3, ..Default::default() };
+    assert!(QkvRope::batched(&x, &q, &k, &v, at_3, &table).is_err());
+}
+
 /// The fused op computes what the separate ops do: per-head `rms_norm`, then `rope`.
 #[test]
 fn qkv_rope_agrees_with_rms_norm_then_rope() {

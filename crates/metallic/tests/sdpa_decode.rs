@@ -356,3 +356,74 @@ fn shapes_beyond_the_bounds_are_rejected() {
         Err(e) => panic!("unexpected {e:?}"),
     }
 }
+
+/// Batched decoding over slotted caches: each row attends to its own slot's positions
+/// `0..=pos` (the last `window` of them under a window), as the f64 reference computes, and
+/// bit-identically to a one-sequence split-K call over that slot's prefix (causal).
+#[test]
+fn slot_attention_matches_f64_and_the_one_sequence_call_bit_for_bit() {
+    use metallic::kernels::sdpa::SlotAttention;
+    let rt = runtime();
+    let (heads, kv_heads, d, slots, cap) = (6, 2, 32, 3, 700);
+    // (slot, position): a long and a short sequence, one at the first position, slots shuffled.
+    let rows: [(usize, usize); 3] = [(2, 600), (0, 9), (1, 0)];
+    let m = rows.len();
+    let mut rng = Rng::new(5);
+    let qv = rng.vec(m * heads * d, -1.0, 1.0);
+    let kvv = rng.vec(slots * kv_heads * cap * d, -1.0, 1.0);
+    let vvv = rng.vec(slots * kv_heads * cap * d, -1.0, 1.0);
+    let (q, _) = upload(&rt, &[m, heads, d], DType::F32, &qv);
+    let (k, _) = upload(&rt, &[slots, kv_heads, cap, d], DType::F32, &kvv);
+    let (v, _) = upload(&rt, &[slots, kv_heads, cap, d], DType::F32, &vvv);
+    let table: Vec<u32> = rows.iter().flat_map(|&(s, p)| [s as u32, p as u32]).collect();
+    let table = Tensor::from_slice(&rt, [m, 2], &table).unwrap();
+    let scale = 0.2f32;
+    for window in [None, Some(100), Some(1)] {
+        let out = poisoned(&rt, &[m, heads, d], DType::F32);
+        let len = SlotAttention::scratch_len(rt.context(), m, heads, kv_heads, d).unwrap();
+        let scratch = Tensor::empty(&rt, [len], DType::F32).unwrap();
+        rt.record(&SlotAttention::new(&q, &k, &v, &out, &table, scale, window, &scratch).unwrap()).unwrap();
+        let got = out.to_vec::<f32>().unwrap();
+        for (b, &(slot, pos)) in rows.iter().enumerate() {
+            let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            for h in 0..heads {
+                let kvh = h / (heads / kv_heads);
+                let at = |key: usize| ((slot * kv_heads + kvh) * cap + key) * d;
+                let qrow = &qv[(b * heads + h) * d..][..d];
+                let scores: Vec<f64> = (first..=pos)
+                    .map(|key| f64::from(scale) * (0..d).map(|i| qrow[i] * kvv[at(key) + i]).sum::<f64>())
+                    .collect();
+                let max = scores.iter().fold(f64::NEG_INFINITY, |a, &s| a.max(s));
+                let w: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = w.iter().sum();
+                for i in 0..d {
+                    let want = (first..=pos).zip(&w).map(|(key, w)| w * vvv[at(key) + i]).sum::<f64>() / sum;
+                    let g = f64::from(got[(b * heads + h) * d + i]);
+                    assert!((g - want).abs() < 1e-5, "window {window:?} row {b} head {h}: {g} vs {want}");
+                }
+            }
+            // The one-sequence call: q [1, heads, 1, d] over the slot's cache, first pos + 1 keys.
+            let q1 = q.narrow(b, 1).unwrap().reshape([1, heads, 1, d]).unwrap();
+            let k1 = k.narrow(slot, 1).unwrap();
+            let v1 = v.narrow(slot, 1).unwrap();
+            let one = Tensor::zeros(&rt, [1, heads, 1, d], DType::F32).unwrap();
+            let options =
+                SdpaOptions { scale: Some(scale), causal: true, window, keys: Some(pos + 1), ..Default::default() };
+            rt.record(&SplitKAttention::new(&q1, &k1, &v1, &one, options).unwrap()).unwrap();
+            let one = one.to_vec::<f32>().unwrap();
+            let row = &got[b * heads * d..][..heads * d];
+            assert!(row.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()), "window {window:?} row {b}: bits");
+        }
+    }
+    // Wrong shapes, a wrong table, a scratch too small, a zero window.
+    let out = Tensor::zeros(&rt, [m, heads, d], DType::F32).unwrap();
+    let scratch = Tensor::empty(&rt, [1], DType::F32).unwrap();
+    assert!(SlotAttention::new(&q, &k, &v, &out, &table, scale, None, &scratch).is_err());
+    let len = SlotAttention::scratch_len(rt.context(), m, heads, kv_heads, d).unwrap();
+    let scratch = Tensor::empty(&rt, [len], DType::F32).unwrap();
+    assert!(SlotAttention::new(&q, &k, &v, &out, &table, scale, Some(0), &scratch).is_err());
+    let short = Tensor::from_slice(&rt, [1, 2], &[0u32, 0]).unwrap();
+    assert!(SlotAttention::new(&q, &k, &v, &out, &short, scale, None, &scratch).is_err());
+    let flat = k.narrow(0, 1).unwrap().reshape([kv_heads, cap, d]).unwrap();
+    assert!(SlotAttention::new(&q, &flat, &flat, &out, &table, scale, None, &scratch).is_err());
+}

@@ -12,7 +12,7 @@ static QKV: Kernel = Kernel {
     name: "qkv_rope",
     source: concat!(include_str!("qkv.wgsl"), include_str!("common.wgsl")),
     entry: "main",
-    bindings: 8,
+    bindings: 9,
 };
 
 const OP: &str = "qkv_rope";
@@ -31,6 +31,11 @@ const WG: u32 = 64;
 /// Qwen 3's q/k norms). Optionally a bias is added to every row first
 /// ([`with_bias`](Self::with_bias), Qwen 2's q/k/v biases) and each pair's angle is divided by a
 /// per-pair factor ([`with_freq_factors`](Self::with_freq_factors), Llama 3's `rope_freqs`).
+///
+/// Batched decoding ([`batched`](Self::batched)): each row of `x` is the next token of
+/// another sequence, with its own KV slot and position read from a table on the GPU; the
+/// caches are then `[slots, n_kv, capacity, head_dim]` and `q_out` `[seq, n_q, head_dim]`.
+/// A row's arithmetic is the same as in a one-token call at that position.
 ///
 /// ```
 /// use metallic::{kernels::rope::{QkvRope, RopeOptions}, DType, Runtime, Tensor};
@@ -52,6 +57,7 @@ pub struct QkvRope {
     norms: Option<(Tensor, Tensor, f32)>,
     bias: Option<Tensor>,
     factors: Option<Tensor>,
+    rows: Option<Tensor>,
     q_out: Tensor,
     k_cache: Tensor,
     v_cache: Tensor,
@@ -77,6 +83,8 @@ struct Params {
     v_off: u32,
     bias_off: u32,
     factors_off: u32,
+    table_off: u32,
+    slots: u32,
     flags: u32,
     eps: f32,
     log2_step: f32,
@@ -90,6 +98,7 @@ struct Geometry {
     n_kv: usize,
     head_dim: usize,
     capacity: usize,
+    slots: usize,
 }
 
 impl QkvRope {
@@ -103,6 +112,7 @@ impl QkvRope {
             norms: None,
             bias: None,
             factors: None,
+            rows: None,
             q_out: q_out.clone(),
             k_cache: k_cache.clone(),
             v_cache: v_cache.clone(),
@@ -136,14 +146,56 @@ impl QkvRope {
         Ok(self)
     }
 
+    /// The batched form (see the type's documentation): row `s` of `x` is placed and rotated
+    /// at the slot and position in row `s` of `table` (`[seq, 2]` u32: slot, position); the
+    /// caches are `[slots, n_kv, capacity, head_dim]`, `q_out` is `[seq, n_q, head_dim]` and
+    /// `options.position_offset` must be 0. A slot or position past the caches is clamped to
+    /// the last one (the GPU cannot report it).
+    pub fn batched(
+        x: &Tensor,
+        q_out: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        options: RopeOptions,
+        table: &Tensor,
+    ) -> Result<Self> {
+        let op = QkvRope {
+            x: x.clone(),
+            norms: None,
+            bias: None,
+            factors: None,
+            rows: Some(table.clone()),
+            q_out: q_out.clone(),
+            k_cache: k_cache.clone(),
+            v_cache: v_cache.clone(),
+            options,
+        };
+        op.validate()?;
+        Ok(op)
+    }
+
     fn geometry(&self) -> Result<Geometry> {
         let bad = |what: String| Error::shape(OP, what);
-        let [n_q, seq, head_dim] = *self.q_out.dims() else {
-            return Err(bad(format!("q_out must be [n_q, seq, head_dim], got {}", self.q_out.shape())));
-        };
-        let [n_kv, capacity, kv_dim] = *self.k_cache.dims() else {
-            return Err(bad(format!("k_cache must be [n_kv, capacity, head_dim], got {}", self.k_cache.shape())));
-        };
+        let ((n_q, seq, head_dim), (slots, n_kv, capacity, kv_dim)) =
+            match (&self.rows, self.q_out.dims(), self.k_cache.dims()) {
+                (None, &[n_q, seq, hd], &[n_kv, cap, kv_dim]) => ((n_q, seq, hd), (1, n_kv, cap, kv_dim)),
+                (Some(_), &[seq, n_q, hd], &[slots, n_kv, cap, kv_dim]) => ((n_q, seq, hd), (slots, n_kv, cap, kv_dim)),
+                (None, ..) => {
+                    return Err(bad(format!(
+                        "q_out must be [n_q, seq, head_dim] and the caches [n_kv, capacity, head_dim], got {} and {}",
+                        self.q_out.shape(),
+                        self.k_cache.shape()
+                    )));
+                }
+                (Some(_), ..) => {
+                    return Err(bad(format!(
+                        "with a rows table, q_out must be [seq, n_q, head_dim] and the caches [slots, n_kv, capacity, \
+                     head_dim], got {} and {}",
+                        self.q_out.shape(),
+                        self.k_cache.shape()
+                    )));
+                }
+            };
         if self.v_cache.shape() != self.k_cache.shape() {
             return Err(Error::mismatch(OP, self.k_cache.shape(), self.v_cache.shape()));
         }
@@ -159,7 +211,18 @@ impl QkvRope {
             return Err(bad(format!("x must be [{seq}, {width}] for these heads, got {}", self.x.shape())));
         }
         let start = self.options.position_offset as usize;
-        if start + seq > capacity {
+        if let Some(table) = &self.rows {
+            if table.dtype() != crate::tensor::DType::U32 || table.dims() != [seq, 2] {
+                return Err(bad(format!(
+                    "the rows table must be [{seq}, 2] u32, got {} {}",
+                    table.dtype(),
+                    table.shape()
+                )));
+            }
+            if start != 0 || slots == 0 || capacity == 0 {
+                return Err(Error::invalid(OP, "a rows table needs position_offset 0 and non-empty caches"));
+            }
+        } else if start + seq > capacity {
             return Err(bad(format!("positions {start}..{} exceed the cache capacity {capacity}", start + seq)));
         }
         if !head_dim.is_multiple_of(2) {
@@ -169,7 +232,7 @@ impl QkvRope {
             return Err(Error::invalid(OP, "rotary_dim must be the whole head"));
         }
         check_options(&self.options, seq)?;
-        Ok(Geometry { seq, n_q, n_kv, head_dim, capacity })
+        Ok(Geometry { seq, n_q, n_kv, head_dim, capacity, slots })
     }
 }
 
@@ -191,6 +254,12 @@ impl Operation for QkvRope {
         tensors.extend(self.bias.iter().chain(&self.factors));
         for t in &tensors {
             check_dtype(OP, dtype, t)?;
+        }
+        if let Some(table) = &self.rows {
+            check_same_device(OP, &[&self.x, table])?;
+        }
+        if self.x.context().caps().limits.max_storage_buffers_per_shader_stage < QKV.bindings {
+            return Err(self.x.context().unsupported(OP, "9 storage buffers per shader stage"));
         }
         check_same_device(OP, &tensors)?;
         let g = self.geometry()?;
@@ -239,9 +308,14 @@ impl Operation for QkvRope {
             Some(f) => encoder.bind(f)?,
             None => x.clone(),
         };
+        let table = match &self.rows {
+            Some(t) => encoder.bind(t)?,
+            None => x.clone(),
+        };
         let flags = u32::from(self.norms.is_some())
             | (u32::from(self.bias.is_some()) << 1)
-            | (u32::from(self.factors.is_some()) << 2);
+            | (u32::from(self.factors.is_some()) << 2)
+            | (u32::from(self.rows.is_some()) << 3);
         let (log2_step, turns) = angle_steps(&self.options, g.head_dim);
         let params = Params {
             rows: count_u32(OP, rows)?,
@@ -260,6 +334,8 @@ impl Operation for QkvRope {
             v_off: v.elem_offset(),
             bias_off: bias.elem_offset(),
             factors_off: factors.elem_offset(),
+            table_off: table.elem_offset(),
+            slots: count_u32(OP, g.slots)?,
             flags,
             eps,
             log2_step,
@@ -273,7 +349,7 @@ impl Operation for QkvRope {
                 kernel: &QKV,
                 dtype: self.x.dtype(),
                 overrides,
-                bindings: &[&x, &qw, &kw, &q, &k, &v, &bias, &factors],
+                bindings: &[&x, &qw, &kw, &q, &k, &v, &bias, &factors, &table],
                 params,
                 workgroups,
             },

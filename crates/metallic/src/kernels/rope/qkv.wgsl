@@ -6,7 +6,10 @@
 //   key    (j < n_q + n_kv):  [rms_norm · kw] → rope → k_cache[j - n_q, start + s, :]
 //   value:                                             v_cache[j - n_q - n_kv, start + s, :]
 //
-// (caches are [n_kv, cap, hd]). With BIAS set in `params.flags` the row of `bias` is added
+// (caches are [n_kv, cap, hd]). With ROWS set, each token row is another sequence's next
+// token: `rows_table[2 s]` is its slot and `rows_table[2 s + 1]` its position, the caches are
+// [slots, n_kv, cap, hd] and q_out is [seq, n_q, hd] (each sequence's heads together, the layout
+// the slotted decode attention reads). With BIAS set in `params.flags` the row of `bias` is added
 // to x's first (Qwen 2); the per-head norms run when NORM is set (Gemma 3, Qwen 3); RoPE is
 // `rope.wgsl`'s, with the same angle arithmetic, pair p's angle divided by `factors[p]` when
 // FACTORS is set (Llama 3's `rope_freqs`). One pair of elements at a time per invocation, so
@@ -18,6 +21,8 @@ const NORM: u32 = 1u;
 const BIAS: u32 = 2u;
 // FACTORS: divide pair p's angle by `factors[p]`.
 const FACTORS: u32 = 4u;
+// ROWS: per-token slot and position from `rows_table`.
+const ROWS: u32 = 8u;
 
 // 0: NeoX / rotate-half; 1: GPT-J / interleaved.
 override STYLE: u32 = 0u;
@@ -39,6 +44,9 @@ struct Params {
     v_off: u32,
     bias_off: u32,
     factors_off: u32,
+    table_off: u32,
+    // Slots of the caches (ROWS): a slot past them is clamped to the last.
+    slots: u32,
     flags: u32,
     eps: f32,
     log2_step: f32,
@@ -53,6 +61,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> v_cache: array<T>;
 @group(0) @binding(6) var<storage, read_write> bias: array<T>;
 @group(0) @binding(7) var<storage, read_write> factors: array<T>;
+@group(0) @binding(8) var<storage, read_write> rows_table: array<u32>;
 
 // Element i of head j of token row `src` (x[src + i]), plus its bias when there is one.
 fn load(src: u32, j: u32, i: u32) -> f32 {
@@ -81,9 +90,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let j = row - s * params.heads;
     let hd = 2u * params.half;
     let src = params.x_off + row * hd;
-    let pos = params.start + s;
+    var pos = params.start + s;
+    // Element offset of the token's slot in the caches, and of its query heads in q_out.
+    var slot_base = 0u;
+    var q_row = j * params.seq + s;
+    if (params.flags & ROWS) != 0u {
+        let slot = min(rows_table[params.table_off + 2u * s], params.slots - 1u);
+        pos = min(rows_table[params.table_off + 2u * s + 1u], params.cap - 1u);
+        slot_base = slot * params.n_kv * params.cap * hd;
+        q_row = s * params.n_q + j;
+    }
     if j >= params.n_q + params.n_kv {
-        let dst = params.v_off + ((j - params.n_q - params.n_kv) * params.cap + pos) * hd;
+        let dst = params.v_off + slot_base + ((j - params.n_q - params.n_kv) * params.cap + pos) * hd;
         for (var i = lanes.index; i < hd; i += WG) {
             v_cache[dst + i] = T(load(src, j, i));
         }
@@ -121,11 +139,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let ra = a * sc.y - b * sc.x;
         let rb = b * sc.y + a * sc.x;
         if is_q {
-            let dst = params.q_off + (j * params.seq + s) * hd;
+            let dst = params.q_off + q_row * hd;
             q_out[dst + ab.x] = T(ra);
             q_out[dst + ab.y] = T(rb);
         } else {
-            let dst = params.k_off + ((j - params.n_q) * params.cap + pos) * hd;
+            let dst = params.k_off + slot_base + ((j - params.n_q) * params.cap + pos) * hd;
             k_cache[dst + ab.x] = T(ra);
             k_cache[dst + ab.y] = T(rb);
         }

@@ -16,15 +16,15 @@
 
 use super::{SdpaOptions, SdpaProblem};
 use crate::cache::ResourceCache;
-use crate::command::{ComputeEncoder, Dispatch, Operation};
+use crate::command::{ComputeEncoder, Dispatch, Operation, TensorBinding};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
-use crate::kernels::count_u32;
+use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Tensor};
 
 static PARTIAL: Kernel =
-    Kernel { name: "sdpa_decode_partial", source: include_str!("decode.wgsl"), entry: "main", bindings: 5 };
+    Kernel { name: "sdpa_decode_partial", source: include_str!("decode.wgsl"), entry: "main", bindings: 6 };
 static MERGE: Kernel =
     Kernel { name: "sdpa_decode_merge", source: include_str!("decode_merge.wgsl"), entry: "main", bindings: 2 };
 
@@ -123,6 +123,10 @@ struct PartialParams {
     mask_sk: u32,
     start: u32,
     kv_stride: u32,
+    table: u32,
+    table_off: u32,
+    slots: u32,
+    window: u32,
 }
 
 #[repr(C)]
@@ -317,6 +321,10 @@ impl Operation for SplitKAttention {
             mask_sk,
             start: terms.start,
             kv_stride: count_u32(NAME, shape.kv_stride)?,
+            table: 0,
+            table_off: 0,
+            slots: 1,
+            window: 0,
         };
         let overrides = Overrides::new(&[
             ("WG", PARTIAL_WG as f64),
@@ -333,33 +341,262 @@ impl Operation for SplitKAttention {
                 kernel: &PARTIAL,
                 dtype: problem.dtype,
                 overrides,
-                bindings: &[&q, &k, &v, &scratch, &terms.mask],
+                bindings: &[&q, &k, &v, &scratch, &terms.mask, &q],
                 params,
                 workgroups,
             },
         )?;
+        merge(encoder, cache, problem.dtype, &scratch, &out, pairs, &plan, shape.head_dim_v)
+    }
+}
 
-        let rows = count_u32(NAME, pairs.saturating_mul(plan.rows))?;
-        let params = MergeParams {
-            s_off: scratch.elem_offset(),
-            out_off: out.elem_offset(),
-            rows,
-            r: count_u32(NAME, plan.rows)?,
-            chunks: count_u32(NAME, plan.chunks)?,
-            ml_base,
+/// Records the merge pass over `pairs` (batch, K/V head) pairs of `plan`.
+#[allow(clippy::too_many_arguments)]
+fn merge(
+    encoder: &mut ComputeEncoder<'_>,
+    cache: &ResourceCache,
+    dtype: DType,
+    scratch: &TensorBinding,
+    out: &TensorBinding,
+    pairs: usize,
+    plan: &Plan,
+    head_dim_v: usize,
+) -> Result<()> {
+    let rows = count_u32(NAME, pairs.saturating_mul(plan.rows))?;
+    let params = MergeParams {
+        s_off: scratch.elem_offset(),
+        out_off: out.elem_offset(),
+        rows,
+        r: count_u32(NAME, plan.rows)?,
+        chunks: count_u32(NAME, plan.chunks)?,
+        ml_base: count_u32(NAME, plan.records.saturating_mul(head_dim_v))?,
+    };
+    let overrides = Overrides::new(&[("WG", MERGE_WG as f64), ("DV", head_dim_v as f64)])?;
+    let workgroups = encoder.linear_grid(rows as usize * MERGE_WG, MERGE_WG as u32)?;
+    encoder
+        .dispatch(cache, Dispatch { kernel: &MERGE, dtype, overrides, bindings: &[scratch, out], params, workgroups })
+}
+
+const SLOT_NAME: &str = "slot_attention";
+
+/// One decode step of many sequences at once over a slotted KV cache (batched decoding): row
+/// `b` of `q` is sequence `b`'s next query, its keys and values are positions `0 ..= pos` of
+/// slot `slot` of the caches, with `(slot, pos)` = row `b` of `table` on the GPU.
+///
+/// Shapes: `q` and `out` `[rows, heads, head_dim]`, `k` and `v` `[slots, kv_heads, capacity,
+/// head_dim]`, `table` `[rows, 2]` u32. The split-K kernels of [`SplitKAttention`] do the work;
+/// each sequence's key chunks are planned from its own key count exactly as a one-sequence
+/// [`SplitKAttention`] plans them (causal, over a cache prefix), so a sequence's output is
+/// bit-identical to that call's, whatever else is in the batch. `window` limits each query to
+/// its last `window` keys (a sliding-window layer). A slot or position past the caches is
+/// clamped to the last one (the GPU cannot report it).
+#[derive(Debug, Clone)]
+pub struct SlotAttention {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    table: Tensor,
+    scale: f32,
+    window: Option<usize>,
+    scratch: Tensor,
+}
+
+/// Sizes of a slotted problem.
+struct SlotShape {
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+    slots: usize,
+    kv_heads: usize,
+    capacity: usize,
+}
+
+impl SlotAttention {
+    /// The step (see the type's documentation), with a caller-owned f32 `scratch` of at least
+    /// [`scratch_len`](Self::scratch_len) elements.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        table: &Tensor,
+        scale: f32,
+        window: Option<usize>,
+        scratch: &Tensor,
+    ) -> Result<Self> {
+        let this = SlotAttention {
+            q: q.clone(),
+            k: k.clone(),
+            v: v.clone(),
+            out: out.clone(),
+            table: table.clone(),
+            scale,
+            window,
+            scratch: scratch.clone(),
         };
-        let overrides = Overrides::new(&[("WG", MERGE_WG as f64), ("DV", shape.head_dim_v as f64)])?;
-        let workgroups = encoder.linear_grid(rows as usize * MERGE_WG, MERGE_WG as u32)?;
+        this.validate()?;
+        Ok(this)
+    }
+
+    /// f32 elements of scratch a step of `rows` sequences needs (`heads` query heads over
+    /// `kv_heads` K/V heads of `head_dim`).
+    pub fn scratch_len(ctx: &Context, rows: usize, heads: usize, kv_heads: usize, head_dim: usize) -> Result<usize> {
+        let plan = Self::plan(ctx, rows, heads, kv_heads, head_dim)?;
+        Ok(plan.scratch_len(head_dim).max(1))
+    }
+
+    fn shape(&self) -> Result<SlotShape> {
+        let bad = |m: String| Error::shape(SLOT_NAME, m);
+        let (&[rows, heads, head_dim], &[slots, kv_heads, capacity, kv_dim]) = (self.q.dims(), self.k.dims()) else {
+            return Err(bad(format!(
+                "q must be [rows, heads, head_dim] and k [slots, kv_heads, capacity, head_dim], got {} and {}",
+                self.q.shape(),
+                self.k.shape()
+            )));
+        };
+        if self.v.shape() != self.k.shape() || self.out.shape() != self.q.shape() {
+            return Err(bad(format!(
+                "v must be shaped as k and out as q, got {} and {}",
+                self.v.shape(),
+                self.out.shape()
+            )));
+        }
+        if kv_dim != head_dim || kv_heads == 0 || !heads.is_multiple_of(kv_heads) || slots == 0 || capacity == 0 {
+            return Err(bad(format!("q {} does not fit caches {}", self.q.shape(), self.k.shape())));
+        }
+        if self.table.dtype() != DType::U32 || self.table.dims() != [rows, 2] {
+            return Err(bad(format!(
+                "the table must be [{rows}, 2] u32, got {} {}",
+                self.table.dtype(),
+                self.table.shape()
+            )));
+        }
+        Ok(SlotShape { rows, heads, head_dim, slots, kv_heads, capacity })
+    }
+
+    /// The plan of a one-sequence [`SplitKAttention`] step (its tile and chunk count), for
+    /// `rows` sequences.
+    fn plan(ctx: &Context, rows: usize, heads: usize, kv_heads: usize, head_dim: usize) -> Result<Plan> {
+        let group = heads / kv_heads.max(1);
+        if head_dim > SplitKAttention::MAX_HEAD_DIM
+            || group > SplitKAttention::MAX_ROWS
+            || group * head_dim.div_ceil(4) > MAX_ACC_PER_THREAD * PARTIAL_WG
+        {
+            return Err(Error::shape(
+                SLOT_NAME,
+                format!("{group} query heads per K/V head of {head_dim} exceed the split-K kernels' bounds"),
+            ));
+        }
+        let limit = ctx.caps().limits.max_compute_workgroup_storage_size as usize;
+        let bk = [64, 32, 16, 8]
+            .into_iter()
+            .find(|&bk| tile_bytes(group, bk, head_dim, head_dim) <= limit)
+            .ok_or_else(|| ctx.unsupported(SLOT_NAME, "more workgroup memory for these heads"))?;
+        let chunks = TARGET_WORKGROUPS.div_ceil(kv_heads.max(1));
+        let records = rows.saturating_mul(kv_heads).saturating_mul(chunks).saturating_mul(group);
+        let plan = Plan { rows: group, bk, chunk: bk, chunks, records };
+        let bytes = plan.scratch_len(head_dim).saturating_mul(4);
+        if bytes as u64 > ctx.caps().limits.max_storage_buffer_binding_size || bytes / 4 > u32::MAX as usize {
+            return Err(Error::shape(SLOT_NAME, format!("the scratch ({bytes} bytes) exceeds one storage binding")));
+        }
+        Ok(plan)
+    }
+}
+
+impl Operation for SlotAttention {
+    fn name(&self) -> &'static str {
+        SLOT_NAME
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_float(SLOT_NAME, &self.q)?;
+        for t in [&self.k, &self.v, &self.out] {
+            check_dtype(SLOT_NAME, self.q.dtype(), t)?;
+        }
+        check_dtype(SLOT_NAME, DType::F32, &self.scratch)?;
+        check_same_device(SLOT_NAME, &[&self.q, &self.k, &self.v, &self.out, &self.table, &self.scratch])?;
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(Error::invalid(SLOT_NAME, format!("scale {} must be finite and positive", self.scale)));
+        }
+        if self.window == Some(0) {
+            return Err(Error::invalid(SLOT_NAME, "a sliding window of 0 keys"));
+        }
+        let s = self.shape()?;
+        let plan = Self::plan(self.q.context(), s.rows, s.heads, s.kv_heads, s.head_dim)?;
+        if self.scratch.numel() < plan.scratch_len(s.head_dim) {
+            return Err(Error::invalid(SLOT_NAME, "the scratch is smaller than the step needs"));
+        }
+        for t in [&self.q, &self.k, &self.v, &self.out] {
+            count_u32(SLOT_NAME, t.numel())?;
+        }
+        Ok(())
+    }
+
+    fn encode(&self, encoder: &mut ComputeEncoder<'_>, cache: &ResourceCache) -> Result<()> {
+        let s = self.shape()?;
+        let plan = Self::plan(encoder.context(), s.rows, s.heads, s.kv_heads, s.head_dim)?;
+        if s.rows == 0 {
+            return Ok(());
+        }
+        let pairs = s.rows * s.kv_heads;
+        let total = count_u32(SLOT_NAME, pairs.saturating_mul(plan.chunks))?;
+        let q = encoder.bind(&self.q)?;
+        let k = encoder.bind(&self.k)?;
+        let v = encoder.bind(&self.v)?;
+        let scratch = encoder.bind(&self.scratch)?;
+        let out = encoder.bind(&self.out)?;
+        let table = encoder.bind(&self.table)?;
+        let params = PartialParams {
+            q_off: q.elem_offset(),
+            k_off: k.elem_offset(),
+            v_off: v.elem_offset(),
+            s_off: scratch.elem_offset(),
+            mask_off: 0,
+            kv_heads: count_u32(SLOT_NAME, s.kv_heads)?,
+            group: count_u32(SLOT_NAME, plan.rows)?,
+            seq_q: 1,
+            seq_k: count_u32(SLOT_NAME, s.capacity)?,
+            chunk: count_u32(SLOT_NAME, plan.chunk)?,
+            chunks: count_u32(SLOT_NAME, plan.chunks)?,
+            total,
+            ml_base: count_u32(SLOT_NAME, plan.records.saturating_mul(s.head_dim))?,
+            causal: 1,
+            offset: 0,
+            scale: self.scale * std::f32::consts::LOG2_E,
+            mask_sb: 0,
+            mask_sh: 0,
+            mask_sq: 0,
+            mask_sk: 0,
+            start: 0,
+            kv_stride: count_u32(SLOT_NAME, s.capacity)?,
+            table: 1,
+            table_off: table.elem_offset(),
+            slots: count_u32(SLOT_NAME, s.slots)?,
+            window: count_u32(SLOT_NAME, self.window.unwrap_or(0))?,
+        };
+        let overrides = Overrides::new(&[
+            ("WG", PARTIAL_WG as f64),
+            ("BK", plan.bk as f64),
+            ("D", s.head_dim as f64),
+            ("DV", s.head_dim as f64),
+            ("MASK", 0.0),
+            ("R", plan.rows as f64),
+        ])?;
+        let workgroups = encoder.linear_grid(total as usize * PARTIAL_WG, PARTIAL_WG as u32)?;
+        let dtype = self.q.dtype();
         encoder.dispatch(
             cache,
             Dispatch {
-                kernel: &MERGE,
-                dtype: problem.dtype,
+                kernel: &PARTIAL,
+                dtype,
                 overrides,
-                bindings: &[&scratch, &out],
+                bindings: &[&q, &k, &v, &scratch, &q, &table],
                 params,
                 workgroups,
             },
-        )
+        )?;
+        merge(encoder, cache, dtype, &scratch, &out, pairs, &plan, s.head_dim)
     }
 }

@@ -20,6 +20,13 @@
 // outside the sliding window, mask <= MASKED incl. -inf, keys past the chunk or seq_k) are MASKED and contribute exactly
 // 0; a chunk a row sees no key of records m = MASKED, l = 0, acc = 0. Results are
 // deterministic.
+//
+// Slotted mode (`params.table` = 1, batched decoding): batch b is one sequence's next token
+// (seq_q = 1) whose keys and values sit in slot `table[2 b]` of caches laid out as
+// [slots, kv_heads, kv_stride, D], at positions 0 ..= `table[2 b + 1]` (its own). Its chunk
+// length is computed here from its own key count exactly as the host computes it for a
+// one-sequence call (`params.chunks` chunks at most), so a sequence's result does not depend on
+// the others in the batch; chunks past its keys record no key.
 
 // Keys per tile.
 override BK: u32 = 32u;
@@ -86,6 +93,12 @@ struct Params {
     start: u32,
     // Rows between consecutive K/V heads: seq_k, or more when only a prefix of a cache is read.
     kv_stride: u32,
+    // Slotted mode (see above): 1 when on, the table's offset, the slots of the caches, and
+    // the sliding window in keys (0: none).
+    table: u32,
+    table_off: u32,
+    slots: u32,
+    window: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> q: array<T>;
@@ -93,6 +106,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> v: array<T>;
 @group(0) @binding(3) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(4) var<storage, read_write> mask: array<T>;
+@group(0) @binding(5) var<storage, read_write> table: array<u32>;
 
 var<workgroup> q_tile: array<vec4<f32>, Q_LEN>;
 var<workgroup> k_tile: array<vec4<f32>, K_LEN>;
@@ -104,18 +118,24 @@ var<workgroup> row_m: array<f32, R>;
 var<workgroup> row_l: array<f32, R>;
 var<workgroup> row_alpha: array<f32, R>;
 
+// This workgroup's keys, causal offset and window start: the params', or in slotted mode its
+// sequence's (set once at the start of `main`).
+var<private> seq_k: u32;
+var<private> offset: i32;
+var<private> start: i32;
+
 // Keys query `i` may see: min(seq_k, i + offset + 1) under the causal rule, else seq_k.
 fn key_end(i: u32) -> u32 {
     if params.causal == 0u {
-        return params.seq_k;
+        return seq_k;
     }
-    return u32(clamp(i32(i) + bitcast<i32>(params.offset) + 1, 0, i32(params.seq_k)));
+    return u32(clamp(i32(i) + offset + 1, 0, i32(seq_k)));
 }
 
 // The first key query `i` may see: 0, or under a sliding window the oldest key of the window
 // that ends at key_end(i).
 fn key_start(i: u32) -> u32 {
-    return u32(clamp(i32(i) + bitcast<i32>(params.start), 0, i32(params.seq_k)));
+    return u32(clamp(i32(i) + start, 0, i32(seq_k)));
 }
 
 // Elements d..d+3 of q / k / v from index `at` (zeros past the head dimension).
@@ -200,11 +220,29 @@ fn main(
     let chunk = wg_index % params.chunks;
     let b = bkv / params.kv_heads;
     let kvh = bkv % params.kv_heads;
-    let kv_row0 = bkv * params.kv_stride;
+    var kv_row0 = bkv * params.kv_stride;
+    var chunk_len = params.chunk;
+    seq_k = params.seq_k;
+    offset = bitcast<i32>(params.offset);
+    start = bitcast<i32>(params.start);
+    if params.table != 0u {
+        let slot = min(table[params.table_off + 2u * b], params.slots - 1u);
+        seq_k = min(table[params.table_off + 2u * b + 1u], params.kv_stride - 1u) + 1u;
+        kv_row0 = (slot * params.kv_heads + kvh) * params.kv_stride;
+        // As the host plans a one-sequence call: whole tiles, at most `chunks` chunks.
+        chunk_len = ((seq_k + params.chunks - 1u) / params.chunks + BK - 1u) / BK * BK;
+        // The query is the last position: offset seq_k - 1; a window of w keys starts at
+        // seq_k - w (clamped as the host clamps it).
+        offset = i32(seq_k) - 1;
+        start = -2;
+        if params.window != 0u {
+            start = max(i32(seq_k) - i32(params.window), -2);
+        }
+    }
     // Keys of this chunk that some row may see (uniform): the last query sees the most.
     // (The first query sees the oldest keys: chunks wholly before its window have no tiles.)
-    let key_begin = max(chunk * params.chunk, key_start(0u));
-    let key_stop = min(min(chunk * params.chunk + params.chunk, params.seq_k), key_end(params.seq_q - 1u));
+    let key_begin = max(chunk * chunk_len, key_start(0u));
+    let key_stop = min(min(chunk * chunk_len + chunk_len, seq_k), key_end(params.seq_q - 1u));
     var tiles = 0u;
     if key_stop > key_begin {
         tiles = (key_stop - key_begin + BK - 1u) / BK;

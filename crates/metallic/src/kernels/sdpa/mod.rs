@@ -43,7 +43,7 @@ mod composite;
 mod decode;
 
 pub use composite::{CompositeAttention, SdpaImpl};
-pub use decode::SplitKAttention;
+pub use decode::{SlotAttention, SplitKAttention};
 
 use crate::cache::ResourceCache;
 use crate::command::{ComputeEncoder, Dispatch, Operation, TensorBinding};

@@ -1,0 +1,122 @@
+//! Batched decoding ([`Decoder::step`] over [`KvSlots`]): every sequence's logits are
+//! bit-identical to a one-token [`Decoder::forward`] on its own [`KvCache`], whatever else is
+//! in the batch and in which order — on every architecture path (the synthetic files of
+//! `tests/fixtures/synthetic`, a tiny Gemma 3 with a sliding window shorter than the
+//! sequences, and SmolLM2 135M's quantized weights).
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::Path;
+
+use common::synthetic::TinyGemma;
+use metallic::Runtime;
+use metallic_models::GgufFile;
+use metallic_models::decoder::{Decoder, KvSlots, PREFILL_CHUNK};
+
+/// Prompts of different lengths (ids below 40: every test vocabulary has them).
+const PROMPTS: [&[u32]; 3] = [&[1, 5, 9, 13, 17, 21, 25], &[1, 30], &[1, 7, 7, 7, 2, 33, 12, 19, 4, 8, 15, 16, 23]];
+/// Tokens fed after each prompt, one per step.
+const FED: [u32; 4] = [3, 11, 29, 6];
+
+/// Each prompt alone: the logits of each fed token's step.
+fn solo(decoder: &Decoder, prompt: &[u32], capacity: usize) -> Vec<Vec<f32>> {
+    let mut cache = decoder.new_cache(capacity).unwrap();
+    decoder.forward(prompt, &mut cache).unwrap().to_vec::<f32>().unwrap();
+    FED.iter().map(|&t| decoder.forward(&[t], &mut cache).unwrap().to_vec::<f32>().unwrap()).collect()
+}
+
+/// The three prompts in slots 3, 0 and 2 of four, then steps of all three (in a shuffled
+/// order), of two, and of one, until each has taken every fed token.
+fn batched(decoder: &Decoder, capacity: usize) -> Vec<Vec<Vec<f32>>> {
+    let slots = [3usize, 0, 2];
+    let mut kv: KvSlots = decoder.new_slots(4, capacity).unwrap();
+    for (&slot, prompt) in slots.iter().zip(PROMPTS) {
+        decoder.prefill_slot(prompt, &mut kv, slot, PREFILL_CHUNK).unwrap().to_vec::<f32>().unwrap();
+    }
+    let mut out = vec![Vec::new(); 3];
+    let mut fed = [0usize; 3];
+    // Which sequences each step runs, in row order.
+    let plan: [&[usize]; 6] = [&[2, 0, 1], &[1, 2], &[0], &[2, 1, 0], &[0, 1], &[2]];
+    for rows in plan {
+        let batch: Vec<(usize, u32)> = rows.iter().map(|&s| (slots[s], FED[fed[s]])).collect();
+        let logits = decoder.step(&batch, &mut kv).unwrap().to_vec::<f32>().unwrap();
+        let vocab = logits.len() / rows.len();
+        for (i, &s) in rows.iter().enumerate() {
+            out[s].push(logits[i * vocab..(i + 1) * vocab].to_vec());
+            fed[s] += 1;
+        }
+    }
+    assert_eq!(fed, [FED.len(); 3], "the plan feeds every token");
+    for (&slot, prompt) in slots.iter().zip(PROMPTS) {
+        assert_eq!(kv.len(slot), prompt.len() + FED.len());
+    }
+    out
+}
+
+fn check(name: &str, decoder: &Decoder) {
+    // Solo caches sized differently from the slots: the capacity must not matter either.
+    let got = batched(decoder, 64);
+    for (s, prompt) in PROMPTS.iter().enumerate() {
+        let want = solo(decoder, prompt, prompt.len() + FED.len());
+        for (step, (g, w)) in got[s].iter().zip(&want).enumerate() {
+            let same = g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same && g.len() == w.len(), "{name}: prompt {s} step {step}: batched logits differ from solo");
+        }
+    }
+}
+
+fn load(path: &Path) -> Decoder {
+    Decoder::load(&GgufFile::open(path).unwrap(), &Runtime::new().unwrap()).unwrap()
+}
+
+#[test]
+fn batched_steps_equal_solo_steps_on_every_architecture() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    for name in ["llama3", "llama_linear", "qwen2", "qwen3", "phi3", "phi3_longrope"] {
+        check(name, &load(&dir.join(format!("{name}.gguf"))));
+    }
+}
+
+#[test]
+fn batched_steps_equal_solo_steps_with_a_sliding_window() {
+    // Window 5: every sequence outgrows it, so local layers skip keys.
+    let tiny = TinyGemma {
+        layers: 2,
+        n_embd: 32,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 16,
+        n_ff: 64,
+        vocab: 40,
+        window: 5,
+        context: 128,
+    };
+    let dir = common::TempDir::new("batched");
+    let path = dir.path().join("tiny.gguf");
+    std::fs::write(&path, tiny.weights(7).gguf()).unwrap();
+    check("tiny gemma3", &load(&path));
+}
+
+#[test]
+fn batched_steps_equal_solo_steps_on_smollm2() {
+    let path = common::model_file("smollm2-135m-instruct-q4_1.gguf", "fetch-smollm2.sh");
+    check("smollm2", &load(&path));
+}
+
+#[test]
+fn bad_steps_are_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    let decoder = load(&dir.join("qwen2.gguf"));
+    let mut kv = decoder.new_slots(2, 3).unwrap();
+    let err = |r: metallic_models::Result<metallic::Tensor>| r.unwrap_err().to_string();
+    assert!(err(decoder.step(&[], &mut kv)).contains("no sequences"));
+    assert!(err(decoder.step(&[(2, 1)], &mut kv)).contains("slot 2 of 2"));
+    assert!(err(decoder.step(&[(0, 1), (0, 2)], &mut kv)).contains("twice"));
+    assert!(err(decoder.step(&[(0, 1_000_000)], &mut kv)).contains("outside the vocabulary"));
+    decoder.prefill_slot(&[1, 2, 3], &mut kv, 1, PREFILL_CHUNK).unwrap();
+    assert!(err(decoder.step(&[(1, 1)], &mut kv)).contains("full"));
+    assert!(decoder.new_slots(0, 4).is_err() && decoder.new_slots(1, 0).is_err());
+    // A failed step changes no length.
+    assert_eq!((kv.len(0), kv.len(1)), (0, 3));
+}
