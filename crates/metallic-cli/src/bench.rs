@@ -111,12 +111,20 @@ pub enum QuantArg {
     Q5_1,
     /// GGML Q8_0.
     Q8_0,
+    /// GGML Q2_K.
+    Q2_K,
+    /// GGML Q3_K.
+    Q3_K,
     /// GGML Q4_K.
     Q4_K,
     /// GGML Q5_K.
     Q5_K,
     /// GGML Q6_K.
     Q6_K,
+    /// GGML IQ4_NL.
+    Iq4_Nl,
+    /// GGML IQ4_XS.
+    Iq4_Xs,
 }
 
 impl From<QuantArg> for QuantType {
@@ -130,9 +138,13 @@ impl From<QuantArg> for QuantType {
             QuantArg::Q5_0 => QuantType::Q5_0,
             QuantArg::Q5_1 => QuantType::Q5_1,
             QuantArg::Q8_0 => QuantType::Q8_0,
+            QuantArg::Q2_K => QuantType::Q2K,
+            QuantArg::Q3_K => QuantType::Q3K,
             QuantArg::Q4_K => QuantType::Q4K,
             QuantArg::Q5_K => QuantType::Q5K,
             QuantArg::Q6_K => QuantType::Q6K,
+            QuantArg::Iq4_Nl => QuantType::IQ4NL,
+            QuantArg::Iq4_Xs => QuantType::IQ4XS,
         }
     }
 }

@@ -32,9 +32,11 @@ pub enum QuantType {
     Q8_0,
     /// 32 weights: f16 `d` and `s` (`d * sum(q)`), 8-bit signed values.
     Q8_1,
-    /// 256-weight super-block, 2-bit values, 4-bit scales and mins.
+    /// 256-weight super-block of 16 blocks of 16: 2-bit values, 4-bit scales and mins (one
+    /// byte each), f16 `d` and `dmin`; `w = d * sc * q - dmin * m`.
     Q2K,
-    /// 256-weight super-block, 3-bit values, 6-bit scales.
+    /// 256-weight super-block of 16 blocks of 16: 3-bit values (2 low bits, the third in a
+    /// mask apart), 6-bit signed scales, f16 `d`; `w = d * (sc - 32) * (q - 4)`.
     Q3K,
     /// 256-weight super-block of 8 blocks of 32: 4-bit values, 6-bit scales and mins, f16 `d`
     /// and `dmin`.
@@ -45,11 +47,18 @@ pub enum QuantType {
     Q6K,
     /// 256-weight super-block: f32 `d`, 8-bit values, 16 block sums (an activation format).
     Q8K,
+    /// 32 weights: f16 `d`, 4-bit indices into a fixed non-linear table of 16 values;
+    /// `w = d * table[q]` (GGML's `IQ4_NL`).
+    IQ4NL,
+    /// 256-weight super-block of 8 blocks of 32: 4-bit indices into the
+    /// [`IQ4NL`](Self::IQ4NL) table, 6-bit signed scales, f16 `d`;
+    /// `w = d * (sc - 32) * table[q]` (GGML's `IQ4_XS`).
+    IQ4XS,
 }
 
 impl QuantType {
-    /// The type with GGML id `id`, or `None` for ids this crate does not know (including the
-    /// i-quants, integer and f64 types).
+    /// The type with GGML id `id`, or `None` for ids this crate does not know (the i-quants
+    /// other than IQ4_NL and IQ4_XS, the ternary and FP4 types, the integer and f64 types).
     pub const fn from_ggml_id(id: u32) -> Option<Self> {
         Some(match id {
             0 => QuantType::F32,
@@ -66,6 +75,8 @@ impl QuantType {
             13 => QuantType::Q5K,
             14 => QuantType::Q6K,
             15 => QuantType::Q8K,
+            20 => QuantType::IQ4NL,
+            23 => QuantType::IQ4XS,
             30 => QuantType::BF16,
             _ => return None,
         })
@@ -88,6 +99,8 @@ impl QuantType {
             QuantType::Q5K => 13,
             QuantType::Q6K => 14,
             QuantType::Q8K => 15,
+            QuantType::IQ4NL => 20,
+            QuantType::IQ4XS => 23,
             QuantType::BF16 => 30,
         }
     }
@@ -110,6 +123,8 @@ impl QuantType {
             QuantType::Q5K => "Q5_K",
             QuantType::Q6K => "Q6_K",
             QuantType::Q8K => "Q8_K",
+            QuantType::IQ4NL => "IQ4_NL",
+            QuantType::IQ4XS => "IQ4_XS",
         }
     }
 
@@ -122,8 +137,15 @@ impl QuantType {
             | QuantType::Q5_0
             | QuantType::Q5_1
             | QuantType::Q8_0
-            | QuantType::Q8_1 => 32,
-            QuantType::Q2K | QuantType::Q3K | QuantType::Q4K | QuantType::Q5K | QuantType::Q6K | QuantType::Q8K => 256,
+            | QuantType::Q8_1
+            | QuantType::IQ4NL => 32,
+            QuantType::Q2K
+            | QuantType::Q3K
+            | QuantType::Q4K
+            | QuantType::Q5K
+            | QuantType::Q6K
+            | QuantType::Q8K
+            | QuantType::IQ4XS => 256,
         }
     }
 
@@ -144,14 +166,17 @@ impl QuantType {
             QuantType::Q5K => 176,
             QuantType::Q6K => 210,
             QuantType::Q8K => 292,
+            QuantType::IQ4NL => 18,
+            QuantType::IQ4XS => 136,
         }
     }
 
     /// Whether [`dequantize`] decodes this type and the GPU kernels of
     /// [`kernels::qmatmul`](crate::kernels::qmatmul) read it: the float types, Q4_0, Q4_1,
-    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K (not Q8_1, Q2_K, Q3_K, Q8_K).
+    /// Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS (not the activation
+    /// formats Q8_1 and Q8_K).
     pub const fn has_kernels(self) -> bool {
-        !matches!(self, QuantType::Q8_1 | QuantType::Q2K | QuantType::Q3K | QuantType::Q8K)
+        !matches!(self, QuantType::Q8_1 | QuantType::Q8K)
     }
 
     /// Bytes holding `elems` weights, or `None` if `elems` is not a whole number of blocks or
@@ -194,6 +219,23 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
         let m = (byte(q, j + 4) >> 4) | ((byte(q, j) >> 6) << 4);
         (sc, m)
     }
+}
+
+/// The 6-bit scale of block `j` (0..16) of a Q3_K super-block, from its 12 packed scale
+/// bytes: the low 4 bits are the low (j < 8) or high nibble of byte `j % 8`, the high 2 bits
+/// bits `2 (j / 4)`, `2 (j / 4) + 1` of byte `8 + j % 4`.
+fn scale_k3(j: usize, q: &[u8]) -> u8 {
+    let low = if j < 8 { byte(q, j) & 0x0F } else { byte(q, j - 8) >> 4 };
+    let high = (byte(q, 8 + j % 4) >> (2 * (j / 4))) & 3;
+    low | (high << 4)
+}
+
+/// The 16 values IQ4_NL and IQ4_XS indices select (GGML's `kvalues_iq4nl`).
+const IQ4NL_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// The IQ4_NL table value at the index in the low 4 bits of `q`, as f32.
+fn iq4nl(q: u8) -> f32 {
+    f32::from(IQ4NL_VALUES.get(usize::from(q & 0x0F)).copied().unwrap_or(0))
 }
 
 /// Decodes one block of `ty` (exactly `ty.block_bytes()` bytes) into `out`
@@ -312,7 +354,78 @@ fn dequantize_block(ty: QuantType, b: &[u8], out: &mut [f32]) {
                 }
             }
         }
-        QuantType::Q8_1 | QuantType::Q2K | QuantType::Q3K | QuantType::Q8K => {}
+        QuantType::Q2K => {
+            // scales[16], qs[64], d, dmin: two halves n of 128 weights, each four quarters j of
+            // 32 (bits 2j, 2j + 1 of qs[32n + l]); per 16 weights a scale byte, the scale in its
+            // low nibble, the min in its high one.
+            let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+            for n in 0..2 {
+                for j in 0..4 {
+                    for l in 0..32 {
+                        let sc = byte(b, 8 * n + 2 * j + l / 16);
+                        let (dl, ml) = (d * f32::from(sc & 0x0F), dmin * f32::from(sc >> 4));
+                        let q = (byte(b, 16 + 32 * n + l) >> (2 * j)) & 3;
+                        if let Some(o) = out.get_mut(128 * n + 32 * j + l) {
+                            *o = dl * f32::from(q) - ml;
+                        }
+                    }
+                }
+            }
+        }
+        QuantType::Q3K => {
+            // hmask[32], qs[64], scales[12], d: the two low bits as in Q2_K; the third is bit
+            // 4n + j of hmask[l], and a clear bit subtracts 4; a 6-bit scale per 16 weights.
+            let d = f16_at(b, 108);
+            let scales = b.get(96..108).unwrap_or(&[]);
+            for n in 0..2 {
+                for j in 0..4 {
+                    for l in 0..32 {
+                        let dl = d * (i32::from(scale_k3(8 * n + 2 * j + l / 16, scales)) - 32) as f32;
+                        let low = i32::from((byte(b, 32 + 32 * n + l) >> (2 * j)) & 3);
+                        let high = (byte(b, l) >> (4 * n + j)) & 1;
+                        let q = if high == 0 { low - 4 } else { low };
+                        if let Some(o) = out.get_mut(128 * n + 32 * j + l) {
+                            *o = dl * q as f32;
+                        }
+                    }
+                }
+            }
+        }
+        QuantType::IQ4NL => {
+            // d, qs[16]: element j < 16 is the low nibble of qs[j], j + 16 the high one.
+            let d = f16_at(b, 0);
+            for j in 0..16 {
+                let q = byte(b, 2 + j);
+                if let Some(o) = out.get_mut(j) {
+                    *o = d * iq4nl(q);
+                }
+                if let Some(o) = out.get_mut(j + 16) {
+                    *o = d * iq4nl(q >> 4);
+                }
+            }
+        }
+        QuantType::IQ4XS => {
+            // d, scales_h (u16), scales_l[4], qs[128]: block ib of 32 weights is laid out as an
+            // IQ4_NL block's qs from qs[16 ib], its 6-bit scale nibble ib of scales_l (low
+            // bits) and bits 2 ib, 2 ib + 1 of scales_h (high bits).
+            let d = f16_at(b, 0);
+            let scales_h = u16::from_le_bytes([byte(b, 2), byte(b, 3)]);
+            for ib in 0..8 {
+                let low = (byte(b, 4 + ib / 2) >> (4 * (ib % 2))) & 0x0F;
+                let high = ((scales_h >> (2 * ib)) & 3) as u8;
+                let dl = d * (i32::from(low | (high << 4)) - 32) as f32;
+                for j in 0..16 {
+                    let q = byte(b, 8 + 16 * ib + j);
+                    if let Some(o) = out.get_mut(32 * ib + j) {
+                        *o = dl * iq4nl(q);
+                    }
+                    if let Some(o) = out.get_mut(32 * ib + 16 + j) {
+                        *o = dl * iq4nl(q >> 4);
+                    }
+                }
+            }
+        }
+        QuantType::Q8_1 | QuantType::Q8K => {}
     }
 }
 
@@ -380,6 +493,12 @@ mod tests {
         assert_eq!(bpw(QuantType::Q5K), 5.5);
         assert_eq!(bpw(QuantType::Q6K), 6.5625);
         assert_eq!(bpw(QuantType::Q8_0), 8.5);
+        assert_eq!(bpw(QuantType::Q2K), 2.625);
+        assert_eq!(bpw(QuantType::Q3K), 3.4375);
+        assert_eq!(bpw(QuantType::IQ4NL), 4.5);
+        assert_eq!(bpw(QuantType::IQ4XS), 4.25);
+        assert_eq!(QuantType::from_ggml_id(20).map(QuantType::name), Some("IQ4_NL"));
+        assert_eq!(QuantType::from_ggml_id(23).map(QuantType::name), Some("IQ4_XS"));
         assert_eq!(QuantType::Q4K.bytes_for(512), Some(288));
         assert_eq!(QuantType::Q4K.bytes_for(100), None);
         assert_eq!(QuantType::from_ggml_id(4), None);

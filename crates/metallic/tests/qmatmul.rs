@@ -11,7 +11,7 @@ use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix};
 use metallic::quant::{QuantType, dequantize};
 use metallic::{DType, Error, Operation, Runtime, Tensor};
 
-const TYPES: [QuantType; 11] = [
+const TYPES: [QuantType; 15] = [
     QuantType::F32,
     QuantType::F16,
     QuantType::BF16,
@@ -23,6 +23,10 @@ const TYPES: [QuantType; 11] = [
     QuantType::Q4K,
     QuantType::Q5K,
     QuantType::Q6K,
+    QuantType::Q2K,
+    QuantType::Q3K,
+    QuantType::IQ4NL,
+    QuantType::IQ4XS,
 ];
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -59,19 +63,24 @@ fn cpu_dequantize_matches_gguf_py() {
 
 #[test]
 fn cpu_dequantize_rejects_bad_lengths_and_types() {
-    let mut out = vec![0.0f32; 32];
     let bad = |r: metallic::Result<()>| matches!(r, Err(Error::InvalidArgument { .. }));
-    assert!(bad(dequantize(QuantType::Q8_0, &[0u8; 33], &mut out)));
-    assert!(bad(dequantize(QuantType::Q8_0, &[0u8; 34], &mut out[..31])));
-    assert!(bad(dequantize(QuantType::Q2K, &[0u8; 84], &mut vec![0.0; 256])));
-    assert!(dequantize(QuantType::Q8_0, &[0u8; 34], &mut out).is_ok());
+    // Every block type: a byte past a whole block, an output a weight short.
+    for ty in TYPES.into_iter().filter(|t| t.block_elems() > 1) {
+        let (bb, be) = (ty.block_bytes(), ty.block_elems());
+        assert!(bad(dequantize(ty, &vec![0u8; bb + 1], &mut vec![0.0; be])), "{ty}");
+        assert!(bad(dequantize(ty, &vec![0u8; bb], &mut vec![0.0; be - 1])), "{ty}");
+        assert!(dequantize(ty, &vec![0u8; bb], &mut vec![0.0; be]).is_ok(), "{ty}");
+    }
+    assert!(bad(dequantize(QuantType::Q8K, &[0u8; 292], &mut vec![0.0; 256])));
 }
 
 /// Byte offsets of the f16 scale fields of a block.
 fn f16_fields(ty: QuantType) -> &'static [usize] {
     match ty {
-        QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q8_0 => &[0],
+        QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q8_0 | QuantType::IQ4NL | QuantType::IQ4XS => &[0],
         QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q4K | QuantType::Q5K => &[0, 2],
+        QuantType::Q2K => &[80, 82],
+        QuantType::Q3K => &[108],
         QuantType::Q6K => &[208],
         _ => &[],
     }
@@ -332,10 +341,17 @@ fn errors() {
     assert!(matches!(QuantMatrix::from_bytes(&rt, ty, 4, 64, &bytes), Err(Error::InvalidArgument { .. })));
     assert!(matches!(QuantMatrix::from_bytes(&rt, ty, 3, 48, &bytes), Err(Error::InvalidShape { .. })));
     assert!(matches!(
-        QuantMatrix::from_bytes(&rt, QuantType::Q2K, 1, 256, &[0; 84]),
+        QuantMatrix::from_bytes(&rt, QuantType::Q8K, 1, 256, &[0; 292]),
         Err(Error::InvalidArgument { .. })
     ));
     assert!(matches!(QuantMatrix::from_bytes(&rt, ty, 0, 64, &[]), Err(Error::InvalidArgument { .. })));
+    // Every block type: a byte short, K not a whole number of blocks.
+    for t in TYPES.into_iter().filter(|t| t.block_elems() > 1) {
+        let k = 2 * t.block_elems();
+        let b = random_matrix(&mut rng, t, 2, k);
+        assert!(matches!(QuantMatrix::from_bytes(&rt, t, 2, k, &b[1..]), Err(Error::InvalidArgument { .. })), "{t}");
+        assert!(matches!(QuantMatrix::from_bytes(&rt, t, 2, k - 16, &b), Err(Error::InvalidShape { .. })), "{t}");
+    }
     let w = QuantMatrix::from_bytes(&rt, ty, 3, 64, &bytes).unwrap();
     let x = Tensor::zeros(&rt, [2, 64], DType::F32).unwrap();
     let y = Tensor::zeros(&rt, [2, 3], DType::F32).unwrap();

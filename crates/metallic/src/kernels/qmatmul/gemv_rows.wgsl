@@ -173,6 +173,77 @@ fn dot_q6k(bw: u32, s: u32, xs: X32) -> f32 {
     return d * (sc0 * dot4(q0, q1, q2, q3, xs.a0, xs.a1, xs.a2, xs.a3) + sc1 * dot4(q4, q5, q6, q7, xs.a4, xs.a5, xs.a6, xs.a7));
 }
 
+// Sub-block s (32 weights) of the Q2_K / Q3_K super-block at word `bw`: half h = s / 4,
+// quarter qq = s % 4: bits 2 qq, 2 qq + 1 of qs[32 h + l], Q3_K's third bit bit 4 h + qq of
+// hmask[l] (clear: minus 4); two scales, 8 h + 2 qq (l < 16) and the next. Q2_K:
+// w = d sc q - dmin m (scale byte: sc low nibble, m high); Q3_K: w = d (sc - 32) q.
+fn dot_q2k_q3k(bw: u32, s: u32, xs: X32) -> f32 {
+    let three = QTYPE == 11u;
+    let h = s / 4u;
+    let qq = s % 4u;
+    let qs = bw + select(4u, 8u, three) + 8u * h;
+    let sh = 2u * qq;
+    var q0 = byte_bits(w[qs], sh, 2u);
+    var q1 = byte_bits(w[qs + 1u], sh, 2u);
+    var q2 = byte_bits(w[qs + 2u], sh, 2u);
+    var q3 = byte_bits(w[qs + 3u], sh, 2u);
+    var q4 = byte_bits(w[qs + 4u], sh, 2u);
+    var q5 = byte_bits(w[qs + 5u], sh, 2u);
+    var q6 = byte_bits(w[qs + 6u], sh, 2u);
+    var q7 = byte_bits(w[qs + 7u], sh, 2u);
+    let i = 8u * h + 2u * qq;
+    if three {
+        let hb = 4u * h + qq;
+        q0 += 4.0 * byte_bits(w[bw], hb, 1u) - 4.0;
+        q1 += 4.0 * byte_bits(w[bw + 1u], hb, 1u) - 4.0;
+        q2 += 4.0 * byte_bits(w[bw + 2u], hb, 1u) - 4.0;
+        q3 += 4.0 * byte_bits(w[bw + 3u], hb, 1u) - 4.0;
+        q4 += 4.0 * byte_bits(w[bw + 4u], hb, 1u) - 4.0;
+        q5 += 4.0 * byte_bits(w[bw + 5u], hb, 1u) - 4.0;
+        q6 += 4.0 * byte_bits(w[bw + 6u], hb, 1u) - 4.0;
+        q7 += 4.0 * byte_bits(w[bw + 7u], hb, 1u) - 4.0;
+        let d = unpack2x16float(w[bw + 27u]).x;
+        return d * (scale_k3(bw + 24u, i) * dot4(q0, q1, q2, q3, xs.a0, xs.a1, xs.a2, xs.a3)
+            + scale_k3(bw + 24u, i + 1u) * dot4(q4, q5, q6, q7, xs.a4, xs.a5, xs.a6, xs.a7));
+    }
+    // Scale bytes i and i + 1: one 16-bit half of one scales word (i is even).
+    let sw = w[bw + i / 4u] >> (8u * (i % 4u));
+    let dd = unpack2x16float(w[bw + 20u]);
+    let sum0 = dot((xs.a0 + xs.a1) + (xs.a2 + xs.a3), vec4<f32>(1.0));
+    let sum1 = dot((xs.a4 + xs.a5) + (xs.a6 + xs.a7), vec4<f32>(1.0));
+    let q = f32(sw & 15u) * dot4(q0, q1, q2, q3, xs.a0, xs.a1, xs.a2, xs.a3)
+        + f32((sw >> 8u) & 15u) * dot4(q4, q5, q6, q7, xs.a4, xs.a5, xs.a6, xs.a7);
+    let m = f32((sw >> 4u) & 15u) * sum0 + f32((sw >> 12u) & 15u) * sum1;
+    return dd.x * q - dd.y * m;
+}
+
+// The IQ4_NL block at word `bw`, laid out as Q4_0 (qs[16], d) with table indices for nibbles.
+fn dot_iq4nl(bw: u32, xs: X32) -> f32 {
+    let q0 = w[bw];
+    let q1 = w[bw + 1u];
+    let q2 = w[bw + 2u];
+    let q3 = w[bw + 3u];
+    let s = dot4(iq4nl4(q0, false), iq4nl4(q1, false), iq4nl4(q2, false), iq4nl4(q3, false), xs.a0, xs.a1, xs.a2, xs.a3)
+        + dot4(iq4nl4(q0, true), iq4nl4(q1, true), iq4nl4(q2, true), iq4nl4(q3, true), xs.a4, xs.a5, xs.a6, xs.a7);
+    return s * unpack2x16float(w[bw + 4u]).x;
+}
+
+// Block ib (32 weights) of the IQ4_XS super-block at word `bw`: an IQ4_NL block's qs from
+// qs[16 ib] (word 2 + 4 ib); scale nibble ib of scales_l (word 1) and bits 2 ib, 2 ib + 1 of
+// scales_h (word 0's high half), less 32.
+fn dot_iq4xs(bw: u32, ib: u32, xs: X32) -> f32 {
+    let qs = bw + 2u + 4u * ib;
+    let q0 = w[qs];
+    let q1 = w[qs + 1u];
+    let q2 = w[qs + 2u];
+    let q3 = w[qs + 3u];
+    let s = dot4(iq4nl4(q0, false), iq4nl4(q1, false), iq4nl4(q2, false), iq4nl4(q3, false), xs.a0, xs.a1, xs.a2, xs.a3)
+        + dot4(iq4nl4(q0, true), iq4nl4(q1, true), iq4nl4(q2, true), iq4nl4(q3, true), xs.a4, xs.a5, xs.a6, xs.a7);
+    let head = w[bw];
+    let ls = extractBits(w[bw + 1u], 4u * ib, 4u) | (extractBits(head, 16u + 2u * ib, 2u) << 4u);
+    return (unpack2x16float(head).x * f32(i32(ls) - 32)) * s;
+}
+
 // Weights 4i .. 4i + 4 of a float row from word `bw` on (32 weights at most past it).
 fn float4(bw: u32, i: u32) -> vec4<f32> {
     if QTYPE == 0u {
@@ -212,6 +283,14 @@ fn dot32(row: u32, b: u32, xs: X32) -> f32 {
         return dot_q4k_q5k(row + 44u * (b / 8u), b % 8u, xs);
     } else if QTYPE == 14u {
         return dot_q6k(row + 53u * (b / 8u), b % 8u, xs);
+    } else if QTYPE == 10u {
+        return dot_q2k_q3k(row + 21u * (b / 8u), b % 8u, xs);
+    } else if QTYPE == 11u {
+        return dot_q2k_q3k(row + 28u * (b / 8u), b % 8u, xs);
+    } else if QTYPE == 20u {
+        return dot_iq4nl(row + 5u * b, xs);
+    } else if QTYPE == 23u {
+        return dot_iq4xs(row + 34u * (b / 8u), b % 8u, xs);
     }
     return 0.0;
 }

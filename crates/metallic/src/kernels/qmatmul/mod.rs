@@ -1,7 +1,7 @@
-//! Quantized weights on the GPU: a [`QuantMatrix`] keeps GGML's blocks (Q4_0 ... Q6_K, or
-//! f32/f16/bf16) in GPU memory, and [`QMatmul`] multiplies by it, decoding the blocks in
-//! registers with f32 accumulation; [`QEmbedding`] gathers and decodes rows of a quantized
-//! table.
+//! Quantized weights on the GPU: a [`QuantMatrix`] keeps GGML's blocks (Q4_0 ... Q8_0, the
+//! K-quants Q2_K ... Q6_K, IQ4_NL and IQ4_XS, or f32/f16/bf16) in GPU memory, and [`QMatmul`]
+//! multiplies by it, decoding the blocks in registers with f32 accumulation; [`QEmbedding`]
+//! gathers and decodes rows of a quantized table.
 //!
 //! Two matmul kernels: a GEMV for a few rows of x (`gemv.wgsl`, decode: each workgroup four
 //! weight rows, its invocations on consecutive groups of 8 weights, so each weight is read
@@ -43,14 +43,18 @@
 //! | Q5_0 | 6 | `qs[16]`, `qh`, `d` |
 //! | Q5_1 | 6 | `qs[16]`, `qh`, `d m` |
 //! | Q8_0 | 9 | `qs[32]`, `d` |
+//! | IQ4_NL | 5 | `qs[16]`, `d` |
+//! | Q2_K | 21 | GGML's: `scales[16]`, `qs[64]`, `d dmin` |
+//! | Q3_K | 28 | GGML's 110 bytes (`hmask[32]`, `qs[64]`, `scales[12]`, `d`) and 2 of padding |
 //! | Q4_K | 36 | GGML's: `d dmin`, `scales[12]`, `qs[128]` |
 //! | Q5_K | 44 | GGML's: `d dmin`, `scales[12]`, `qh[32]`, `qs[128]` |
 //! | Q6_K | 53 | GGML's 210 bytes (`ql[128]`, `qh[64]`, `scales[16]`, `d`) and 2 of padding |
+//! | IQ4_XS | 34 | GGML's: `d scales_h`, `scales_l[4]`, `qs[128]` |
 //! | F32 | 1 per weight | |
 //! | F16, BF16 | 1 per 2 weights | row padded to a whole word |
 //!
-//! Padding costs Q4_0 11%, Q5_0 9%, Q8_0 6% more bytes than the file; the K-quants none
-//! (Q6_K 1%).
+//! Padding costs Q4_0 and IQ4_NL 11%, Q5_0 9%, Q8_0 6% more bytes than the file; the K-quants
+//! and IQ4_XS none (Q3_K 2%, Q6_K 1%).
 //!
 //! ```
 //! use metallic::{kernels::qmatmul::QuantMatrix, quant::QuantType, Runtime, Tensor};
@@ -145,9 +149,13 @@ fn block_layout(ty: QuantType) -> Option<(usize, &'static [(usize, usize)])> {
         QuantType::Q5_0 => (6, &[(6, 22), (2, 6), (0, 2)]),
         QuantType::Q5_1 => (6, &[(8, 24), (4, 8), (0, 4)]),
         QuantType::Q8_0 => (9, &[(2, 34), (0, 2)]),
+        QuantType::IQ4NL => (5, &[(2, 18), (0, 2)]),
+        QuantType::Q2K => (21, &[(0, 84)]),
+        QuantType::Q3K => (28, &[(0, 110)]),
         QuantType::Q4K => (36, &[(0, 144)]),
         QuantType::Q5K => (44, &[(0, 176)]),
         QuantType::Q6K => (53, &[(0, 210)]),
+        QuantType::IQ4XS => (34, &[(0, 136)]),
         _ => return None,
     })
 }
