@@ -216,6 +216,33 @@ fn qmatmul_matches_cpu_for_every_type() {
     eprintln!("largest error / sum|x w|: f32 {:e}, f16 {:e}", worst[0], worst[1]);
 }
 
+/// The GEMV and the row GEMV do each row of x's arithmetic the same way whatever the other
+/// rows (batched decoding relies on it): every row of an M-row product is bit-identical to the
+/// one-row product of that row.
+#[test]
+fn gemv_rows_are_bit_identical_to_one_row_products() {
+    let rt = runtime();
+    let mut rng = Rng::new(12);
+    let (n, k) = (37, 512);
+    for ty in [QuantType::Q8_0, QuantType::Q4_1, QuantType::Q4K, QuantType::Q6K, QuantType::IQ4XS, QuantType::F16] {
+        let w = QuantMatrix::from_bytes(&rt, ty, n, k, &random_matrix(&mut rng, ty, n, k)).unwrap();
+        for path in [QMatmulPath::Gemv, QMatmulPath::GemvRows] {
+            let m = 11;
+            let (x, _) = upload(&rt, &[m, k], DType::F32, &rng.vec(m * k, -1.0, 1.0));
+            let y = Tensor::zeros(&rt, [m, n], DType::F32).unwrap();
+            rt.record(&QMatmul::new(&x, &w, &y).unwrap().path(path)).unwrap();
+            let all = y.to_vec::<f32>().unwrap();
+            for row in 0..m {
+                let one = Tensor::zeros(&rt, [1, n], DType::F32).unwrap();
+                rt.record(&QMatmul::new(&x.narrow(row, 1).unwrap(), &w, &one).unwrap().path(path)).unwrap();
+                let one = one.to_vec::<f32>().unwrap();
+                let same = all[row * n..(row + 1) * n].iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{ty} {path:?}: row {row} of {m} differs from its one-row product");
+            }
+        }
+    }
+}
+
 #[test]
 fn auto_path_and_convenience_method() {
     let rt = runtime();

@@ -1,13 +1,18 @@
 // Quantized GEMV for few rows of x (decode): y[m, n0 + r] = sum_k x[m, k] * W[r, k] for the rows
 // r of one weight part, W decoded in registers (`deq8`, common.wgsl), f32 accumulation.
 //
-// A workgroup computes ROWS adjacent outputs of one row of x: its invocations walk the ROWS
+// A workgroup computes ROWS adjacent outputs of MB rows of x: its invocations walk the ROWS
 // weight rows' groups of 8 weights, consecutive invocations on consecutive groups of the same
-// row (contiguous words), so every weight is read once per row of x; `workgroup_sum4` finishes
-// the ROWS dot products. Grid: x = row groups, z = rows of x, clamped to the device limit;
-// workgroups loop over the rest.
+// row (contiguous words), each group decoded once and multiplied by the MB rows of x, so every
+// weight is read once per MB rows of x (batched decoding: one read for up to 8 sequences);
+// `workgroup_sum4` finishes each row's ROWS dot products. A row of x is summed in the same
+// order whatever MB is, so its outputs are bit-identical with any MB. Grid: x = row groups,
+// z = groups of MB rows of x, clamped to the device limit; workgroups loop over the rest.
 
 const ROWS: u32 = 4u;
+// Rows of x per workgroup, 1 to MAX_MB.
+override MB: u32 = 1u;
+const MAX_MB: u32 = 8u;
 
 struct Params {
     // Rows of this part, weights per row, rows of x.
@@ -42,11 +47,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let blocks = (params.n + ROWS - 1u) / ROWS;
     let last = max(params.n, 1u) - 1u;
     let items = ROWS * params.groups;
-    for (var mz = wid.z; mz < params.m; mz += nwg.z) {
-        let xb = params.x_off + mz * params.k;
+    let m_groups = (params.m + MB - 1u) / MB;
+    for (var mg = wid.z; mg < m_groups; mg += nwg.z) {
+        let m0 = mg * MB;
         for (var blk = wid.x; blk < blocks; blk += nwg.x) {
             let r0 = blk * ROWS;
-            var acc = vec4<f32>(0.0);
+            var acc: array<vec4<f32>, MAX_MB>;
             for (var i = lanes.index; i < items; i += WG) {
                 let r = i / params.groups;
                 let g = i - r * params.groups;
@@ -54,14 +60,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let row = min(r0 + r, last);
                 let wv = deq8(params.w_off + row * params.row_words, g, params.k);
                 let e = 8u * g;
-                let xlo = vec4<f32>(x_at(xb, e), x_at(xb, e + 1u), x_at(xb, e + 2u), x_at(xb, e + 3u));
-                let xhi = vec4<f32>(x_at(xb, e + 4u), x_at(xb, e + 5u), x_at(xb, e + 6u), x_at(xb, e + 7u));
-                acc[r] += dot(wv.lo, xlo) + dot(wv.hi, xhi);
+                for (var j = 0u; j < MB; j += 1u) {
+                    // Rows of x past m repeat the last one; their sums are not stored.
+                    let xb = params.x_off + min(m0 + j, params.m - 1u) * params.k;
+                    let xlo = vec4<f32>(x_at(xb, e), x_at(xb, e + 1u), x_at(xb, e + 2u), x_at(xb, e + 3u));
+                    let xhi = vec4<f32>(x_at(xb, e + 4u), x_at(xb, e + 5u), x_at(xb, e + 6u), x_at(xb, e + 7u));
+                    acc[j][r] += dot(wv.lo, xlo) + dot(wv.hi, xhi);
+                }
             }
-            let s = workgroup_sum4(acc, lanes);
-            let r = r0 + lanes.index;
-            if lanes.index < ROWS && r < params.n {
-                y[params.y_off + mz * params.ldy + params.n0 + r] = T(s[lanes.index]);
+            for (var j = 0u; j < MB; j += 1u) {
+                let s = workgroup_sum4(acc[j], lanes);
+                let r = r0 + lanes.index;
+                if lanes.index < ROWS && r < params.n && m0 + j < params.m {
+                    y[params.y_off + (m0 + j) * params.ldy + params.n0 + r] = T(s[lanes.index]);
+                }
             }
         }
     }

@@ -122,6 +122,10 @@ const GEMV_ROWS_MAX_M: usize = 32;
 const GEMV_ROWS_WG: u32 = 32;
 /// Output rows per GEMV workgroup (`ROWS` in `gemv.wgsl`).
 const GEMV_ROWS: u32 = 4;
+/// Rows of x one GEMV workgroup multiplies at most (`MAX_MB` in `gemv.wgsl`): each decoded
+/// weight serves this many rows, so a batched decode step of up to 8 sequences reads the
+/// weights once.
+const GEMV_MAX_MB: u32 = 8;
 /// Invocations the GEMV aims to keep busy in all: a decode step's small matrices (a few
 /// thousand rows) are too few workgroups to fill a large GPU at the large matrices' size.
 const GEMV_TARGET_THREADS: u32 = 1 << 16;
@@ -548,13 +552,19 @@ impl Operation for QMatmul {
                         Some(wg) => return Err(Error::invalid(OP, format!("GEMV workgroup size {wg}"))),
                         None => gemv_workgroup(n, groups),
                     };
-                    let workgroups = [n.div_ceil(GEMV_ROWS).min(max), 1, m.min(max)];
+                    let mb = m.min(GEMV_MAX_MB);
+                    let workgroups = [n.div_ceil(GEMV_ROWS).min(max), 1, m.div_ceil(mb).min(max)];
+                    let overrides = Overrides::new(&[
+                        ("WG", f64::from(wg)),
+                        ("QTYPE", f64::from(w.ty.ggml_id())),
+                        ("MB", f64::from(mb)),
+                    ])?;
                     encoder.dispatch(
                         cache,
                         Dispatch {
                             kernel: &GEMV,
                             dtype,
-                            overrides: w.overrides(wg)?,
+                            overrides,
                             bindings: &bindings,
                             params: gemv_params,
                             workgroups,

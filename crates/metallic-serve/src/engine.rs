@@ -1,0 +1,641 @@
+//! The scheduler: one thread owns the model and the GPU. Requests arrive through a channel and
+//! wait in a bounded queue; each admitted request gets a KV slot (`--parallel` slots of
+//! `--ctx-size` positions each), its prompt is prefilled a chunk at a time between decode
+//! steps (a long prompt never stalls the running streams for more than one chunk), and every
+//! decode step runs all running sequences together.
+//!
+//! Prefix caching: a slot keeps the tokens whose keys and values it holds after its request
+//! ends. A new request takes the free slot whose tokens share the longest prefix with its
+//! prompt (the earlier turns of a chat, a shared system prompt) and prefills only the rest.
+//!
+//! A request is cancelled by dropping its event receiver (a client that hung up): the
+//! scheduler sees it before the next step and frees the slot.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use metallic::kernels::topk::TopK;
+use metallic::{DType, Tensor};
+use metallic_models::decoder::KvSlots;
+use metallic_models::sampling::{Sampler, SamplingOptions};
+use metallic_models::vocab::StreamDecoder;
+use metallic_models::{Error, Llm, Result};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+/// How the engine shares the GPU between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Sequences decoded together (KV slots).
+    pub parallel: usize,
+    /// Positions of one slot: a request's prompt and generated tokens together.
+    pub ctx_size: usize,
+    /// Requests that may wait for a slot; one more is refused ([`SubmitError::QueueFull`]).
+    pub max_queue: usize,
+    /// Prompt tokens prefilled between two decode steps at most.
+    pub prefill_chunk: usize,
+}
+
+/// One generation asked of the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRequest {
+    /// Prompt token ids (BOS and chat template already applied).
+    pub prompt: Vec<u32>,
+    /// Tokens to generate at most; fewer when the slot's context ends first.
+    pub max_tokens: usize,
+    /// Sampling (greedy when the temperature is 0), seeded per request.
+    pub sampling: SamplingOptions,
+    /// Log-probabilities of each chosen token and of the `n` most likely ones (`Some(n)`).
+    pub logprobs: Option<usize>,
+    /// Whether the prompt may reuse a cached prefix (llama-server's `cache_prompt`).
+    pub cache_prompt: bool,
+}
+
+/// A token id with its log-probability under the model (the raw distribution, before
+/// penalties and temperature).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenLogprob {
+    /// Token id.
+    pub id: u32,
+    /// Natural logarithm of its probability.
+    pub logprob: f32,
+}
+
+/// Log-probabilities at one generated position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLogprobs {
+    /// The chosen token.
+    pub chosen: TokenLogprob,
+    /// The most likely tokens, most likely first.
+    pub top: Vec<TokenLogprob>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token (not sent).
+    Stop,
+    /// `max_tokens` or the context was reached.
+    Length,
+}
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens (the end-of-generation token not counted).
+    pub completion_tokens: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// What the engine tells a request's receiver, in order: tokens, then one `Done` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A generated token and the text it completes (empty while a UTF-8 character is split
+    /// across tokens).
+    Token {
+        /// Token id.
+        id: u32,
+        /// Text completed by this token.
+        text: String,
+        /// When the request asked for them.
+        logprobs: Option<StepLogprobs>,
+    },
+    /// The generation ended; `text` is what was still held back (an incomplete character).
+    Done {
+        /// Why.
+        reason: FinishReason,
+        /// Token counts.
+        usage: Usage,
+        /// Text flushed at the end.
+        text: String,
+    },
+    /// The generation failed (the model's numbers broke, the device was lost).
+    Failed(String),
+}
+
+/// Why a request was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue holds `limit` requests already.
+    QueueFull {
+        /// `--max-queue`.
+        limit: usize,
+    },
+    /// The request cannot run (empty prompt, longer than the context, unknown ids, bad
+    /// sampling values); the message says why.
+    Invalid(String),
+    /// The engine has stopped.
+    Stopped,
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::QueueFull { limit } => write!(f, "the server is busy: {limit} requests are already waiting"),
+            SubmitError::Invalid(message) => f.write_str(message),
+            SubmitError::Stopped => f.write_str("the server is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// Counters and gauges of the engine, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineStats {
+    /// Sequences holding a slot (prefilling or decoding).
+    pub active: usize,
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// KV positions in use by active sequences.
+    pub kv_used: usize,
+    /// KV positions in all slots.
+    pub kv_total: usize,
+    /// Prompt tokens run through the model since start.
+    pub prompt_tokens: u64,
+    /// Prompt tokens served from the prefix cache since start.
+    pub cached_tokens: u64,
+    /// Requests that reused a cached prefix.
+    pub prefix_hits: u64,
+    /// Tokens generated since start.
+    pub generated_tokens: u64,
+    /// Decode steps run since start.
+    pub steps: u64,
+}
+
+/// Counters the scheduler updates and anyone may read.
+#[derive(Debug, Default)]
+struct Shared {
+    queued: AtomicUsize,
+    active: AtomicUsize,
+    kv_used: AtomicUsize,
+    prompt_tokens: AtomicU64,
+    cached_tokens: AtomicU64,
+    prefix_hits: AtomicU64,
+    generated_tokens: AtomicU64,
+    steps: AtomicU64,
+}
+
+enum Message {
+    Submit(Box<Pending>),
+    CancelAll,
+}
+
+/// A request waiting for a slot.
+struct Pending {
+    request: GenerationRequest,
+    sampler: Sampler,
+    events: UnboundedSender<Event>,
+}
+
+/// The GPU scheduler (see the module docs). Dropping it stops the scheduler after the step in
+/// flight; running requests get no more events.
+pub struct Engine {
+    llm: Arc<Llm>,
+    config: EngineConfig,
+    messages: Option<mpsc::Sender<Message>>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts the scheduler for `llm`, allocating every slot's KV cache now (a configuration
+    /// the device cannot hold fails here, not at the first request).
+    pub fn start(llm: Arc<Llm>, config: EngineConfig) -> Result<Self> {
+        if config.parallel == 0 || config.ctx_size == 0 || config.prefill_chunk == 0 {
+            return Err(Error::InvalidInput(format!(
+                "parallel ({}), context size ({}) and prefill chunk ({}) must be at least 1",
+                config.parallel, config.ctx_size, config.prefill_chunk
+            )));
+        }
+        // The device's limits (one layer's keys in one binding, all in the memory pool) are
+        // linear in the positions of all slots together.
+        let most = llm.decoder().max_context() / config.parallel;
+        if config.ctx_size > most {
+            return Err(Error::InvalidInput(format!(
+                "a context of {} positions for each of {} sequences; this model's KV cache holds at most {most} per \
+                 sequence on this device (lower --ctx-size or --parallel)",
+                config.ctx_size, config.parallel
+            )));
+        }
+        let kv = llm.decoder().new_slots(config.parallel, config.ctx_size)?;
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::default());
+        let scheduler = Scheduler {
+            llm: llm.clone(),
+            config,
+            slots: (0..config.parallel).map(|_| Slot { tokens: Vec::new(), used: 0 }).collect(),
+            kv,
+            queue: VecDeque::new(),
+            running: Vec::new(),
+            shared: shared.clone(),
+            clock: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("metallic-scheduler".into())
+            .spawn(move || scheduler.run(rx))
+            .map_err(|e| Error::InvalidInput(format!("cannot start the scheduler thread: {e}")))?;
+        Ok(Engine { llm, config, messages: Some(tx), shared, thread: Some(thread) })
+    }
+
+    /// The model (tokenizer, chat template) for request threads.
+    pub fn llm(&self) -> &Arc<Llm> {
+        &self.llm
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Queues `request`; its events arrive on the returned receiver (drop it to cancel).
+    pub fn submit(&self, request: GenerationRequest) -> std::result::Result<UnboundedReceiver<Event>, SubmitError> {
+        self.check(&request)?;
+        let sampler = Sampler::new(request.sampling).map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let messages = self.messages.as_ref().ok_or(SubmitError::Stopped)?;
+        let limit = self.config.max_queue;
+        self.shared
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1))
+            .map_err(|_| SubmitError::QueueFull { limit })?;
+        let (events, receiver) = unbounded_channel();
+        if messages.send(Message::Submit(Box::new(Pending { request, sampler, events }))).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::Stopped);
+        }
+        Ok(receiver)
+    }
+
+    /// Cancels every queued and running request (their receivers get `Failed`); used when a
+    /// shutdown's grace period ends.
+    pub fn cancel_all(&self) {
+        if let Some(messages) = &self.messages {
+            // A stopped scheduler has nothing to cancel.
+            let _ = messages.send(Message::CancelAll);
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> EngineStats {
+        let s = &self.shared;
+        EngineStats {
+            active: s.active.load(Ordering::SeqCst),
+            queued: s.queued.load(Ordering::SeqCst),
+            kv_used: s.kv_used.load(Ordering::SeqCst),
+            kv_total: self.config.parallel * self.config.ctx_size,
+            prompt_tokens: s.prompt_tokens.load(Ordering::SeqCst),
+            cached_tokens: s.cached_tokens.load(Ordering::SeqCst),
+            prefix_hits: s.prefix_hits.load(Ordering::SeqCst),
+            generated_tokens: s.generated_tokens.load(Ordering::SeqCst),
+            steps: s.steps.load(Ordering::SeqCst),
+        }
+    }
+
+    /// What `submit` refuses before queueing.
+    fn check(&self, request: &GenerationRequest) -> std::result::Result<(), SubmitError> {
+        let invalid = |m: String| Err(SubmitError::Invalid(m));
+        let n = request.prompt.len();
+        if n == 0 {
+            return invalid("the prompt has no tokens".into());
+        }
+        if n >= self.config.ctx_size {
+            return invalid(format!(
+                "the prompt has {n} tokens; the context holds {} positions per request, so at most {} prompt tokens",
+                self.config.ctx_size,
+                self.config.ctx_size - 1
+            ));
+        }
+        let vocab = self.llm.decoder().config().vocab;
+        if let Some(bad) = request.prompt.iter().find(|&&id| id as usize >= vocab) {
+            return invalid(format!("token id {bad} is outside the vocabulary of {vocab} tokens"));
+        }
+        if request.max_tokens == 0 {
+            return invalid("max_tokens must be at least 1".into());
+        }
+        if request.logprobs.is_some_and(|n| n > MAX_TOP_LOGPROBS) {
+            return invalid(format!("at most {MAX_TOP_LOGPROBS} top log-probabilities per token"));
+        }
+        Ok(())
+    }
+}
+
+/// Most `top_logprobs` a request may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the channel stops the scheduler after its step in flight.
+        self.messages = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What a KV slot holds.
+struct Slot {
+    /// The tokens whose keys and values the cache holds (kept after a request ends, for the
+    /// prefix cache).
+    tokens: Vec<u32>,
+    /// When it was last given to a request (least recently used slots are taken first).
+    used: u64,
+}
+
+/// A request holding a slot.
+struct Running {
+    slot: usize,
+    request: GenerationRequest,
+    sampler: Sampler,
+    events: UnboundedSender<Event>,
+    /// Prompt tokens in the cache so far.
+    prefilled: usize,
+    cached: usize,
+    /// The generated tokens (the last is the next step's input).
+    generated: Vec<u32>,
+    /// Tokens this request may still generate (max_tokens, or the context).
+    budget: usize,
+    stream: StreamDecoder,
+}
+
+struct Scheduler {
+    llm: Arc<Llm>,
+    config: EngineConfig,
+    slots: Vec<Slot>,
+    kv: KvSlots,
+    queue: VecDeque<Pending>,
+    running: Vec<Running>,
+    shared: Arc<Shared>,
+    clock: u64,
+}
+
+impl Scheduler {
+    fn run(mut self, messages: mpsc::Receiver<Message>) {
+        loop {
+            // Idle: wait for work; busy: take what has arrived and go on.
+            if self.running.is_empty() && self.queue.is_empty() {
+                match messages.recv() {
+                    Ok(m) => self.take(m),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match messages.try_recv() {
+                    Ok(m) => self.take(m),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            self.drop_cancelled();
+            self.admit();
+            if let Err(e) = self.prefill_one() {
+                self.fail_all(&e);
+            }
+            if let Err(e) = self.decode_step() {
+                self.fail_all(&e);
+            }
+            self.publish();
+        }
+    }
+
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Submit(p) => self.queue.push_back(*p),
+            Message::CancelAll => {
+                for p in self.queue.drain(..) {
+                    let _ = p.events.send(Event::Failed("cancelled: the server is shutting down".into()));
+                    self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+                }
+                for r in self.running.drain(..) {
+                    let _ = r.events.send(Event::Failed("cancelled: the server is shutting down".into()));
+                }
+            }
+        }
+    }
+
+    /// Forgets requests whose receiver is gone.
+    fn drop_cancelled(&mut self) {
+        let before = self.queue.len();
+        self.queue.retain(|p| !p.events.is_closed());
+        self.shared.queued.fetch_sub(before - self.queue.len(), Ordering::SeqCst);
+        self.running.retain(|r| !r.events.is_closed());
+    }
+
+    /// Gives free slots to waiting requests, oldest first.
+    fn admit(&mut self) {
+        while !self.queue.is_empty() {
+            let busy: Vec<usize> = self.running.iter().map(|r| r.slot).collect();
+            let Some(p) = self.queue.pop_front() else { break };
+            let prompt = &p.request.prompt;
+            // The free slot sharing the longest prefix; the least recently used among equals.
+            let best = self.slots.iter().enumerate().filter(|(i, _)| !busy.contains(i)).max_by_key(|(_, slot)| {
+                let shared = if p.request.cache_prompt { common_prefix(&slot.tokens, prompt) } else { 0 };
+                (shared, std::cmp::Reverse(slot.used))
+            });
+            let Some((i, _)) = best else {
+                self.queue.push_front(p);
+                break;
+            };
+            let Some(slot) = self.slots.get_mut(i) else { break };
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            self.clock += 1;
+            slot.used = self.clock;
+            // The last prompt token always runs: its logits give the first generated token.
+            let reuse = if p.request.cache_prompt {
+                common_prefix(&slot.tokens, prompt).min(prompt.len().saturating_sub(1))
+            } else {
+                0
+            };
+            self.kv.truncate(i, reuse);
+            slot.tokens.truncate(reuse);
+            if reuse > 0 {
+                self.shared.prefix_hits.fetch_add(1, Ordering::SeqCst);
+                self.shared.cached_tokens.fetch_add(reuse as u64, Ordering::SeqCst);
+            }
+            let budget = p.request.max_tokens.min(self.config.ctx_size.saturating_sub(prompt.len()));
+            self.running.push(Running {
+                slot: i,
+                budget,
+                request: p.request,
+                sampler: p.sampler,
+                events: p.events,
+                prefilled: reuse,
+                cached: reuse,
+                generated: Vec::new(),
+                stream: StreamDecoder::new(),
+            });
+        }
+    }
+
+    /// Runs one chunk of the oldest prompt still prefilling; when it completes the prompt, the
+    /// first token is sampled from its logits.
+    fn prefill_one(&mut self) -> Result<()> {
+        let Some(at) = self.running.iter().position(|r| r.prefilled < r.request.prompt.len()) else {
+            return Ok(());
+        };
+        let Some(r) = self.running.get_mut(at) else { return Ok(()) };
+        let end = (r.prefilled + self.config.prefill_chunk).min(r.request.prompt.len());
+        let part = r.request.prompt.get(r.prefilled..end).unwrap_or_default();
+        let logits = self.llm.decoder().prefill_slot(part, &mut self.kv, r.slot, self.config.prefill_chunk)?;
+        if let Some(slot) = self.slots.get_mut(r.slot) {
+            slot.tokens.extend_from_slice(part);
+        }
+        self.shared.prompt_tokens.fetch_add(part.len() as u64, Ordering::SeqCst);
+        r.prefilled = end;
+        if end < r.request.prompt.len() {
+            return Ok(logits.runtime().synchronize()?);
+        }
+        let greedy = if r.sampler.is_greedy() { argmax_rows(&logits)?.first().copied() } else { None };
+        if !self.choose(at, &logits, greedy)? {
+            self.finish(at);
+        }
+        Ok(())
+    }
+
+    /// One decode step over every sequence past its prompt, all in one pass
+    /// ([`Decoder::step`](metallic_models::decoder::Decoder::step)). Greedy sequences take
+    /// their token from one argmax over every row; the others sample their own row.
+    fn decode_step(&mut self) -> Result<()> {
+        // (index in `running`, slot, input token, greedy) of each sequence past its prompt.
+        let decoding: Vec<(usize, usize, u32, bool)> = self
+            .running
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.prefilled == r.request.prompt.len())
+            .filter_map(|(i, r)| r.generated.last().map(|&t| (i, r.slot, t, r.sampler.is_greedy())))
+            .collect();
+        if decoding.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(usize, u32)> = decoding.iter().map(|&(_, slot, token, _)| (slot, token)).collect();
+        let logits = self.llm.decoder().step(&rows, &mut self.kv)?;
+        for &(slot, token) in &rows {
+            if let Some(s) = self.slots.get_mut(slot) {
+                s.tokens.push(token);
+            }
+        }
+        self.shared.steps.fetch_add(1, Ordering::SeqCst);
+        let argmax = if decoding.iter().any(|d| d.3) { argmax_rows(&logits)? } else { Vec::new() };
+        let mut finished = Vec::new();
+        for (row, &(i, _, _, greedy)) in decoding.iter().enumerate() {
+            let chosen = argmax.get(row).copied().filter(|_| greedy);
+            if !self.choose(i, &logits.narrow(row, 1)?, chosen)? {
+                finished.push(i);
+            }
+        }
+        for i in finished.into_iter().rev() {
+            self.finish(i);
+        }
+        Ok(())
+    }
+
+    /// Takes sequence `at`'s next token — `greedy` when given (with its logit), else sampled
+    /// from `logits` (`[1, vocab]`) — and sends it; `false` when the sequence is done (the
+    /// caller finishes it).
+    fn choose(&mut self, at: usize, logits: &Tensor, greedy: Option<(u32, f32)>) -> Result<bool> {
+        let Some(r) = self.running.get_mut(at) else { return Ok(false) };
+        let token = match greedy {
+            Some((token, best)) if best.is_finite() => token,
+            Some(_) => {
+                return Err(Error::NotFinite("the logits are NaN or infinite (broken or overflowing weights)".into()));
+            }
+            None => {
+                let history: Vec<u32> = r.request.prompt.iter().chain(&r.generated).copied().collect();
+                r.sampler.sample(logits, &history)?
+            }
+        };
+        let logprobs = match r.request.logprobs {
+            Some(n) => Some(logprobs_of(logits, token, n)?),
+            None => None,
+        };
+        if self.llm.vocab().end_tokens().contains(&token) {
+            return Ok(false);
+        }
+        r.generated.push(token);
+        self.shared.generated_tokens.fetch_add(1, Ordering::SeqCst);
+        let text = r.stream.push(self.llm.vocab(), token);
+        // A receiver gone is noticed before the next step.
+        let _ = r.events.send(Event::Token { id: token, text, logprobs });
+        Ok(r.generated.len() < r.budget)
+    }
+
+    /// Ends sequence `at`: the reason, the usage, the text held back; its slot keeps its tokens.
+    fn finish(&mut self, at: usize) {
+        if at >= self.running.len() {
+            return;
+        }
+        let mut r = self.running.remove(at);
+        let reason = if r.generated.len() >= r.budget { FinishReason::Length } else { FinishReason::Stop };
+        let usage = Usage {
+            prompt_tokens: r.request.prompt.len(),
+            completion_tokens: r.generated.len(),
+            cached_tokens: r.cached,
+        };
+        let _ = r.events.send(Event::Done { reason, usage, text: r.stream.finish() });
+    }
+
+    /// Fails every running request (the device broke or the model's numbers did); their
+    /// slots are forgotten, queued requests go on.
+    fn fail_all(&mut self, error: &Error) {
+        for r in self.running.drain(..) {
+            let _ = r.events.send(Event::Failed(error.to_string()));
+            self.kv.truncate(r.slot, 0);
+            if let Some(slot) = self.slots.get_mut(r.slot) {
+                slot.tokens.clear();
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.shared.active.store(self.running.len(), Ordering::SeqCst);
+        let used = self.running.iter().map(|r| self.kv.len(r.slot)).sum();
+        self.shared.kv_used.store(used, Ordering::SeqCst);
+    }
+}
+
+/// The best token of each row of `logits` (`[rows, vocab]`) with its logit, from one top-1
+/// pass on the GPU (NaN ranks lowest there: a non-finite best logit means broken numbers).
+fn argmax_rows(logits: &Tensor) -> Result<Vec<(u32, f32)>> {
+    let rt = logits.runtime();
+    let rows = logits.dims().first().copied().unwrap_or(1);
+    let values = Tensor::empty(rt, [rows, 1], DType::F32)?;
+    let ids = Tensor::empty(rt, [rows, 1], DType::U32)?;
+    rt.record(&TopK::new(logits, 1, &values, &ids)?)?;
+    let ids = ids.to_vec::<u32>()?;
+    let values = values.to_vec::<f32>()?;
+    Ok(ids.into_iter().zip(values).collect())
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The log-probability of `chosen` and the `n` most likely tokens, from a logits row read
+/// back whole (f64 log-sum-exp).
+fn logprobs_of(logits: &Tensor, chosen: u32, n: usize) -> Result<StepLogprobs> {
+    let row = logits.to_vec_f32()?;
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+    let lse = max + row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln();
+    let logit = |id: u32| row.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
+    let lp = |id: u32| TokenLogprob { id, logprob: (f64::from(logit(id)) - lse) as f32 };
+    let by_logit = |a: &u32, b: &u32| logit(*b).total_cmp(&logit(*a)).then(a.cmp(b));
+    let mut order: Vec<u32> = (0..row.len() as u32).collect();
+    let n = n.min(order.len());
+    if n > 0 {
+        order.select_nth_unstable_by(n - 1, by_logit);
+    }
+    order.truncate(n);
+    order.sort_by(by_logit);
+    Ok(StepLogprobs { chosen: lp(chosen), top: order.into_iter().map(lp).collect() })
+}
