@@ -23,6 +23,7 @@
 //! As in llama.cpp, `attention.sliding_window` is honoured for Gemma 3 only (llama.cpp ignores
 //! it for `llama` and disables it for `phi3`), so Mistral and Phi-3 attend to the whole context.
 
+use metallic::kernels::copy::Copy;
 use metallic::kernels::elementwise::{Binary, BinaryOp};
 use metallic::kernels::gated::{Gated, GatedAct};
 use metallic::kernels::norm::RmsNorm;
@@ -830,6 +831,34 @@ impl Decoder {
             *len = view.len;
         }
         Ok(logits)
+    }
+
+    /// Copies the first `len` positions of slot `from` into slot `to` and sets `to`'s length to
+    /// `len`: a prefix two sequences share (a system prompt) is computed once.
+    pub fn copy_prefix(&self, kv: &mut KvSlots, from: usize, to: usize, len: usize) -> Result<()> {
+        let c = &self.config;
+        if from == to || to >= kv.slots() || len > kv.len(from) {
+            return Err(Error::InvalidInput(format!(
+                "copying {len} positions from slot {from} (holding {}) to slot {to} of {}",
+                kv.len(from),
+                kv.slots()
+            )));
+        }
+        if len > 0 {
+            let rows = kv.slots() * c.n_head_kv * kv.capacity;
+            for t in kv.k.iter().chain(&kv.v) {
+                let flat = t.reshape([rows, c.head_dim])?;
+                for h in 0..c.n_head_kv {
+                    let at = |slot: usize| (slot * c.n_head_kv + h) * kv.capacity;
+                    let src = flat.narrow(at(from), len)?;
+                    self.rt.record(&Copy::new(&src, &flat.narrow(at(to), len)?)?)?;
+                }
+            }
+        }
+        if let Some(l) = kv.lens.get_mut(to) {
+            *l = len;
+        }
+        Ok(())
     }
 
     /// One decode step of several sequences together: `rows[i]` = (slot, token) feeds

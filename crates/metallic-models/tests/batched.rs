@@ -120,3 +120,25 @@ fn bad_steps_are_refused() {
     // A failed step changes no length.
     assert_eq!((kv.len(0), kv.len(1)), (0, 3));
 }
+
+#[test]
+fn a_copied_prefix_continues_as_the_original() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    let decoder = load(&dir.join("qwen3.gguf"));
+    let mut kv = decoder.new_slots(3, 32).unwrap();
+    decoder.prefill_slot(PROMPTS[2], &mut kv, 0, PREFILL_CHUNK).unwrap();
+    // Slot 2 gets the first 6 positions; both then run the same tokens.
+    decoder.copy_prefix(&mut kv, 0, 2, 6).unwrap();
+    assert_eq!(kv.len(2), 6);
+    let rest = &PROMPTS[2][6..];
+    kv.truncate(0, 6);
+    for &t in rest {
+        let logits = decoder.step(&[(0, t), (2, t)], &mut kv).unwrap().to_vec::<f32>().unwrap();
+        let (a, b) = logits.split_at(logits.len() / 2);
+        assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "a copied prefix diverges");
+    }
+    // More positions than the source holds, a slot onto itself, a slot that does not exist.
+    assert!(decoder.copy_prefix(&mut kv, 1, 0, 1).is_err());
+    assert!(decoder.copy_prefix(&mut kv, 0, 0, 1).is_err());
+    assert!(decoder.copy_prefix(&mut kv, 0, 3, 1).is_err());
+}

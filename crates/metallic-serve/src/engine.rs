@@ -6,7 +6,11 @@
 //!
 //! Prefix caching: a slot keeps the tokens whose keys and values it holds after its request
 //! ends. A new request takes the free slot whose tokens share the longest prefix with its
-//! prompt (the earlier turns of a chat, a shared system prompt) and prefills only the rest.
+//! prompt (the earlier turns of a chat) and prefills only the rest; where another slot, busy
+//! or not, shares a longer prefix (a system prompt other requests use), those positions are
+//! copied from it on the GPU instead. Reused positions are the ones computed before, so a
+//! continuation equals the uncached one up to float rounding (the rest of the prompt runs as
+//! a shorter chunk, possibly on other kernels); `cache_prompt: false` turns reuse off.
 //!
 //! A request is cancelled by dropping its event receiver (a client that hung up): the
 //! scheduler sees it before the next step and frees the slot.
@@ -437,25 +441,54 @@ impl Scheduler {
             let busy: Vec<usize> = self.running.iter().map(|r| r.slot).collect();
             let Some(p) = self.queue.pop_front() else { break };
             let prompt = &p.request.prompt;
+            // Positions a slot's cached tokens could give this prompt: the last prompt token
+            // always runs (its logits give the first generated token).
+            let usable = |tokens: &[u32]| {
+                if p.request.cache_prompt {
+                    common_prefix(tokens, prompt).min(prompt.len().saturating_sub(1))
+                } else {
+                    0
+                }
+            };
             // The free slot sharing the longest prefix; the least recently used among equals.
-            let best = self.slots.iter().enumerate().filter(|(i, _)| !busy.contains(i)).max_by_key(|(_, slot)| {
-                let shared = if p.request.cache_prompt { common_prefix(&slot.tokens, prompt) } else { 0 };
-                (shared, std::cmp::Reverse(slot.used))
-            });
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !busy.contains(i))
+                .max_by_key(|(_, slot)| (usable(&slot.tokens), std::cmp::Reverse(slot.used)));
             let Some((i, _)) = best else {
                 self.queue.push_front(p);
                 break;
+            };
+            // Any other slot, busy or not, may hold a longer prefix (a system prompt another
+            // request is using): its positions are copied rather than computed again.
+            let own = self.slots.get(i).map_or(0, |slot| usable(&slot.tokens));
+            let donor = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(j, slot)| (usable(&slot.tokens), j))
+                .max()
+                .filter(|&(len, _)| len > own);
+            let reuse = match donor {
+                Some((len, j)) => match self.llm.decoder().copy_prefix(&mut self.kv, j, i, len) {
+                    Ok(()) => {
+                        if let Some(slot) = self.slots.get_mut(i) {
+                            slot.tokens = prompt.get(..len).unwrap_or_default().to_vec();
+                        }
+                        len
+                    }
+                    // The copy failed (the device): compute the prompt instead.
+                    Err(_) => 0,
+                },
+                None => own,
             };
             let Some(slot) = self.slots.get_mut(i) else { break };
             self.shared.queued.fetch_sub(1, Ordering::SeqCst);
             self.clock += 1;
             slot.used = self.clock;
-            // The last prompt token always runs: its logits give the first generated token.
-            let reuse = if p.request.cache_prompt {
-                common_prefix(&slot.tokens, prompt).min(prompt.len().saturating_sub(1))
-            } else {
-                0
-            };
             self.kv.truncate(i, reuse);
             slot.tokens.truncate(reuse);
             if reuse > 0 {

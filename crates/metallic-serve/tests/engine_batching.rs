@@ -178,3 +178,26 @@ fn requests_that_cannot_run_are_refused() {
     let got = collect(e.submit(near_full).unwrap());
     assert_eq!((got.tokens.len(), got.reason), (6, FinishReason::Length));
 }
+
+#[test]
+fn a_system_prompt_running_in_another_slot_is_copied_not_computed() {
+    let e = engine(2, 16);
+    let system = "You are a helpful assistant who answers every question about geography briefly. ";
+    let first = format!("{system}Question: what is the capital of Italy? Answer:");
+    let second = format!("{system}Question: what is the longest river? Answer:");
+    let shared = common_prefix_len(&llm().tokenize(&first, true), &llm().tokenize(&second, true));
+    assert!(shared > 10, "the prompts share {shared} tokens");
+    let solo = collect(e.submit(request(&second, 4)).unwrap()).tokens;
+    // A fresh engine: the first request holds slot 0 while the second arrives.
+    let e = engine(2, 16);
+    let mut running = e.submit(GenerationRequest { cache_prompt: true, ..request(&first, 50) }).unwrap();
+    assert!(matches!(running.blocking_recv(), Some(Event::Token { .. })));
+    let got = collect(e.submit(GenerationRequest { cache_prompt: true, ..request(&second, 4) }).unwrap());
+    assert_eq!(got.cached, shared);
+    assert_eq!(got.tokens, solo);
+    assert_eq!(e.stats().prefix_hits, 1);
+}
+
+fn common_prefix_len(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

@@ -1,0 +1,45 @@
+#!/bin/sh
+# Serving under load on the lent GPU: metallic serve against llama.cpp's Vulkan llama-server on
+# the same GGUF file, in one call. Each server runs with 32 slots of CTX positions; the load is
+# 1, 8 and 32 concurrent streaming clients (bench/serve_load.py: different prompts, TOKENS
+# tokens each, greedy), then metallic's single-stream `bench generate` for the same length.
+# usage: [TOKENS=128] [CTX=1024] bench/serve_on_device.sh METALLIC_BIN PEER_DIR MODEL OUT_DIR
+set -eu
+bin=$1 peer=$2 model=$3 out=$4
+tokens=${TOKENS:-128}
+ctx=${CTX:-1024}
+here=$(dirname "$0")
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+wait_healthy() {
+    for _ in $(seq 600); do
+        if python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('$1/health', timeout=2).status == 200 else 1)" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    echo "never healthy: $1" >&2
+    return 1
+}
+load() {
+    for n in 1 8 32; do
+        python3 "$here/serve_load.py" "$1" "$n" "$tokens" --label "$2"
+    done
+}
+{
+    "$bin" serve --model "$model" --port 8090 --parallel 32 --ctx-size "$ctx" > "$out/metallic-serve.log" 2>&1 &
+    server=$!
+    wait_healthy http://127.0.0.1:8090 && load http://127.0.0.1:8090 metallic
+    kill "$server" || true
+    wait "$server" 2>/dev/null || true
+
+    LD_LIBRARY_PATH="$peer" "$peer/llama-server" -m "$model" -ngl 99 -c $((32 * ctx)) --parallel 32 --port 8091 \
+        > "$out/llama-server.log" 2>&1 &
+    server=$!
+    wait_healthy http://127.0.0.1:8091 && load http://127.0.0.1:8091 llama.cpp
+    kill "$server" || true
+    wait "$server" 2>/dev/null || true
+
+    "$bin" bench generate --model "$model" --prompt-tokens 32 --gen-tokens "$tokens"
+} | tee "$out/serve.jsonl"
