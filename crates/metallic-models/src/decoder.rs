@@ -596,6 +596,13 @@ pub struct KvSlots {
     steps: Vec<Option<StepActivations>>,
 }
 
+/// Where a batched step's token ids come from.
+#[derive(Clone, Copy)]
+enum StepIds<'a> {
+    Host(&'a [u32]),
+    Gpu(&'a Tensor),
+}
+
 /// The working tensors of a batched step of `rows` sequences.
 #[derive(Debug)]
 struct StepActivations {
@@ -873,29 +880,51 @@ impl Decoder {
     /// next step of as many rows.
     pub fn step(&self, rows: &[(usize, u32)], kv: &mut KvSlots) -> Result<Tensor> {
         let c = &self.config;
-        let m = rows.len();
+        if let Some(&(_, bad)) = rows.iter().find(|&&(_, t)| t as usize >= c.vocab) {
+            return Err(Error::InvalidInput(format!("token id {bad} outside the vocabulary of {}", c.vocab)));
+        }
+        let slots: Vec<usize> = rows.iter().map(|&(slot, _)| slot).collect();
+        let ids: Vec<u32> = rows.iter().map(|&(_, token)| token).collect();
+        self.step_with(&slots, StepIds::Host(&ids), kv)
+    }
+
+    /// [`step`](Self::step) with the tokens already on the GPU (`ids`: one u32 per slot, e.g.
+    /// the argmax of the previous step's logits): the next step is recorded before this one's
+    /// tokens are read back (pipelined greedy decoding). An id outside the vocabulary embeds
+    /// as zeros (the GPU cannot report it); ids from this model's own logits are inside.
+    pub fn step_on_gpu(&self, slots: &[usize], ids: &Tensor, kv: &mut KvSlots) -> Result<Tensor> {
+        if ids.dtype() != DType::U32 || ids.numel() != slots.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} GPU token ids for {} slots must be u32, got {} {}",
+                ids.numel(),
+                slots.len(),
+                ids.dtype(),
+                ids.shape()
+            )));
+        }
+        self.step_with(slots, StepIds::Gpu(ids), kv)
+    }
+
+    fn step_with(&self, slots: &[usize], ids: StepIds<'_>, kv: &mut KvSlots) -> Result<Tensor> {
+        let c = &self.config;
+        let m = slots.len();
         if m == 0 {
             return Err(Error::InvalidInput("a step of no sequences".into()));
         }
         let mut table = Vec::with_capacity(2 * m);
-        let mut ids = Vec::with_capacity(m);
-        for (i, &(slot, token)) in rows.iter().enumerate() {
+        for (i, &slot) in slots.iter().enumerate() {
             let len = kv
                 .lens
                 .get(slot)
                 .copied()
                 .ok_or_else(|| Error::InvalidInput(format!("slot {slot} of {}", kv.slots())))?;
-            if rows.iter().take(i).any(|&(s, _)| s == slot) {
+            if slots.iter().take(i).any(|&s| s == slot) {
                 return Err(Error::InvalidInput(format!("slot {slot} twice in one step")));
             }
             if len >= kv.capacity {
                 return Err(Error::InvalidInput(format!("slot {slot} is full ({} positions)", kv.capacity)));
             }
-            if token as usize >= c.vocab {
-                return Err(Error::InvalidInput(format!("token id {token} outside the vocabulary of {}", c.vocab)));
-            }
             table.extend([slot as u32, len as u32]);
-            ids.push(token);
         }
         if kv.k.len() != c.n_layer
             || kv.k.first().is_some_and(|k| k.dims().get(1..) != Some(&[c.n_head_kv, kv.capacity, c.head_dim][..]))
@@ -906,12 +935,12 @@ impl Decoder {
             Some(a) => a,
             None => self.step_activations(m)?,
         };
-        let result = self.record_step(&ids, &table, &a, kv);
+        let result = self.record_step(ids, &table, &a, kv);
         if let Some(place) = kv.steps.get_mut(m - 1) {
             *place = Some(a);
         }
         let logits = result?;
-        for &(slot, _) in rows {
+        for &slot in slots {
             if let Some(l) = kv.lens.get_mut(slot) {
                 *l += 1;
             }
@@ -981,11 +1010,14 @@ impl Decoder {
     }
 
     /// Records a batched step (see [`step`](Self::step)) and returns its logits.
-    fn record_step(&self, ids: &[u32], table: &[u32], a: &StepActivations, kv: &KvSlots) -> Result<Tensor> {
+    fn record_step(&self, ids: StepIds<'_>, table: &[u32], a: &StepActivations, kv: &KvSlots) -> Result<Tensor> {
         let c = &self.config;
         let rt = &self.rt;
-        a.ids.write(ids)?;
         a.table.write(table)?;
+        match ids {
+            StepIds::Host(ids) => a.ids.write(ids)?,
+            StepIds::Gpu(ids) => rt.record(&Copy::new(ids, &a.ids)?)?,
+        }
         rt.record(&QEmbedding::new(&self.embed, &a.ids, &a.x)?)?;
         if c.embed_scale != 1.0 {
             rt.record(&Binary::scalar(BinaryOp::Mul, &a.x, c.embed_scale, &a.x)?)?;
@@ -994,7 +1026,7 @@ impl Decoder {
         let rope_factors = self.rope_factors.for_context(kv.capacity, c.rope_long_from);
         let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
         rt.record(&RmsNorm::new(&a.x, Some(first_norm), c.rms_eps, false, &a.n)?)?;
-        let m = ids.len();
+        let m = table.len() / 2;
         for (il, layer) in self.layers.iter().enumerate() {
             let (k_cache, v_cache) = match (kv.k.get(il), kv.v.get(il)) {
                 (Some(k), Some(v)) => (k, v),

@@ -142,3 +142,24 @@ fn a_copied_prefix_continues_as_the_original() {
     assert!(decoder.copy_prefix(&mut kv, 0, 0, 1).is_err());
     assert!(decoder.copy_prefix(&mut kv, 0, 3, 1).is_err());
 }
+
+#[test]
+fn a_step_fed_from_the_gpu_equals_one_fed_from_the_host() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    let decoder = load(&dir.join("llama3.gguf"));
+    let (mut host, mut gpu) = (decoder.new_slots(2, 32).unwrap(), decoder.new_slots(2, 32).unwrap());
+    for kv in [&mut host, &mut gpu] {
+        decoder.prefill_slot(PROMPTS[0], kv, 0, PREFILL_CHUNK).unwrap();
+        decoder.prefill_slot(PROMPTS[1], kv, 1, PREFILL_CHUNK).unwrap();
+    }
+    let first = decoder.step(&[(1, 4), (0, 9)], &mut host).unwrap();
+    decoder.step(&[(1, 4), (0, 9)], &mut gpu).unwrap();
+    // The next tokens: the argmax of each row, on the GPU for one, read back for the other.
+    let (_, ids) = first.top_k(1).unwrap();
+    let next: Vec<u32> = ids.to_vec::<u32>().unwrap();
+    let a = decoder.step(&[(1, next[0]), (0, next[1])], &mut host).unwrap().to_vec::<f32>().unwrap();
+    let b = decoder.step_on_gpu(&[1, 0], &ids, &mut gpu).unwrap().to_vec::<f32>().unwrap();
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "GPU-fed step differs");
+    assert_eq!((gpu.len(0), gpu.len(1)), (PROMPTS[0].len() + 2, PROMPTS[1].len() + 2));
+    assert!(decoder.step_on_gpu(&[0], &ids, &mut gpu).is_err(), "two ids for one slot");
+}

@@ -22,7 +22,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use metallic::kernels::topk::TopK;
-use metallic::{DType, Tensor};
+use metallic::{DType, PendingRead, Tensor};
 use metallic_models::decoder::KvSlots;
 use metallic_models::sampling::{Sampler, SamplingOptions};
 use metallic_models::vocab::StreamDecoder;
@@ -241,6 +241,7 @@ impl Engine {
             config,
             slots: (0..config.parallel).map(|_| Slot { tokens: Vec::new(), used: 0 }).collect(),
             kv,
+            flight: None,
             queue: VecDeque::new(),
             running: Vec::new(),
             shared: shared.clone(),
@@ -358,6 +359,8 @@ struct Slot {
 
 /// A request holding a slot.
 struct Running {
+    /// Unique among the requests this engine has taken.
+    id: u64,
     slot: usize,
     request: GenerationRequest,
     sampler: Sampler,
@@ -377,6 +380,8 @@ struct Scheduler {
     config: EngineConfig,
     slots: Vec<Slot>,
     kv: KvSlots,
+    /// A pipelined step recorded and not yet read back.
+    flight: Option<Flight>,
     queue: VecDeque<Pending>,
     running: Vec<Running>,
     shared: Arc<Shared>,
@@ -387,7 +392,7 @@ impl Scheduler {
     fn run(mut self, messages: mpsc::Receiver<Message>) {
         loop {
             // Idle: wait for work; busy: take what has arrived and go on.
-            if self.running.is_empty() && self.queue.is_empty() {
+            if self.running.is_empty() && self.queue.is_empty() && self.flight.is_none() {
                 match messages.recv() {
                     Ok(m) => self.take(m),
                     Err(_) => return,
@@ -497,6 +502,7 @@ impl Scheduler {
             }
             let budget = p.request.max_tokens.min(self.config.ctx_size.saturating_sub(prompt.len()));
             self.running.push(Running {
+                id: self.clock,
                 slot: i,
                 budget,
                 request: p.request,
@@ -529,28 +535,43 @@ impl Scheduler {
             return Ok(logits.runtime().synchronize()?);
         }
         let greedy = if r.sampler.is_greedy() { argmax_rows(&logits)?.first().copied() } else { None };
-        if !self.choose(at, &logits, greedy)? {
+        let (token, logprobs) = self.pick(at, &logits, greedy)?;
+        if !self.accept(at, token, logprobs) {
             self.finish(at);
         }
         Ok(())
     }
 
     /// One decode step over every sequence past its prompt, all in one pass
-    /// ([`Decoder::step`](metallic_models::decoder::Decoder::step)). Greedy sequences take
-    /// their token from one argmax over every row; the others sample their own row.
+    /// ([`Decoder::step`](metallic_models::decoder::Decoder::step)).
+    ///
+    /// When every such sequence is greedy (and wants no log-probabilities) the steps are
+    /// pipelined: a step's argmax stays on the GPU and feeds the next step, which is recorded
+    /// before this one's tokens are read back (a [`Flight`]), so the GPU never waits for the
+    /// host between steps. A sequence that ends (or is cancelled) meanwhile has had one more
+    /// position computed in vain; its slot forgets it. Otherwise greedy rows take one argmax over
+    /// every row and the others sample their own row, step by step.
     fn decode_step(&mut self) -> Result<()> {
-        // (index in `running`, slot, input token, greedy) of each sequence past its prompt.
-        let decoding: Vec<(usize, usize, u32, bool)> = self
-            .running
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.prefilled == r.request.prompt.len())
-            .filter_map(|(i, r)| r.generated.last().map(|&t| (i, r.slot, t, r.sampler.is_greedy())))
-            .collect();
+        let decoding = self.decoding();
+        if let Some(flight) = self.flight.take() {
+            let steady = flight.rows.iter().map(|r| r.0).eq(decoding.iter().map(|d| d.id));
+            if steady {
+                // The same sequences: the next step takes this one's tokens on the GPU.
+                let slots: Vec<usize> = flight.rows.iter().map(|r| r.1).collect();
+                let logits = self.llm.decoder().step_on_gpu(&slots, &flight.ids, &mut self.kv)?;
+                self.shared.steps.fetch_add(1, Ordering::SeqCst);
+                let next = Flight::start(flight.rows.clone(), &logits)?;
+                self.land(flight)?;
+                self.flight = Some(next);
+                return Ok(());
+            }
+            self.land(flight)?;
+            return self.decode_step();
+        }
         if decoding.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(usize, u32)> = decoding.iter().map(|&(_, slot, token, _)| (slot, token)).collect();
+        let rows: Vec<(usize, u32)> = decoding.iter().map(|d| (d.slot, d.token)).collect();
         let logits = self.llm.decoder().step(&rows, &mut self.kv)?;
         for &(slot, token) in &rows {
             if let Some(s) = self.slots.get_mut(slot) {
@@ -558,25 +579,74 @@ impl Scheduler {
             }
         }
         self.shared.steps.fetch_add(1, Ordering::SeqCst);
-        let argmax = if decoding.iter().any(|d| d.3) { argmax_rows(&logits)? } else { Vec::new() };
-        let mut finished = Vec::new();
-        for (row, &(i, _, _, greedy)) in decoding.iter().enumerate() {
-            let chosen = argmax.get(row).copied().filter(|_| greedy);
-            if !self.choose(i, &logits.narrow(row, 1)?, chosen)? {
-                finished.push(i);
-            }
+        if decoding.iter().all(|d| d.pipelined) {
+            self.flight = Some(Flight::start(decoding.iter().map(|d| (d.id, d.slot)).collect(), &logits)?);
+            return Ok(());
         }
-        for i in finished.into_iter().rev() {
-            self.finish(i);
+        let argmax = if decoding.iter().any(|d| d.greedy) { argmax_rows(&logits)? } else { Vec::new() };
+        for (row, d) in decoding.iter().enumerate() {
+            let greedy = argmax.get(row).copied().filter(|_| d.greedy);
+            let Some(at) = self.running.iter().position(|r| r.id == d.id) else { continue };
+            let (token, logprobs) = self.pick(at, &logits.narrow(row, 1)?, greedy)?;
+            if !self.accept(at, token, logprobs) {
+                self.finish(at);
+            }
         }
         Ok(())
     }
 
-    /// Takes sequence `at`'s next token — `greedy` when given (with its logit), else sampled
-    /// from `logits` (`[1, vocab]`) — and sends it; `false` when the sequence is done (the
-    /// caller finishes it).
-    fn choose(&mut self, at: usize, logits: &Tensor, greedy: Option<(u32, f32)>) -> Result<bool> {
-        let Some(r) = self.running.get_mut(at) else { return Ok(false) };
+    /// The sequences past their prompt, in `running` order, with the token each feeds next.
+    fn decoding(&self) -> Vec<Decoding> {
+        self.running
+            .iter()
+            .filter(|r| r.prefilled == r.request.prompt.len())
+            .filter_map(|r| {
+                let greedy = r.sampler.is_greedy();
+                r.generated.last().map(|&token| Decoding {
+                    id: r.id,
+                    slot: r.slot,
+                    token,
+                    greedy,
+                    pipelined: greedy && r.request.logprobs.is_none(),
+                })
+            })
+            .collect()
+    }
+
+    /// Reads a pipelined step's tokens and hands them to their sequences; then every slot
+    /// forgets positions beyond its tokens (those computed for a sequence that ended or was
+    /// cancelled while the next step was in flight).
+    fn land(&mut self, flight: Flight) -> Result<()> {
+        for ((id, slot), (token, best)) in flight.wait()? {
+            let Some(at) = self.running.iter().position(|r| r.id == id) else { continue };
+            if !best.is_finite() {
+                return Err(Error::NotFinite("the logits are NaN or infinite (broken or overflowing weights)".into()));
+            }
+            let keep = self.accept(at, token, None);
+            // The token is the input of the step in flight, if there is one.
+            let in_flight = self.kv.len(slot);
+            if let Some(s) = self.slots.get_mut(slot)
+                && keep
+                && in_flight > s.tokens.len()
+            {
+                s.tokens.push(token);
+            }
+            if !keep {
+                self.finish(at);
+            }
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            self.kv.truncate(i, slot.tokens.len());
+        }
+        Ok(())
+    }
+
+    /// Sequence `at`'s next token — `greedy` when given (with its logit), else sampled from
+    /// `logits` (`[1, vocab]`) — and its log-probabilities when the request wants them.
+    fn pick(&mut self, at: usize, logits: &Tensor, greedy: Option<(u32, f32)>) -> Result<(u32, Option<StepLogprobs>)> {
+        let Some(r) = self.running.get_mut(at) else {
+            return Err(Error::InvalidInput("no such sequence".into()));
+        };
         let token = match greedy {
             Some((token, best)) if best.is_finite() => token,
             Some(_) => {
@@ -591,15 +661,22 @@ impl Scheduler {
             Some(n) => Some(logprobs_of(logits, token, n)?),
             None => None,
         };
+        Ok((token, logprobs))
+    }
+
+    /// Hands `token` to sequence `at` and sends it; `false` when the sequence is done (an end
+    /// token, which is not sent, or its last allowed token): the caller finishes it.
+    fn accept(&mut self, at: usize, token: u32, logprobs: Option<StepLogprobs>) -> bool {
+        let Some(r) = self.running.get_mut(at) else { return false };
         if self.llm.vocab().end_tokens().contains(&token) {
-            return Ok(false);
+            return false;
         }
         r.generated.push(token);
         self.shared.generated_tokens.fetch_add(1, Ordering::SeqCst);
         let text = r.stream.push(self.llm.vocab(), token);
         // A receiver gone is noticed before the next step.
         let _ = r.events.send(Event::Token { id: token, text, logprobs });
-        Ok(r.generated.len() < r.budget)
+        r.generated.len() < r.budget
     }
 
     /// Ends sequence `at`: the reason, the usage, the text held back; its slot keeps its tokens.
@@ -620,6 +697,7 @@ impl Scheduler {
     /// Fails every running request (the device broke or the model's numbers did); their
     /// slots are forgotten, queued requests go on.
     fn fail_all(&mut self, error: &Error) {
+        self.flight = None;
         for r in self.running.drain(..) {
             let _ = r.events.send(Event::Failed(error.to_string()));
             self.kv.truncate(r.slot, 0);
@@ -627,12 +705,67 @@ impl Scheduler {
                 slot.tokens.clear();
             }
         }
+        // A dropped pipelined step may have advanced other slots.
+        for (i, slot) in self.slots.iter().enumerate() {
+            self.kv.truncate(i, slot.tokens.len());
+        }
     }
 
     fn publish(&self) {
         self.shared.active.store(self.running.len(), Ordering::SeqCst);
         let used = self.running.iter().map(|r| self.kv.len(r.slot)).sum();
         self.shared.kv_used.store(used, Ordering::SeqCst);
+    }
+}
+
+/// A sequence in a decode step.
+struct Decoding {
+    id: u64,
+    slot: usize,
+    /// The token it feeds (its last generated one).
+    token: u32,
+    greedy: bool,
+    /// Greedy without log-probabilities: its steps may be pipelined.
+    pipelined: bool,
+}
+
+/// A row of a pipelined step: (request id, slot).
+type Row = (u64, usize);
+
+/// A recorded step whose argmax (ids and best logits, one per row) is being read back; the
+/// ids stay on the GPU for the next step.
+struct Flight {
+    /// (request id, slot) of each row.
+    rows: Vec<Row>,
+    ids: Tensor,
+    read: PendingRead,
+}
+
+impl Flight {
+    /// Records the argmax of every row of `logits` and starts reading it back.
+    fn start(rows: Vec<Row>, logits: &Tensor) -> Result<Flight> {
+        let rt = logits.runtime();
+        let m = rows.len();
+        let values = Tensor::empty(rt, [m, 1], DType::F32)?;
+        let ids = Tensor::empty(rt, [m, 1], DType::U32)?;
+        rt.record(&TopK::new(logits, 1, &values, &ids)?)?;
+        let read = rt.start_read(&[&values, &ids])?;
+        Ok(Flight { rows, ids, read })
+    }
+
+    /// Waits for the tokens: the rows with their (id, best logit).
+    fn wait(self) -> Result<Vec<(Row, (u32, f32))>> {
+        let bytes = self.read.wait()?;
+        let words = |k: usize| -> Vec<[u8; 4]> {
+            bytes.get(k).map(|b| b.chunks_exact(4).filter_map(|c| c.try_into().ok()).collect()).unwrap_or_default()
+        };
+        let values = words(0).into_iter().map(f32::from_le_bytes);
+        let ids = words(1).into_iter().map(u32::from_le_bytes);
+        let tokens: Vec<(u32, f32)> = ids.zip(values).collect();
+        if tokens.len() != self.rows.len() {
+            return Err(Error::InvalidInput("the token read-back is short".into()));
+        }
+        Ok(self.rows.into_iter().zip(tokens).collect())
     }
 }
 
