@@ -1027,6 +1027,8 @@ impl Decoder {
         let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
         rt.record(&RmsNorm::new(&a.x, Some(first_norm), c.rms_eps, false, &a.n)?)?;
         let m = table.len() / 2;
+        // Each row's key count: its position + 1.
+        let keys: Vec<usize> = table.chunks_exact(2).map(|p| p.get(1).map_or(1, |&pos| pos as usize + 1)).collect();
         for (il, layer) in self.layers.iter().enumerate() {
             let (k_cache, v_cache) = match (kv.k.get(il), kv.v.get(il)) {
                 (Some(k), Some(v)) => (k, v),
@@ -1059,6 +1061,7 @@ impl Decoder {
                 v_cache,
                 &a.attn,
                 &a.table,
+                &keys,
                 c.attn_scale,
                 window,
                 &a.scratch,

@@ -382,7 +382,8 @@ fn slot_attention_matches_f64_and_the_one_sequence_call_bit_for_bit() {
         let out = poisoned(&rt, &[m, heads, d], DType::F32);
         let len = SlotAttention::scratch_len(rt.context(), m, heads, kv_heads, d).unwrap();
         let scratch = Tensor::empty(&rt, [len], DType::F32).unwrap();
-        rt.record(&SlotAttention::new(&q, &k, &v, &out, &table, scale, window, &scratch).unwrap()).unwrap();
+        let keys: Vec<usize> = rows.iter().map(|&(_, p)| p + 1).collect();
+        rt.record(&SlotAttention::new(&q, &k, &v, &out, &table, &keys, scale, window, &scratch).unwrap()).unwrap();
         let got = out.to_vec::<f32>().unwrap();
         for (b, &(slot, pos)) in rows.iter().enumerate() {
             let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
@@ -418,12 +419,15 @@ fn slot_attention_matches_f64_and_the_one_sequence_call_bit_for_bit() {
     // Wrong shapes, a wrong table, a scratch too small, a zero window.
     let out = Tensor::zeros(&rt, [m, heads, d], DType::F32).unwrap();
     let scratch = Tensor::empty(&rt, [1], DType::F32).unwrap();
-    assert!(SlotAttention::new(&q, &k, &v, &out, &table, scale, None, &scratch).is_err());
+    let keys: Vec<usize> = rows.iter().map(|&(_, p)| p + 1).collect();
+    assert!(SlotAttention::new(&q, &k, &v, &out, &table, &keys, scale, None, &scratch).is_err());
     let len = SlotAttention::scratch_len(rt.context(), m, heads, kv_heads, d).unwrap();
     let scratch = Tensor::empty(&rt, [len], DType::F32).unwrap();
-    assert!(SlotAttention::new(&q, &k, &v, &out, &table, scale, Some(0), &scratch).is_err());
+    assert!(SlotAttention::new(&q, &k, &v, &out, &table, &keys, scale, Some(0), &scratch).is_err());
     let short = Tensor::from_slice(&rt, [1, 2], &[0u32, 0]).unwrap();
-    assert!(SlotAttention::new(&q, &k, &v, &out, &short, scale, None, &scratch).is_err());
+    assert!(SlotAttention::new(&q, &k, &v, &out, &short, &keys, scale, None, &scratch).is_err());
+    assert!(SlotAttention::new(&q, &k, &v, &out, &table, &[1, 1], scale, None, &scratch).is_err());
+    assert!(SlotAttention::new(&q, &k, &v, &out, &table, &[1, cap + 1, 1], scale, None, &scratch).is_err());
     let flat = k.narrow(0, 1).unwrap().reshape([kv_heads, cap, d]).unwrap();
-    assert!(SlotAttention::new(&q, &flat, &flat, &out, &table, scale, None, &scratch).is_err());
+    assert!(SlotAttention::new(&q, &flat, &flat, &out, &table, &keys, scale, None, &scratch).is_err());
 }

@@ -399,6 +399,9 @@ pub struct SlotAttention {
     table: Tensor,
     scale: f32,
     window: Option<usize>,
+    /// Each row's key count (its position + 1), as the table says: the grid holds the most
+    /// chunks any row needs.
+    keys: Vec<usize>,
     scratch: Tensor,
 }
 
@@ -414,7 +417,9 @@ struct SlotShape {
 
 impl SlotAttention {
     /// The step (see the type's documentation), with a caller-owned f32 `scratch` of at least
-    /// [`scratch_len`](Self::scratch_len) elements.
+    /// [`scratch_len`](Self::scratch_len) elements. `keys` repeats on the host each row's key
+    /// count (its position in `table` + 1): the dispatch holds as many key chunks as the longest
+    /// row needs, not the most a slot could need.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         q: &Tensor,
@@ -422,6 +427,7 @@ impl SlotAttention {
         v: &Tensor,
         out: &Tensor,
         table: &Tensor,
+        keys: &[usize],
         scale: f32,
         window: Option<usize>,
         scratch: &Tensor,
@@ -434,6 +440,7 @@ impl SlotAttention {
             table: table.clone(),
             scale,
             window,
+            keys: keys.to_vec(),
             scratch: scratch.clone(),
         };
         this.validate()?;
@@ -524,6 +531,12 @@ impl Operation for SlotAttention {
             return Err(Error::invalid(SLOT_NAME, "a sliding window of 0 keys"));
         }
         let s = self.shape()?;
+        if self.keys.len() != s.rows || self.keys.iter().any(|&n| n == 0 || n > s.capacity) {
+            return Err(Error::invalid(
+                SLOT_NAME,
+                format!("{} key counts for {} rows, each 1 to {}", self.keys.len(), s.rows, s.capacity),
+            ));
+        }
         let plan = Self::plan(self.q.context(), s.rows, s.heads, s.kv_heads, s.head_dim)?;
         if self.scratch.numel() < plan.scratch_len(s.head_dim) {
             return Err(Error::invalid(SLOT_NAME, "the scratch is smaller than the step needs"));
@@ -536,10 +549,22 @@ impl Operation for SlotAttention {
 
     fn encode(&self, encoder: &mut ComputeEncoder<'_>, cache: &ResourceCache) -> Result<()> {
         let s = self.shape()?;
-        let plan = Self::plan(encoder.context(), s.rows, s.heads, s.kv_heads, s.head_dim)?;
+        let planned = Self::plan(encoder.context(), s.rows, s.heads, s.kv_heads, s.head_dim)?;
         if s.rows == 0 {
             return Ok(());
         }
+        // Each row splits its keys into at most `planned.chunks` (a one-sequence call's target);
+        // the grid holds as many chunks as the longest split needs.
+        let wanted = planned.chunks;
+        let needed = self
+            .keys
+            .iter()
+            .map(|&n| n.div_ceil(n.div_ceil(wanted).next_multiple_of(planned.bk)))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let records = s.rows.saturating_mul(s.kv_heads).saturating_mul(needed).saturating_mul(planned.rows);
+        let plan = Plan { chunks: needed, records, ..planned };
         let pairs = s.rows * s.kv_heads;
         let total = count_u32(SLOT_NAME, pairs.saturating_mul(plan.chunks))?;
         let q = encoder.bind(&self.q)?;
@@ -558,7 +583,8 @@ impl Operation for SlotAttention {
             group: count_u32(SLOT_NAME, plan.rows)?,
             seq_q: 1,
             seq_k: count_u32(SLOT_NAME, s.capacity)?,
-            chunk: count_u32(SLOT_NAME, plan.chunk)?,
+            // In slotted mode `chunk` carries the split target, `chunks` the grid's chunks.
+            chunk: count_u32(SLOT_NAME, wanted)?,
             chunks: count_u32(SLOT_NAME, plan.chunks)?,
             total,
             ml_base: count_u32(SLOT_NAME, plan.records.saturating_mul(s.head_dim))?,

@@ -25,7 +25,7 @@
 // (seq_q = 1) whose keys and values sit in slot `table[2 b]` of caches laid out as
 // [slots, kv_heads, kv_stride, D], at positions 0 ..= `table[2 b + 1]` (its own). Its chunk
 // length is computed here from its own key count exactly as the host computes it for a
-// one-sequence call (`params.chunks` chunks at most), so a sequence's result does not depend on
+// one-sequence call (`params.chunk` chunks at most), so a sequence's result does not depend on
 // the others in the batch; chunks past its keys record no key.
 
 // Keys per tile.
@@ -229,8 +229,9 @@ fn main(
         let slot = min(table[params.table_off + 2u * b], params.slots - 1u);
         seq_k = min(table[params.table_off + 2u * b + 1u], params.kv_stride - 1u) + 1u;
         kv_row0 = (slot * params.kv_heads + kvh) * params.kv_stride;
-        // As the host plans a one-sequence call: whole tiles, at most `chunks` chunks.
-        chunk_len = ((seq_k + params.chunks - 1u) / params.chunks + BK - 1u) / BK * BK;
+        // As the host plans a one-sequence call: whole tiles, at most `params.chunk` chunks (the
+        // split target; the grid holds `params.chunks`, what the longest row needs).
+        chunk_len = ((seq_k + params.chunk - 1u) / params.chunk + BK - 1u) / BK * BK;
         // The query is the last position: offset seq_k - 1; a window of w keys starts at
         // seq_k - w (clamped as the host clamps it).
         offset = i32(seq_k) - 1;
