@@ -16,3 +16,6 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 ./scripts/fetch-qwen25-coder.sh >/dev/null
 ./scripts/fetch-llama-vocab.sh >/dev/null
 cargo test --locked --workspace
+# `metallic serve` through the official `openai` Python package (a venv under target/), on the
+# debug binary `cargo test` built.
+./scripts/test-serve-openai.sh

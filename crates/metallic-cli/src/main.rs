@@ -7,6 +7,7 @@ mod generate;
 mod inspect;
 mod outfile;
 mod output;
+mod serve;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ enum Command {
     Similarity(embed::SimilarityArgs),
     /// Print the token ids a model sees for TEXT, as a JSON array.
     Tokenize(embed::TokenizeArgs),
+    /// An OpenAI-compatible HTTP server (chat, completions, embeddings, metrics) over a GGUF
+    /// model and/or an embedding model; see docs/SERVING.md.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Similarity(args) => embed::similarity(args),
         Command::Generate(args) => generate::generate(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Serve(args) => serve::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
