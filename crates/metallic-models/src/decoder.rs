@@ -596,6 +596,25 @@ pub struct KvSlots {
     steps: Vec<Option<StepActivations>>,
 }
 
+/// The residual-stream tensors of a pass (`[rows, ..]`), one-sequence or batched.
+struct Stream<'a> {
+    x: &'a Tensor,
+    n: &'a Tensor,
+    o: &'a Tensor,
+    gate_up: &'a Tensor,
+    act: &'a Tensor,
+}
+
+/// Which kernels a pass's quantized products take.
+#[derive(Clone, Copy)]
+enum Products<'a> {
+    /// `QMatmul`'s choice for the row count.
+    Auto,
+    /// The one-row kernel whatever the row count (batched steps: each row's arithmetic as in
+    /// a solo step), split projections placed through `part`.
+    OneRow { part: &'a Tensor },
+}
+
 /// Where a batched step's token ids come from.
 #[derive(Clone, Copy)]
 enum StepIds<'a> {
@@ -1018,14 +1037,11 @@ impl Decoder {
             StepIds::Host(ids) => a.ids.write(ids)?,
             StepIds::Gpu(ids) => rt.record(&Copy::new(ids, &a.ids)?)?,
         }
-        rt.record(&QEmbedding::new(&self.embed, &a.ids, &a.x)?)?;
-        if c.embed_scale != 1.0 {
-            rt.record(&Binary::scalar(BinaryOp::Mul, &a.x, c.embed_scale, &a.x)?)?;
-        }
+        let stream = Stream { x: &a.x, n: &a.n, o: &a.o, gate_up: &a.gate_up, act: &a.act };
+        let products = Products::OneRow { part: &a.part };
+        self.record_embedding(&a.ids, &stream)?;
         // Every slot has the same capacity, so LongRoPE picks one table for all.
         let rope_factors = self.rope_factors.for_context(kv.capacity, c.rope_long_from);
-        let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
-        rt.record(&RmsNorm::new(&a.x, Some(first_norm), c.rms_eps, false, &a.n)?)?;
         let m = table.len() / 2;
         // Each row's key count: its position + 1.
         let keys: Vec<usize> = table.chunks_exact(2).map(|p| p.get(1).map_or(1, |&pos| pos as usize + 1)).collect();
@@ -1034,26 +1050,10 @@ impl Decoder {
                 (Some(k), Some(v)) => (k, v),
                 _ => return Err(Error::InvalidInput("the KV slots belong to another model".into())),
             };
-            self.project_rows(&layer.qkv, &a.n, &a.qkv, &a.part)?;
-            let base = if layer.local { c.rope_base_local } else { c.rope_base };
-            let rope = RopeOptions {
-                style: c.rope_style,
-                base,
-                position_offset: 0,
-                rotary_dim: None,
-                freq_scale: c.rope_freq_scale,
-            };
-            let mut qkv_rope = QkvRope::batched(&a.qkv, &a.q, k_cache, v_cache, rope, &a.table)?;
-            if let Some((q_norm, k_norm)) = &layer.qk_norms {
-                qkv_rope = qkv_rope.with_norms(q_norm, k_norm, c.rms_eps)?;
-            }
-            if let Some(bias) = &layer.qkv_bias {
-                qkv_rope = qkv_rope.with_bias(bias)?;
-            }
-            if let Some(factors) = rope_factors {
-                qkv_rope = qkv_rope.with_freq_factors(factors)?;
-            }
-            rt.record(&qkv_rope)?;
+            self.project_with(&layer.qkv, &a.n, &a.qkv, products)?;
+            let rope = self.rope_options(layer, 0);
+            let qkv_rope = QkvRope::batched(&a.qkv, &a.q, k_cache, v_cache, rope, &a.table)?;
+            rt.record(&self.with_layer_extras(qkv_rope, layer, rope_factors)?)?;
             let window = if layer.local { c.sliding_window } else { None };
             rt.record(&SlotAttention::new(
                 &a.q,
@@ -1066,33 +1066,96 @@ impl Decoder {
                 window,
                 &a.scratch,
             )?)?;
-            self.row_matmul(&a.attn.reshape([m, c.n_head * c.head_dim])?, &layer.wo, &a.o)?;
-            rt.record(&ResidualRmsNorm::new(
-                &a.x,
-                &a.o,
-                layer.post_attn_norm.as_ref(),
-                &layer.ffn_norm,
-                c.rms_eps,
-                &a.x,
-                &a.n,
-            )?)?;
-            self.project_rows(&layer.gate_up, &a.n, &a.gate_up, &a.part)?;
-            rt.record(&Gated::halves(c.act, &a.gate_up, &a.act)?)?;
-            self.row_matmul(&a.act, &layer.down, &a.o)?;
-            let next_norm = self.layers.get(il + 1).map_or(&self.output_norm, |l| &l.attn_norm);
-            rt.record(&ResidualRmsNorm::new(
-                &a.x,
-                &a.o,
-                layer.post_ffn_norm.as_ref(),
-                next_norm,
-                c.rms_eps,
-                &a.x,
-                &a.n,
-            )?)?;
+            let heads = a.attn.reshape([m, c.n_head * c.head_dim])?;
+            self.record_block_rest(il, layer, &heads, &stream, products)?;
         }
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        self.row_matmul(&a.n, output, &a.logits)?;
+        self.matmul_with(&a.n, output, &a.logits, products)?;
         Ok(a.logits.clone())
+    }
+
+    /// The token embeddings of `ids` (scaled) into `s.x`, and the first block's norm of them
+    /// into `s.n`.
+    fn record_embedding(&self, ids: &Tensor, s: &Stream<'_>) -> Result<()> {
+        let c = &self.config;
+        let rt = &self.rt;
+        rt.record(&QEmbedding::new(&self.embed, ids, s.x)?)?;
+        if c.embed_scale != 1.0 {
+            rt.record(&Binary::scalar(BinaryOp::Mul, s.x, c.embed_scale, s.x)?)?;
+        }
+        let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
+        Ok(rt.record(&RmsNorm::new(s.x, Some(first_norm), c.rms_eps, false, s.n)?)?)
+    }
+
+    /// `layer`'s RoPE settings, positions from `start`.
+    fn rope_options(&self, layer: &Layer, start: u32) -> RopeOptions {
+        let c = &self.config;
+        RopeOptions {
+            style: c.rope_style,
+            base: if layer.local { c.rope_base_local } else { c.rope_base },
+            position_offset: start,
+            rotary_dim: None,
+            freq_scale: c.rope_freq_scale,
+        }
+    }
+
+    /// `op` with what `layer` adds to it: q/k norms, q/k/v biases, RoPE frequency factors.
+    fn with_layer_extras(&self, mut op: QkvRope, layer: &Layer, factors: Option<&Tensor>) -> Result<QkvRope> {
+        if let Some((q_norm, k_norm)) = &layer.qk_norms {
+            op = op.with_norms(q_norm, k_norm, self.config.rms_eps)?;
+        }
+        if let Some(bias) = &layer.qkv_bias {
+            op = op.with_bias(bias)?;
+        }
+        if let Some(factors) = factors {
+            op = op.with_freq_factors(factors)?;
+        }
+        Ok(op)
+    }
+
+    /// The rest of block `il` after attention (`heads`: its output, `[rows, n_head · head_dim]`):
+    /// output projection, residual and norm, MLP, residual and the next block's norm.
+    fn record_block_rest(
+        &self,
+        il: usize,
+        layer: &Layer,
+        heads: &Tensor,
+        s: &Stream<'_>,
+        products: Products<'_>,
+    ) -> Result<()> {
+        let c = &self.config;
+        let rt = &self.rt;
+        self.matmul_with(heads, &layer.wo, s.o, products)?;
+        rt.record(&ResidualRmsNorm::new(
+            s.x,
+            s.o,
+            layer.post_attn_norm.as_ref(),
+            &layer.ffn_norm,
+            c.rms_eps,
+            s.x,
+            s.n,
+        )?)?;
+        self.project_with(&layer.gate_up, s.n, s.gate_up, products)?;
+        rt.record(&Gated::halves(c.act, s.gate_up, s.act)?)?;
+        self.matmul_with(s.act, &layer.down, s.o, products)?;
+        let next_norm = self.layers.get(il + 1).map_or(&self.output_norm, |l| &l.attn_norm);
+        Ok(rt.record(&ResidualRmsNorm::new(s.x, s.o, layer.post_ffn_norm.as_ref(), next_norm, c.rms_eps, s.x, s.n)?)?)
+    }
+
+    /// `out = x · wᵀ`, on the kernel `products` says.
+    fn matmul_with(&self, x: &Tensor, w: &QuantMatrix, out: &Tensor, products: Products<'_>) -> Result<()> {
+        match products {
+            Products::Auto => Ok(self.rt.record(&QMatmul::new(x, w, out)?)?),
+            Products::OneRow { .. } => self.row_matmul(x, w, out),
+        }
+    }
+
+    /// The stacked projections of `x` into `out`, on the kernels `products` says.
+    fn project_with(&self, stacked: &Stacked, x: &Tensor, out: &Tensor, products: Products<'_>) -> Result<()> {
+        match products {
+            Products::Auto => self.project(stacked, x, out),
+            Products::OneRow { part } => self.project_rows(stacked, x, out, part),
+        }
     }
 
     fn activations(&self, seq: usize, capacity: usize) -> Result<Activations> {
@@ -1283,13 +1346,9 @@ impl Decoder {
         let rt = &self.rt;
         let start = cache.len;
         let end = start + seq;
-        rt.record(&QEmbedding::new(&self.embed, ids, &a.x)?)?;
-        if c.embed_scale != 1.0 {
-            rt.record(&Binary::scalar(BinaryOp::Mul, &a.x, c.embed_scale, &a.x)?)?;
-        }
+        let stream = Stream { x: &a.x, n: &a.n, o: &a.o, gate_up: &a.gate_up, act: &a.act };
+        self.record_embedding(ids, &stream)?;
         let rope_factors = self.rope_factors.for_context(cache.capacity, c.rope_long_from);
-        let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
-        rt.record(&RmsNorm::new(&a.x, Some(first_norm), c.rms_eps, false, &a.n)?)?;
         let attn_rows = a.attn.reshape([c.n_head, seq, c.head_dim])?;
         let capacity = cache.capacity;
         let whole = |t: &Tensor| t.reshape([1, c.n_head_kv, capacity, c.head_dim]);
@@ -1299,26 +1358,9 @@ impl Decoder {
                 _ => return Err(Error::InvalidInput("the cache belongs to another model".into())),
             };
             self.project(&layer.qkv, &a.n, &a.qkv)?;
-            let base = if layer.local { c.rope_base_local } else { c.rope_base };
-            let rope = RopeOptions {
-                style: c.rope_style,
-                base,
-                position_offset: start as u32,
-                rotary_dim: None,
-                freq_scale: c.rope_freq_scale,
-            };
             let q_heads = a.q.reshape([c.n_head, seq, c.head_dim])?;
-            let mut qkv_rope = QkvRope::new(&a.qkv, &q_heads, k_cache, v_cache, rope)?;
-            if let Some((q_norm, k_norm)) = &layer.qk_norms {
-                qkv_rope = qkv_rope.with_norms(q_norm, k_norm, c.rms_eps)?;
-            }
-            if let Some(bias) = &layer.qkv_bias {
-                qkv_rope = qkv_rope.with_bias(bias)?;
-            }
-            if let Some(factors) = rope_factors {
-                qkv_rope = qkv_rope.with_freq_factors(factors)?;
-            }
-            rt.record(&qkv_rope)?;
+            let qkv_rope = QkvRope::new(&a.qkv, &q_heads, k_cache, v_cache, self.rope_options(layer, start as u32))?;
+            rt.record(&self.with_layer_extras(qkv_rope, layer, rope_factors)?)?;
             // Queries at start..end see keys up to their own position (the first `end` of the
             // cache are read, the cache is bound whole); a local layer's only the last `window`.
             let window = if layer.local { c.sliding_window } else { None };
@@ -1342,29 +1384,7 @@ impl Decoder {
             } else {
                 attn_rows.permute(&[1, 0, 2])?.reshape([seq, c.n_head * c.head_dim])?
             };
-            rt.record(&QMatmul::new(&heads, &layer.wo, &a.o)?)?;
-            rt.record(&ResidualRmsNorm::new(
-                &a.x,
-                &a.o,
-                layer.post_attn_norm.as_ref(),
-                &layer.ffn_norm,
-                c.rms_eps,
-                &a.x,
-                &a.n,
-            )?)?;
-            self.project(&layer.gate_up, &a.n, &a.gate_up)?;
-            rt.record(&Gated::halves(c.act, &a.gate_up, &a.act)?)?;
-            rt.record(&QMatmul::new(&a.act, &layer.down, &a.o)?)?;
-            let next_norm = self.layers.get(il + 1).map_or(&self.output_norm, |l| &l.attn_norm);
-            rt.record(&ResidualRmsNorm::new(
-                &a.x,
-                &a.o,
-                layer.post_ffn_norm.as_ref(),
-                next_norm,
-                c.rms_eps,
-                &a.x,
-                &a.n,
-            )?)?;
+            self.record_block_rest(il, layer, &heads, &stream, Products::Auto)?;
         }
         cache.len = end;
         Ok(())

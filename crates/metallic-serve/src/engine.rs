@@ -242,6 +242,7 @@ impl Engine {
             slots: (0..config.parallel).map(|_| Slot { tokens: Vec::new(), used: 0 }).collect(),
             kv,
             flight: None,
+            argmax: Vec::new(),
             queue: VecDeque::new(),
             running: Vec::new(),
             shared: shared.clone(),
@@ -382,6 +383,8 @@ struct Scheduler {
     kv: KvSlots,
     /// A pipelined step recorded and not yet read back.
     flight: Option<Flight>,
+    /// Argmax ops of the step logits, one per row count seen.
+    argmax: Vec<Argmax>,
     queue: VecDeque<Pending>,
     running: Vec<Running>,
     shared: Arc<Shared>,
@@ -534,7 +537,7 @@ impl Scheduler {
         if end < r.request.prompt.len() {
             return Ok(logits.runtime().synchronize()?);
         }
-        let greedy = if r.sampler.is_greedy() { argmax_rows(&logits)?.first().copied() } else { None };
+        let greedy = if r.sampler.is_greedy() { Argmax::new(&logits)?.read()?.first().copied() } else { None };
         let (token, logprobs) = self.pick(at, &logits, greedy)?;
         if !self.accept(at, token, logprobs) {
             self.finish(at);
@@ -560,7 +563,7 @@ impl Scheduler {
                 let slots: Vec<usize> = flight.rows.iter().map(|r| r.1).collect();
                 let logits = self.llm.decoder().step_on_gpu(&slots, &flight.ids, &mut self.kv)?;
                 self.shared.steps.fetch_add(1, Ordering::SeqCst);
-                let next = Flight::start(flight.rows.clone(), &logits)?;
+                let next = Flight::start(flight.rows.clone(), self.argmax(&logits)?)?;
                 self.land(flight)?;
                 self.flight = Some(next);
                 return Ok(());
@@ -580,10 +583,11 @@ impl Scheduler {
         }
         self.shared.steps.fetch_add(1, Ordering::SeqCst);
         if decoding.iter().all(|d| d.pipelined) {
-            self.flight = Some(Flight::start(decoding.iter().map(|d| (d.id, d.slot)).collect(), &logits)?);
+            let rows = decoding.iter().map(|d| (d.id, d.slot)).collect();
+            self.flight = Some(Flight::start(rows, self.argmax(&logits)?)?);
             return Ok(());
         }
-        let argmax = if decoding.iter().any(|d| d.greedy) { argmax_rows(&logits)? } else { Vec::new() };
+        let argmax = if decoding.iter().any(|d| d.greedy) { self.argmax(&logits)?.read()? } else { Vec::new() };
         for (row, d) in decoding.iter().enumerate() {
             let greedy = argmax.get(row).copied().filter(|_| d.greedy);
             let Some(at) = self.running.iter().position(|r| r.id == d.id) else { continue };
@@ -593,6 +597,18 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+
+    /// The argmax op of a step's `logits`, built on first use for each row count.
+    fn argmax(&mut self, logits: &Tensor) -> Result<&Argmax> {
+        let at = match self.argmax.iter().position(|a| a.serves(logits)) {
+            Some(at) => at,
+            None => {
+                self.argmax.push(Argmax::new(logits)?);
+                self.argmax.len() - 1
+            }
+        };
+        self.argmax.get(at).ok_or_else(|| Error::InvalidInput("no argmax op".into()))
     }
 
     /// The sequences past their prompt, in `running` order, with the token each feeds next.
@@ -742,26 +758,18 @@ struct Flight {
 }
 
 impl Flight {
-    /// Records the argmax of every row of `logits` and starts reading it back.
-    fn start(rows: Vec<Row>, logits: &Tensor) -> Result<Flight> {
-        let rt = logits.runtime();
-        let m = rows.len();
-        let values = Tensor::empty(rt, [m, 1], DType::F32)?;
-        let ids = Tensor::empty(rt, [m, 1], DType::U32)?;
-        rt.record(&TopK::new(logits, 1, &values, &ids)?)?;
-        let read = rt.start_read(&[&values, &ids])?;
-        Ok(Flight { rows, ids, read })
+    /// Records `argmax` and starts reading it back. Its ids are overwritten by the next step's
+    /// argmax: that step reads them first (queue order), and the read-back's copy is recorded
+    /// here, before it.
+    fn start(rows: Vec<Row>, argmax: &Argmax) -> Result<Flight> {
+        argmax.record()?;
+        let read = argmax.ids.runtime().start_read(&[&argmax.values, &argmax.ids])?;
+        Ok(Flight { rows, ids: argmax.ids.clone(), read })
     }
 
     /// Waits for the tokens: the rows with their (id, best logit).
     fn wait(self) -> Result<Vec<(Row, (u32, f32))>> {
-        let bytes = self.read.wait()?;
-        let words = |k: usize| -> Vec<[u8; 4]> {
-            bytes.get(k).map(|b| b.chunks_exact(4).filter_map(|c| c.try_into().ok()).collect()).unwrap_or_default()
-        };
-        let values = words(0).into_iter().map(f32::from_le_bytes);
-        let ids = words(1).into_iter().map(u32::from_le_bytes);
-        let tokens: Vec<(u32, f32)> = ids.zip(values).collect();
+        let tokens = argmax_of_bytes(&self.read.wait()?);
         if tokens.len() != self.rows.len() {
             return Err(Error::InvalidInput("the token read-back is short".into()));
         }
@@ -769,17 +777,52 @@ impl Flight {
     }
 }
 
-/// The best token of each row of `logits` (`[rows, vocab]`) with its logit, from one top-1
-/// pass on the GPU (NaN ranks lowest there: a non-finite best logit means broken numbers).
-fn argmax_rows(logits: &Tensor) -> Result<Vec<(u32, f32)>> {
-    let rt = logits.runtime();
-    let rows = logits.dims().first().copied().unwrap_or(1);
-    let values = Tensor::empty(rt, [rows, 1], DType::F32)?;
-    let ids = Tensor::empty(rt, [rows, 1], DType::U32)?;
-    rt.record(&TopK::new(logits, 1, &values, &ids)?)?;
-    let ids = ids.to_vec::<u32>()?;
-    let values = values.to_vec::<f32>()?;
-    Ok(ids.into_iter().zip(values).collect())
+/// The argmax of one logits tensor (`[rows, vocab]`) with its outputs, built once and recorded
+/// again each step: a step's logits live in one tensor per row count, so steady decoding
+/// allocates nothing and builds no bind group per token.
+struct Argmax {
+    logits: Tensor,
+    values: Tensor,
+    ids: Tensor,
+    op: TopK,
+}
+
+impl Argmax {
+    fn new(logits: &Tensor) -> Result<Self> {
+        let rt = logits.runtime();
+        let rows = logits.dims().first().copied().unwrap_or(1);
+        let values = Tensor::empty(rt, [rows, 1], DType::F32)?;
+        let ids = Tensor::empty(rt, [rows, 1], DType::U32)?;
+        let op = TopK::new(logits, 1, &values, &ids)?;
+        Ok(Argmax { logits: logits.clone(), values, ids, op })
+    }
+
+    fn serves(&self, logits: &Tensor) -> bool {
+        self.logits.buffer() == logits.buffer()
+            && self.logits.byte_offset() == logits.byte_offset()
+            && self.logits.shape() == logits.shape()
+    }
+
+    fn record(&self) -> Result<()> {
+        Ok(self.logits.runtime().record(&self.op)?)
+    }
+
+    /// Records the argmax and reads it: (id, best logit) per row (NaN ranks lowest: a
+    /// non-finite best logit means broken numbers).
+    fn read(&self) -> Result<Vec<(u32, f32)>> {
+        self.record()?;
+        Ok(argmax_of_bytes(&self.logits.runtime().read_tensors(&[&self.values, &self.ids])?))
+    }
+}
+
+/// (id, value) pairs from the read-back bytes of an argmax's values and ids.
+fn argmax_of_bytes(bytes: &[Vec<u8>]) -> Vec<(u32, f32)> {
+    let words = |k: usize| -> Vec<[u8; 4]> {
+        bytes.get(k).map(|b| b.chunks_exact(4).filter_map(|c| c.try_into().ok()).collect()).unwrap_or_default()
+    };
+    let values = words(0).into_iter().map(f32::from_le_bytes);
+    let ids = words(1).into_iter().map(u32::from_le_bytes);
+    ids.zip(values).collect()
 }
 
 /// Length of the common prefix of `a` and `b`.
