@@ -36,7 +36,7 @@ impl StopMatcher {
         }
         let mut text = std::mem::take(&mut self.held);
         text.push_str(piece);
-        if let Some(at) = self.stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+        if let Some(at) = self.first_stop(&text) {
             text.truncate(at);
             return Scan::Stopped(text);
         }
@@ -48,6 +48,14 @@ impl StopMatcher {
     /// The text held back when the generation ends without a stop string.
     pub fn finish(&mut self) -> String {
         std::mem::take(&mut self.held)
+    }
+
+    /// Where the stop string that is complete first begins: the one that ends earliest (the
+    /// generation would have stopped there had the text arrived a character at a time), the
+    /// longest of those that end together. Nothing after that end matters, so the result
+    /// does not depend on how the text was cut into pieces.
+    fn first_stop(&self, text: &str) -> Option<usize> {
+        self.stops.iter().filter_map(|s| text.find(s.as_str()).map(|at| (at + s.len(), at))).min().map(|(_, at)| at)
     }
 
     /// Where the longest tail of `text` that begins some stop string starts (`text.len()`
@@ -108,6 +116,18 @@ mod tests {
     }
 
     #[test]
+    fn the_stop_string_complete_first_wins_however_the_text_is_cut() {
+        // "é" is complete at the end of "aaaé", before "aéé" (which starts earlier) could be.
+        for pieces in [&["aaaé", "é"][..], &["aaaéé"], &["a", "aa", "é", "é"]] {
+            let (out, stopped) = run(&["é", "aéé"], pieces);
+            assert!(stopped);
+            assert_eq!(out.concat(), "aaa");
+        }
+        // Two stop strings that end together: the longer one is dropped whole.
+        assert_eq!(run(&["b", "ab"], &["xab"]), (vec!["x".to_string()], true));
+    }
+
+    #[test]
     fn a_stop_string_at_the_very_start_releases_nothing() {
         assert_eq!(run(&["\n"], &["\nrest"]), (vec![String::new()], true));
     }
@@ -131,8 +151,9 @@ mod tests {
     }
 
     proptest! {
-        /// However the text is cut into pieces, what is released is the text up to the first
-        /// stop string, and nothing is released twice.
+        /// However the text is cut into pieces, what is released is the text before the stop
+        /// string that is complete first (read a character at a time), and nothing is released
+        /// twice.
         #[test]
         fn released_text_is_the_text_before_the_first_stop(
             text in "[ab\u{e9}\n]{0,24}",
@@ -149,7 +170,14 @@ mod tests {
             let pieces: Vec<&str> = bounds.windows(2).filter_map(|w| text.get(w[0]..w[1])).collect();
             let stop_refs: Vec<&str> = stops.iter().map(String::as_str).collect();
             let (out, stopped) = run(&stop_refs, &pieces);
-            let first = stops.iter().filter_map(|s| text.find(s.as_str())).min();
+            // Read the text a character at a time; stop at the first end of a stop string.
+            let first = text
+                .char_indices()
+                .map(|(at, c)| at + c.len_utf8())
+                .find_map(|end| {
+                    let seen = &text[..end];
+                    stops.iter().filter(|s| seen.ends_with(s.as_str())).map(|s| end - s.len()).min()
+                });
             prop_assert_eq!(stopped, first.is_some());
             prop_assert_eq!(out.concat(), text.get(..first.unwrap_or(text.len())).unwrap_or_default());
         }
