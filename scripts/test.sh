@@ -19,3 +19,6 @@ cargo test --locked --workspace
 # `metallic serve` through the official `openai` Python package (a venv under target/), on the
 # debug binary `cargo test` built.
 ./scripts/test-serve-openai.sh
+# The chat page at `/` in headless Chromium through Selenium (installs chromium and
+# chromium-driver when missing); screenshots under target/webui-artifacts/.
+./scripts/test-webui.sh

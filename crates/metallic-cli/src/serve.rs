@@ -2,9 +2,9 @@
 //! from the command line.
 //!
 //! The listener is bound first, so `/health` answers 503 `loading` while the models load;
-//! then `listening on http://HOST:PORT` goes to stderr. Ctrl-C or SIGTERM stops accepting,
-//! lets requests in flight finish for `--shutdown-grace` seconds, cancels the rest and exits
-//! 0; a second signal exits at once.
+//! then `listening on http://HOST:PORT` goes to stderr; that URL is the chat page too, unless
+//! `--no-webui`. Ctrl-C or SIGTERM stops accepting, lets requests in flight finish for
+//! `--shutdown-grace` seconds, cancels the rest and exits 0; a second signal exits at once.
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// Seconds a shutdown lets requests in flight finish before cancelling them.
     #[arg(long, default_value_t = 20)]
     shutdown_grace: u64,
+    /// Do not serve the chat page at / (the API is the same either way).
+    #[arg(long)]
+    no_webui: bool,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -80,6 +83,7 @@ async fn run(args: ServeArgs) -> Result<()> {
         api_key: args.api_key.clone(),
         max_embedding_queue: args.max_queue,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        webui: !args.no_webui,
         ..ServerOptions::default()
     };
     let shown = format!("{}:{}", args.host, args.port);

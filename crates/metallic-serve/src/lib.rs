@@ -5,6 +5,8 @@
 //! - [`Server`]: the HTTP side — `/v1/chat/completions`, `/v1/completions`,
 //!   `/v1/embeddings`, `/v1/models`, `/health`, `/metrics` — bound before the models load,
 //!   made ready with [`ServerHandle::ready`], shut down gracefully by [`Server::run`].
+//! - `webui`: the chat page at `/` (unless [`ServerOptions::webui`] is off), a static page that
+//!   uses the API above with the same key as any client.
 //!
 //! `docs/SERVING.md` describes the API, its limits and how to deploy it.
 #![deny(unsafe_code)]
@@ -19,6 +21,7 @@ mod generation;
 mod metrics;
 mod server;
 mod stop;
+mod webui;
 
 pub use error::ApiError;
 pub use server::{DEFAULT_BODY_LIMIT, EmbeddingModel, LanguageModel, Models, Server, ServerHandle, ServerOptions};

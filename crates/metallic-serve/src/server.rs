@@ -27,7 +27,7 @@ use crate::engine::{Engine, GenerationRequest};
 use crate::error::ApiError;
 use crate::generation::{Cancelled, Run};
 use crate::metrics::{self, Metrics};
-use crate::{chat, completions, embeddings};
+use crate::{chat, completions, embeddings, webui};
 
 /// How the server treats its clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +41,9 @@ pub struct ServerOptions {
     pub max_embedding_queue: usize,
     /// How long a shutdown lets requests in flight finish before cancelling them.
     pub shutdown_grace: Duration,
+    /// Whether `/` serves the chat page (its assets under `/webui/`); when not, those paths
+    /// answer 404 like any unknown route.
+    pub webui: bool,
 }
 
 /// 8 MiB.
@@ -53,6 +56,7 @@ impl Default for ServerOptions {
             body_limit: DEFAULT_BODY_LIMIT,
             max_embedding_queue: 64,
             shutdown_grace: Duration::from_secs(20),
+            webui: true,
         }
     }
 }
@@ -305,7 +309,7 @@ impl Server {
 const AFTER_CANCEL: Duration = Duration::from_secs(5);
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
         .route("/v1/embeddings", post(embeddings::handle))
@@ -313,7 +317,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{*id}", get(one_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(metrics_text));
+    // The page holds no data and is served without the key; the API calls it makes need it.
+    let routes = if state.options.webui { api.merge(webui::routes()) } else { api };
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), count))
