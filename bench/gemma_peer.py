@@ -3,7 +3,10 @@
 through a running llama-server (`/completion` timings), after a warm-up request; the best of
 three runs of each, all three listed.
 
-usage: gemma_peer.py URL [PREFILL_TOKENS] [GEN_TOKENS]   (prints one JSON line)
+usage: gemma_peer.py URL [PREFILL_TOKENS] [GEN_TOKENS] [DECODE_PROMPT_TOKENS]   (one JSON line)
+
+DECODE_PROMPT_TOKENS (default 16) is the prompt before the decode measurement, as
+`metallic bench generate --decode-prompt-tokens` takes it.
 """
 import json
 import sys
@@ -13,6 +16,7 @@ import urllib.request
 URL = sys.argv[1].rstrip("/")
 PREFILL = int(sys.argv[2]) if len(sys.argv) > 2 else 512
 GEN = int(sys.argv[3]) if len(sys.argv) > 3 else 128
+DECODE_PROMPT = int(sys.argv[4]) if len(sys.argv) > 4 else 16
 TEXT = "The quick brown fox jumps over the lazy dog while the river runs past the old mill. "
 
 
@@ -46,7 +50,7 @@ def completion(ids, n_predict):
 
 
 wait_healthy()
-decode_prompt = prompt_ids(16)
+decode_prompt = prompt_ids(DECODE_PROMPT)
 warm = completion(decode_prompt, GEN)  # first request compiles pipelines
 pre = [completion(prompt_ids(PREFILL), 1) for _ in range(3)]
 dec = [completion(decode_prompt, GEN) for _ in range(3)]
@@ -55,6 +59,7 @@ print(json.dumps({
     "prompt_tokens": pre[0]["prompt_n"],
     "prefill_tokens_per_s": max(p["prompt_per_second"] for p in pre),
     "prefill_runs": [p["prompt_per_second"] for p in pre],
+    "decode_prompt_tokens": dec[0]["prompt_n"],
     "gen_tokens": dec[0]["predicted_n"],
     "decode_tokens_per_s": max(d["predicted_per_second"] for d in dec),
     "decode_runs": [d["predicted_per_second"] for d in dec],
