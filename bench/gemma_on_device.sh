@@ -10,6 +10,8 @@ prompt=${PROMPT_TOKENS:-512}
 ctx=$((prompt + 256 > 4096 ? prompt + 256 : 4096))
 # llama.cpp's bundled Vulkan loader finds the NVIDIA driver only when told where it is (else
 # it silently runs on the CPU).
+# A wheel unpacked without file modes leaves the server not executable.
+chmod +x "$peer/llama-server" 2>/dev/null || true
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader

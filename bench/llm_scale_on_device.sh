@@ -14,6 +14,8 @@ set -eu
 bin=$1 peer=$2 out=$3 llama_vocab=$4 qwen_vocab=$5
 shift 5
 here=$(dirname "$0")
+# A wheel unpacked without file modes leaves the server not executable.
+chmod +x "$peer/llama-server" 2>/dev/null || true
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"

@@ -9,6 +9,8 @@ bin=$1 peer=$2 model=$3 out=$4
 tokens=${TOKENS:-128}
 ctx=${CTX:-1024}
 here=$(dirname "$0")
+# A wheel unpacked without file modes leaves the server not executable.
+chmod +x "$peer/llama-server" 2>/dev/null || true
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
