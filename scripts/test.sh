@@ -22,3 +22,5 @@ cargo test --locked --workspace
 # The chat page at `/` in headless Chromium through Selenium (installs chromium and
 # chromium-driver when missing); screenshots under target/webui-artifacts/.
 ./scripts/test-webui.sh
+# The Python package (crates/metallic-py): a wheel built with maturin into a venv, then pytest.
+./scripts/test-python.sh

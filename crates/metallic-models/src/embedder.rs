@@ -293,6 +293,16 @@ impl Embedder {
 
     /// [`embed`](Self::embed), with where the time went.
     pub fn embed_timed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, EmbedTimings)> {
+        self.embed_batched(texts, self.batch_size)
+    }
+
+    /// [`embed_timed`](Self::embed_timed) with `batch_size` texts per forward pass instead of
+    /// the [`EmbedderOptions::batch_size`] chosen at load (the Python binding's per-call
+    /// `batch_size`).
+    pub fn embed_batched(&self, texts: &[&str], batch_size: usize) -> Result<(Vec<Vec<f32>>, EmbedTimings)> {
+        if batch_size == 0 {
+            return Err(Error::InvalidInput("batch size must be at least 1".into()));
+        }
         let start = Instant::now();
         let tokens = self.tokenize_batch(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
@@ -303,7 +313,7 @@ impl Embedder {
         let dim = self.dim();
         let pooled = Tensor::empty(&self.rt, [texts.len().max(1), 1, dim], self.model.dtype())?;
         let mut row = 0;
-        for chunk in order.chunks(self.batch_size) {
+        for chunk in order.chunks(batch_size) {
             let batch: Vec<&[u32]> = chunk.iter().filter_map(|&i| tokens.get(i).map(Vec::as_slice)).collect();
             self.pool_into(&batch, &pooled.narrow(row, chunk.len())?)?;
             row += chunk.len();
@@ -384,8 +394,9 @@ fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// `v / max(‖v‖₂, 1e-12)`, as sentence-transformers' Normalize module computes it.
-fn l2_normalize(v: &mut [f32]) {
+/// `v / max(‖v‖₂, 1e-12)`, as sentence-transformers' Normalize module computes it (what
+/// [`Embedder::embed`] applies when the model lists that module).
+pub fn l2_normalize(v: &mut [f32]) {
     let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt().max(1e-12);
     v.iter_mut().for_each(|x| *x = (f64::from(*x) / norm) as f32);
 }

@@ -33,10 +33,11 @@ pub mod gguf;
 mod llm;
 mod mapped;
 pub mod sampling;
+pub mod stop;
 pub mod vocab;
 pub mod weights;
 
-pub use embedder::{EmbedTimings, Embedder, EmbedderOptions, Pooling};
+pub use embedder::{EmbedTimings, Embedder, EmbedderOptions, Pooling, l2_normalize};
 pub use error::{Error, Result};
 pub use gguf::{GgufArray, GgufFile, GgufString, GgufType, GgufValue};
 pub use llm::{Generation, Llm};

@@ -126,8 +126,16 @@ impl Llm {
     /// Token ids of `prompt` as llama.cpp makes them by default: BOS first (unless `bos` is
     /// false), special-token strings such as `<start_of_turn>` parsed.
     pub fn tokenize(&self, prompt: &str, bos: bool) -> Vec<u32> {
-        let mut ids = self.vocab.encode(prompt, true, true);
-        if !bos && ids.first().is_some_and(|&id| Some(id) == self.vocab.bos()) {
+        self.tokenize_with(prompt, bos, true)
+    }
+
+    /// [`tokenize`](Self::tokenize), with special-token strings parsed only when
+    /// `parse_special` (otherwise `<start_of_turn>` is plain text). Without `bos`, only the BOS
+    /// token the tokenizer adds is left out: a prompt that spells the BOS token's text itself
+    /// (SmolLM2's `<|im_start|>`, with a tokenizer that adds none) keeps it, as in llama.cpp.
+    pub fn tokenize_with(&self, prompt: &str, bos: bool, parse_special: bool) -> Vec<u32> {
+        let mut ids = self.vocab.encode(prompt, true, parse_special);
+        if !bos && self.vocab.adds_bos() && ids.first().is_some_and(|&id| Some(id) == self.vocab.bos()) {
             ids.remove(0);
         }
         ids

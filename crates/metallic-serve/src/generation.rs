@@ -22,7 +22,7 @@ use crate::api::UsageOut;
 use crate::engine::{Event, FinishReason, StepLogprobs};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::stop::{Scan, StopMatcher};
+use metallic_models::stop::{Scan, StopMatcher};
 
 /// Why a response ended, as OpenAI names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

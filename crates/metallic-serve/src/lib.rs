@@ -20,7 +20,6 @@ mod error;
 mod generation;
 mod metrics;
 mod server;
-mod stop;
 mod webui;
 
 pub use error::ApiError;
