@@ -65,6 +65,30 @@ ensure_adapter() {
     }
 }
 
+# Installs Debian packages (with sudo unless root); apt's output goes to stderr, which keeps
+# stdout for the script's caller.
+apt_install() {
+    [ "$#" -gt 0 ] || return 0
+    echo "metallic: installing $*" >&2
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# Makes the venv $1 from the pinned requirements file $2 (installing python3-venv when python3
+# cannot make one). A venv made from other pins, or half made, is made again.
+ensure_venv() {
+    local venv=$1 requirements=$2
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3-venv
+    if ! cmp -s "$requirements" "$venv/requirements.txt"; then
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
+        cp "$requirements" "$venv/requirements.txt"
+    fi
+}
+
 ensure_cargo() {
     command -v cargo >/dev/null 2>&1 && return 0
     echo "metallic: cargo not found; install Rust (https://rustup.rs) and run this again" >&2

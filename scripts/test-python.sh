@@ -16,23 +16,9 @@ cd "$(dirname "$0")/.."
 ensure_cargo
 ensure_adapter
 
-if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    echo "metallic: python3 cannot make a venv; installing python3-venv" >&2
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq >&2
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >&2
-fi
-
 requirements=crates/metallic-py/requirements-test.txt
 venv=target/python-venv
-# A venv made from other pins (or half made) is made again.
-if ! cmp -s "$requirements" "$venv/requirements.txt"; then
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
-    cp "$requirements" "$venv/requirements.txt"
-fi
+ensure_venv "$venv" "$requirements"
 
 # The wheel, as pip would install it (type stubs and py.typed included), replacing any earlier.
 wheels=target/python-wheels

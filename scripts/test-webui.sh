@@ -28,23 +28,11 @@ fi
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3-venv)
 fi
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "metallic: installing ${missing[*]}" >&2
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq >&2
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+apt_install "${missing[@]}"
 
 requirements=crates/metallic-serve/tests/webui/requirements.txt
 venv=target/webui-venv
-# A venv made from other pins (or half made) is made again.
-if ! cmp -s "$requirements" "$venv/requirements.txt"; then
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
-    cp "$requirements" "$venv/requirements.txt"
-fi
+ensure_venv "$venv" "$requirements"
 
 if [ -z "${METALLIC_BIN:-}" ]; then
     ensure_cargo
