@@ -1136,10 +1136,25 @@ impl Decoder {
             s.n,
         )?)?;
         self.project_with(&layer.gate_up, s.n, s.gate_up, products)?;
-        rt.record(&Gated::halves(c.act, s.gate_up, s.act)?)?;
-        self.matmul_with(s.act, &layer.down, s.o, products)?;
+        self.record_down(layer, s, products)?;
         let next_norm = self.layers.get(il + 1).map_or(&self.output_norm, |l| &l.attn_norm);
         Ok(rt.record(&ResidualRmsNorm::new(s.x, s.o, layer.post_ffn_norm.as_ref(), next_norm, c.rms_eps, s.x, s.n)?)?)
+    }
+
+    /// The MLP's down projection of `act(gate) * up` into `s.o`: where the product takes the
+    /// GEMV (decode steps on a GPU) the GEMV reads the gate through, one dispatch; else the
+    /// gated op into `s.act`, then the product.
+    fn record_down(&self, layer: &Layer, s: &Stream<'_>, products: Products<'_>) -> Result<()> {
+        let act = self.config.act;
+        let gemv = match products {
+            Products::Auto => QMatmul::new(s.act, &layer.down, s.o)?.chosen_path() == QMatmulPath::Gemv,
+            Products::OneRow { .. } => self.row_path(&layer.down) == QMatmulPath::Gemv,
+        };
+        if gemv {
+            return Ok(self.rt.record(&QMatmul::gated(act, s.gate_up, &layer.down, s.o)?)?);
+        }
+        self.rt.record(&Gated::halves(act, s.gate_up, s.act)?)?;
+        self.matmul_with(s.act, &layer.down, s.o, products)
     }
 
     /// `out = x · wᵀ`, on the kernel `products` says.

@@ -2,7 +2,7 @@
 //! in every variant (dtype × parameter mode × reduction flavour). New `.wgsl` files are picked
 //! up by walking the kernel folder. Shared pieces are appended as the `Kernel` statics do
 //! (`concat!`): a folder's `common.wgsl` to each of its kernels, `NAME_common.wgsl` to each
-//! kernel whose file name starts with `NAME`.
+//! kernel whose file name starts with `NAME`, and the pieces of another folder in [`ACROSS`].
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
@@ -26,6 +26,10 @@ fn is_shared(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("common.wgsl"))
 }
 
+/// Shared pieces a kernel takes from another folder (kernel, piece; under `src/kernels`), as
+/// its `Kernel` static appends them.
+const ACROSS: &[(&str, &str)] = &[("qmatmul/gemv.wgsl", "unary/unary_common.wgsl")];
+
 /// The shared pieces that go with kernel file `file`, concatenated.
 fn shared_pieces(file: &Path) -> String {
     let name = file.file_name().and_then(|n| n.to_str()).unwrap();
@@ -40,6 +44,8 @@ fn shared_pieces(file: &Path) -> String {
         })
         .collect();
     pieces.sort();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels");
+    pieces.extend(ACROSS.iter().filter(|(kernel, _)| file == root.join(kernel)).map(|(_, piece)| root.join(piece)));
     pieces.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
 }
 

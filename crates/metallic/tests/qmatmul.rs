@@ -7,6 +7,7 @@
 mod common;
 
 use common::{Rng, float_dtypes, poisoned, runtime, upload};
+use metallic::kernels::gated::{Gated, GatedAct};
 use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix};
 use metallic::quant::{QuantType, dequantize};
 use metallic::{DType, Error, Operation, Runtime, Tensor};
@@ -240,6 +241,71 @@ fn gemv_rows_are_bit_identical_to_one_row_products() {
                 assert!(same, "{ty} {path:?}: row {row} of {m} differs from its one-row product");
             }
         }
+    }
+}
+
+/// The GEMV reading x through a gate (`QMatmul::gated`, an MLP's down projection with its
+/// GeGLU / SwiGLU activation fused in) against act(a) * b rounded to x's dtype, then the f64
+/// product; rows past 8 (a second group of rows of x), x a view at an offset, and the errors.
+#[test]
+fn gated_input_matches_gate_then_product() {
+    let rt = runtime();
+    let mut rng = Rng::new(13);
+    let (n, k) = (37, 512);
+    for ty in [QuantType::Q4K, QuantType::Q6K, QuantType::Q8_0, QuantType::Q4_1, QuantType::F16] {
+        let bytes = random_matrix(&mut rng, ty, n, k);
+        let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
+        let wf = decoded(ty, &bytes);
+        for act in [GatedAct::Silu, GatedAct::GeluTanh, GatedAct::Gelu] {
+            for dtype in float_dtypes(&rt) {
+                for m in [1, 3, 9] {
+                    let what = format!("{ty} {act:?} {dtype} M={m}");
+                    let (xbig, xr) = upload(&rt, &[m + 1, 2 * k], dtype, &rng.vec((m + 1) * 2 * k, -3.0, 3.0));
+                    let x = xbig.narrow(1, m).unwrap();
+                    let ybig = poisoned(&rt, &[m + 1, n], dtype);
+                    let y = ybig.narrow(1, m).unwrap();
+                    rt.record(&QMatmul::gated(act, &x, &w, &y).unwrap()).unwrap();
+                    // act(a) * b as the gated op stores it: rounded to x's dtype.
+                    let round = |v: f64| match dtype {
+                        DType::F16 => metallic::f16::from_f64(v).to_f64(),
+                        _ => f64::from(v as f32),
+                    };
+                    let gated: Vec<f64> = (1..=m)
+                        .flat_map(|r| {
+                            let row = &xr[r * 2 * k..(r + 1) * 2 * k];
+                            (0..k).map(|e| round(act.apply(row[e], row[k + e]))).collect::<Vec<_>>()
+                        })
+                        .collect();
+                    let (want, scale) = reference(&gated, &wf, m, n, k);
+                    assert_dot_close(&y.to_vec_f32().unwrap(), &want, &scale, tol(dtype), &what);
+                    assert!(
+                        ybig.narrow(0, 1).unwrap().to_vec_f32().unwrap().iter().all(|v| v.is_nan()),
+                        "{what}: wrote outside y"
+                    );
+                    // Against the two ops it fuses, on the same kernel.
+                    if dtype == DType::F32 {
+                        let h = Tensor::zeros(&rt, [m, k], dtype).unwrap();
+                        rt.record(&Gated::halves(act, &x, &h).unwrap()).unwrap();
+                        let y2 = Tensor::zeros(&rt, [m, n], dtype).unwrap();
+                        rt.record(&QMatmul::new(&h, &w, &y2).unwrap().path(QMatmulPath::Gemv)).unwrap();
+                        let (got, two) = (y.to_vec::<f32>().unwrap(), y2.to_vec::<f32>().unwrap());
+                        for (i, (a, b)) in got.iter().zip(&two).enumerate() {
+                            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what}: element {i} {a} against {b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // x must hold both halves; only the GEMV reads through a gate.
+    let w = QuantMatrix::from_bytes(&rt, QuantType::Q8_0, n, k, &random_matrix(&mut rng, QuantType::Q8_0, n, k)).unwrap();
+    let y = Tensor::zeros(&rt, [1, n], DType::F32).unwrap();
+    let half = Tensor::zeros(&rt, [1, k], DType::F32).unwrap();
+    assert!(matches!(QMatmul::gated(GatedAct::Silu, &half, &w, &y), Err(Error::InvalidShape { .. })));
+    let x = Tensor::zeros(&rt, [1, 2 * k], DType::F32).unwrap();
+    for path in [QMatmulPath::Auto, QMatmulPath::GemvRows, QMatmulPath::Gemm] {
+        let op = QMatmul::gated(GatedAct::Silu, &x, &w, &y).unwrap().path(path);
+        assert!(matches!(op.validate(), Err(Error::InvalidArgument { .. })), "{path:?}");
     }
 }
 

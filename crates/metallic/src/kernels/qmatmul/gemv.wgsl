@@ -8,11 +8,18 @@
 // `workgroup_sum4` finishes each row's ROWS dot products. A row of x is summed in the same
 // order whatever MB is, so its outputs are bit-identical with any MB. Grid: x = row groups,
 // z = groups of MB rows of x, clamped to the device limit; workgroups loop over the rest.
+//
+// GATED: x holds rows of 2K, a gate half and an up half (a GeGLU / SwiGLU MLP's fused gate
+// and up projections), and the product's input is act(gate) * up (`apply`, unary_common.wgsl,
+// op OP), rounded to T as the gated kernel stores it: the MLP's down projection reads the
+// gate through, one dispatch instead of two.
 
 const ROWS: u32 = 4u;
 // Rows of x per workgroup, 1 to MAX_MB.
 override MB: u32 = 1u;
 const MAX_MB: u32 = 8u;
+// Whether x is read through a gate (see above).
+override GATED: bool = false;
 
 struct Params {
     // Rows of this part, weights per row, rows of x.
@@ -37,7 +44,11 @@ struct Params {
 fn x_at(base: u32, e: u32) -> f32 {
     var v = 0.0;
     if e < params.k {
-        v = f32(x[base + e]);
+        if GATED {
+            v = f32(T(apply(f32(x[base + e])) * f32(x[base + params.k + e])));
+        } else {
+            v = f32(x[base + e]);
+        }
     }
     return v;
 }
@@ -48,6 +59,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let last = max(params.n, 1u) - 1u;
     let items = ROWS * params.groups;
     let m_groups = (params.m + MB - 1u) / MB;
+    // Elements per row of x.
+    let ldx = select(params.k, 2u * params.k, GATED);
     for (var mg = wid.z; mg < m_groups; mg += nwg.z) {
         let m0 = mg * MB;
         for (var blk = wid.x; blk < blocks; blk += nwg.x) {
@@ -62,7 +75,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let e = 8u * g;
                 for (var j = 0u; j < MB; j += 1u) {
                     // Rows of x past m repeat the last one; their sums are not stored.
-                    let xb = params.x_off + min(m0 + j, params.m - 1u) * params.k;
+                    let xb = params.x_off + min(m0 + j, params.m - 1u) * ldx;
                     let xlo = vec4<f32>(x_at(xb, e), x_at(xb, e + 1u), x_at(xb, e + 2u), x_at(xb, e + 3u));
                     let xhi = vec4<f32>(x_at(xb, e + 4u), x_at(xb, e + 5u), x_at(xb, e + 6u), x_at(xb, e + 7u));
                     acc[j][r] += dot(wv.lo, xlo) + dot(wv.hi, xhi);

@@ -77,13 +77,14 @@ use crate::cache::ResourceCache;
 use crate::command::{ComputeEncoder, Dispatch, Operation};
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
+use crate::kernels::gated::GatedAct;
 use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, count_u32};
 use crate::quant::QuantType;
 use crate::tensor::{DType, MAX_DIMS, Shape, Tensor};
 
 static GEMV: Kernel = Kernel {
     name: "qmatmul_gemv",
-    source: concat!(include_str!("gemv.wgsl"), include_str!("common.wgsl")),
+    source: concat!(include_str!("gemv.wgsl"), include_str!("common.wgsl"), include_str!("../unary/unary_common.wgsl")),
     entry: "main",
     bindings: 3,
 };
@@ -368,6 +369,9 @@ pub enum QMatmulPath {
 /// `y = x · Wᵀ` with `W` a [`QuantMatrix`] (`[N, K]`): `x` is `[.., K]` (f32 or f16), `y`
 /// `[.., N]` of `x`'s dtype; the weights are decoded on the fly, products accumulate in f32.
 /// `y` is only written (its old contents do not matter) and must not overlap `x`.
+///
+/// [`QMatmul::gated`] reads x through a gate: `y = (act(a) * b) · Wᵀ` with `a`, `b` the halves
+/// of x's rows (an MLP's down projection with its gated activation fused in).
 #[derive(Debug, Clone)]
 pub struct QMatmul {
     x: Tensor,
@@ -376,6 +380,8 @@ pub struct QMatmul {
     path: QMatmulPath,
     /// Workgroup size of the GEMV; `None`: chosen from K.
     gemv_wg: Option<u32>,
+    /// The activation of x's first half (the gate), when x is read through one.
+    gated: Option<GatedAct>,
 }
 
 #[repr(C)]
@@ -429,7 +435,27 @@ impl QMatmul {
     /// `y = x · wᵀ`; fails unless `x` is `[.., K]` float, `y` `[.., N]` of the same dtype,
     /// all on one device.
     pub fn new(x: &Tensor, w: &QuantMatrix, y: &Tensor) -> Result<Self> {
-        let this = QMatmul { x: x.clone(), w: w.clone(), y: y.clone(), path: QMatmulPath::Auto, gemv_wg: None };
+        let this =
+            QMatmul { x: x.clone(), w: w.clone(), y: y.clone(), path: QMatmulPath::Auto, gemv_wg: None, gated: None };
+        this.validate()?;
+        Ok(this)
+    }
+
+    /// `y = (act(a) * b) · wᵀ` where each row of `x` (`[.., 2K]`) holds the gate `a` and then
+    /// `b` (`[.., K]` each: a GeGLU / SwiGLU MLP's fused gate and up projections), on the GEMV,
+    /// which reads `act(a) * b` as [`Gated`](crate::kernels::gated::Gated) stores it (computed in
+    /// f32, rounded to x's dtype): the gated op and the down projection in one dispatch. Only
+    /// the GEMV reads x this way, so the path is [`QMatmulPath::Gemv`] (forcing another fails
+    /// validation); [`QMatmulPath::Auto`] would take it for up to 4 rows of x on a GPU.
+    pub fn gated(act: GatedAct, x: &Tensor, w: &QuantMatrix, y: &Tensor) -> Result<Self> {
+        let this = QMatmul {
+            x: x.clone(),
+            w: w.clone(),
+            y: y.clone(),
+            path: QMatmulPath::Gemv,
+            gemv_wg: None,
+            gated: Some(act),
+        };
         this.validate()?;
         Ok(this)
     }
@@ -461,7 +487,12 @@ impl QMatmul {
     }
 
     fn rows_of_x(&self) -> usize {
-        self.x.numel() / self.w.cols.max(1)
+        self.x.numel() / self.x_cols().max(1)
+    }
+
+    /// Elements per row of x: K, or 2K read through a gate.
+    fn x_cols(&self) -> usize {
+        if self.gated.is_some() { 2 * self.w.cols } else { self.w.cols }
     }
 }
 
@@ -477,8 +508,22 @@ impl Operation for QMatmul {
         tensors.extend(self.w.words());
         check_same_device(OP, &tensors)?;
         let k = self.x.dims().last().copied().ok_or_else(|| Error::shape(OP, "x must have at least one dimension"))?;
-        if k != self.w.cols {
+        if k != self.x_cols() {
+            if self.gated.is_some() {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "x read through a gate holds 2K columns: x {} against weights [{}, {}]",
+                        self.x.shape(),
+                        self.w.rows,
+                        self.w.cols
+                    ),
+                ));
+            }
             return Err(Error::mismatch(OP, self.x.shape(), Shape::new(&[self.w.rows, self.w.cols])?));
+        }
+        if self.gated.is_some() && self.path != QMatmulPath::Gemv {
+            return Err(Error::invalid(OP, format!("x read through a gate takes the GEMV, not {:?}", self.path)));
         }
         let want = with_last(self.x.dims(), self.w.rows)?;
         if self.y.shape() != want {
@@ -558,6 +603,8 @@ impl Operation for QMatmul {
                         ("WG", f64::from(wg)),
                         ("QTYPE", f64::from(w.ty.ggml_id())),
                         ("MB", f64::from(mb)),
+                        ("GATED", if self.gated.is_some() { 1.0 } else { 0.0 }),
+                        ("OP", self.gated.map_or(0.0, |act| act.unary_op().code())),
                     ])?;
                     encoder.dispatch(
                         cache,

@@ -1,8 +1,9 @@
 //! Element-wise unary math and activations: `out = f(x)`.
 //!
-//! `unary.wgsl` holds the activation math once for this op and for
-//! [`Gated`](crate::kernels::gated::Gated) (`act(a) * b`), which is a second entry point of the
-//! same file. The op is an override constant: one source, one pipeline per op and dtype.
+//! `unary_common.wgsl` holds the activation math once for this op, for
+//! [`Gated`](crate::kernels::gated::Gated) (`act(a) * b`, a second entry point of `unary.wgsl`)
+//! and for the quantized GEMV's gated input ([`QMatmul::gated`](crate::kernels::qmatmul::QMatmul::gated)).
+//! The op is an override constant: one source, one pipeline per op and dtype.
 
 use crate::cache::ResourceCache;
 use crate::command::{ComputeEncoder, Dispatch, Operation};
@@ -12,7 +13,7 @@ use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, cou
 use crate::tensor::Tensor;
 
 /// The WGSL of both [`Unary`] and [`Gated`](crate::kernels::gated::Gated).
-pub(crate) const SOURCE: &str = include_str!("unary.wgsl");
+pub(crate) const SOURCE: &str = concat!(include_str!("unary.wgsl"), include_str!("unary_common.wgsl"));
 
 static UNARY: Kernel = Kernel { name: "unary", source: SOURCE, entry: "unary_main", bindings: 2 };
 
