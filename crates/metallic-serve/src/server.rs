@@ -17,9 +17,10 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use metallic_models::Embedder;
 use serde_json::json;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{Mutex, watch};
 
 use crate::api::{Plan, unix_time};
@@ -244,6 +245,14 @@ impl ServerHandle {
     }
 }
 
+/// Turns Nagle's algorithm off on an accepted connection: a streamed reply is many small
+/// writes (one event per token), and with it on each waits for the client's acknowledgement of
+/// the one before, which the client may delay by up to 40 ms. A connection whose option cannot
+/// be set is served anyway.
+fn send_at_once(tcp: &mut TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}
+
 impl Server {
     /// Binds `addr` (port 0: any free port); requests are answered 503 until
     /// [`ServerHandle::ready`].
@@ -283,7 +292,8 @@ impl Server {
                 draining.send_replace(true);
             }
         };
-        let serving = axum::serve(self.listener, router(state.clone())).with_graceful_shutdown(signal).into_future();
+        let listener = self.listener.tap_io(send_at_once);
+        let serving = axum::serve(listener, router(state.clone())).with_graceful_shutdown(signal).into_future();
         tokio::pin!(serving);
         tokio::select! {
             result = &mut serving => return result,
@@ -469,5 +479,16 @@ mod tests {
         assert!(!same(b"secret", b"secreT"));
         assert!(!same(b"secret", b"secret2"));
         assert!(!same(b"", b"x"));
+    }
+
+    /// Every accepted connection leaves with Nagle's algorithm off.
+    #[tokio::test]
+    async fn accepted_connections_send_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut listener = listener.tap_io(send_at_once);
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (tcp, _) = axum::serve::Listener::accept(&mut listener).await;
+        assert!(tcp.nodelay().expect("TCP_NODELAY readable"));
     }
 }
