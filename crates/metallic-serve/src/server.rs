@@ -483,12 +483,13 @@ mod tests {
 
     /// Every accepted connection leaves with Nagle's algorithm off.
     #[tokio::test]
-    async fn accepted_connections_send_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
+    async fn accepted_connections_send_at_once() -> io::Result<()> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let mut listener = listener.tap_io(send_at_once);
-        let _client = TcpStream::connect(addr).await.expect("connect");
+        let _client = TcpStream::connect(addr).await?;
         let (tcp, _) = axum::serve::Listener::accept(&mut listener).await;
-        assert!(tcp.nodelay().expect("TCP_NODELAY readable"));
+        assert!(tcp.nodelay()?);
+        Ok(())
     }
 }

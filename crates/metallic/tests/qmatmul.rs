@@ -298,7 +298,8 @@ fn gated_input_matches_gate_then_product() {
         }
     }
     // x must hold both halves; only the GEMV reads through a gate.
-    let w = QuantMatrix::from_bytes(&rt, QuantType::Q8_0, n, k, &random_matrix(&mut rng, QuantType::Q8_0, n, k)).unwrap();
+    let w =
+        QuantMatrix::from_bytes(&rt, QuantType::Q8_0, n, k, &random_matrix(&mut rng, QuantType::Q8_0, n, k)).unwrap();
     let y = Tensor::zeros(&rt, [1, n], DType::F32).unwrap();
     let half = Tensor::zeros(&rt, [1, k], DType::F32).unwrap();
     assert!(matches!(QMatmul::gated(GatedAct::Silu, &half, &w, &y), Err(Error::InvalidShape { .. })));
