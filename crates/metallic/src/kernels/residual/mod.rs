@@ -14,8 +14,10 @@ static RESIDUAL: Kernel =
 
 const OP: &str = "residual_rms_norm";
 
-/// Invocations per row (one workgroup per row).
-const WG: u32 = 128;
+/// Invocations per row (one workgroup per row). The kernel is latency-bound (a decode step runs
+/// it twice per layer on one row): on an H200, 256 rather than 128 made decoding 3-4% faster on
+/// SmolLM2 135M, Gemma 3 270M and Qwen2.5 0.5B (rows of 576, 640 and 896).
+const WG: u32 = 256;
 
 /// `h = x + rms_norm(d) · wd` (or `h = x + d` without `wd`), then `y = rms_norm(h) · w`, over
 /// rows of the last dimension; `rms_norm(v) = v / sqrt(mean(v²) + eps)`. Sums in f32.
