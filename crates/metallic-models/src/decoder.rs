@@ -1147,7 +1147,10 @@ impl Decoder {
     fn record_down(&self, layer: &Layer, s: &Stream<'_>, products: Products<'_>) -> Result<()> {
         let act = self.config.act;
         let gemv = match products {
-            Products::Auto => QMatmul::new(s.act, &layer.down, s.o)?.chosen_path() == QMatmulPath::Gemv,
+            Products::Auto => {
+                let rows = s.act.numel() / layer.down.cols().max(1);
+                QMatmul::auto_path(s.act, rows, &layer.down) == QMatmulPath::Gemv
+            }
             Products::OneRow { .. } => self.row_path(&layer.down) == QMatmulPath::Gemv,
         };
         if gemv {

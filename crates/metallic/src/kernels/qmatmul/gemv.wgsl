@@ -1,11 +1,16 @@
+// metallic: trusted
 // Quantized GEMV for few rows of x (decode): y[m, n0 + r] = sum_k x[m, k] * W[r, k] for the rows
-// r of one weight part, W decoded in registers (`deq8`, common.wgsl), f32 accumulation.
+// r of one weight part, W decoded in registers, f32 accumulation.
 //
 // A workgroup computes ROWS adjacent outputs of MB rows of x: its invocations walk the ROWS
-// weight rows' groups of 8 weights, consecutive invocations on consecutive groups of the same
-// row (contiguous words), each group decoded once and multiplied by the MB rows of x, so every
-// weight is read once per MB rows of x (batched decoding: one read for up to 8 sequences);
-// `workgroup_sum4` finishes each row's ROWS dot products. A row of x is summed in the same
+// weight rows' blocks of 32 weights (`deq32`), consecutive invocations on consecutive blocks of
+// the same row (contiguous words), each block decoded once and multiplied by the MB rows of x,
+// so every weight is read once per MB rows of x (batched decoding: one read for up to 8
+// sequences); `workgroup_sum4` finishes each row's ROWS dot products. A block of 32 is one
+// GGML block (Q4_0 ... Q8_0, IQ4_NL) or one sub-block of a K-quant super-block: its scale is
+// decoded once and its quants are eight independent word loads, which keeps enough bytes in
+// flight per invocation for a large matrix to stream at memory speed (a group of 8 per
+// invocation left an 8B model's matrices at a tenth of it). A row of x is summed in the same
 // order whatever MB is, so its outputs are bit-identical with any MB. Grid: x = row groups,
 // z = groups of MB rows of x, clamped to the device limit; workgroups loop over the rest.
 //
@@ -20,14 +25,16 @@ override MB: u32 = 1u;
 const MAX_MB: u32 = 8u;
 // Whether x is read through a gate (see above).
 override GATED: bool = false;
+// Whether x is read four elements at a time through `xv` (x's offset and K multiples of 4).
+override XVEC: bool = false;
 
 struct Params {
     // Rows of this part, weights per row, rows of x.
     n: u32,
     k: u32,
     m: u32,
-    // Groups of 8 weights per row (ceil(k / 8)) and words per row.
-    groups: u32,
+    // Blocks of 32 weights per row (ceil(k / 32)) and words per row.
+    blocks32: u32,
     row_words: u32,
     x_off: u32,
     w_off: u32,
@@ -40,6 +47,8 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> w: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
+// x again, as vectors (XVEC).
+@group(0) @binding(3) var<storage, read_write> xv: array<vec4<T>>;
 
 fn x_at(base: u32, e: u32) -> f32 {
     var v = 0.0;
@@ -53,11 +62,95 @@ fn x_at(base: u32, e: u32) -> f32 {
     return v;
 }
 
+// Elements e .. e + 4 of the row of x at `base` (XVEC: base and e multiples of 4; a vector
+// is inside the row or past K whole), read through the gate as `x_at` reads them.
+fn x_vec(base: u32, e: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if e < params.k {
+        let i = (base + e) / 4u;
+        if GATED {
+            let g = vec4<f32>(xv[i]);
+            let a = vec4<f32>(apply(g.x), apply(g.y), apply(g.z), apply(g.w));
+            v = vec4<f32>(vec4<T>(a * vec4<f32>(xv[i + params.k / 4u])));
+        } else {
+            v = vec4<f32>(xv[i]);
+        }
+    }
+    return v;
+}
+
+// The 32 weights 32b .. 32b + 32 of the row starting at word `row`, four per vector. The
+// common types decode their block here with its scale read once; the rest go through `deq8`.
+fn deq32(row: u32, b: u32) -> array<vec4<f32>, 8> {
+    var out: array<vec4<f32>, 8>;
+    if QTYPE == 8u {
+        // Q8_0: the block's qs[32], then d.
+        let bw = row + b * 9u;
+        let d = unpack2x16float(w[bw + 8u]).x;
+        for (var i = 0u; i < 8u; i += 1u) {
+            out[i] = sbytes4(w[bw + i]) * d;
+        }
+    } else if QTYPE == 2u || QTYPE == 3u {
+        // Q4_0 / Q4_1: weights 0..16 the low nibbles of qs[16], 16..32 the high ones.
+        let bw = row + b * 5u;
+        let dm = unpack2x16float(w[bw + 4u]);
+        for (var i = 0u; i < 4u; i += 1u) {
+            let q = w[bw + i];
+            if QTYPE == 2u {
+                out[i] = (nibbles(q, false) - 8.0) * dm.x;
+                out[i + 4u] = (nibbles(q, true) - 8.0) * dm.x;
+            } else {
+                out[i] = nibbles(q, false) * dm.x + dm.y;
+                out[i + 4u] = nibbles(q, true) * dm.x + dm.y;
+            }
+        }
+    } else if QTYPE == 12u {
+        // Q4_K: sub-block s of a super-block is the low (s even) or high nibbles of
+        // qs[32(s / 2) ..], with its own 6-bit scale and min.
+        let bw = row + (b / 8u) * 36u;
+        let s = b % 8u;
+        let qs = bw + 4u + 8u * (s / 2u);
+        let dd = unpack2x16float(w[bw]);
+        let sm = scale_min_k4(bw + 1u, s);
+        let d1 = dd.x * sm.x;
+        let m1 = dd.y * sm.y;
+        for (var i = 0u; i < 8u; i += 1u) {
+            out[i] = d1 * nibbles(w[qs + i], s % 2u == 1u) - m1;
+        }
+    } else if QTYPE == 14u {
+        // Q6_K: half n of the super-block, quarter qq: the low (qq < 2) or high nibbles of
+        // ql[64n + 32(qq % 2) + l], bits 2qq, 2qq + 1 of qh[32n + l], for l in 0..32; scale
+        // 8n + l / 16 + 2qq.
+        let bw = row + (b / 8u) * 53u;
+        let t = b % 8u;
+        let n = t / 4u;
+        let qq = t % 4u;
+        let ql = bw + 16u * n + 8u * (qq % 2u);
+        let qh = bw + 32u + 8u * n;
+        let d = unpack2x16float(w[bw + 52u]).x;
+        let sc_idx = 8u * n + 2u * qq;
+        let scales = w[bw + 48u + sc_idx / 4u];
+        let d0 = d * f32(extractBits(bitcast<i32>(scales), 8u * (sc_idx % 4u), 8u));
+        let d1 = d * f32(extractBits(bitcast<i32>(scales), 8u * (sc_idx % 4u) + 8u, 8u));
+        for (var i = 0u; i < 8u; i += 1u) {
+            let q = nibbles(w[ql + i], qq >= 2u) + 16.0 * byte_bits(w[qh + i], 2u * qq, 2u) - 32.0;
+            out[i] = select(d1, d0, i < 4u) * q;
+        }
+    } else {
+        for (var j = 0u; j < 4u; j += 1u) {
+            let v = deq8(row, 4u * b + j, params.k);
+            out[2u * j] = v.lo;
+            out[2u * j + 1u] = v.hi;
+        }
+    }
+    return out;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lanes: Lanes) {
     let blocks = (params.n + ROWS - 1u) / ROWS;
     let last = max(params.n, 1u) - 1u;
-    let items = ROWS * params.groups;
+    let items = ROWS * params.blocks32;
     let m_groups = (params.m + MB - 1u) / MB;
     // Elements per row of x.
     let ldx = select(params.k, 2u * params.k, GATED);
@@ -67,18 +160,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let r0 = blk * ROWS;
             var acc: array<vec4<f32>, MAX_MB>;
             for (var i = lanes.index; i < items; i += WG) {
-                let r = i / params.groups;
-                let g = i - r * params.groups;
+                let r = i / params.blocks32;
+                let b = i - r * params.blocks32;
                 // Rows past the part repeat its last one; their sums are not stored.
                 let row = min(r0 + r, last);
-                let wv = deq8(params.w_off + row * params.row_words, g, params.k);
-                let e = 8u * g;
+                let wv = deq32(params.w_off + row * params.row_words, b);
+                let e = 32u * b;
                 for (var j = 0u; j < MB; j += 1u) {
                     // Rows of x past m repeat the last one; their sums are not stored.
                     let xb = params.x_off + min(m0 + j, params.m - 1u) * ldx;
-                    let xlo = vec4<f32>(x_at(xb, e), x_at(xb, e + 1u), x_at(xb, e + 2u), x_at(xb, e + 3u));
-                    let xhi = vec4<f32>(x_at(xb, e + 4u), x_at(xb, e + 5u), x_at(xb, e + 6u), x_at(xb, e + 7u));
-                    acc[j][r] += dot(wv.lo, xlo) + dot(wv.hi, xhi);
+                    var s = 0.0;
+                    for (var q = 0u; q < 8u; q += 1u) {
+                        let x0 = e + 4u * q;
+                        var x4: vec4<f32>;
+                        if XVEC {
+                            x4 = x_vec(xb, x0);
+                        } else {
+                            x4 = vec4<f32>(x_at(xb, x0), x_at(xb, x0 + 1u), x_at(xb, x0 + 2u), x_at(xb, x0 + 3u));
+                        }
+                        s += dot(wv[q], x4);
+                    }
+                    acc[j][r] += s;
                 }
             }
             for (var j = 0u; j < MB; j += 1u) {

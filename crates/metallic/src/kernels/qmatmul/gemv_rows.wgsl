@@ -19,8 +19,8 @@ struct Params {
     n: u32,
     k: u32,
     m: u32,
-    // Groups of 8 weights per row (ceil(k / 8)) and words per row.
-    groups: u32,
+    // Blocks of 32 weights per row (ceil(k / 32); the GEMV's unit, unused here) and words per row.
+    blocks32: u32,
     row_words: u32,
     x_off: u32,
     w_off: u32,

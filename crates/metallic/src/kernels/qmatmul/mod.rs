@@ -4,7 +4,7 @@
 //! gathers and decodes rows of a quantized table.
 //!
 //! Two matmul kernels: a GEMV for a few rows of x (`gemv.wgsl`, decode: each workgroup four
-//! weight rows, its invocations on consecutive groups of 8 weights, so each weight is read
+//! weight rows, its invocations on consecutive blocks of 32 weights, so each weight is read
 //! once per row of x) and a tiled GEMM for many (`gemm.wgsl`, prefill: 64 x 64 output tiles,
 //! W decoded into workgroup memory a 64 x 32 tile at a time). Both share the decoder in
 //! `common.wgsl`. CPU adapters get a third, the row GEMV (`gemv_rows.wgsl`: each invocation two
@@ -86,7 +86,7 @@ static GEMV: Kernel = Kernel {
     name: "qmatmul_gemv",
     source: concat!(include_str!("gemv.wgsl"), include_str!("common.wgsl"), include_str!("../unary/unary_common.wgsl")),
     entry: "main",
-    bindings: 3,
+    bindings: 4,
 };
 static ROW_GEMV: Kernel = Kernel {
     name: "qmatmul_gemv_rows",
@@ -131,13 +131,13 @@ const GEMV_MAX_MB: u32 = 8;
 /// thousand rows) are too few workgroups to fill a large GPU at the large matrices' size.
 const GEMV_TARGET_THREADS: u32 = 1 << 16;
 
-/// The GEMV's workgroup size for `n` rows of `groups` groups of 8 weights: about ten groups
-/// per invocation where there are rows enough (on an H100, Vulkan, the 262144 x 640 Q8_0 GEMV
-/// ran 206 us with 32 invocations, 238 with 64, 513 with 256), more invocations per
-/// workgroup where there are few workgroups, 32 to 256.
-fn gemv_workgroup(n: u32, groups: u32) -> u32 {
-    let items = GEMV_ROWS * groups;
-    let by_items = (items / 10).max(1).next_power_of_two();
+/// The GEMV's workgroup size for `n` rows of `blocks` blocks of 32 weights: about three
+/// blocks per invocation where there are rows enough (on an H100, Vulkan, the 262144 x 640
+/// Q8_0 GEMV of groups of 8 ran 206 us with ten groups per invocation, 238 with five, 513
+/// with 1.25), more invocations per workgroup where there are few workgroups, 32 to 256.
+fn gemv_workgroup(n: u32, blocks: u32) -> u32 {
+    let items = GEMV_ROWS * blocks;
+    let by_items = (items / 3).max(1).next_power_of_two();
     let workgroups = n.div_ceil(GEMV_ROWS).max(1);
     let by_occupancy = (GEMV_TARGET_THREADS / workgroups).max(1).next_power_of_two().min(items.next_power_of_two());
     by_items.max(by_occupancy).clamp(32, 256)
@@ -390,7 +390,7 @@ struct GemvParams {
     n: u32,
     k: u32,
     m: u32,
-    groups: u32,
+    blocks32: u32,
     row_words: u32,
     x_off: u32,
     w_off: u32,
@@ -475,14 +475,22 @@ impl QMatmul {
 
     /// The kernel [`encode`](Operation::encode) runs: never [`QMatmulPath::Auto`].
     pub fn chosen_path(&self) -> QMatmulPath {
-        let cpu = self.x.context().caps().cpu();
         match self.path {
-            QMatmulPath::Auto if cpu && self.rows_of_x() <= GEMV_ROWS_MAX_M && self.w.cols.is_multiple_of(32) => {
-                QMatmulPath::GemvRows
-            }
-            QMatmulPath::Auto if self.rows_of_x() <= GEMV_MAX_M => QMatmulPath::Gemv,
-            QMatmulPath::Auto => QMatmulPath::Gemm,
+            QMatmulPath::Auto => Self::auto_path(&self.x, self.rows_of_x(), &self.w),
             path => path,
+        }
+    }
+
+    /// The kernel [`QMatmulPath::Auto`] takes for `rows` rows of x on `x`'s device times `w`,
+    /// without building the op (a decode step asks once per layer).
+    pub fn auto_path(x: &Tensor, rows: usize, w: &QuantMatrix) -> QMatmulPath {
+        let cpu = x.context().caps().cpu();
+        if cpu && rows <= GEMV_ROWS_MAX_M && w.cols.is_multiple_of(32) {
+            QMatmulPath::GemvRows
+        } else if rows <= GEMV_MAX_M {
+            QMatmulPath::Gemv
+        } else {
+            QMatmulPath::Gemm
         }
     }
 
@@ -549,7 +557,8 @@ impl Operation for QMatmul {
         let x = encoder.bind(&self.x)?;
         let y = encoder.bind(&self.y)?;
         let max = encoder.context().caps().limits.max_compute_workgroups_per_dimension.max(1);
-        let (k, groups) = (count_u32(OP, w.cols)?, count_u32(OP, w.groups())?);
+        let (k, groups, blocks32) =
+            (count_u32(OP, w.cols)?, count_u32(OP, w.groups())?, count_u32(OP, w.cols.div_ceil(32))?);
         let (ldy, row_words) = (count_u32(OP, w.rows)?, count_u32(OP, w.row_words)?);
         let dtype = self.x.dtype();
         let mut path = self.chosen_path();
@@ -568,7 +577,7 @@ impl Operation for QMatmul {
                 n,
                 k,
                 m,
-                groups,
+                blocks32,
                 row_words,
                 x_off: x.elem_offset(),
                 w_off: wb.elem_offset(),
@@ -595,9 +604,11 @@ impl Operation for QMatmul {
                     let wg = match self.gemv_wg {
                         Some(wg) if wg.is_power_of_two() && (32..=256).contains(&wg) => wg,
                         Some(wg) => return Err(Error::invalid(OP, format!("GEMV workgroup size {wg}"))),
-                        None => gemv_workgroup(n, groups),
+                        None => gemv_workgroup(n, blocks32),
                     };
                     let mb = m.min(GEMV_MAX_MB);
+                    // x read as vectors where its rows start on 4-element boundaries.
+                    let xvec = x.elem_offset().is_multiple_of(4) && k.is_multiple_of(4);
                     let workgroups = [n.div_ceil(GEMV_ROWS).min(max), 1, m.div_ceil(mb).min(max)];
                     let overrides = Overrides::new(&[
                         ("WG", f64::from(wg)),
@@ -605,6 +616,7 @@ impl Operation for QMatmul {
                         ("MB", f64::from(mb)),
                         ("GATED", if self.gated.is_some() { 1.0 } else { 0.0 }),
                         ("OP", self.gated.map_or(0.0, |act| act.unary_op().code())),
+                        ("XVEC", if xvec { 1.0 } else { 0.0 }),
                     ])?;
                     encoder.dispatch(
                         cache,
@@ -612,7 +624,7 @@ impl Operation for QMatmul {
                             kernel: &GEMV,
                             dtype,
                             overrides,
-                            bindings: &bindings,
+                            bindings: &[&x, &wb, &y, &x],
                             params: gemv_params,
                             workgroups,
                         },
