@@ -230,6 +230,9 @@ pub enum BenchCommand {
         /// Kernel.
         #[arg(long, value_enum, default_value_t = QPathArg::Auto)]
         path: QPathArg,
+        /// Weights per work item of the GEMV, 8 or 32 (default: the engine's choice); for tuning.
+        #[arg(long)]
+        gemv_unit: Option<u32>,
     },
     /// Softmax over the last dimension of [rows, cols].
     Softmax {
@@ -402,7 +405,9 @@ pub fn run(command: BenchCommand) -> metallic_models::Result<()> {
         BenchCommand::Sdpa { args, .. } => sdpa(&rt, dtype, &args)?,
         BenchCommand::Gemm { args, .. } => gemm(&rt, dtype, &args)?,
         BenchCommand::Gemv { n, k, .. } => gemv(&rt, dtype, n, k)?,
-        BenchCommand::Qmatmul { ty, m, n, k, path, .. } => qmatmul(&rt, dtype, ty.into(), [m, n, k], path.into())?,
+        BenchCommand::Qmatmul { ty, m, n, k, path, gemv_unit, .. } => {
+            qmatmul(&rt, dtype, ty.into(), [m, n, k], path.into(), gemv_unit)?
+        }
         BenchCommand::Softmax { rows, .. } => softmax(&rt, dtype, &rows)?,
         BenchCommand::Layernorm { rows, rms, .. } => layernorm(&rt, dtype, &rows, rms)?,
         BenchCommand::Copy { mb, .. } => copy(&rt, dtype, mb)?,
@@ -623,7 +628,14 @@ fn gemv(rt: &Runtime, dtype: DType, n: usize, k: usize) -> Result<Workload> {
     })
 }
 
-fn qmatmul(rt: &Runtime, dtype: DType, ty: QuantType, [m, n, k]: [usize; 3], path: QMatmulPath) -> Result<Workload> {
+fn qmatmul(
+    rt: &Runtime,
+    dtype: DType,
+    ty: QuantType,
+    [m, n, k]: [usize; 3],
+    path: QMatmulPath,
+    gemv_unit: Option<u32>,
+) -> Result<Workload> {
     positive("--m", m)?;
     positive("--n", n)?;
     positive("--k", k)?;
@@ -635,7 +647,10 @@ fn qmatmul(rt: &Runtime, dtype: DType, ty: QuantType, [m, n, k]: [usize; 3], pat
     let w = QuantMatrix::from_bytes(rt, ty, n, k, &vec![0x11u8; bytes])?;
     let x = Tensor::random_uniform(rt, [m, k], dtype, -1.0, 1.0, 1)?;
     let y = Tensor::empty(rt, [m, n], dtype)?;
-    let op = QMatmul::new(&x, &w, &y)?.path(path);
+    let mut op = QMatmul::new(&x, &w, &y)?.path(path);
+    if let Some(unit) = gemv_unit {
+        op = op.gemv_unit(unit);
+    }
     let path = format!("{:?}", op.chosen_path()).to_lowercase();
     let (mf, nf, kf) = (m as f64, n as f64, k as f64);
     Ok(Workload {

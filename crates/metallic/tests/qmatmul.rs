@@ -163,7 +163,7 @@ fn check_product(
     wf: &[f64],
     m: usize,
     dtype: DType,
-    path: QMatmulPath,
+    configure: &dyn Fn(QMatmul) -> QMatmul,
     what: &str,
 ) -> f64 {
     let (n, k) = (w.rows(), w.cols());
@@ -171,7 +171,7 @@ fn check_product(
     let x = xbig.narrow(1, m).unwrap();
     let ybig = poisoned(rt, &[m + 1, n], dtype);
     let y = ybig.narrow(1, m).unwrap();
-    let op = QMatmul::new(&x, w, &y).unwrap().path(path);
+    let op = configure(QMatmul::new(&x, w, &y).unwrap());
     rt.record(&op).unwrap();
     let got = y.to_vec_f32().unwrap();
     let (want, scale) = reference(&xr[k..(m + 1) * k], wf, m, n, k);
@@ -206,7 +206,7 @@ fn qmatmul_matches_cpu_for_every_type() {
                     // The row GEMV takes whole blocks of 32 weights only.
                     for &path in paths.iter().filter(|&&p| p != QMatmulPath::GemvRows || k % 32 == 0) {
                         let what = format!("{ty} K={k} M={m} {dtype} {path:?}");
-                        let e = check_product(&rt, &mut rng, &w, &wf, m, dtype, path, &what);
+                        let e = check_product(&rt, &mut rng, &w, &wf, m, dtype, &|op| op.path(path), &what);
                         let slot = usize::from(dtype == DType::F16);
                         worst[slot] = worst[slot].max(e);
                     }
@@ -215,6 +215,35 @@ fn qmatmul_matches_cpu_for_every_type() {
         }
     }
     eprintln!("largest error / sum|x w|: f32 {:e}, f16 {:e}", worst[0], worst[1]);
+}
+
+/// The GEMV's work items of 8 weights (`deq8`) and of 32 (`deq32`) give the same products,
+/// for every type, x read as scalars (K = 77) and as vectors, one row of x and several.
+#[test]
+fn gemv_units_match_cpu_for_every_type() {
+    let rt = runtime();
+    let mut rng = Rng::new(16);
+    let n = 9;
+    for ty in TYPES {
+        let ks: &[usize] = if ty.block_elems() == 1 { &[77, 96] } else { &[ty.block_elems() * 2] };
+        for &k in ks {
+            let bytes = random_matrix(&mut rng, ty, n, k);
+            let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
+            let wf = decoded(ty, &bytes);
+            for m in [1, 3] {
+                for unit in [8, 32] {
+                    let what = format!("{ty} K={k} M={m} unit {unit}");
+                    let configure = |op: QMatmul| op.path(QMatmulPath::Gemv).gemv_unit(unit);
+                    check_product(&rt, &mut rng, &w, &wf, m, DType::F32, &configure, &what);
+                }
+            }
+        }
+    }
+    let x = Tensor::zeros(&rt, [1, 32], DType::F32).unwrap();
+    let w = QuantMatrix::from_bytes(&rt, QuantType::F32, 2, 32, &[0u8; 256]).unwrap();
+    let y = Tensor::zeros(&rt, [1, 2], DType::F32).unwrap();
+    let odd = QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::Gemv).gemv_unit(16);
+    assert!(rt.record(&odd).is_err(), "a GEMV unit other than 8 or 32 is refused");
 }
 
 /// The GEMV and the row GEMV do each row of x's arithmetic the same way whatever the other
@@ -355,7 +384,16 @@ fn parts_split_the_rows() {
             let rows = [(1, QMatmulPath::GemvRows), (3, QMatmulPath::GemvRows)];
             let paths = [(1, QMatmulPath::Gemv), (3, QMatmulPath::Gemv), (67, QMatmulPath::Gemm)];
             for (m, path) in paths.into_iter().chain(rows.into_iter().filter(|_| k % 32 == 0)) {
-                check_product(&rt, &mut rng, &w, &wf, m, dtype, path, &format!("{ty} in parts M={m} {dtype}"));
+                check_product(
+                    &rt,
+                    &mut rng,
+                    &w,
+                    &wf,
+                    m,
+                    dtype,
+                    &|op| op.path(path),
+                    &format!("{ty} in parts M={m} {dtype}"),
+                );
             }
         }
         // The same rows as one part give the same embedding rows.

@@ -14,6 +14,8 @@
 // order whatever MB is, so its outputs are bit-identical with any MB. Grid: x = row groups,
 // z = groups of MB rows of x, clamped to the device limit; workgroups loop over the rest.
 //
+// UNIT = 8 walks groups of 8 weights (`deq8`) the same way: more items, less work each.
+//
 // GATED: x holds rows of 2K, a gate half and an up half (a GeGLU / SwiGLU MLP's fused gate
 // and up projections), and the product's input is act(gate) * up (`apply`, unary_common.wgsl,
 // op OP), rounded to T as the gated kernel stores it: the MLP's down projection reads the
@@ -27,6 +29,8 @@ const MAX_MB: u32 = 8u;
 override GATED: bool = false;
 // Whether x is read four elements at a time through `xv` (x's offset and K multiples of 4).
 override XVEC: bool = false;
+// Weights per work item: 32 (`deq32`) or 8 (`deq8`).
+override UNIT: u32 = 32u;
 
 struct Params {
     // Rows of this part, weights per row, rows of x.
@@ -42,6 +46,8 @@ struct Params {
     // Row stride of y (N of the whole matrix) and this part's first output column.
     ldy: u32,
     n0: u32,
+    // Groups of 8 weights per row (ceil(k / 8)).
+    groups: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<T>;
@@ -150,7 +156,8 @@ fn deq32(row: u32, b: u32) -> array<vec4<f32>, 8> {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lanes: Lanes) {
     let blocks = (params.n + ROWS - 1u) / ROWS;
     let last = max(params.n, 1u) - 1u;
-    let items = ROWS * params.blocks32;
+    let per_row = select(params.groups, params.blocks32, UNIT == 32u);
+    let items = ROWS * per_row;
     let m_groups = (params.m + MB - 1u) / MB;
     // Elements per row of x.
     let ldx = select(params.k, 2u * params.k, GATED);
@@ -160,17 +167,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let r0 = blk * ROWS;
             var acc: array<vec4<f32>, MAX_MB>;
             for (var i = lanes.index; i < items; i += WG) {
-                let r = i / params.blocks32;
-                let b = i - r * params.blocks32;
+                let r = i / per_row;
+                let b = i - r * per_row;
                 // Rows past the part repeat its last one; their sums are not stored.
                 let row = min(r0 + r, last);
-                let wv = deq32(params.w_off + row * params.row_words, b);
-                let e = 32u * b;
+                var wv: array<vec4<f32>, 8>;
+                if UNIT == 32u {
+                    wv = deq32(params.w_off + row * params.row_words, b);
+                } else {
+                    let w8 = deq8(params.w_off + row * params.row_words, b, params.k);
+                    wv[0] = w8.lo;
+                    wv[1] = w8.hi;
+                }
+                let e = UNIT * b;
                 for (var j = 0u; j < MB; j += 1u) {
                     // Rows of x past m repeat the last one; their sums are not stored.
                     let xb = params.x_off + min(m0 + j, params.m - 1u) * ldx;
                     var s = 0.0;
-                    for (var q = 0u; q < 8u; q += 1u) {
+                    for (var q = 0u; q < UNIT / 4u; q += 1u) {
                         let x0 = e + 4u * q;
                         var x4: vec4<f32>;
                         if XVEC {

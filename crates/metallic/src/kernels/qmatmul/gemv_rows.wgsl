@@ -28,6 +28,8 @@ struct Params {
     // Row stride of y (N of the whole matrix) and this part's first output column.
     ldy: u32,
     n0: u32,
+    // Groups of 8 weights per row (ceil(k / 8); unused here).
+    groups: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<vec4<T>>;

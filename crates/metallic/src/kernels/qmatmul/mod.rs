@@ -127,6 +127,9 @@ const GEMV_ROWS: u32 = 4;
 /// weight serves this many rows, so a batched decode step of up to 8 sequences reads the
 /// weights once.
 const GEMV_MAX_MB: u32 = 8;
+/// Weights per GEMV work item (`UNIT` in `gemv.wgsl`): 32, a block with its scale read once and
+/// eight independent loads of quants, or 8, a group (more items, less work each).
+const GEMV_UNIT: u32 = 32;
 /// Invocations the GEMV aims to keep busy in all: a decode step's small matrices (a few
 /// thousand rows) are too few workgroups to fill a large GPU at the large matrices' size.
 const GEMV_TARGET_THREADS: u32 = 1 << 16;
@@ -135,9 +138,9 @@ const GEMV_TARGET_THREADS: u32 = 1 << 16;
 /// blocks per invocation where there are rows enough (on an H100, Vulkan, the 262144 x 640
 /// Q8_0 GEMV of groups of 8 ran 206 us with ten groups per invocation, 238 with five, 513
 /// with 1.25), more invocations per workgroup where there are few workgroups, 32 to 256.
-fn gemv_workgroup(n: u32, blocks: u32) -> u32 {
+fn gemv_workgroup(n: u32, blocks: u32, unit: u32) -> u32 {
     let items = GEMV_ROWS * blocks;
-    let by_items = (items / 3).max(1).next_power_of_two();
+    let by_items = (items / if unit == 8 { 10 } else { 3 }).max(1).next_power_of_two();
     let workgroups = n.div_ceil(GEMV_ROWS).max(1);
     let by_occupancy = (GEMV_TARGET_THREADS / workgroups).max(1).next_power_of_two().min(items.next_power_of_two());
     by_items.max(by_occupancy).clamp(32, 256)
@@ -380,6 +383,7 @@ pub struct QMatmul {
     path: QMatmulPath,
     /// Workgroup size of the GEMV; `None`: chosen from K.
     gemv_wg: Option<u32>,
+    gemv_unit: Option<u32>,
     /// The activation of x's first half (the gate), when x is read through one.
     gated: Option<GatedAct>,
 }
@@ -397,6 +401,7 @@ struct GemvParams {
     y_off: u32,
     ldy: u32,
     n0: u32,
+    groups: u32,
 }
 
 #[repr(C)]
@@ -435,8 +440,15 @@ impl QMatmul {
     /// `y = x · wᵀ`; fails unless `x` is `[.., K]` float, `y` `[.., N]` of the same dtype,
     /// all on one device.
     pub fn new(x: &Tensor, w: &QuantMatrix, y: &Tensor) -> Result<Self> {
-        let this =
-            QMatmul { x: x.clone(), w: w.clone(), y: y.clone(), path: QMatmulPath::Auto, gemv_wg: None, gated: None };
+        let this = QMatmul {
+            x: x.clone(),
+            w: w.clone(),
+            y: y.clone(),
+            path: QMatmulPath::Auto,
+            gemv_wg: None,
+            gemv_unit: None,
+            gated: None,
+        };
         this.validate()?;
         Ok(this)
     }
@@ -454,6 +466,7 @@ impl QMatmul {
             y: y.clone(),
             path: QMatmulPath::Gemv,
             gemv_wg: None,
+            gemv_unit: None,
             gated: Some(act),
         };
         this.validate()?;
@@ -470,6 +483,13 @@ impl QMatmul {
     #[doc(hidden)]
     pub fn gemv_workgroup(mut self, wg: u32) -> Self {
         self.gemv_wg = Some(wg);
+        self
+    }
+
+    /// Weights per GEMV work item, 8 or 32; for tuning.
+    #[doc(hidden)]
+    pub fn gemv_unit(mut self, unit: u32) -> Self {
+        self.gemv_unit = Some(unit);
         self
     }
 
@@ -584,6 +604,7 @@ impl Operation for QMatmul {
                 y_off: y.elem_offset(),
                 ldy,
                 n0,
+                groups,
             };
             match path {
                 QMatmulPath::GemvRows => {
@@ -601,10 +622,14 @@ impl Operation for QMatmul {
                     )?;
                 }
                 QMatmulPath::Gemv | QMatmulPath::Auto => {
+                    let unit = self.gemv_unit.unwrap_or(GEMV_UNIT);
+                    if unit != 8 && unit != 32 {
+                        return Err(Error::invalid(OP, format!("GEMV unit {unit}: 8 or 32")));
+                    }
                     let wg = match self.gemv_wg {
                         Some(wg) if wg.is_power_of_two() && (32..=256).contains(&wg) => wg,
                         Some(wg) => return Err(Error::invalid(OP, format!("GEMV workgroup size {wg}"))),
-                        None => gemv_workgroup(n, blocks32),
+                        None => gemv_workgroup(n, if unit == 8 { groups } else { blocks32 }, unit),
                     };
                     let mb = m.min(GEMV_MAX_MB);
                     // x read as vectors where its rows start on 4-element boundaries.
@@ -617,6 +642,7 @@ impl Operation for QMatmul {
                         ("GATED", if self.gated.is_some() { 1.0 } else { 0.0 }),
                         ("OP", self.gated.map_or(0.0, |act| act.unary_op().code())),
                         ("XVEC", if xvec { 1.0 } else { 0.0 }),
+                        ("UNIT", f64::from(unit)),
                     ])?;
                     encoder.dispatch(
                         cache,
