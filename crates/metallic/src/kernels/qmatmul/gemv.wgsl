@@ -2,9 +2,9 @@
 // Quantized GEMV for few rows of x (decode): y[m, n0 + r] = sum_k x[m, k] * W[r, k] for the rows
 // r of one weight part, W decoded in registers, f32 accumulation.
 //
-// A workgroup computes ROWS adjacent outputs of MB rows of x: its invocations walk the ROWS
-// weight rows' blocks of 32 weights (`deq32`), consecutive invocations on consecutive blocks of
-// the same row (contiguous words), each block decoded once and multiplied by the MB rows of x,
+// A workgroup computes ROWS adjacent outputs of MB rows of x: each invocation walks blocks of
+// 32 weights (`deq32`) of one of the ROWS weight rows, runs of SPAN invocations on adjacent
+// blocks of one row (see `main`), each block decoded once and multiplied by the MB rows of x,
 // so every weight is read once per MB rows of x (batched decoding: one read for up to 8
 // sequences); `workgroup_sum4` finishes each row's ROWS dot products. A block of 32 is one
 // GGML block (Q4_0 ... Q8_0, IQ4_NL) or one sub-block of a K-quant super-block: its scale is
@@ -22,6 +22,8 @@
 // gate through, one dispatch instead of two.
 
 const ROWS: u32 = 4u;
+// Adjacent lanes on one row (see `main`); WG is a multiple of SPAN * ROWS.
+const SPAN: u32 = 8u;
 // Rows of x per workgroup, 1 to MAX_MB.
 override MB: u32 = 1u;
 const MAX_MB: u32 = 8u;
@@ -157,25 +159,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let blocks = (params.n + ROWS - 1u) / ROWS;
     let last = max(params.n, 1u) - 1u;
     let per_row = select(params.groups, params.blocks32, UNIT == 32u);
-    let items = ROWS * per_row;
     let m_groups = (params.m + MB - 1u) / MB;
     // Elements per row of x.
     let ldx = select(params.k, 2u * params.k, GATED);
+    // This invocation's row of the ROWS, and its first item of the row: runs of SPAN lanes
+    // take SPAN adjacent items of one row, the ROWS rows' runs alternate, so one load
+    // instruction of a subgroup touches SPAN places of x (each shared by ROWS lanes) and
+    // ROWS short runs of weights, where one row per subgroup would touch 32 places of x.
+    let r = (lanes.index / SPAN) % ROWS;
+    let first = lanes.index % SPAN + SPAN * (lanes.index / (SPAN * ROWS));
+    let stride = WG / ROWS;
     for (var mg = wid.z; mg < m_groups; mg += nwg.z) {
         let m0 = mg * MB;
         for (var blk = wid.x; blk < blocks; blk += nwg.x) {
             let r0 = blk * ROWS;
-            var acc: array<vec4<f32>, MAX_MB>;
-            for (var i = lanes.index; i < items; i += WG) {
-                let r = i / per_row;
-                let b = i - r * per_row;
-                // Rows past the part repeat its last one; their sums are not stored.
-                let row = min(r0 + r, last);
+            // Rows past the part repeat its last one; their sums are not stored.
+            let row = params.w_off + min(r0 + r, last) * params.row_words;
+            var acc: array<f32, MAX_MB>;
+            for (var b = first; b < per_row; b += stride) {
                 var wv: array<vec4<f32>, 8>;
                 if UNIT == 32u {
-                    wv = deq32(params.w_off + row * params.row_words, b);
+                    wv = deq32(row, b);
                 } else {
-                    let w8 = deq8(params.w_off + row * params.row_words, b, params.k);
+                    let w8 = deq8(row, b, params.k);
                     wv[0] = w8.lo;
                     wv[1] = w8.hi;
                 }
@@ -194,14 +200,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                         }
                         s += dot(wv[q], x4);
                     }
-                    acc[j][r] += s;
+                    acc[j] += s;
                 }
             }
             for (var j = 0u; j < MB; j += 1u) {
-                let s = workgroup_sum4(acc[j], lanes);
-                let r = r0 + lanes.index;
-                if lanes.index < ROWS && r < params.n && m0 + j < params.m {
-                    y[params.y_off + (m0 + j) * params.ldy + params.n0 + r] = T(s[lanes.index]);
+                let mine = select(vec4<f32>(0.0), vec4<f32>(acc[j]), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(r));
+                let sums = workgroup_sum4(mine, lanes);
+                let out = r0 + lanes.index;
+                if lanes.index < ROWS && out < params.n && m0 + j < params.m {
+                    y[params.y_off + (m0 + j) * params.ldy + params.n0 + out] = T(sums[lanes.index]);
                 }
             }
         }
