@@ -30,6 +30,10 @@ fn residual_rms_norm_matches_f64() {
             (5, 1000, false, false),
             (2, 129, false, true),
             (1, 1, true, false),
+            // Long rows take workgroups of 512 and 1024 where the adapter allows.
+            (2, 4096, true, true),
+            (1, 2048, false, false),
+            (1, 3001, true, false),
         ] {
             let mut rng = Rng::new(rows as u64 * 1000 + n as u64);
             let (x, xv) = upload(&rt, &[rows, n], DType::F32, &rng.vec(rows * n, -2.0, 2.0));
