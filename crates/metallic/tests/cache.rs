@@ -119,7 +119,8 @@ fn unknown_override_is_a_compile_error() {
     let k = PipelineKey { kernel: &DOUBLE, variant, overrides: Overrides::new(&[("NO_SUCH_CONSTANT", 1.0)]).unwrap() };
     let err = rt.cache().get::<ComputeKernel>(&k).unwrap_err();
     assert!(matches!(&err, Error::ShaderCompilation { kernel, .. } if kernel == "test_double"), "{err}");
-    assert!(Overrides::new(&[("A", 1.0); 7]).is_err());
+    assert!(Overrides::new(&[("A", 1.0); metallic::MAX_OVERRIDES + 1]).is_err());
+    assert!(Overrides::new(&[("A", 1.0); metallic::MAX_OVERRIDES]).is_ok());
 }
 
 /// Any type can live in the cache: here, a count of how often it was built.
