@@ -8,13 +8,18 @@
 // so every weight is read once per MB rows of x (batched decoding: one read for up to 8
 // sequences); `workgroup_sum4` finishes each row's ROWS dot products. A block of 32 is one
 // GGML block (Q4_0 ... Q8_0, IQ4_NL) or one sub-block of a K-quant super-block: its scale is
-// decoded once and its quants are eight independent word loads, which keeps enough bytes in
-// flight per invocation for a large matrix to stream at memory speed (a group of 8 per
-// invocation left an 8B model's matrices at a tenth of it). A row of x is summed in the same
-// order whatever MB is, so its outputs are bit-identical with any MB. Grid: x = row groups,
-// z = groups of MB rows of x, clamped to the device limit; workgroups loop over the rest.
+// decoded once and its quants are eight independent word loads. x is read as vectors where it
+// can be (XVEC): with one row per subgroup, scalar reads of x at 32 places 128 bytes apart were
+// the bottleneck (docs/PERFORMANCE.md, 2026-12-06). A row of x is summed in the same order
+// whatever MB is, so its outputs are bit-identical with any MB. Grid: x = row groups, z =
+// groups of MB rows of x, clamped to the device limit; workgroups loop over the rest.
 //
 // UNIT = 8 walks groups of 8 weights (`deq8`) the same way: more items, less work each.
+//
+// Compiled without runtime checks: weight reads stay inside rows below `n` (rows past it read
+// the last one) and blocks below the row's count, x reads inside rows below `m` and columns
+// below K (`x_at`, `x_vec`), y writes are guarded by n and m, and every loop is bounded by
+// the parameters the op validated.
 //
 // GATED: x holds rows of 2K, a gate half and an up half (a GeGLU / SwiGLU MLP's fused gate
 // and up projections), and the product's input is act(gate) * up (`apply`, unary_common.wgsl,
