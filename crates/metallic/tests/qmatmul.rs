@@ -218,7 +218,8 @@ fn qmatmul_matches_cpu_for_every_type() {
 }
 
 /// The GEMV's work items of 8 weights (`deq8`) and of 32 (`deq32`) give the same products,
-/// for every type, x read as scalars (K = 77) and as vectors, one row of x and several.
+/// for every type, x read as scalars (K = 77) and as vectors, f32 and f16, one row of x and
+/// several.
 #[test]
 fn gemv_units_match_cpu_for_every_type() {
     let rt = runtime();
@@ -230,11 +231,13 @@ fn gemv_units_match_cpu_for_every_type() {
             let bytes = random_matrix(&mut rng, ty, n, k);
             let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
             let wf = decoded(ty, &bytes);
-            for m in [1, 3] {
-                for unit in [8, 32] {
-                    let what = format!("{ty} K={k} M={m} unit {unit}");
-                    let configure = |op: QMatmul| op.path(QMatmulPath::Gemv).gemv_unit(unit);
-                    check_product(&rt, &mut rng, &w, &wf, m, DType::F32, &configure, &what);
+            for dtype in float_dtypes(&rt) {
+                for m in [1, 3] {
+                    for unit in [8, 32] {
+                        let what = format!("{ty} K={k} M={m} {dtype} unit {unit}");
+                        let configure = |op: QMatmul| op.path(QMatmulPath::Gemv).gemv_unit(unit);
+                        check_product(&rt, &mut rng, &w, &wf, m, dtype, &configure, &what);
+                    }
                 }
             }
         }
