@@ -134,8 +134,8 @@ const GEMV_UNIT: u32 = 32;
 /// thousand rows) are too few workgroups to fill a large GPU at the large matrices' size.
 const GEMV_TARGET_THREADS: u32 = 1 << 16;
 
-/// The GEMV's workgroup size for `n` rows of `blocks` blocks of 32 weights: about three
-/// blocks per invocation where there are rows enough (on an H100, Vulkan, the 262144 x 640
+/// The GEMV's workgroup size for `n` rows of `blocks` work items of `unit` weights: about three
+/// blocks of 32 (or ten groups of 8) per invocation where there are rows enough (on an H100, Vulkan, the 262144 x 640
 /// Q8_0 GEMV of groups of 8 ran 206 us with ten groups per invocation, 238 with five, 513
 /// with 1.25), more invocations per workgroup where there are few workgroups, 32 to 256.
 fn gemv_workgroup(n: u32, blocks: u32, unit: u32) -> u32 {
@@ -383,6 +383,7 @@ pub struct QMatmul {
     path: QMatmulPath,
     /// Workgroup size of the GEMV; `None`: chosen from K.
     gemv_wg: Option<u32>,
+    /// Weights per GEMV work item; `None`: `GEMV_UNIT`.
     gemv_unit: Option<u32>,
     /// The activation of x's first half (the gate), when x is read through one.
     gated: Option<GatedAct>,
