@@ -44,8 +44,7 @@ struct Params {
     n: u32,
     k: u32,
     m: u32,
-    // Blocks of 32 weights per row (ceil(k / 32)) and words per row.
-    blocks32: u32,
+    // Words per row.
     row_words: u32,
     x_off: u32,
     w_off: u32,
@@ -53,8 +52,6 @@ struct Params {
     // Row stride of y (N of the whole matrix) and this part's first output column.
     ldy: u32,
     n0: u32,
-    // Groups of 8 weights per row (ceil(k / 8)).
-    groups: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<T>;
@@ -163,7 +160,8 @@ fn deq32(row: u32, b: u32) -> array<vec4<f32>, 8> {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lanes: Lanes) {
     let blocks = (params.n + ROWS - 1u) / ROWS;
     let last = max(params.n, 1u) - 1u;
-    let per_row = select(params.groups, params.blocks32, UNIT == 32u);
+    // Work items per row.
+    let per_row = (params.k + UNIT - 1u) / UNIT;
     let m_groups = (params.m + MB - 1u) / MB;
     // Elements per row of x.
     let ldx = select(params.k, 2u * params.k, GATED);

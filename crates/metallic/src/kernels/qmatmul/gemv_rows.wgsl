@@ -19,8 +19,7 @@ struct Params {
     n: u32,
     k: u32,
     m: u32,
-    // Blocks of 32 weights per row (ceil(k / 32); the GEMV's unit, unused here) and words per row.
-    blocks32: u32,
+    // Words per row.
     row_words: u32,
     x_off: u32,
     w_off: u32,
@@ -28,8 +27,6 @@ struct Params {
     // Row stride of y (N of the whole matrix) and this part's first output column.
     ldy: u32,
     n0: u32,
-    // Groups of 8 weights per row (ceil(k / 8); unused here).
-    groups: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<vec4<T>>;

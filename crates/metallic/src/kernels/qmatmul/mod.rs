@@ -134,12 +134,13 @@ const GEMV_UNIT: u32 = 32;
 /// thousand rows) are too few workgroups to fill a large GPU at the large matrices' size.
 const GEMV_TARGET_THREADS: u32 = 1 << 16;
 
-/// The GEMV's workgroup size for `n` rows of `blocks` work items of `unit` weights: about three
-/// blocks of 32 (or ten groups of 8) per invocation where there are rows enough (on an H100, Vulkan, the 262144 x 640
-/// Q8_0 GEMV of groups of 8 ran 206 us with ten groups per invocation, 238 with five, 513
-/// with 1.25), more invocations per workgroup where there are few workgroups, 32 to 256.
-fn gemv_workgroup(n: u32, blocks: u32, unit: u32) -> u32 {
-    let items = GEMV_ROWS * blocks;
+/// The GEMV's workgroup size for `n` rows of `per_row` work items of `unit` weights: about
+/// three blocks of 32 (or ten groups of 8) per invocation where there are rows enough (on an
+/// H100, Vulkan, the 262144 x 640 Q8_0 GEMV of groups of 8 ran 206 us with ten groups per
+/// invocation, 238 with five, 513 with 1.25), more invocations per workgroup where there are
+/// few workgroups, 32 to 256.
+fn gemv_workgroup(n: u32, per_row: u32, unit: u32) -> u32 {
+    let items = GEMV_ROWS * per_row;
     let by_items = (items / if unit == 8 { 10 } else { 3 }).max(1).next_power_of_two();
     let workgroups = n.div_ceil(GEMV_ROWS).max(1);
     let by_occupancy = (GEMV_TARGET_THREADS / workgroups).max(1).next_power_of_two().min(items.next_power_of_two());
@@ -395,14 +396,12 @@ struct GemvParams {
     n: u32,
     k: u32,
     m: u32,
-    blocks32: u32,
     row_words: u32,
     x_off: u32,
     w_off: u32,
     y_off: u32,
     ldy: u32,
     n0: u32,
-    groups: u32,
 }
 
 #[repr(C)]
@@ -578,8 +577,7 @@ impl Operation for QMatmul {
         let x = encoder.bind(&self.x)?;
         let y = encoder.bind(&self.y)?;
         let max = encoder.context().caps().limits.max_compute_workgroups_per_dimension.max(1);
-        let (k, groups, blocks32) =
-            (count_u32(OP, w.cols)?, count_u32(OP, w.groups())?, count_u32(OP, w.cols.div_ceil(32))?);
+        let (k, groups) = (count_u32(OP, w.cols)?, count_u32(OP, w.groups())?);
         let (ldy, row_words) = (count_u32(OP, w.rows)?, count_u32(OP, w.row_words)?);
         let dtype = self.x.dtype();
         let mut path = self.chosen_path();
@@ -598,14 +596,12 @@ impl Operation for QMatmul {
                 n,
                 k,
                 m,
-                blocks32,
                 row_words,
                 x_off: x.elem_offset(),
                 w_off: wb.elem_offset(),
                 y_off: y.elem_offset(),
                 ldy,
                 n0,
-                groups,
             };
             match path {
                 QMatmulPath::GemvRows => {
@@ -630,7 +626,7 @@ impl Operation for QMatmul {
                     let wg = match self.gemv_wg {
                         Some(wg) if wg.is_power_of_two() && (32..=256).contains(&wg) => wg,
                         Some(wg) => return Err(Error::invalid(OP, format!("GEMV workgroup size {wg}"))),
-                        None => gemv_workgroup(n, if unit == 8 { groups } else { blocks32 }, unit),
+                        None => gemv_workgroup(n, k.div_ceil(unit), unit),
                     };
                     let mb = m.min(GEMV_MAX_MB);
                     // x read as vectors where its rows start on 4-element boundaries.
