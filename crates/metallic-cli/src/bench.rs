@@ -233,6 +233,15 @@ pub enum BenchCommand {
         /// Weights per work item of the GEMV, 8 or 32 (default: the engine's choice); for tuning.
         #[arg(long)]
         gemv_unit: Option<u32>,
+        /// Lanes per super-block of the K-quant GEMV (Q4_K, Q6_K), 4 or 8; for tuning.
+        #[arg(long, conflicts_with = "gemv_unit")]
+        gemv_lanes: Option<u32>,
+        /// Workgroup size of the GEMV (default: the engine's choice); for tuning.
+        #[arg(long)]
+        gemv_wg: Option<u32>,
+        /// Outputs per workgroup of the K-quant GEMV, 4 or 8; for tuning.
+        #[arg(long, conflicts_with = "gemv_unit")]
+        gemv_rows: Option<u32>,
     },
     /// Softmax over the last dimension of [rows, cols].
     Softmax {
@@ -405,8 +414,9 @@ pub fn run(command: BenchCommand) -> metallic_models::Result<()> {
         BenchCommand::Sdpa { args, .. } => sdpa(&rt, dtype, &args)?,
         BenchCommand::Gemm { args, .. } => gemm(&rt, dtype, &args)?,
         BenchCommand::Gemv { n, k, .. } => gemv(&rt, dtype, n, k)?,
-        BenchCommand::Qmatmul { ty, m, n, k, path, gemv_unit, .. } => {
-            qmatmul(&rt, dtype, ty.into(), [m, n, k], path.into(), gemv_unit)?
+        BenchCommand::Qmatmul { ty, m, n, k, path, gemv_unit, gemv_lanes, gemv_wg, gemv_rows, .. } => {
+            let tuning = GemvTuning { unit: gemv_unit, lanes: gemv_lanes, wg: gemv_wg, rows: gemv_rows };
+            qmatmul(&rt, dtype, ty.into(), [m, n, k], path.into(), tuning)?
         }
         BenchCommand::Softmax { rows, .. } => softmax(&rt, dtype, &rows)?,
         BenchCommand::Layernorm { rows, rms, .. } => layernorm(&rt, dtype, &rows, rms)?,
@@ -628,13 +638,21 @@ fn gemv(rt: &Runtime, dtype: DType, n: usize, k: usize) -> Result<Workload> {
     })
 }
 
+/// The GEMV knobs `bench qmatmul` passes on where given.
+struct GemvTuning {
+    unit: Option<u32>,
+    lanes: Option<u32>,
+    wg: Option<u32>,
+    rows: Option<u32>,
+}
+
 fn qmatmul(
     rt: &Runtime,
     dtype: DType,
     ty: QuantType,
     [m, n, k]: [usize; 3],
     path: QMatmulPath,
-    gemv_unit: Option<u32>,
+    tuning: GemvTuning,
 ) -> Result<Workload> {
     positive("--m", m)?;
     positive("--n", n)?;
@@ -648,10 +666,24 @@ fn qmatmul(
     let x = Tensor::random_uniform(rt, [m, k], dtype, -1.0, 1.0, 1)?;
     let y = Tensor::empty(rt, [m, n], dtype)?;
     let mut op = QMatmul::new(&x, &w, &y)?.path(path);
-    if let Some(unit) = gemv_unit {
+    if let Some(unit) = tuning.unit {
         op = op.gemv_unit(unit);
     }
-    let path = format!("{:?}", op.chosen_path()).to_lowercase();
+    if let Some(lanes) = tuning.lanes {
+        op = op.gemv_lanes(lanes);
+    }
+    if let Some(wg) = tuning.wg {
+        op = op.gemv_workgroup(wg);
+    }
+    if let Some(rows) = tuning.rows {
+        op = op.gemv_rows(rows);
+    }
+    let mut path = format!("{:?}", op.chosen_path()).to_lowercase();
+    for (name, knob) in [("unit", tuning.unit), ("lanes", tuning.lanes), ("wg", tuning.wg), ("rows", tuning.rows)] {
+        if let Some(v) = knob {
+            path.push_str(&format!(" {name} {v}"));
+        }
+    }
     let (mf, nf, kf) = (m as f64, n as f64, k as f64);
     Ok(Workload {
         case: "qmatmul",

@@ -76,7 +76,7 @@ impl Kernel {
 }
 
 /// Most override constants one pipeline key can carry.
-pub const MAX_OVERRIDES: usize = 7;
+pub const MAX_OVERRIDES: usize = 8;
 
 /// Values for a kernel's WGSL `override` constants. Part of the pipeline key; fixed-size so
 /// that building a key per dispatch does not allocate.

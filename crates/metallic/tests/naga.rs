@@ -28,7 +28,12 @@ fn is_shared(path: &Path) -> bool {
 
 /// Shared pieces a kernel takes from another folder (kernel, piece; under `src/kernels`), as
 /// its `Kernel` static appends them.
-const ACROSS: &[(&str, &str)] = &[("qmatmul/gemv.wgsl", "unary/unary_common.wgsl")];
+const ACROSS: &[(&str, &str)] = &[
+    ("qmatmul/gemv.wgsl", "unary/unary_common.wgsl"),
+    ("qmatmul/gemv.wgsl", "qmatmul/gemv_x_common.wgsl"),
+    ("qmatmul/gemv_sb.wgsl", "unary/unary_common.wgsl"),
+    ("qmatmul/gemv_sb.wgsl", "qmatmul/gemv_x_common.wgsl"),
+];
 
 /// The shared pieces that go with kernel file `file`, concatenated.
 fn shared_pieces(file: &Path) -> String {

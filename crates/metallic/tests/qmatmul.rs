@@ -249,6 +249,71 @@ fn gemv_units_match_cpu_for_every_type() {
     assert!(rt.record(&odd).is_err(), "a GEMV unit other than 8 or 32 is refused");
 }
 
+/// The K-quant GEMV (Q4_K, Q6_K) against the CPU for both lane and row counts, rows of one super-block
+/// pass and of several with the last pass partial (workgroups of 32 lanes over 5 super-blocks),
+/// x as vectors and as scalars (a view at an odd offset), f32 and f16, and more rows of x than
+/// one workgroup takes; and the knobs it refuses.
+#[test]
+fn kquant_gemv_matches_cpu() {
+    let rt = runtime();
+    let mut rng = Rng::new(17);
+    let n = 9;
+    for ty in [QuantType::Q4K, QuantType::Q6K] {
+        for k in [512, 1280] {
+            let bytes = random_matrix(&mut rng, ty, n, k);
+            let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
+            let wf = decoded(ty, &bytes);
+            for dtype in float_dtypes(&rt) {
+                for m in [1, 3, 9] {
+                    for (lanes, rows) in [(4, 4), (8, 4), (4, 8)] {
+                        for wg in [None, Some(32)] {
+                            let what = format!("{ty} K={k} M={m} {dtype} lanes {lanes} rows {rows} wg {wg:?}");
+                            let configure = |op: QMatmul| {
+                                let op = op.path(QMatmulPath::Gemv).gemv_lanes(lanes).gemv_rows(rows);
+                                match wg {
+                                    Some(wg) => op.gemv_workgroup(wg),
+                                    None => op,
+                                }
+                            };
+                            check_product(&rt, &mut rng, &w, &wf, m, dtype, &configure, &what);
+                        }
+                    }
+                }
+                // x at an odd offset: read as scalars.
+                let (xbig, xr) = upload(&rt, &[k + 1], dtype, &rng.vec(k + 1, -1.0, 1.0));
+                let x = xbig.narrow(1, k).unwrap().reshape([1, k]).unwrap();
+                let y = Tensor::zeros(&rt, [1, n], dtype).unwrap();
+                rt.record(&QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::Gemv)).unwrap();
+                let (want, scale) = reference(&xr[1..=k], &wf, 1, n, k);
+                assert_dot_close(
+                    &y.to_vec_f32().unwrap(),
+                    &want,
+                    &scale,
+                    tol(dtype),
+                    &format!("{ty} K={k} {dtype} odd x"),
+                );
+            }
+        }
+    }
+    let (x, y) = (Tensor::zeros(&rt, [1, 256], DType::F32).unwrap(), Tensor::zeros(&rt, [1, 2], DType::F32).unwrap());
+    let q4k =
+        QuantMatrix::from_bytes(&rt, QuantType::Q4K, 2, 256, &random_matrix(&mut rng, QuantType::Q4K, 2, 256)).unwrap();
+    let q8 = QuantMatrix::from_bytes(&rt, QuantType::Q8_0, 2, 256, &random_matrix(&mut rng, QuantType::Q8_0, 2, 256))
+        .unwrap();
+    let gemv = |w: &QuantMatrix| QMatmul::new(&x, w, &y).unwrap().path(QMatmulPath::Gemv);
+    for (op, what) in [
+        (gemv(&q4k).gemv_lanes(16), "16 lanes"),
+        (gemv(&q8).gemv_lanes(8), "lanes for Q8_0"),
+        (gemv(&q4k).gemv_lanes(8).gemv_unit(32), "lanes and a unit"),
+        (gemv(&q4k).gemv_workgroup(48), "a workgroup of 48"),
+        (gemv(&q4k).gemv_lanes(8).gemv_workgroup(36), "a workgroup of 36"),
+        (gemv(&q4k).gemv_rows(6), "6 rows"),
+        (gemv(&q8).gemv_rows(8), "rows for Q8_0"),
+    ] {
+        assert!(matches!(rt.record(&op), Err(Error::InvalidArgument { .. })), "{what} is refused");
+    }
+}
+
 /// The GEMV and the row GEMV do each row of x's arithmetic the same way whatever the other
 /// rows (batched decoding relies on it): every row of an M-row product is bit-identical to the
 /// one-row product of that row.

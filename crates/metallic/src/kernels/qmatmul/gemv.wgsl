@@ -39,56 +39,6 @@ override XVEC: bool = false;
 // Weights per work item: 32 (`deq32`) or 8 (`deq8`).
 override UNIT: u32 = 32u;
 
-struct Params {
-    // Rows of this part, weights per row, rows of x.
-    n: u32,
-    k: u32,
-    m: u32,
-    // Words per row.
-    row_words: u32,
-    x_off: u32,
-    w_off: u32,
-    y_off: u32,
-    // Row stride of y (N of the whole matrix) and this part's first output column.
-    ldy: u32,
-    n0: u32,
-}
-
-@group(0) @binding(0) var<storage, read_write> x: array<T>;
-@group(0) @binding(1) var<storage, read_write> w: array<u32>;
-@group(0) @binding(2) var<storage, read_write> y: array<T>;
-// x again, as vectors (XVEC).
-@group(0) @binding(3) var<storage, read_write> xv: array<vec4<T>>;
-
-fn x_at(base: u32, e: u32) -> f32 {
-    var v = 0.0;
-    if e < params.k {
-        if GATED {
-            v = f32(T(apply(f32(x[base + e])) * f32(x[base + params.k + e])));
-        } else {
-            v = f32(x[base + e]);
-        }
-    }
-    return v;
-}
-
-// Elements e .. e + 4 of the row of x at `base` (XVEC: base and e multiples of 4; a vector
-// is inside the row or past K whole), read through the gate as `x_at` reads them.
-fn x_vec(base: u32, e: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if e < params.k {
-        let i = (base + e) / 4u;
-        if GATED {
-            let g = vec4<f32>(xv[i]);
-            let a = vec4<f32>(apply(g.x), apply(g.y), apply(g.z), apply(g.w));
-            v = vec4<f32>(vec4<T>(a * vec4<f32>(xv[i + params.k / 4u])));
-        } else {
-            v = vec4<f32>(xv[i]);
-        }
-    }
-    return v;
-}
-
 // The 32 weights 32b .. 32b + 32 of the row starting at word `row`, four per vector. The
 // common types decode their block here with its scale read once; the rest go through `deq8`.
 fn deq32(row: u32, b: u32) -> array<vec4<f32>, 8> {
@@ -194,14 +144,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     let xb = params.x_off + min(m0 + j, params.m - 1u) * ldx;
                     var s = 0.0;
                     for (var q = 0u; q < UNIT / 4u; q += 1u) {
-                        let x0 = e + 4u * q;
-                        var x4: vec4<f32>;
-                        if XVEC {
-                            x4 = x_vec(xb, x0);
-                        } else {
-                            x4 = vec4<f32>(x_at(xb, x0), x_at(xb, x0 + 1u), x_at(xb, x0 + 2u), x_at(xb, x0 + 3u));
-                        }
-                        s += dot(wv[q], x4);
+                        s += dot(wv[q], x4(xb, e + 4u * q));
                     }
                     acc[j] += s;
                 }

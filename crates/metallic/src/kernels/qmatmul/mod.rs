@@ -7,7 +7,10 @@
 //! weight rows, its invocations on consecutive blocks of 32 weights, so each weight is read
 //! once per row of x) and a tiled GEMM for many (`gemm.wgsl`, prefill: 64 x 64 output tiles,
 //! W decoded into workgroup memory a 64 x 32 tile at a time). Both share the decoder in
-//! `common.wgsl`. CPU adapters get a third, the row GEMV (`gemv_rows.wgsl`: each invocation two
+//! `common.wgsl`. Q4_K and Q6_K, the bulk of a Q4_K_M model, take a GEMV of their own
+//! (`gemv_sb.wgsl`: a few lanes per super-block reading adjacent words, x kept in registers for
+//! the workgroup's four rows, quants turned into f32 without conversion instructions), 3-4x
+//! the block GEMV's speed at 8B shapes on an H100. CPU adapters get a third, the row GEMV (`gemv_rows.wgsl`: each invocation two
 //! whole rows, a block of 32 weights at a time, no workgroup memory or barrier), for up to 32
 //! rows of x.
 //!
@@ -84,7 +87,23 @@ use crate::tensor::{DType, MAX_DIMS, Shape, Tensor};
 
 static GEMV: Kernel = Kernel {
     name: "qmatmul_gemv",
-    source: concat!(include_str!("gemv.wgsl"), include_str!("common.wgsl"), include_str!("../unary/unary_common.wgsl")),
+    source: concat!(
+        include_str!("gemv.wgsl"),
+        include_str!("gemv_x_common.wgsl"),
+        include_str!("common.wgsl"),
+        include_str!("../unary/unary_common.wgsl")
+    ),
+    entry: "main",
+    bindings: 4,
+};
+static GEMV_SB: Kernel = Kernel {
+    name: "qmatmul_gemv_sb",
+    source: concat!(
+        include_str!("gemv_sb.wgsl"),
+        include_str!("gemv_x_common.wgsl"),
+        include_str!("common.wgsl"),
+        include_str!("../unary/unary_common.wgsl")
+    ),
     entry: "main",
     bindings: 4,
 };
@@ -146,6 +165,35 @@ fn gemv_workgroup(n: u32, per_row: u32, unit: u32) -> u32 {
     let by_occupancy = (GEMV_TARGET_THREADS / workgroups).max(1).next_power_of_two().min(items.next_power_of_two());
     by_items.max(by_occupancy).clamp(32, 256)
 }
+/// Lanes per super-block of the K-quant GEMV (`LANES` in `gemv_sb.wgsl`), 4 or 8: on an H100,
+/// 4 were 5-10% faster than 8 on every Q4_K shape of an 8B model and the same on Q6_K
+/// (docs/PERFORMANCE.md, 2026-12-06); 8 rows per workgroup instead of 4 were 1.4-1.8x slower.
+const GEMV_SB_LANES: u32 = 4;
+
+/// Whether the K-quant GEMV (`gemv_sb.wgsl`) takes weights of this type.
+fn gemv_sb_takes(ty: QuantType) -> bool {
+    matches!(ty, QuantType::Q4K | QuantType::Q6K)
+}
+
+/// The K-quant GEMV's workgroup size for rows of `supers` super-blocks of `lanes` lanes each:
+/// of the multiples of 32 up to 256, one that leaves the fewest lanes idle over its passes
+/// along a row, the largest of those (rows of 4096 weights: 128, one pass; of 14336: 224, two).
+fn gemv_sb_workgroup(supers: u32, lanes: u32) -> u32 {
+    let need = supers.saturating_mul(lanes).max(1);
+    (1..=8u32).map(|i| 32 * i).min_by_key(|&wg| (need.div_ceil(wg) * wg, std::cmp::Reverse(wg))).unwrap_or(256)
+}
+
+/// A GEMV kernel and how to run it ([`QMatmul::gemv_kernel`]).
+struct GemvChoice {
+    kernel: &'static Kernel,
+    wg: u32,
+    /// Outputs per workgroup.
+    rows: u32,
+    /// The kernel's own overrides, the first `variants` of them.
+    variant: [(&'static str, f64); 2],
+    variants: usize,
+}
+
 /// Output tile of the GEMM (`BM`, `BN` in `gemm.wgsl`).
 const GEMM_TILE: u32 = 64;
 
@@ -386,6 +434,10 @@ pub struct QMatmul {
     gemv_wg: Option<u32>,
     /// Weights per GEMV work item; `None`: `GEMV_UNIT`.
     gemv_unit: Option<u32>,
+    /// Lanes per super-block of the K-quant GEMV; `None`: `GEMV_SB_LANES`.
+    gemv_lanes: Option<u32>,
+    /// Outputs per workgroup of the K-quant GEMV; `None`: `GEMV_ROWS`.
+    gemv_rows: Option<u32>,
     /// The activation of x's first half (the gate), when x is read through one.
     gated: Option<GatedAct>,
 }
@@ -447,6 +499,8 @@ impl QMatmul {
             path: QMatmulPath::Auto,
             gemv_wg: None,
             gemv_unit: None,
+            gemv_lanes: None,
+            gemv_rows: None,
             gated: None,
         };
         this.validate()?;
@@ -467,6 +521,8 @@ impl QMatmul {
             path: QMatmulPath::Gemv,
             gemv_wg: None,
             gemv_unit: None,
+            gemv_lanes: None,
+            gemv_rows: None,
             gated: Some(act),
         };
         this.validate()?;
@@ -493,6 +549,21 @@ impl QMatmul {
         self
     }
 
+    /// Lanes per super-block of the K-quant GEMV (Q4_K, Q6_K), 4 or 8; for tuning. Without it,
+    /// and without [`QMatmul::gemv_unit`], the GEMV of those types is the K-quant one.
+    #[doc(hidden)]
+    pub fn gemv_lanes(mut self, lanes: u32) -> Self {
+        self.gemv_lanes = Some(lanes);
+        self
+    }
+
+    /// Outputs per workgroup of the K-quant GEMV (Q4_K, Q6_K), 4 or 8; for tuning.
+    #[doc(hidden)]
+    pub fn gemv_rows(mut self, rows: u32) -> Self {
+        self.gemv_rows = Some(rows);
+        self
+    }
+
     /// The kernel [`encode`](Operation::encode) runs: never [`QMatmulPath::Auto`].
     pub fn chosen_path(&self) -> QMatmulPath {
         match self.path {
@@ -512,6 +583,49 @@ impl QMatmul {
         } else {
             QMatmulPath::Gemm
         }
+    }
+
+    /// The GEMV kernel for `n` rows of `k` weights: the K-quant GEMV for Q4_K and Q6_K unless
+    /// a unit of the block GEMV is asked for, else the block GEMV.
+    fn gemv_kernel(&self, n: u32, k: u32) -> Result<GemvChoice> {
+        let ty = self.w.ty;
+        let lanes = match (self.gemv_lanes, self.gemv_unit) {
+            (Some(_), Some(_)) => return Err(Error::invalid(OP, "a GEMV unit and K-quant GEMV lanes both asked for")),
+            (Some(l), None) if (l == 4 || l == 8) && gemv_sb_takes(ty) => Some(l),
+            (Some(l), None) => {
+                return Err(Error::invalid(OP, format!("K-quant GEMV lanes {l} for {ty}: 4 or 8, Q4_K or Q6_K")));
+            }
+            (None, None) if gemv_sb_takes(ty) => Some(GEMV_SB_LANES),
+            (None, _) => None,
+        };
+        if let Some(lanes) = lanes {
+            let wg = match self.gemv_wg {
+                Some(wg) if wg.is_multiple_of(32) && wg.is_multiple_of(lanes) && (32..=256).contains(&wg) => wg,
+                Some(wg) => return Err(Error::invalid(OP, format!("K-quant GEMV workgroup size {wg}"))),
+                None => gemv_sb_workgroup(k / 256, lanes),
+            };
+            let rows = match self.gemv_rows {
+                Some(r @ (4 | 8)) => r,
+                Some(r) => return Err(Error::invalid(OP, format!("K-quant GEMV rows {r}: 4 or 8"))),
+                None => GEMV_ROWS,
+            };
+            let variant = [("LANES", f64::from(lanes)), ("ROWS", f64::from(rows))];
+            return Ok(GemvChoice { kernel: &GEMV_SB, wg, rows, variant, variants: 2 });
+        }
+        if self.gemv_rows.is_some() {
+            return Err(Error::invalid(OP, "GEMV rows per workgroup are a knob of the K-quant GEMV (Q4_K, Q6_K)"));
+        }
+        let unit = self.gemv_unit.unwrap_or(GEMV_UNIT);
+        if unit != 8 && unit != 32 {
+            return Err(Error::invalid(OP, format!("GEMV unit {unit}: 8 or 32")));
+        }
+        let wg = match self.gemv_wg {
+            Some(wg) if wg.is_power_of_two() && (32..=256).contains(&wg) => wg,
+            Some(wg) => return Err(Error::invalid(OP, format!("GEMV workgroup size {wg}"))),
+            None => gemv_workgroup(n, k.div_ceil(unit), unit),
+        };
+        let variant = [("UNIT", f64::from(unit)); 2];
+        Ok(GemvChoice { kernel: &GEMV, wg, rows: GEMV_ROWS, variant, variants: 1 })
     }
 
     fn rows_of_x(&self) -> usize {
@@ -619,32 +733,28 @@ impl Operation for QMatmul {
                     )?;
                 }
                 QMatmulPath::Gemv | QMatmulPath::Auto => {
-                    let unit = self.gemv_unit.unwrap_or(GEMV_UNIT);
-                    if unit != 8 && unit != 32 {
-                        return Err(Error::invalid(OP, format!("GEMV unit {unit}: 8 or 32")));
-                    }
-                    let wg = match self.gemv_wg {
-                        Some(wg) if wg.is_power_of_two() && (32..=256).contains(&wg) => wg,
-                        Some(wg) => return Err(Error::invalid(OP, format!("GEMV workgroup size {wg}"))),
-                        None => gemv_workgroup(n, k.div_ceil(unit), unit),
-                    };
+                    let choice = self.gemv_kernel(n, k)?;
                     let mb = m.min(GEMV_MAX_MB);
                     // x read as vectors where its rows start on 4-element boundaries.
                     let xvec = x.elem_offset().is_multiple_of(4) && k.is_multiple_of(4);
-                    let workgroups = [n.div_ceil(GEMV_ROWS).min(max), 1, m.div_ceil(mb).min(max)];
-                    let overrides = Overrides::new(&[
-                        ("WG", f64::from(wg)),
+                    let workgroups = [n.div_ceil(choice.rows).min(max), 1, m.div_ceil(mb).min(max)];
+                    let [a, b] = choice.variant;
+                    let items = [
+                        ("WG", f64::from(choice.wg)),
                         ("QTYPE", f64::from(w.ty.ggml_id())),
                         ("MB", f64::from(mb)),
                         ("GATED", if self.gated.is_some() { 1.0 } else { 0.0 }),
                         ("OP", self.gated.map_or(0.0, |act| act.unary_op().code())),
                         ("XVEC", if xvec { 1.0 } else { 0.0 }),
-                        ("UNIT", f64::from(unit)),
-                    ])?;
+                        a,
+                        b,
+                    ];
+                    let overrides = Overrides::new(items.get(..6 + choice.variants).unwrap_or(&items))?;
+                    let kernel = choice.kernel;
                     encoder.dispatch(
                         cache,
                         Dispatch {
-                            kernel: &GEMV,
+                            kernel,
                             dtype,
                             overrides,
                             bindings: &[&x, &wb, &y, &x],

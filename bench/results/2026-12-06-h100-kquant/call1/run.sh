@@ -1,0 +1,49 @@
+#!/bin/sh
+# Device call 1: the K-quant GEMV against the block GEMV (777fc0b) and the SPAN layout, then 8B/1B/small A/B with the peer.
+set -u
+for f in .gl/*.deb; do dpkg -x $f / >/dev/null; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json XDG_RUNTIME_DIR=/tmp
+R=$OUT/r; mkdir -p $R
+save() { tar czf $OUT/res.tgz -C $OUT r; }
+xz -dc .dev/a777.xz > /tmp/A; xz -dc .dev/b.xz > /tmp/B; chmod +x /tmp/A /tmp/B
+mkdir -p /tmp/peer && tar xJf .peer/peer.tar.xz -C /tmp/peer
+P=/tmp/peer/bin
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > $R/gpu.txt
+/tmp/B bench copy --mb 1024 --json > $R/copy.json
+# 1. GEMV kernels: A (block GEMV before SPAN), B default (K-quant, 8 lanes), B 4 lanes, B block GEMV (SPAN, unit 32)
+for c in "q4-k 28672 4096" "q4-k 4096 14336" "q6-k 4096 14336" "q4-k 4096 4096" "q4-k 6144 4096" "q6-k 128256 4096" "q4-k 16384 2048" "q6-k 2048 8192"; do
+  for round in 1 2; do
+    for v in "A" "B" "B --gemv-lanes 4" "B --gemv-unit 32"; do
+      set -- $v; bin=/tmp/$1; shift
+      echo "{\"v\": \"$v\", \"case\": \"$c\"}"
+      timeout 60 $bin bench qmatmul --type $(echo $c | cut -d' ' -f1) --n $(echo $c | cut -d' ' -f2) --k $(echo $c | cut -d' ' -f3) --path gemv --json "$@" || echo '{"failed": 1}'
+    done
+  done
+done > $R/gemv.jsonl 2> $R/gemv.err
+save
+# 2. 8B and 1B: A/B decode, B profile, peer
+for name in llama-3.1-8b-q4_k_m llama-3.2-1b-q4_k_m; do
+  f=/tmp/$name.gguf
+  python3 bench/synth_gguf.py $name .dev/ggml-vocab-llama-bpe.gguf $f > /dev/null 2>> $R/synth.err
+  for round in 1 2; do for s in A B; do
+    echo "{\"bin\": \"$s\"}"; timeout 120 /tmp/$s bench generate --model $f --prompt-tokens 512 --gen-tokens 128 || echo '{"failed": 1}'
+  done; done > $R/$name.jsonl 2>> $R/gen.err
+  timeout 120 /tmp/B bench generate --model $f --prompt-tokens 16 --gen-tokens 64 --profile > $R/$name.profile 2>&1
+  save
+  LD_LIBRARY_PATH=$P $P/llama-server -m $f -ngl 99 -c 8192 --parallel 1 --port 8088 > /tmp/ls.log 2>&1 &
+  srv=$!
+  timeout 200 python3 bench/gemma_peer.py http://127.0.0.1:8088 512 128 16 > $R/$name.peer 2>&1
+  kill $srv; wait $srv 2>/dev/null
+  grep -E "ggml_vulkan|offloaded" /tmp/ls.log | head -5 >> $R/$name.peer
+  rm -f $f
+  save
+done
+# 3. small models A/B
+for m in smollm2-135m-instruct-q4_1 qwen2.5-coder-0.5b-instruct-q4_k_m gemma3-270m-q4_k_m; do
+  f=/tmp/$m.gguf; python3 bench/regrow_gguf.py grow .dev/$m.hdr $f > /dev/null
+  for round in 1 2; do for s in A B; do
+    echo "{\"bin\": \"$s\"}"; timeout 120 /tmp/$s bench generate --model $f --prompt-tokens 512 --gen-tokens 128 || echo '{"failed": 1}'
+  done; done > $R/$m.jsonl 2>> $R/gen.err
+  save
+done
+echo done
