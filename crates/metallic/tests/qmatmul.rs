@@ -249,7 +249,7 @@ fn gemv_units_match_cpu_for_every_type() {
     assert!(rt.record(&odd).is_err(), "a GEMV unit other than 8 or 32 is refused");
 }
 
-/// The K-quant GEMV (Q4_K, Q6_K) against the CPU for both lane and row counts, rows of one super-block
+/// The K-quant GEMV (Q4_K, Q5_K, Q6_K) against the CPU for both lane and row counts, rows of one super-block
 /// pass and of several with the last pass partial (workgroups of 32 lanes over 5 super-blocks),
 /// x as vectors and as scalars (a view at an odd offset), f32 and f16, and more rows of x than
 /// one workgroup takes; and the knobs it refuses.
@@ -258,14 +258,14 @@ fn kquant_gemv_matches_cpu() {
     let rt = runtime();
     let mut rng = Rng::new(17);
     let n = 9;
-    for ty in [QuantType::Q4K, QuantType::Q6K] {
+    for ty in [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {
         for k in [512, 1280] {
             let bytes = random_matrix(&mut rng, ty, n, k);
             let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
             let wf = decoded(ty, &bytes);
             for dtype in float_dtypes(&rt) {
                 for m in [1, 3, 9] {
-                    for (lanes, rows) in [(4, 4), (8, 4), (4, 8)] {
+                    for (lanes, rows) in [(4, 4), (8, 4), (4, 8), (8, 2), (4, 1)] {
                         for wg in [None, Some(32)] {
                             let what = format!("{ty} K={k} M={m} {dtype} lanes {lanes} rows {rows} wg {wg:?}");
                             let configure = |op: QMatmul| {

@@ -1,5 +1,5 @@
 // metallic: trusted
-// Quantized GEMV for the K-quants Q4_K and Q6_K (super-blocks of 256 weights) and few rows of
+// Quantized GEMV for the K-quants Q4_K, Q5_K and Q6_K (super-blocks of 256 weights) and few rows of
 // x (decode): y[m, n0 + r] = sum_k x[m, k] * W[r, k] for the rows r of one weight part, f32
 // accumulation.
 //
@@ -19,7 +19,8 @@
 // which 2^23 is subtracted exactly (`in_place`). Bytes 1 and 3 of a word are read in place, at
 // 256 times their value (a high nibble at 16 and 4096 times), and the x values they multiply
 // were scaled by the inverse powers of two when read (exact), once for all ROWS rows. The
-// offsets (Q4_K's mins, Q6_K's -32) multiply the sums of the lane's x values, also shared.
+// offsets (Q4_K's and Q5_K's mins, Q6_K's -32) multiply the sums of the lane's x values, also
+// shared.
 //
 // Compiled without runtime checks: weight reads stay inside rows below `n` (rows past it read
 // the last one) and super-blocks below K / 256, x reads inside rows below `m` and columns below
@@ -29,8 +30,10 @@
 // GATED: x holds rows of 2K, a gate half and an up half, and the product's input is
 // act(gate) * up, read through `x4` as gemv.wgsl reads it.
 
-// Adjacent outputs per workgroup, 4 or 8 (workgroup_sum4 reduces four at a time).
+// Adjacent outputs per workgroup: 1, 2, 4 or 8 (`workgroup_sum4` reduces up to four at a
+// time, GROUPS times).
 override ROWS: u32 = 4u;
+override GROUPS: u32 = (ROWS + 3u) / 4u;
 const MAX_GROUPS: u32 = 16u;
 // Rows of x per workgroup, 1 to MAX_MB.
 override MB: u32 = 1u;
@@ -39,7 +42,8 @@ const MAX_MB: u32 = 8u;
 override GATED: bool = false;
 // Whether x is read four elements at a time through `xv` (x's offset and K multiples of 4).
 override XVEC: bool = false;
-// Lanes per super-block, 4 or 8: each reads 32 / LANES of its 32 words of quants (ql for Q6_K).
+// Lanes per super-block, 4 or 8: each reads 32 / LANES of its 32 words of quants (qs, or ql
+// for Q6_K).
 override LANES: u32 = 8u;
 const MAX_WORDS: u32 = 8u;
 const TWO23: f32 = 8388608.0;
@@ -59,16 +63,24 @@ fn in_place(v: u32, mask: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(b | vec4<u32>(0x4B000000u)) - TWO23;
 }
 
+// Whether the type is Q4_K or Q5_K: qs[128] under 6-bit scales and mins.
+fn with_mins() -> bool {
+    return QTYPE == 12u || QTYPE == 13u;
+}
+
 // Words of one super-block.
 fn sb_words() -> u32 {
+    if QTYPE == 13u {
+        return 44u;
+    }
     return select(53u, 36u, QTYPE == 12u);
 }
 
 // The first of the four weights that the low nibbles of word `wd` (0 .. 32) of a super-block's
 // quants hold; those of its high nibbles follow `hi_off()` later.
 fn lo_elem(wd: u32) -> u32 {
-    if QTYPE == 12u {
-        // Q4_K: qs[32j + l], low nibbles weight 64j + l (sub-block 2j), high 64j + 32 + l.
+    if with_mins() {
+        // Q4_K, Q5_K: qs[32j + l], low nibbles weight 64j + l (sub-block 2j), high 64j + 32 + l.
         return 64u * (wd / 8u) + 4u * (wd % 8u);
     }
     // Q6_K: ql[64n + 32h + l], low nibbles weight 128n + 32h + l, high 128n + 32h + 64 + l.
@@ -76,13 +88,14 @@ fn lo_elem(wd: u32) -> u32 {
 }
 
 fn hi_off() -> u32 {
-    return select(64u, 32u, QTYPE == 12u);
+    return select(64u, 32u, with_mins());
 }
 
 // Reads the lane's x values of the super-block whose first weight is `e0` (see `xlo`).
 fn load_x(xb: u32, e0: u32, t: u32) {
     let lo_scale = vec4<f32>(1.0, 1.0 / 256.0, 1.0, 1.0 / 256.0);
-    // Q4_K's high nibbles are read in place at 16 times their value, Q6_K's quants are bytes.
+    // Q4_K's high nibbles are read in place at 16 times their value; Q5_K's and Q6_K's quants
+    // are whole bytes.
     let hi_scale = select(lo_scale, lo_scale / 16.0, QTYPE == 12u);
     for (var u = 0u; u < 32u / LANES; u += 1u) {
         let e = e0 + lo_elem(LANES * u + t);
@@ -95,7 +108,8 @@ fn load_x(xb: u32, e0: u32, t: u32) {
     }
 }
 
-// The lane's part of one Q4_K super-block (words from `bw`: d dmin, scales[12], qs[128]) times x.
+// The lane's part of one Q4_K or Q5_K super-block (words from `bw`: d dmin, scales[12], then
+// qs[128], or qh[32] and qs[128]) times x.
 fn row_q4k(bw: u32, t: u32) -> f32 {
     let dm = unpack2x16float(w[bw]);
     let h0 = w[bw + 1u];
@@ -119,10 +133,25 @@ fn row_q4k(bw: u32, t: u32) -> f32 {
     for (var u = 0u; u < 32u / LANES; u += 1u) {
         // The word's group: sub-blocks 2j and 2j + 1 (t < LANES, which divides 8).
         let j = LANES * u / 8u;
-        let v = w[bw + 4u + LANES * u + t];
         let c = 2u * (j % 2u);
-        even += sc[j / 2u][c] * dot(in_place(v, 0x0Fu), xlo[u]);
-        odd += sc[j / 2u][c + 1u] * dot(in_place(v, 0xF0u), xhi[u]);
+        var lo = 0.0;
+        var hi = 0.0;
+        if QTYPE == 12u {
+            let v = w[bw + 4u + LANES * u + t];
+            lo = dot(in_place(v, 0x0Fu), xlo[u]);
+            hi = dot(in_place(v, 0xF0u), xhi[u]);
+        } else {
+            // Q5_K: the fifth bit of weight l of sub-block s is bit s of qh[l].
+            let wd = LANES * u + t;
+            let v = w[bw + 12u + wd];
+            let qh = w[bw + 4u + wd % 8u] >> (2u * j);
+            let q_lo = (v & 0x0F0F0F0Fu) | ((qh & 0x01010101u) << 4u);
+            let q_hi = ((v >> 4u) & 0x0F0F0F0Fu) | (((qh >> 1u) & 0x01010101u) << 4u);
+            lo = dot(in_place(q_lo, 0xFFu), xlo[u]);
+            hi = dot(in_place(q_hi, 0xFFu), xhi[u]);
+        }
+        even += sc[j / 2u][c] * lo;
+        odd += sc[j / 2u][c + 1u] * hi;
         min_even += mn[j / 2u][c] * slo[u];
         min_odd += mn[j / 2u][c + 1u] * shi[u];
     }
@@ -174,13 +203,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 for (var j = 0u; j < MB; j += 1u) {
                     // Rows of x past m repeat the last one; their sums are not stored.
                     load_x(params.x_off + min(m0 + j, params.m - 1u) * ldx, 256u * sb, t);
-                    for (var g = 0u; g < ROWS / 4u; g += 1u) {
+                    for (var g = 0u; g < GROUPS; g += 1u) {
                         var part = vec4<f32>(0.0);
-                        for (var c = 0u; c < 4u; c += 1u) {
+                        for (var c = 0u; c < min(ROWS, 4u); c += 1u) {
                             // Rows past the part repeat its last one; their sums are not stored.
                             let row = min(r0 + 4u * g + c, last);
                             let bw = params.w_off + row * params.row_words + sb * sb_words();
-                            if QTYPE == 12u {
+                            if with_mins() {
                                 part[c] = row_q4k(bw, t);
                             } else {
                                 part[c] = row_q6k(bw, t);
@@ -191,10 +220,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 }
             }
             for (var j = 0u; j < MB; j += 1u) {
-                for (var g = 0u; g < ROWS / 4u; g += 1u) {
+                for (var g = 0u; g < GROUPS; g += 1u) {
                     let sums = workgroup_sum4(acc[2u * j + g], lanes);
                     let out = r0 + 4u * g + lanes.index;
-                    if lanes.index < 4u && out < params.n && m0 + j < params.m {
+                    if lanes.index < min(ROWS, 4u) && out < params.n && m0 + j < params.m {
                         y[params.y_off + (m0 + j) * params.ldy + params.n0 + out] = T(sums[lanes.index]);
                     }
                 }

@@ -7,7 +7,7 @@
 //! weight rows, its invocations on consecutive blocks of 32 weights, so each weight is read
 //! once per row of x) and a tiled GEMM for many (`gemm.wgsl`, prefill: 64 x 64 output tiles,
 //! W decoded into workgroup memory a 64 x 32 tile at a time). Both share the decoder in
-//! `common.wgsl`. Q4_K and Q6_K, the bulk of a Q4_K_M model, take a GEMV of their own
+//! `common.wgsl`. Q4_K, Q5_K and Q6_K, the bulk of Q4_K_M and Q5_K_M models, take a GEMV of their own
 //! (`gemv_sb.wgsl`: a few lanes per super-block reading adjacent words, x kept in registers for
 //! the workgroup's four rows, quants turned into f32 without conversion instructions), 3-4x
 //! the block GEMV's speed at 8B shapes on an H100. CPU adapters get a third, the row GEMV (`gemv_rows.wgsl`: each invocation two
@@ -165,14 +165,21 @@ fn gemv_workgroup(n: u32, per_row: u32, unit: u32) -> u32 {
     let by_occupancy = (GEMV_TARGET_THREADS / workgroups).max(1).next_power_of_two().min(items.next_power_of_two());
     by_items.max(by_occupancy).clamp(32, 256)
 }
-/// Lanes per super-block of the K-quant GEMV (`LANES` in `gemv_sb.wgsl`), 4 or 8: on an H100,
+/// Lanes per super-block of the K-quant GEMV (`LANES` in `gemv_sb.wgsl`), 4 or 8, above
+/// `GEMV_SB_SMALL_N` rows: on an H100,
 /// 4 were 5-10% faster than 8 on every Q4_K shape of an 8B model and the same on Q6_K
 /// (docs/PERFORMANCE.md, 2026-12-06); 8 rows per workgroup instead of 4 were 1.4-1.8x slower.
 const GEMV_SB_LANES: u32 = 4;
 
+/// Up to this many rows the K-quant GEMV runs 8 lanes per super-block and 2 rows per
+/// workgroup (more workgroups for a small matrix): on an H100 the 1024 x 4096 and 2048 x 2048
+/// products (an 8B model's `k` and `v`, a 1B model's attention) took 5.3-5.7 us against
+/// 6.5-7.6 with 4 lanes and 4 rows; from 4096 rows on, 4 and 4 were faster.
+const GEMV_SB_SMALL_N: u32 = 2048;
+
 /// Whether the K-quant GEMV (`gemv_sb.wgsl`) takes weights of this type.
 fn gemv_sb_takes(ty: QuantType) -> bool {
-    matches!(ty, QuantType::Q4K | QuantType::Q6K)
+    matches!(ty, QuantType::Q4K | QuantType::Q5K | QuantType::Q6K)
 }
 
 /// The K-quant GEMV's workgroup size for rows of `supers` super-blocks of `lanes` lanes each:
@@ -549,15 +556,16 @@ impl QMatmul {
         self
     }
 
-    /// Lanes per super-block of the K-quant GEMV (Q4_K, Q6_K), 4 or 8; for tuning. Without it,
-    /// and without [`QMatmul::gemv_unit`], the GEMV of those types is the K-quant one.
+    /// Lanes per super-block of the K-quant GEMV (Q4_K, Q5_K, Q6_K), 4 or 8; for tuning.
+    /// Without it, and without [`QMatmul::gemv_unit`], the GEMV of those types is the K-quant
+    /// one.
     #[doc(hidden)]
     pub fn gemv_lanes(mut self, lanes: u32) -> Self {
         self.gemv_lanes = Some(lanes);
         self
     }
 
-    /// Outputs per workgroup of the K-quant GEMV (Q4_K, Q6_K), 4 or 8; for tuning.
+    /// Outputs per workgroup of the K-quant GEMV (Q4_K, Q5_K, Q6_K): 1, 2, 4 or 8; for tuning.
     #[doc(hidden)]
     pub fn gemv_rows(mut self, rows: u32) -> Self {
         self.gemv_rows = Some(rows);
@@ -585,17 +593,17 @@ impl QMatmul {
         }
     }
 
-    /// The GEMV kernel for `n` rows of `k` weights: the K-quant GEMV for Q4_K and Q6_K unless
-    /// a unit of the block GEMV is asked for, else the block GEMV.
+    /// The GEMV kernel for `n` rows of `k` weights: the K-quant GEMV for Q4_K, Q5_K and Q6_K
+    /// unless a unit of the block GEMV is asked for, else the block GEMV.
     fn gemv_kernel(&self, n: u32, k: u32) -> Result<GemvChoice> {
         let ty = self.w.ty;
         let lanes = match (self.gemv_lanes, self.gemv_unit) {
             (Some(_), Some(_)) => return Err(Error::invalid(OP, "a GEMV unit and K-quant GEMV lanes both asked for")),
             (Some(l), None) if (l == 4 || l == 8) && gemv_sb_takes(ty) => Some(l),
             (Some(l), None) => {
-                return Err(Error::invalid(OP, format!("K-quant GEMV lanes {l} for {ty}: 4 or 8, Q4_K or Q6_K")));
+                return Err(Error::invalid(OP, format!("K-quant GEMV lanes {l} for {ty}: 4 or 8, Q4_K, Q5_K or Q6_K")));
             }
-            (None, None) if gemv_sb_takes(ty) => Some(GEMV_SB_LANES),
+            (None, None) if gemv_sb_takes(ty) => Some(if n <= GEMV_SB_SMALL_N { 8 } else { GEMV_SB_LANES }),
             (None, _) => None,
         };
         if let Some(lanes) = lanes {
@@ -605,8 +613,9 @@ impl QMatmul {
                 None => gemv_sb_workgroup(k / 256, lanes),
             };
             let rows = match self.gemv_rows {
-                Some(r @ (4 | 8)) => r,
-                Some(r) => return Err(Error::invalid(OP, format!("K-quant GEMV rows {r}: 4 or 8"))),
+                Some(r @ (1 | 2 | 4 | 8)) => r,
+                Some(r) => return Err(Error::invalid(OP, format!("K-quant GEMV rows {r}: 1, 2, 4 or 8"))),
+                None if n <= GEMV_SB_SMALL_N => 2,
                 None => GEMV_ROWS,
             };
             let variant = [("LANES", f64::from(lanes)), ("ROWS", f64::from(rows))];
