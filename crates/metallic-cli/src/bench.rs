@@ -233,13 +233,13 @@ pub enum BenchCommand {
         /// Weights per work item of the GEMV, 8 or 32 (default: the engine's choice); for tuning.
         #[arg(long)]
         gemv_unit: Option<u32>,
-        /// Lanes per super-block of the K-quant GEMV (Q4_K, Q5_K, Q6_K), 4 or 8; for tuning.
+        /// Lanes per unit of the word GEMV (4 or 8 for the K-quants, 8 for Q8_0, 4 for Q4_0 ... Q5_1); for tuning.
         #[arg(long, conflicts_with = "gemv_unit")]
         gemv_lanes: Option<u32>,
         /// Workgroup size of the GEMV (default: the engine's choice); for tuning.
         #[arg(long)]
         gemv_wg: Option<u32>,
-        /// Outputs per workgroup of the K-quant GEMV: 1, 2, 4 or 8; for tuning.
+        /// Outputs per workgroup of the word GEMV: 1, 2, 4 or 8; for tuning.
         #[arg(long, conflicts_with = "gemv_unit")]
         gemv_rows: Option<u32>,
     },

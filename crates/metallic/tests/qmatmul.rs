@@ -249,23 +249,34 @@ fn gemv_units_match_cpu_for_every_type() {
     assert!(rt.record(&odd).is_err(), "a GEMV unit other than 8 or 32 is refused");
 }
 
-/// The K-quant GEMV (Q4_K, Q5_K, Q6_K) against the CPU for both lane and row counts, rows of one super-block
-/// pass and of several with the last pass partial (workgroups of 32 lanes over 5 super-blocks),
-/// x as vectors and as scalars (a view at an odd offset), f32 and f16, and more rows of x than
-/// one workgroup takes; and the knobs it refuses.
+/// The word GEMV (the K-quants Q4_K, Q5_K, Q6_K and the blocks Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)
+/// against the CPU for its lane and row counts, rows of one pass and of several with the last
+/// pass partial (workgroups of 32 lanes over 5 super-blocks or 40 blocks), x as vectors and as
+/// scalars (a view at an odd offset), f32 and f16, and more rows of x than one workgroup takes;
+/// and the knobs it refuses.
 #[test]
-fn kquant_gemv_matches_cpu() {
+fn word_gemv_matches_cpu() {
     let rt = runtime();
     let mut rng = Rng::new(17);
     let n = 9;
-    for ty in [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {
-        for k in [512, 1280] {
+    let k_quants = [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K];
+    let blocks = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1, QuantType::Q5_0, QuantType::Q5_1];
+    for ty in k_quants.into_iter().chain(blocks) {
+        let k_quant = k_quants.contains(&ty);
+        let lane_rows: &[(u32, u32)] = if k_quant {
+            &[(4, 4), (8, 4), (4, 8), (8, 2), (4, 1)]
+        } else if ty == QuantType::Q8_0 {
+            &[(8, 4), (8, 2), (8, 1)]
+        } else {
+            &[(4, 4), (4, 2), (4, 8)]
+        };
+        for k in if k_quant { [512, 1280] } else { [96, 1280] } {
             let bytes = random_matrix(&mut rng, ty, n, k);
             let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
             let wf = decoded(ty, &bytes);
             for dtype in float_dtypes(&rt) {
                 for m in [1, 3, 9] {
-                    for (lanes, rows) in [(4, 4), (8, 4), (4, 8), (8, 2), (4, 1)] {
+                    for &(lanes, rows) in lane_rows {
                         for wg in [None, Some(32)] {
                             let what = format!("{ty} K={k} M={m} {dtype} lanes {lanes} rows {rows} wg {wg:?}");
                             let configure = |op: QMatmul| {
@@ -300,15 +311,18 @@ fn kquant_gemv_matches_cpu() {
         QuantMatrix::from_bytes(&rt, QuantType::Q4K, 2, 256, &random_matrix(&mut rng, QuantType::Q4K, 2, 256)).unwrap();
     let q8 = QuantMatrix::from_bytes(&rt, QuantType::Q8_0, 2, 256, &random_matrix(&mut rng, QuantType::Q8_0, 2, 256))
         .unwrap();
+    let q2k =
+        QuantMatrix::from_bytes(&rt, QuantType::Q2K, 2, 256, &random_matrix(&mut rng, QuantType::Q2K, 2, 256)).unwrap();
     let gemv = |w: &QuantMatrix| QMatmul::new(&x, w, &y).unwrap().path(QMatmulPath::Gemv);
     for (op, what) in [
         (gemv(&q4k).gemv_lanes(16), "16 lanes"),
-        (gemv(&q8).gemv_lanes(8), "lanes for Q8_0"),
+        (gemv(&q8).gemv_lanes(4), "4 lanes for Q8_0"),
         (gemv(&q4k).gemv_lanes(8).gemv_unit(32), "lanes and a unit"),
         (gemv(&q4k).gemv_workgroup(48), "a workgroup of 48"),
         (gemv(&q4k).gemv_lanes(8).gemv_workgroup(36), "a workgroup of 36"),
         (gemv(&q4k).gemv_rows(6), "6 rows"),
-        (gemv(&q8).gemv_rows(8), "rows for Q8_0"),
+        (gemv(&q2k).gemv_rows(8), "rows for Q2_K"),
+        (gemv(&q2k).gemv_lanes(4), "lanes for Q2_K"),
     ] {
         assert!(matches!(rt.record(&op), Err(Error::InvalidArgument { .. })), "{what} is refused");
     }

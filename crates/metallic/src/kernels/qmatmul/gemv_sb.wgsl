@@ -1,16 +1,18 @@
 // metallic: trusted
-// Quantized GEMV for the K-quants Q4_K, Q5_K and Q6_K (super-blocks of 256 weights) and few rows of
-// x (decode): y[m, n0 + r] = sum_k x[m, k] * W[r, k] for the rows r of one weight part, f32
-// accumulation.
+// Quantized GEMV for few rows of x (decode), the weights read a word per lane: y[m, n0 + r] =
+// sum_k x[m, k] * W[r, k] for the rows r of one weight part, f32 accumulation. Types: the
+// K-quants Q4_K, Q5_K, Q6_K (units of one super-block of 256 weights) and Q8_0, Q4_0, Q4_1,
+// Q5_0, Q5_1 (units of one block of 32).
 //
-// LANES adjacent invocations share a super-block: lane t reads words t, t + LANES, ... of its
-// quants, so at every load the LANES lanes read adjacent words, and the x values those words
-// multiply are adjacent too (four per nibble of a word, one vector read). A workgroup computes
-// ROWS adjacent outputs and every lane takes part in all ROWS rows: its x values are read once
-// per super-block and kept in registers for the ROWS rows (reads of x, not of the weights, were
-// what limited the block GEMV, gemv.wgsl: docs/PERFORMANCE.md, 2026-12-06). Workgroups of WG
-// lanes take WG / LANES super-blocks of their rows at a time; `workgroup_sum4` finishes the
-// ROWS dot products. A row of x is summed in the same order whatever MB is, so its outputs are
+// LANES adjacent invocations share a unit: lane t reads words t, t + LANES, ... of its quants,
+// so at every load the LANES lanes read adjacent words, and the x values those words multiply
+// are adjacent too (four per nibble or byte of a word, one vector read). The blocks of 32 have
+// one quant word per lane (LANES = 8 for Q8_0, 4 for the others). A workgroup computes ROWS
+// adjacent outputs and every lane takes part in all ROWS rows: its x values are read once per
+// unit and kept in registers for the ROWS rows (reads of x, not of the weights, were what
+// limited the block GEMV, gemv.wgsl: docs/PERFORMANCE.md, 2026-12-06). Workgroups of WG lanes
+// take WG / LANES units of their rows at a time; `workgroup_sum4` finishes the ROWS dot
+// products. A row of x is summed in the same order whatever MB is, so its outputs are
 // bit-identical with any MB. Grid: x = row groups, z = groups of MB rows of x, clamped to the
 // device limit; workgroups loop over the rest.
 //
@@ -19,11 +21,11 @@
 // which 2^23 is subtracted exactly (`in_place`). Bytes 1 and 3 of a word are read in place, at
 // 256 times their value (a high nibble at 16 and 4096 times), and the x values they multiply
 // were scaled by the inverse powers of two when read (exact), once for all ROWS rows. The
-// offsets (Q4_K's and Q5_K's mins, Q6_K's -32) multiply the sums of the lane's x values, also
-// shared.
+// offsets (mins, Q6_K's -32, Q4_0's -8, ...) multiply the sums of the lane's x values, also
+// shared; Q8_0's signed bytes are read as unsigned, 128 more.
 //
 // Compiled without runtime checks: weight reads stay inside rows below `n` (rows past it read
-// the last one) and super-blocks below K / 256, x reads inside rows below `m` and columns below
+// the last one) and units below K / `unit_elems()`, x reads inside rows below `m` and columns below
 // K (`x4`), y writes are guarded by n and m, and every loop is bounded by the parameters the op
 // validated.
 //
@@ -68,17 +70,43 @@ fn with_mins() -> bool {
     return QTYPE == 12u || QTYPE == 13u;
 }
 
-// Words of one super-block.
-fn sb_words() -> u32 {
-    if QTYPE == 13u {
-        return 44u;
+// Whether the type is a K-quant (units of a super-block) rather than one of the blocks of 32.
+fn k_quant() -> bool {
+    return with_mins() || QTYPE == 14u;
+}
+
+// Weights of one unit.
+fn unit_elems() -> u32 {
+    return select(32u, 256u, k_quant());
+}
+
+// Words of one unit (see common.wgsl for the layouts).
+fn unit_words() -> u32 {
+    switch QTYPE {
+        case 12u: { return 36u; }
+        case 13u: { return 44u; }
+        case 14u: { return 53u; }
+        case 8u: { return 9u; }
+        case 6u, 7u: { return 6u; }
+        default: { return 5u; }
     }
-    return select(53u, 36u, QTYPE == 12u);
+}
+
+// Words of quants of one unit (qs, or ql for Q6_K).
+fn quant_words() -> u32 {
+    if k_quant() {
+        return 32u;
+    }
+    return select(4u, 8u, QTYPE == 8u);
 }
 
 // The first of the four weights that the low nibbles of word `wd` (0 .. 32) of a super-block's
 // quants hold; those of its high nibbles follow `hi_off()` later.
 fn lo_elem(wd: u32) -> u32 {
+    if !k_quant() {
+        // qs[l]: low nibbles (Q8_0: the bytes) weight l, high nibbles weight 16 + l.
+        return 4u * wd;
+    }
     if with_mins() {
         // Q4_K, Q5_K: qs[32j + l], low nibbles weight 64j + l (sub-block 2j), high 64j + 32 + l.
         return 64u * (wd / 8u) + 4u * (wd % 8u);
@@ -88,19 +116,31 @@ fn lo_elem(wd: u32) -> u32 {
 }
 
 fn hi_off() -> u32 {
+    if !k_quant() {
+        return 16u;
+    }
     return select(64u, 32u, with_mins());
+}
+
+// Nibbles read in place at 16 times their value (mask 0xF0): Q4_K, Q4_0, Q4_1.
+fn high_in_place() -> bool {
+    return QTYPE == 12u || QTYPE == 2u || QTYPE == 3u;
 }
 
 // Reads the lane's x values of the super-block whose first weight is `e0` (see `xlo`).
 fn load_x(xb: u32, e0: u32, t: u32) {
     let lo_scale = vec4<f32>(1.0, 1.0 / 256.0, 1.0, 1.0 / 256.0);
-    // Q4_K's high nibbles are read in place at 16 times their value; Q5_K's and Q6_K's quants
-    // are whole bytes.
-    let hi_scale = select(lo_scale, lo_scale / 16.0, QTYPE == 12u);
-    for (var u = 0u; u < 32u / LANES; u += 1u) {
+    // High nibbles read in place are at 16 times their value; the 5- and 6-bit quants are
+    // assembled into whole bytes.
+    let hi_scale = select(lo_scale, lo_scale / 16.0, high_in_place());
+    for (var u = 0u; u < quant_words() / LANES; u += 1u) {
         let e = e0 + lo_elem(LANES * u + t);
         let a = x4(xb, e);
-        let b = x4(xb, e + hi_off());
+        // Q8_0's word holds four weights only.
+        var b = vec4<f32>(0.0);
+        if QTYPE != 8u {
+            b = x4(xb, e + hi_off());
+        }
         slo[u] = (a.x + a.y) + (a.z + a.w);
         shi[u] = (b.x + b.y) + (b.z + b.w);
         xlo[u] = a * lo_scale;
@@ -158,6 +198,44 @@ fn row_q4k(bw: u32, t: u32) -> f32 {
     return dm.x * (even + odd / 256.0) - dm.y * (min_even + min_odd / 256.0);
 }
 
+// Bits 0 .. 4 of b at bit 4 of bytes 0 .. 4.
+fn spread4(b: u32) -> u32 {
+    return ((b & 1u) << 4u) | ((b & 2u) << 11u) | ((b & 4u) << 18u) | ((b & 8u) << 25u);
+}
+
+// The lane's part of one block of 32 (words from `bw`; common.wgsl) times x: its quant word t.
+fn row_b32(bw: u32, t: u32) -> f32 {
+    let v = w[bw + t];
+    if QTYPE == 8u {
+        // Q8_0: qs[32] d; signed bytes read as unsigned, 128 more.
+        let d = unpack2x16float(w[bw + 8u]).x;
+        return d * (dot(in_place(v ^ 0x80808080u, 0xFFu), xlo[0]) - 128.0 * slo[0]);
+    }
+    var lo = 0.0;
+    var hi = 0.0;
+    var dm = vec2<f32>(0.0);
+    if QTYPE == 2u || QTYPE == 3u {
+        // Q4_0, Q4_1: qs[16], then d (and m).
+        lo = dot(in_place(v, 0x0Fu), xlo[0]);
+        hi = dot(in_place(v, 0xF0u), xhi[0]);
+        dm = unpack2x16float(w[bw + 4u]);
+    } else {
+        // Q5_0, Q5_1: qs[16], qh, then d (and m); bit e of qh is the fifth bit of weight e.
+        let qh = w[bw + 4u];
+        let q_lo = (v & 0x0F0F0F0Fu) | spread4(qh >> (4u * t));
+        let q_hi = ((v >> 4u) & 0x0F0F0F0Fu) | spread4(qh >> (16u + 4u * t));
+        lo = dot(in_place(q_lo, 0xFFu), xlo[0]);
+        hi = dot(in_place(q_hi, 0xFFu), xhi[0]);
+        dm = unpack2x16float(w[bw + 5u]);
+    }
+    let sum = slo[0] + shi[0];
+    if QTYPE == 2u || QTYPE == 6u {
+        // Q4_0: d (q - 8); Q5_0: d (q - 16).
+        return dm.x * ((lo + hi) - select(16.0, 8.0, QTYPE == 2u) * sum);
+    }
+    return dm.x * (lo + hi) + dm.y * sum;
+}
+
 // The lane's part of one Q6_K super-block (words from `bw`: ql[128], qh[64], scales[16], d)
 // times x.
 fn row_q6k(bw: u32, t: u32) -> f32 {
@@ -188,7 +266,7 @@ fn row_q6k(bw: u32, t: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lanes: Lanes) {
     let blocks = (params.n + ROWS - 1u) / ROWS;
     let last = max(params.n, 1u) - 1u;
-    let supers = params.k / 256u;
+    let units = params.k / unit_elems();
     let m_groups = (params.m + MB - 1u) / MB;
     // Elements per row of x.
     let ldx = select(params.k, 2u * params.k, GATED);
@@ -199,20 +277,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let r0 = blk * ROWS;
             // Sums of row 4g + c of x row j in component c of acc[2j + g].
             var acc: array<vec4<f32>, MAX_GROUPS>;
-            for (var sb = lanes.index / LANES; sb < supers; sb += WG / LANES) {
+            for (var sb = lanes.index / LANES; sb < units; sb += WG / LANES) {
                 for (var j = 0u; j < MB; j += 1u) {
                     // Rows of x past m repeat the last one; their sums are not stored.
-                    load_x(params.x_off + min(m0 + j, params.m - 1u) * ldx, 256u * sb, t);
+                    load_x(params.x_off + min(m0 + j, params.m - 1u) * ldx, unit_elems() * sb, t);
                     for (var g = 0u; g < GROUPS; g += 1u) {
                         var part = vec4<f32>(0.0);
                         for (var c = 0u; c < min(ROWS, 4u); c += 1u) {
                             // Rows past the part repeat its last one; their sums are not stored.
                             let row = min(r0 + 4u * g + c, last);
-                            let bw = params.w_off + row * params.row_words + sb * sb_words();
+                            let bw = params.w_off + row * params.row_words + sb * unit_words();
                             if with_mins() {
                                 part[c] = row_q4k(bw, t);
-                            } else {
+                            } else if QTYPE == 14u {
                                 part[c] = row_q6k(bw, t);
+                            } else {
+                                part[c] = row_b32(bw, t);
                             }
                         }
                         acc[2u * j + g] += part;

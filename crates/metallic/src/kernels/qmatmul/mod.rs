@@ -7,10 +7,12 @@
 //! weight rows, its invocations on consecutive blocks of 32 weights, so each weight is read
 //! once per row of x) and a tiled GEMM for many (`gemm.wgsl`, prefill: 64 x 64 output tiles,
 //! W decoded into workgroup memory a 64 x 32 tile at a time). Both share the decoder in
-//! `common.wgsl`. Q4_K, Q5_K and Q6_K, the bulk of Q4_K_M and Q5_K_M models, take a GEMV of their own
-//! (`gemv_sb.wgsl`: a few lanes per super-block reading adjacent words, x kept in registers for
-//! the workgroup's four rows, quants turned into f32 without conversion instructions), 3-4x
-//! the block GEMV's speed at 8B shapes on an H100. CPU adapters get a third, the row GEMV (`gemv_rows.wgsl`: each invocation two
+//! `common.wgsl`. The K-quants Q4_K, Q5_K, Q6_K take the word GEMV (`gemv_sb.wgsl`: a few
+//! lanes per super-block reading adjacent words, x kept in registers for the workgroup's rows,
+//! quants turned into f32 without conversion instructions), 3-4x the block GEMV's speed at 8B
+//! shapes on an H100; it also decodes Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (blocks of 32, one word
+//! per lane), which take it only when asked for (`QMatmul::gemv_lanes`) until it is measured
+//! on them. CPU adapters get a third, the row GEMV (`gemv_rows.wgsl`: each invocation two
 //! whole rows, a block of 32 weights at a time, no workgroup memory or barrier), for up to 32
 //! rows of x.
 //!
@@ -165,24 +167,31 @@ fn gemv_workgroup(n: u32, per_row: u32, unit: u32) -> u32 {
     let by_occupancy = (GEMV_TARGET_THREADS / workgroups).max(1).next_power_of_two().min(items.next_power_of_two());
     by_items.max(by_occupancy).clamp(32, 256)
 }
-/// Lanes per super-block of the K-quant GEMV (`LANES` in `gemv_sb.wgsl`), 4 or 8, above
-/// `GEMV_SB_SMALL_N` rows: on an H100,
+/// Lanes per super-block of the word GEMV (`LANES` in `gemv_sb.wgsl`) for the K-quants, 4 or
+/// 8, above `GEMV_SB_SMALL_N` rows: on an H100,
 /// 4 were 5-10% faster than 8 on every Q4_K shape of an 8B model and the same on Q6_K
 /// (docs/PERFORMANCE.md, 2026-12-06); 8 rows per workgroup instead of 4 were 1.4-1.8x slower.
 const GEMV_SB_LANES: u32 = 4;
 
-/// Up to this many rows the K-quant GEMV runs 8 lanes per super-block and 2 rows per
+/// Up to this many rows the word GEMV runs 8 lanes per K-quant super-block and 2 rows per
 /// workgroup (more workgroups for a small matrix): on an H100 the 1024 x 4096 and 2048 x 2048
 /// products (an 8B model's `k` and `v`, a 1B model's attention) took 5.3-5.7 us against
 /// 6.5-7.6 with 4 lanes and 4 rows; from 4096 rows on, 4 and 4 were faster.
 const GEMV_SB_SMALL_N: u32 = 2048;
 
-/// Whether the K-quant GEMV (`gemv_sb.wgsl`) takes weights of this type.
-fn gemv_sb_takes(ty: QuantType) -> bool {
-    matches!(ty, QuantType::Q4K | QuantType::Q5K | QuantType::Q6K)
+/// The lane counts per unit the word GEMV (`gemv_sb.wgsl`) runs weights of this type with, and
+/// the weights of a unit; `None`: the type takes the block GEMV. The blocks of 32 take it only
+/// when [`QMatmul::gemv_lanes`] asks (not yet measured on a GPU against the block GEMV).
+fn gemv_sb_lanes(ty: QuantType) -> Option<(&'static [u32], u32)> {
+    match ty {
+        QuantType::Q4K | QuantType::Q5K | QuantType::Q6K => Some((&[4, 8], 256)),
+        QuantType::Q8_0 => Some((&[8], 32)),
+        QuantType::Q4_0 | QuantType::Q4_1 | QuantType::Q5_0 | QuantType::Q5_1 => Some((&[4], 32)),
+        _ => None,
+    }
 }
 
-/// The K-quant GEMV's workgroup size for rows of `supers` super-blocks of `lanes` lanes each:
+/// The word GEMV's workgroup size for rows of `supers` units of `lanes` lanes each:
 /// of the multiples of 32 up to 256, one that leaves the fewest lanes idle over its passes
 /// along a row, the largest of those (rows of 4096 weights: 128, one pass; of 14336: 224, two).
 fn gemv_sb_workgroup(supers: u32, lanes: u32) -> u32 {
@@ -441,9 +450,9 @@ pub struct QMatmul {
     gemv_wg: Option<u32>,
     /// Weights per GEMV work item; `None`: `GEMV_UNIT`.
     gemv_unit: Option<u32>,
-    /// Lanes per super-block of the K-quant GEMV; `None`: `GEMV_SB_LANES`.
+    /// Lanes per unit of the word GEMV; `None`: chosen from the type and N.
     gemv_lanes: Option<u32>,
-    /// Outputs per workgroup of the K-quant GEMV; `None`: `GEMV_ROWS`.
+    /// Outputs per workgroup of the word GEMV; `None`: chosen from N.
     gemv_rows: Option<u32>,
     /// The activation of x's first half (the gate), when x is read through one.
     gated: Option<GatedAct>,
@@ -556,16 +565,17 @@ impl QMatmul {
         self
     }
 
-    /// Lanes per super-block of the K-quant GEMV (Q4_K, Q5_K, Q6_K), 4 or 8; for tuning.
-    /// Without it, and without [`QMatmul::gemv_unit`], the GEMV of those types is the K-quant
-    /// one.
+    /// Lanes per unit of the word GEMV: 4 or 8 for the K-quants (Q4_K, Q5_K, Q6_K), 8 for
+    /// Q8_0, 4 for Q4_0, Q4_1, Q5_0, Q5_1; for tuning. Without it, and without
+    /// [`QMatmul::gemv_unit`], the K-quants' GEMV is the word GEMV, the other types' the block
+    /// GEMV.
     #[doc(hidden)]
     pub fn gemv_lanes(mut self, lanes: u32) -> Self {
         self.gemv_lanes = Some(lanes);
         self
     }
 
-    /// Outputs per workgroup of the K-quant GEMV (Q4_K, Q5_K, Q6_K): 1, 2, 4 or 8; for tuning.
+    /// Outputs per workgroup of the word GEMV: 1, 2, 4 or 8; for tuning.
     #[doc(hidden)]
     pub fn gemv_rows(mut self, rows: u32) -> Self {
         self.gemv_rows = Some(rows);
@@ -593,28 +603,36 @@ impl QMatmul {
         }
     }
 
-    /// The GEMV kernel for `n` rows of `k` weights: the K-quant GEMV for Q4_K, Q5_K and Q6_K
+    /// The GEMV kernel for `n` rows of `k` weights: the word GEMV for the types it takes
     /// unless a unit of the block GEMV is asked for, else the block GEMV.
     fn gemv_kernel(&self, n: u32, k: u32) -> Result<GemvChoice> {
         let ty = self.w.ty;
-        let lanes = match (self.gemv_lanes, self.gemv_unit) {
-            (Some(_), Some(_)) => return Err(Error::invalid(OP, "a GEMV unit and K-quant GEMV lanes both asked for")),
-            (Some(l), None) if (l == 4 || l == 8) && gemv_sb_takes(ty) => Some(l),
-            (Some(l), None) => {
-                return Err(Error::invalid(OP, format!("K-quant GEMV lanes {l} for {ty}: 4 or 8, Q4_K, Q5_K or Q6_K")));
+        let sb = gemv_sb_lanes(ty);
+        let lanes = match (self.gemv_lanes, self.gemv_unit, sb) {
+            (Some(_), Some(_), _) => {
+                return Err(Error::invalid(OP, "a GEMV unit and word GEMV lanes both asked for"));
             }
-            (None, None) if gemv_sb_takes(ty) => Some(if n <= GEMV_SB_SMALL_N { 8 } else { GEMV_SB_LANES }),
-            (None, _) => None,
+            (Some(l), None, Some((allowed, _))) if allowed.contains(&l) => Some(l),
+            (Some(l), None, _) => {
+                return Err(Error::invalid(
+                    OP,
+                    format!("word GEMV lanes {l} for {ty}: 4 or 8 for the K-quants, 8 for Q8_0, 4 for Q4_0 ... Q5_1"),
+                ));
+            }
+            // The K-quants by default; the blocks of 32 only when asked for, until the word GEMV
+            // is measured against the block GEMV on them (it is tested against the CPU).
+            (None, None, Some((_, 256))) => Some(if n <= GEMV_SB_SMALL_N { 8 } else { GEMV_SB_LANES }),
+            (None, _, _) => None,
         };
         if let Some(lanes) = lanes {
             let wg = match self.gemv_wg {
                 Some(wg) if wg.is_multiple_of(32) && wg.is_multiple_of(lanes) && (32..=256).contains(&wg) => wg,
-                Some(wg) => return Err(Error::invalid(OP, format!("K-quant GEMV workgroup size {wg}"))),
-                None => gemv_sb_workgroup(k / 256, lanes),
+                Some(wg) => return Err(Error::invalid(OP, format!("word GEMV workgroup size {wg}"))),
+                None => gemv_sb_workgroup(k / sb.map_or(256, |(_, unit)| unit), lanes),
             };
             let rows = match self.gemv_rows {
                 Some(r @ (1 | 2 | 4 | 8)) => r,
-                Some(r) => return Err(Error::invalid(OP, format!("K-quant GEMV rows {r}: 1, 2, 4 or 8"))),
+                Some(r) => return Err(Error::invalid(OP, format!("word GEMV rows {r}: 1, 2, 4 or 8"))),
                 None if n <= GEMV_SB_SMALL_N => 2,
                 None => GEMV_ROWS,
             };
@@ -622,7 +640,7 @@ impl QMatmul {
             return Ok(GemvChoice { kernel: &GEMV_SB, wg, rows, variant, variants: 2 });
         }
         if self.gemv_rows.is_some() {
-            return Err(Error::invalid(OP, "GEMV rows per workgroup are a knob of the K-quant GEMV (Q4_K, Q6_K)"));
+            return Err(Error::invalid(OP, "GEMV rows per workgroup are a knob of the word GEMV"));
         }
         let unit = self.gemv_unit.unwrap_or(GEMV_UNIT);
         if unit != 8 && unit != 32 {
