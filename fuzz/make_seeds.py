@@ -54,6 +54,8 @@ HOSTILE = {
     "sizes": "{{ 'x' * 10**9 }}{{ range(10**5)|join('x' * 100) }}{{ messages[0].content|replace('', 'y' * 10**5) }}"
              "{{ '%1000000000s'|format(1) }}{{ messages[0].content|indent(100) }}",
     "doubled_list": DOUBLED + "{{ ns.x|tojson }}{{ ns.x|string }}{{ ns.x|join }}{{ ns.x }}",
+    "doubled_list_operators": DOUBLED + "{{ ns.x ~ '' }}{{ ns.x == [ns.x] }}{{ ns.x in [[1]] }}{{ {ns.x: 1} }}"
+                              "{{ [ns.x, [1]]|sort }}{% for i in [1, 2] %}{{ loop.changed(ns.x) }}{% endfor %}",
 }
 
 

@@ -2,28 +2,33 @@
 //! minijinja under an execution budget and size limits, since a template is untrusted input),
 //! or the architecture's known turn format when the file has none.
 //!
-//! A Jinja render is bounded three ways:
+//! A Jinja render is bounded four ways:
 //! - **Steps** ([`FUEL`]): minijinja's fuel, which counts instructions and also the data
-//!   operators create (one fuel per 64 bytes), refusing a sized allocation such as `'x' * n`
-//!   or `a ~ b` before making it when the fuel left cannot pay for it.
-//! - **Output** ([`output_limit`]): 1 MiB plus 8 bytes per byte of the messages. The text is
-//!   rendered into a writer that fails at the limit instead of growing.
+//!   operators create and the text written (one fuel per 64 bytes, about 128 MB in all),
+//!   refusing a sized allocation such as `'x' * n` before making it when the fuel left cannot
+//!   pay for it.
+//! - **Output** ([`output_limit`]): 1 MiB plus 8 bytes per byte of the messages; a render that
+//!   writes more is an error (while it runs, the fuel bounds what it writes).
 //! - **Filters**: every filter that can make a string larger than its input (`tojson`,
 //!   `indent`, `pprint`, `string`, `join`, `format`, `replace`, `sum`, and the string filters
 //!   when given a list or map) is checked before it runs: widths (`tojson` and `indent`) are
 //!   at most [`MAX_INDENT`], and the result's size, estimated from above by walking the value
 //!   (at most [`MAX_DEPTH`] levels), must fit in the output limit.
+//! - **Operators**: `~`, `+`, the comparisons, `in`, map literals, the filters and tests that
+//!   compare, `loop.changed` and `{{ }}` measure list and map operands the same way before
+//!   walking or copying them (`operators`: the template is compiled with those instructions
+//!   replaced by checked functions, since minijinja's fuel does not see inside them).
 //!
 //! Each check fails with an [`Error::InvalidInput`] that starts with "chat template:" and names
-//! the limit. What minijinja does inside its operators is bounded only by minijinja: `~` on a
-//! list that holds the same list many times over, and `+` of lists, which minijinja copies
-//! without fuel once 32 of them are chained, are not checked here (`docs/RELIABILITY.md`).
+//! the limit.
 
 use std::borrow::Cow;
-use std::io;
 
+use minijinja::machinery;
 use minijinja::value::{ObjectRepr, Rest, ValueKind, ValueOrKwargs};
-use minijinja::{Environment, ErrorKind, State, Value, context};
+use minijinja::{AutoEscape, Environment, ErrorKind, State, Value, context};
+
+mod operators;
 
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
@@ -169,7 +174,8 @@ pub struct RenderOptions<'a> {
 /// is backed by memory).
 const RENDER_STACK: usize = 256 << 20;
 
-/// Renders a Jinja chat template within the step, output and filter bounds (module docs).
+/// Renders a Jinja chat template within the step, output, filter and operator bounds (module
+/// docs).
 fn render_jinja(
     source: &str,
     messages: &[ChatMessage],
@@ -181,46 +187,28 @@ fn render_jinja(
     let mut env = Environment::new();
     env.set_fuel(Some(FUEL));
     add_bounded_filters(&mut env, limit);
+    operators::register(&mut env, limit);
     env.add_function("raise_exception", move |message: Value| -> std::result::Result<String, minijinja::Error> {
         let message = bounded_text(&message, limit, "raise_exception")?;
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, message.into_owned()))
     });
-    env.add_template("chat", source).map_err(template_error)?;
-    let template = env.get_template("chat").map_err(template_error)?;
-    let mut out = BoundedWriter { bytes: Vec::new(), limit, exceeded: false };
-    let rendered = template.render_captured_to(
-        context! { messages => messages_value(messages), bos_token => bos, eos_token => eos, add_generation_prompt },
-        &mut out,
+    let template = operators::compile(source).map_err(template_error)?;
+    let root =
+        context! { messages => messages_value(messages), bos_token => bos, eos_token => eos, add_generation_prompt };
+    let mut text = String::new();
+    let rendered = machinery::eval(
+        &env,
+        &template.instructions,
+        root,
+        &template.blocks,
+        &mut machinery::make_string_output(&mut text),
+        AutoEscape::None,
     );
-    if out.exceeded {
+    drop(rendered.map_err(template_error)?);
+    if text.len() > limit {
         return Err(Error::InvalidInput(format!("chat template: rendered output exceeds {limit} bytes")));
     }
-    drop(rendered.map_err(template_error)?);
-    let text = String::from_utf8(out.bytes)
-        .map_err(|e| Error::InvalidInput(format!("chat template: output is not UTF-8: {e}")))?;
     Ok(text)
-}
-
-/// The rendered text, refusing to grow past `limit` bytes.
-struct BoundedWriter {
-    bytes: Vec<u8>,
-    limit: usize,
-    exceeded: bool,
-}
-
-impl io::Write for BoundedWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.len() > self.limit.saturating_sub(self.bytes.len()) {
-            self.exceeded = true;
-            return Err(io::Error::other(format!("rendered output exceeds {} bytes", self.limit)));
-        }
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 type Checked<T> = std::result::Result<T, minijinja::Error>;
@@ -275,12 +263,18 @@ fn add_bounded_filters(env: &mut Environment<'_>, limit: usize) {
         ("startingwith", Value::from_function(minijinja::tests::is_startingwith)),
         ("endingwith", Value::from_function(minijinja::tests::is_endingwith)),
     ] {
-        env.add_test(name, move |state: &mut State, args: Rest<ValueOrKwargs>| -> Checked<Value> {
-            let args = args.into_values();
-            charge(state, texts_fit(&args, limit, name)?.saturating_mul(WALKED))?;
-            original.call(state, &args)
-        });
+        checked_test(env, name, original, limit);
     }
+}
+
+/// Registers `original` as test `name`, its list and map arguments measured first (within
+/// `limit` bytes as text, the walk charged to the fuel).
+fn checked_test(env: &mut Environment<'_>, name: &'static str, original: Value, limit: usize) {
+    env.add_test(name, move |state: &mut State, args: Rest<ValueOrKwargs>| -> Checked<Value> {
+        let args = args.into_values();
+        charge(state, texts_fit(&args, limit, name)?.saturating_mul(WALKED))?;
+        original.call(state, &args)
+    });
 }
 
 /// Registers `original` as filter `name`, running `check` on its arguments first. A check

@@ -89,7 +89,11 @@ fn templates_that_would_allocate_too_much_fail_before_allocating() {
         // A string doubled in a loop.
         (
             "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}".into(),
-            "ran out of fuel".into(),
+            format!("~ {too_much}"),
+        ),
+        (
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}".into(),
+            format!("+ {too_much}"),
         ),
         ("{{ ('x' * 1000)|replace('x', 'y' * 100000) }}".into(), format!("replace {too_much}")),
         ("{{ ('ab' * 1000)|replace('', 'y' * 1000) }}".into(), format!("replace {too_much}")),
@@ -109,7 +113,34 @@ fn templates_that_would_allocate_too_much_fail_before_allocating() {
         (format!("{DOUBLED}{{{{ '%(x)s'|format(x=ns.x) }}}}"), format!("format {too_much}")),
         (format!("{DOUBLED}{{{{ ns.x is startingwith('[') }}}}"), format!("startingwith {too_much}")),
         (format!("{DOUBLED}{{{{ raise_exception(ns.x) }}}}"), format!("raise_exception {too_much}")),
-        (format!("{DOUBLED}{{{{ ns.x }}}}"), format!("rendered output exceeds {limit} bytes")),
+        (format!("{DOUBLED}{{{{ ns.x }}}}"), format!("{{{{ }}}} {too_much}")),
+        (format!("{DOUBLED}{{% set s %}}{{{{ ns.x }}}}{{% endset %}}"), format!("{{{{ }}}} {too_much}")),
+        // The doubled list given to the operators, which would walk or copy it whole.
+        (format!("{DOUBLED}{{{{ ns.x ~ '' }}}}"), format!("~ {too_much}")),
+        (format!("{DOUBLED}{{{{ '' ~ ns.x }}}}"), format!("~ {too_much}")),
+        (format!("{DOUBLED}{{{{ ns.x == [ns.x] }}}}"), format!("== {too_much}")),
+        (format!("{DOUBLED}{{{{ ns.x != [1] }}}}"), format!("!= {too_much}")),
+        (format!("{DOUBLED}{{{{ ns.x < [ns.x] }}}}"), format!("< {too_much}")),
+        (format!("{DOUBLED}{{{{ [1] >= ns.x }}}}"), format!(">= {too_much}")),
+        (format!("{DOUBLED}{{{{ ns.x in [[1]] }}}}"), format!("in {too_much}")),
+        (format!("{DOUBLED}{{{{ 1 not in ns.x }}}}"), format!("in {too_much}")),
+        (format!("{DOUBLED}{{{{ {{ns.x: 1, 'a': 2}} }}}}"), format!("a map key {too_much}")),
+        (format!("{DOUBLED}{{{{ [ns.x, [1]]|sort }}}}"), format!("sort {too_much}")),
+        (format!("{DOUBLED}{{{{ [ns.x, [1]]|unique|list }}}}"), format!("unique {too_much}")),
+        (format!("{DOUBLED}{{{{ [ns.x, [1]]|max }}}}"), format!("max {too_much}")),
+        (format!("{DOUBLED}{{{{ [ns.x, [1]]|min }}}}"), format!("min {too_much}")),
+        (format!("{DOUBLED}{{{{ [[1], [2]]|select('equalto', ns.x)|list }}}}"), format!("equalto {too_much}")),
+        (format!("{DOUBLED}{{{{ ns.x is eq([1]) }}}}"), format!("eq {too_much}")),
+        (format!("{DOUBLED}{{{{ 1 is in(ns.x) }}}}"), format!("in {too_much}")),
+        (
+            format!("{DOUBLED}{{% for i in [1, 2] %}}{{{{ loop.changed(ns.x) }}}}{{% endfor %}}"),
+            format!("loop.changed {too_much}"),
+        ),
+        // `+` of lists doubled in a loop, which minijinja copies once 32 additions are chained.
+        (
+            "{% set ns = namespace(x=[1]) %}{% for i in range(64) %}{% set ns.x = ns.x + ns.x %}{% endfor %}".into(),
+            format!("+ {too_much}"),
+        ),
         // Checks that pass but look at half a megabyte each time, in a loop: charged to the fuel.
         (
             "{% set big = [messages] * 5000 %}{% for i in range(100000) %}{% if big is startingwith('x') %}{% endif %}{% endfor %}"
@@ -131,6 +162,119 @@ fn templates_that_would_allocate_too_much_fail_before_allocating() {
     ];
     for (source, want) in &cases {
         refused(source, want);
+    }
+}
+
+#[test]
+fn templates_that_cannot_be_checked_are_refused() {
+    refused("{% set a = 1 %}{{ a < 2 < 3 }}", "chained comparisons (a < b < c) are not supported");
+    refused("{% if messages %}{% endif %}{{ debug() }}", "debug() is not available");
+}
+
+/// Expressions over every checked operator, filter and test, each rendered by minijinja as it
+/// comes and through the chat template path: the checks must not change a result or an error.
+#[test]
+fn checked_operators_give_minijinja_results() {
+    // Operands through variables: minijinja folds operators on constants while compiling.
+    let binary = [
+        ("'a'", "~", "'b'"),
+        ("1", "~", "2"),
+        ("none", "~", "'x'"),
+        ("nothing", "~", "'x'"),
+        ("[1, 'a']", "~", "{'k': [2]}"),
+        ("1.5", "~", "true"),
+        ("'a'|safe", "~", "'b'|safe"),
+        ("'a'|safe", "~", "'b'"),
+        ("1", "+", "2"),
+        ("1", "+", "2.5"),
+        ("'a'", "+", "'b'"),
+        ("[1]", "+", "[2, 3]"),
+        ("(1, 2)", "+", "(3,)"),
+        ("true", "+", "1"),
+        ("1", "+", "true"),
+        ("9223372036854775807", "+", "1"),
+        ("170141183460469231731687303715884105727", "+", "1"),
+        ("1", "+", "'a'"),
+        ("'a'", "+", "1"),
+        ("[1]", "+", "1"),
+        ("1", "+", "none"),
+        ("none", "+", "1"),
+        ("1", "+", "nothing"),
+        ("nothing", "+", "1"),
+        ("'a'", "+", "nothing"),
+        ("[1]", "+", "range(3)"),
+        ("range(2)", "+", "[5]"),
+        ("1", "==", "1.0"),
+        ("[1, [2]]", "==", "[1, [2]]"),
+        ("{'a': 1}", "==", "{'a': 1}"),
+        ("'a'", "!=", "'b'"),
+        ("[1]", "!=", "[1]"),
+        ("1", "<", "2"),
+        ("'b'", "<", "'a'"),
+        ("[1, 2]", "<", "[1, 3]"),
+        ("2", "<=", "2"),
+        ("none", "<", "1"),
+        ("2", "<", "2"),
+        ("2", ">", "2"),
+        ("2", ">=", "2"),
+        ("3", ">", "2.5"),
+        ("[2]", ">=", "[1, 9]"),
+        ("'b'", "in", "'abc'"),
+        ("1", "in", "[1, 2]"),
+        ("'k'", "in", "{'k': 1}"),
+        ("[2]", "in", "[[1], [2]]"),
+        ("1", "in", "nothing"),
+        ("1", "in", "5"),
+        ("'x'", "not in", "'abc'"),
+    ];
+    let expressions = [
+        "{'b': one, 'a': 2, 'b': 3}",
+        "{[one]: 'l', 2: 'n'}|items|list",
+        "{}",
+        "[3, one, 2]|sort",
+        "['b', 'A', 'a']|sort(case_sensitive=true)",
+        "[1, 2, one]|unique|list",
+        "[4, 2]|min",
+        "[4, 2]|max",
+        "{'b': one, 'a': 2}|dictsort",
+        "[{'r': 1}, {'r': 2}, {'r': one}]|groupby('r')|list",
+        "[1, 2, 3]|select('equalto', 2)|list",
+        "[1, 2, 3]|reject('lt', 2)|list",
+        "[1, 2]|select('in', [2])|list",
+        "2 is eq(2)",
+        "2 is ne 3",
+        "2 is greaterthan 1",
+        "2 is le(2)",
+        "1 is in([1])",
+        "'a' is in('abc')",
+    ];
+    let statements = [
+        "{% for m in [1, 1, 2] %}{{ loop.changed(m) }}{% endfor %}",
+        "{% for m in messages %}{% if m.role == 'user' %}[{{ m['content'] ~ '!' }}]{% endif %}{% endfor %}",
+        "{% macro f(a, b=2) %}{{ a + b }}{% endmacro %}{{ f(1) }}{{ f(1, b=5) }}",
+        "{% set ns = namespace(n=0) %}{% for i in range(5) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",
+    ];
+    let mut plain = minijinja::Environment::new();
+    plain.set_fuel(Some(chat::FUEL));
+    let messages = [ChatMessage::new("user", "hello")];
+    let sources = binary
+        .iter()
+        .map(|(l, op, r)| {
+            format!("{{% set l = {l} %}}{{% set r = {r} %}}{{{{ l {op} r }}}}|{{{{ (l {op} r) is safe }}}}")
+        })
+        .chain(expressions.iter().map(|e| format!("{{% set one = 1 %}}{{{{ {e} }}}}")))
+        .chain(statements.iter().map(|s| s.to_string()));
+    for source in sources {
+        let want = plain.render_str(
+            &source,
+            minijinja::context! { messages => [minijinja::context! { role => "user", content => "hello" }] },
+        );
+        let got = ChatTemplate::Jinja(source.clone()).render(&messages, "", "", false);
+        match (want, got) {
+            (Ok(want), Ok(got)) => assert_eq!(got, want, "{source}"),
+            (Err(_), Err(_)) => {}
+            (want, got) => panic!("{source}: minijinja gives {want:?}, the chat template path {got:?}"),
+        }
     }
 }
 
