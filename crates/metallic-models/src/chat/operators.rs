@@ -109,7 +109,7 @@ pub(super) fn register(env: &mut Environment<'_>, limit: usize) {
     });
     for (name, op) in COMPARE {
         env.add_function(name, move |state: &State, a: Value, b: Value| -> Checked<bool> {
-            compared(state, &[a.clone(), b.clone()], limit, name)?;
+            compared(state, &[a.clone(), b.clone()], limit, name.trim_start_matches("metallic "))?;
             Ok(op(&a, &b))
         });
     }
