@@ -5,7 +5,8 @@
 # MODEL is a name `synth_gguf.py --list` prints; LLAMA_VOCAB / QWEN_VOCAB are llama.cpp's
 # ggml-vocab-llama-bpe.gguf and ggml-vocab-qwen2.gguf. Per model, OUT_DIR/NAME.txt gets:
 #   metallic:  prefill pp512 and decode tg128 after a 16-token prompt (with a per-kernel
-#              profile), then decode tg128 after a 4096-token prompt;
+#              profile), then decode tg128 after a 4096-token prompt, with its default f16 KV
+#              cache and again with an f32 one;
 #   llama.cpp: the same three figures (all layers on the GPU, its defaults otherwise);
 #   the peak GPU memory of each engine (nvidia-smi, sampled every 0.2 s);
 #   the floor: the weight bytes one decoded token reads (every tensor but the token
@@ -44,7 +45,8 @@ for name in "$@"; do
     dir=$(mktemp -d)
     peak=$dir/metallic.peak
     with_peak sh -c "'$bin' bench generate --model '$file' --prompt-tokens 512 --profile > '$dir/metallic.json' &&
-        '$bin' bench generate --model '$file' --prompt-tokens 16 --decode-prompt-tokens 4096 > '$dir/metallic4096.json'" \
+        '$bin' bench generate --model '$file' --prompt-tokens 16 --decode-prompt-tokens 4096 > '$dir/metallic4096.json' &&
+        '$bin' bench generate --model '$file' --prompt-tokens 16 --decode-prompt-tokens 4096 --cache-type f32 > '$dir/metallic4096_f32.json'" \
         2> "$dir/metallic.stderr" || echo "metallic failed: $name" >&2
     peak=$dir/llama.peak
     LD_LIBRARY_PATH="$peer" "$peer/llama-server" -m "$file" -ngl 99 -c 8192 --parallel 1 --port 8088 \
@@ -58,7 +60,7 @@ for name in "$@"; do
     {
         echo "== $name ($(stat -c %s "$file") bytes)"
         python3 "$here/synth_gguf.py" --decode-bytes "$name"
-        for part in metallic.json metallic4096.json llama.json llama4096.json; do
+        for part in metallic.json metallic4096.json metallic4096_f32.json llama.json llama4096.json; do
             [ -f "$dir/$part" ] && cat "$dir/$part"
         done
         echo "peak GPU memory MiB: metallic $(cat "$dir/metallic.peak") llama.cpp $(cat "$dir/llama.peak")"

@@ -19,6 +19,26 @@ pub enum GenerateFormat {
     Json,
 }
 
+/// The element type of a KV cache (`--cache-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheType {
+    /// Half the memory and attention reads of f32 (llama.cpp's default too).
+    F16,
+    /// Keys and values as computed.
+    F32,
+}
+
+impl CacheType {
+    /// Applies `cache_type` (none: the model's default, f16 where the device has f16 shaders).
+    pub fn apply(cache_type: Option<CacheType>, llm: &mut Llm) -> Result<()> {
+        match cache_type {
+            None => Ok(()),
+            Some(CacheType::F16) => Ok(llm.set_cache_dtype(metallic::DType::F16)?),
+            Some(CacheType::F32) => Ok(llm.set_cache_dtype(metallic::DType::F32)?),
+        }
+    }
+}
+
 /// Arguments of `metallic generate`.
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
@@ -42,6 +62,9 @@ pub struct GenerateArgs {
     /// or less where the device cannot hold its KV cache.
     #[arg(long)]
     ctx_size: Option<usize>,
+    /// Element type of the KV cache. Default: f16 where the device has f16 shaders, else f32.
+    #[arg(long, value_enum)]
+    cache_type: Option<CacheType>,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
@@ -132,6 +155,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    CacheType::apply(args.cache_type, &mut llm)?;
     set_context(&mut llm, args.ctx_size)?;
     let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
     eprintln!(
@@ -193,10 +217,11 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     written.map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
     prefill_bar.finish_and_clear();
     eprintln!(
-        "prompt: {}; generation: {}; KV cache {:.1} MiB",
+        "prompt: {}; generation: {}; KV cache {:.1} MiB ({})",
         speed(result.prompt_tokens.len(), result.prompt_time),
         speed(result.tokens.len(), result.generation_time),
         llm.decoder().cache_bytes(result.prompt_tokens.len() + args.max_tokens) as f64 / f64::from(1u32 << 20),
+        llm.decoder().cache_dtype(),
     );
     Ok(())
 }
@@ -309,6 +334,9 @@ pub struct GenerateBenchArgs {
     /// Tokens decoded (greedy) for the decode measurement.
     #[arg(long, default_value_t = 128)]
     gen_tokens: usize,
+    /// Element type of the KV cache. Default: f16 where the device has f16 shaders, else f32.
+    #[arg(long, value_enum)]
+    cache_type: Option<CacheType>,
     /// Also run the decode once more with a GPU timestamp after every dispatch and report the
     /// GPU time per kernel and token (`decode_kernels`).
     #[arg(long)]
@@ -323,7 +351,8 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
         return Err(Error::InvalidInput("token counts must be at least 1".into()));
     }
     let rt = metallic::Runtime::new()?;
-    let llm = Llm::load_with(&args.model, &rt)?;
+    let mut llm = Llm::load_with(&args.model, &rt)?;
+    CacheType::apply(args.cache_type, &mut llm)?;
     let text = "The quick brown fox jumps over the lazy dog while the river runs past the old mill. ";
     let ids = llm.tokenize(text, false);
     let prompt = |n: usize| -> Vec<u32> {
@@ -389,6 +418,7 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             "engine": "metallic",
             "model": args.model.display().to_string(),
             "device": rt.context().adapter_info().name,
+            "kv_cache": decoder.cache_dtype().to_string(),
             "prompt_tokens": args.prompt_tokens,
             "prefill_tokens_per_s": prefill_rate,
             "prefill_runs": prefill_runs,

@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// model's trained context when smaller.
     #[arg(long)]
     ctx_size: Option<usize>,
+    /// Element type of the KV caches. Default: f16 where the device has f16 shaders, else f32.
+    #[arg(long, value_enum)]
+    cache_type: Option<crate::generate::CacheType>,
     /// Require `Authorization: Bearer KEY` on /v1/* (/health and /metrics stay open).
     #[arg(long, env = "METALLIC_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -155,11 +158,12 @@ fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<Language
     let start = Instant::now();
     note(format_args!("loading {}", path.display()));
     let bar = progress_bar("loading {bar:40} {pos}/{len} layers");
-    let llm = Llm::load_with_progress(path, rt, |done, total| {
+    let mut llm = Llm::load_with_progress(path, rt, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
+    crate::generate::CacheType::apply(args.cache_type, &mut llm)?;
     let trained = llm.decoder().config().n_ctx_train;
     let (ctx_size, why) = match args.ctx_size {
         Some(n) if n > trained => (n, format!("--ctx-size; beyond the model's trained context of {trained}")),
@@ -168,6 +172,7 @@ fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<Language
         None => (DEFAULT_CTX, "the default".to_string()),
     };
     let per_sequence = llm.decoder().cache_bytes(ctx_size);
+    let cache_dtype = llm.decoder().cache_dtype();
     let weights = llm.decoder().weight_bytes();
     let config =
         EngineConfig { parallel: args.parallel, ctx_size, max_queue: args.max_queue, prefill_chunk: PREFILL_CHUNK };
@@ -175,7 +180,7 @@ fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<Language
     let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
     note(format_args!(
         "loaded {} in {:.2} s: {:.0} MiB of weights on {}; {} sequences of {ctx_size} positions ({why}), \
-         KV cache {:.1} MiB each",
+         KV cache {:.1} MiB each ({cache_dtype})",
         path.display(),
         start.elapsed().as_secs_f64(),
         mib(weights),

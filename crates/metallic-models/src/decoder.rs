@@ -512,7 +512,8 @@ impl Layer {
 pub const PREFILL_CHUNK: usize = 512;
 
 /// Keys and values of every layer, preallocated for `capacity` positions:
-/// `[kv_heads, capacity, head_dim]` per layer, f32.
+/// `[kv_heads, capacity, head_dim]` per layer, of the decoder's
+/// [`cache_dtype`](Decoder::cache_dtype) (f16 by default, f32 as an option).
 ///
 /// It also holds the activations of one-token decode steps, allocated on the first step and
 /// reused by every later one: a decode step allocates nothing and binds the same buffers each
@@ -583,7 +584,8 @@ impl KvCache {
 }
 
 /// Keys and values of `slots` sequences decoded together (batched decoding, a server's
-/// requests): per layer `[slots, kv_heads, capacity, head_dim]` f32, each slot with its own
+/// requests): per layer `[slots, kv_heads, capacity, head_dim]` (the decoder's
+/// [`cache_dtype`](Decoder::cache_dtype)), each slot with its own
 /// length. A slot's prompt runs with [`Decoder::prefill_slot`]; [`Decoder::step`] then
 /// advances any set of slots by one token each in one pass.
 #[derive(Debug)]
@@ -719,6 +721,8 @@ pub struct Decoder {
     output: Option<QuantMatrix>,
     layers: Vec<Layer>,
     rope_factors: RopeFactors,
+    /// The element type of new KV caches.
+    cache_dtype: DType,
     rt: Runtime,
 }
 
@@ -770,8 +774,39 @@ impl Decoder {
             layers,
             rope_factors,
             config,
+            cache_dtype: Self::default_cache_dtype(rt),
             rt: rt.clone(),
         })
+    }
+
+    /// f16 where the device has f16 shaders (half the memory and the attention reads of f32;
+    /// llama.cpp's default too), else f32.
+    fn default_cache_dtype(rt: &Runtime) -> DType {
+        if rt.context().caps().shader_f16() { DType::F16 } else { DType::F32 }
+    }
+
+    /// The element type of the KV caches [`new_cache`](Self::new_cache) and
+    /// [`new_slots`](Self::new_slots) make: f16 by default where the device has f16 shaders
+    /// (keys and values are rounded to f16 as they are stored; attention reads them back in
+    /// f32), else f32.
+    pub fn cache_dtype(&self) -> DType {
+        self.cache_dtype
+    }
+
+    /// Sets [`cache_dtype`](Self::cache_dtype) for caches made from now on: `F16` (a device
+    /// without f16 shaders is [`Error::InvalidInput`]) or `F32`. Caches made before keep theirs
+    /// and still work.
+    pub fn set_cache_dtype(&mut self, dtype: DType) -> Result<()> {
+        match dtype {
+            DType::F32 => {}
+            DType::F16 if self.rt.context().caps().shader_f16() => {}
+            DType::F16 => {
+                return Err(Error::InvalidInput("an f16 KV cache needs f16 shaders, which this device lacks".into()));
+            }
+            other => return Err(Error::InvalidInput(format!("a KV cache of {other}: f16 or f32"))),
+        }
+        self.cache_dtype = dtype;
+        Ok(())
     }
 
     /// The configuration.
@@ -793,7 +828,7 @@ impl Decoder {
     /// Bytes a [`KvCache`] of `capacity` positions takes.
     pub fn cache_bytes(&self, capacity: usize) -> usize {
         let c = &self.config;
-        2 * c.n_layer * c.n_head_kv * capacity * c.head_dim * DType::F32.size_in_bytes()
+        2 * c.n_layer * c.n_head_kv * capacity * c.head_dim * self.cache_dtype.size_in_bytes()
     }
 
     /// The most positions a [`KvCache`] can hold on this runtime: one layer's keys must fit in
@@ -803,7 +838,7 @@ impl Decoder {
         let c = &self.config;
         let limits = &self.rt.context().caps().limits;
         let binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let layer_position = (c.n_head_kv * c.head_dim * DType::F32.size_in_bytes()).max(1) as u64;
+        let layer_position = (c.n_head_kv * c.head_dim * self.cache_dtype.size_in_bytes()).max(1) as u64;
         let pool = self.rt.pool();
         let left = pool.config().limit_bytes.saturating_sub(pool.stats().used_bytes);
         let by_binding = binding / layer_position;
@@ -818,7 +853,7 @@ impl Decoder {
             return Err(Error::InvalidInput("a KV cache needs room for at least one position".into()));
         }
         let shape = [c.n_head_kv, capacity, c.head_dim];
-        let make = || Tensor::zeros(&self.rt, shape, DType::F32);
+        let make = || Tensor::zeros(&self.rt, shape, self.cache_dtype);
         Ok(KvCache {
             k: (0..c.n_layer).map(|_| make()).collect::<metallic::Result<_>>()?,
             v: (0..c.n_layer).map(|_| make()).collect::<metallic::Result<_>>()?,
@@ -835,7 +870,7 @@ impl Decoder {
             return Err(Error::InvalidInput("KV slots need at least one slot of one position".into()));
         }
         let shape = [slots, c.n_head_kv, capacity, c.head_dim];
-        let make = || Tensor::zeros(&self.rt, shape, DType::F32);
+        let make = || Tensor::zeros(&self.rt, shape, self.cache_dtype);
         Ok(KvSlots {
             k: (0..c.n_layer).map(|_| make()).collect::<metallic::Result<_>>()?,
             v: (0..c.n_layer).map(|_| make()).collect::<metallic::Result<_>>()?,

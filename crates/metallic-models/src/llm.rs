@@ -101,6 +101,26 @@ impl Llm {
         Ok(())
     }
 
+    /// Sets the element type of the KV cache ([`Decoder::set_cache_dtype`]: f16, the default
+    /// where the device has f16 shaders, or f32). A context size left to its default follows
+    /// what the device holds at the new size; one that no longer fits is an error.
+    pub fn set_cache_dtype(&mut self, dtype: DType) -> Result<()> {
+        let defaulted = self.context == self.decoder.config().n_ctx_train.min(self.decoder.max_context());
+        let before = self.decoder.cache_dtype();
+        self.decoder.set_cache_dtype(dtype)?;
+        let most = self.decoder.max_context();
+        if defaulted {
+            self.context = self.decoder.config().n_ctx_train.min(most);
+        } else if self.context > most {
+            self.decoder.set_cache_dtype(before)?;
+            return Err(Error::InvalidInput(format!(
+                "a context of {} positions with a {dtype} KV cache; this device holds 1 to {most}",
+                self.context
+            )));
+        }
+        Ok(())
+    }
+
     /// The tokenizer.
     pub fn vocab(&self) -> &Vocab {
         &self.vocab

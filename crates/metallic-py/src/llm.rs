@@ -150,13 +150,33 @@ impl Llm {
 #[pymethods]
 impl Llm {
     #[new]
-    #[pyo3(signature = (path, context_size = None))]
-    fn new(py: Python<'_>, path: &Bound<'_, PyAny>, context_size: Option<i64>) -> PyResult<Self> {
+    #[pyo3(signature = (path, context_size = None, cache_type = None))]
+    fn new(
+        py: Python<'_>,
+        path: &Bound<'_, PyAny>,
+        context_size: Option<i64>,
+        cache_type: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         let path = args::existing(args::path(path)?)?;
         let context = context_size.map(|n| args::count(n, "context_size")).transpose()?;
+        let cache_dtype = match cache_type {
+            Some(t) if !t.is_none() => match args::text(t, "cache_type")?.as_str() {
+                "f16" => Some(metallic::DType::F16),
+                "f32" => Some(metallic::DType::F32),
+                other => {
+                    return Err(
+                        Kind::InvalidArgument.err(format!("cache_type must be \"f16\" or \"f32\", got {other:?}"))
+                    );
+                }
+            },
+            _ => None,
+        };
         let (inner, rt) = detached(py, || {
             let rt = new_runtime()?;
             let mut llm = metallic_models::Llm::load_with(&path, &rt)?;
+            if let Some(dtype) = cache_dtype {
+                llm.set_cache_dtype(dtype)?;
+            }
             if let Some(n) = context {
                 llm.set_context_size(n)?;
             }

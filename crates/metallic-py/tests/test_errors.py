@@ -95,6 +95,8 @@ def test_bad_arguments(tiny, embedder):
         metallic.Embedder(MINILM, dtype="f64")
     with pytest.raises(metallic.InvalidArgumentError, match="context of 0 positions"):
         metallic.Llm(TINY_GGUF, context_size=0)
+    with pytest.raises(metallic.InvalidArgumentError, match="cache_type must be"):
+        metallic.Llm(TINY_GGUF, cache_type="q8_0")
     with pytest.raises(metallic.InvalidArgumentError, match="has no \"content\""):
         tiny.apply_chat_template([{"role": "user"}])
     with pytest.raises(metallic.InvalidArgumentError, match="no chat template"):

@@ -88,6 +88,12 @@ def test_greedy_generation_equals_the_cli(llm):
     assert got.prompt_time > 0 and got.generation_time > 0 and got.tokens_per_second > 0
 
 
+def test_an_f32_kv_cache_equals_the_cli_with_cache_type_f32():
+    want = cli_generate("--prompt", PROMPT, "--max-tokens", "12", "--temperature", "0", "--cache-type", "f32")
+    got = metallic.Llm(SMOLLM2, cache_type="f32").generate(PROMPT, max_tokens=12, temperature=0)
+    assert got.tokens == want["tokens"] and len(got.tokens) == 12
+
+
 def test_seeded_sampling_equals_the_cli(llm):
     want = cli_generate("--prompt", PROMPT, "--max-tokens", "12", "--temperature", "1.2", "--seed", "7",
                         "--top-k", "20", "--top-p", "0.9", "--min-p", "0.02", "--repeat-penalty", "1.1")

@@ -138,6 +138,13 @@ impl ComputeEncoder<'_> {
 
     /// Binds and launches one kernel. A grid with a zero dimension records nothing.
     pub fn dispatch<P: Pod>(&mut self, cache: &ResourceCache, d: Dispatch<'_, P>) -> Result<()> {
+        let kv = d.dtype;
+        self.dispatch_with_kv(cache, d, kv)
+    }
+
+    /// [`dispatch`](Self::dispatch) of a kernel compiled with `kv` as its key/value cache type
+    /// `KV` (attention over an f16 cache with f32 queries).
+    pub fn dispatch_with_kv<P: Pod>(&mut self, cache: &ResourceCache, d: Dispatch<'_, P>, kv: DType) -> Result<()> {
         let kernel = d.kernel;
         if d.bindings.len() != kernel.bindings as usize {
             return Err(Error::invalid(
@@ -164,7 +171,7 @@ impl ComputeEncoder<'_> {
             return Err(Error::invalid("dispatch", format!("{:?} workgroups exceed the limit {max}", d.workgroups)));
         }
         let mode = self.param_mode();
-        let variant = ShaderVariant { dtype: d.dtype, params: mode, subgroups: self.ctx.caps().subgroups() };
+        let variant = ShaderVariant { dtype: d.dtype, kv, params: mode, subgroups: self.ctx.caps().subgroups() };
         let key = PipelineKey { kernel, variant, overrides: d.overrides };
         let compiled = cache.get::<ComputeKernel>(&key)?;
         let ranges: Vec<(&wgpu::Buffer, u64, u64)> =

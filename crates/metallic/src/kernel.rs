@@ -3,7 +3,8 @@
 //! A kernel is a `static` [`Kernel`]: a `.wgsl` file next to its op, an entry point and the
 //! number of storage buffers it binds. The file is written against a small contract:
 //!
-//! - `T` is the storage element type (`f32`, `f16`, `u32`), substituted per dtype;
+//! - `T` is the storage element type (`f32`, `f16`, `u32`), substituted per dtype, and `KV`
+//!   the element type of attention's key/value caches (`T`, or `f16` under `f32` queries);
 //! - `WG` is the 1-D workgroup size, an `override` constant (default 256);
 //! - storage buffers are `@group(0) @binding(i) var<storage, read_write>` (every binding is
 //!   read-write so that sub-allocations of one pooled buffer can be bound together);
@@ -137,6 +138,9 @@ impl fmt::Debug for Overrides {
 pub struct ShaderVariant {
     /// The storage element type `T`.
     pub dtype: DType,
+    /// The element type `KV` of key/value caches (attention kernels): `dtype`, or `F16` under
+    /// `F32` queries.
+    pub kv: DType,
     /// How `params` is declared.
     pub params: ParamMode,
     /// Whether `workgroup_sum` / `workgroup_max` use subgroup operations (else workgroup
@@ -185,14 +189,14 @@ impl fmt::Debug for PipelineKey {
 /// ```
 /// use metallic::{compose_source, DType, ParamMode, ShaderVariant};
 /// let src = "struct Params { n: u32 }\n@compute @workgroup_size(WG) fn main() {}";
-/// let variant = ShaderVariant { dtype: DType::F16, params: ParamMode::Immediates, subgroups: true };
+/// let variant = ShaderVariant { dtype: DType::F16, kv: DType::F16, params: ParamMode::Immediates, subgroups: true };
 /// let text = compose_source(src, variant);
 /// assert!(text.starts_with("enable f16;"));
 /// assert!(text.contains("var<immediate> params: Params;"));
 /// assert!(text.contains("subgroupAdd"));
 /// ```
 pub fn compose_source(source: &str, variant: ShaderVariant) -> String {
-    let f16 = if variant.dtype == DType::F16 { "enable f16;\n" } else { "" };
+    let f16 = if variant.dtype == DType::F16 || variant.kv == DType::F16 { "enable f16;\n" } else { "" };
     // The kernel's own `enable` directives (lines starting `enable `) go first: WGSL wants
     // them before every declaration.
     let mut enable = String::from(f16);
@@ -208,7 +212,8 @@ pub fn compose_source(source: &str, variant: ShaderVariant) -> String {
         ParamMode::Immediates => "var<immediate> params: Params;",
         ParamMode::Uniform => "@group(1) @binding(0) var<uniform> params: Params;",
     };
-    format!("{enable}alias T = {};\n{PRELUDE}\n{reduce}\n{source}\n{declaration}\n", variant.dtype.wgsl())
+    let (t, kv) = (variant.dtype.wgsl(), variant.kv.wgsl());
+    format!("{enable}alias T = {t};\nalias KV = {kv};\n{PRELUDE}\n{reduce}\n{source}\n{declaration}\n")
 }
 
 /// Compiles a shader module without wgpu's runtime checks, for kernels marked
@@ -279,7 +284,7 @@ impl Cacheable for ComputeKernel {
     fn create(key: &PipelineKey, ctx: &Context, cache: &ResourceCache) -> Result<Self> {
         let kernel = key.kernel;
         let variant = key.variant;
-        if variant.dtype == DType::F16 && !ctx.caps().shader_f16() {
+        if (variant.dtype == DType::F16 || variant.kv == DType::F16) && !ctx.caps().shader_f16() {
             return Err(ctx.unsupported(kernel.name, "SHADER_F16"));
         }
         if variant.subgroups && !ctx.caps().subgroups() {
@@ -291,7 +296,11 @@ impl Cacheable for ComputeKernel {
             ParamMode::Immediates => None,
         };
         let source = compose_source(kernel.source, variant);
-        let label = format!("{}<{}>", kernel.name, variant.dtype);
+        let label = if variant.kv == variant.dtype {
+            format!("{}<{}>", kernel.name, variant.dtype)
+        } else {
+            format!("{}<{}, kv {}>", kernel.name, variant.dtype, variant.kv)
+        };
         let (pipeline, err) = ctx.capture(|| {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(&label),

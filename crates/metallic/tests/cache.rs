@@ -28,7 +28,7 @@ static BROKEN: Kernel = Kernel {
 };
 
 fn key(ctx: &Context, dtype: DType, wg: f64) -> PipelineKey {
-    let variant = ShaderVariant { dtype, params: ctx.caps().params, subgroups: ctx.caps().subgroups() };
+    let variant = ShaderVariant { dtype, kv: dtype, params: ctx.caps().params, subgroups: ctx.caps().subgroups() };
     PipelineKey { kernel: &DOUBLE, variant, overrides: Overrides::new(&[("WG", wg)]).unwrap() }
 }
 
@@ -97,7 +97,8 @@ fn get_cached_never_compiles() {
 #[test]
 fn shader_errors_name_the_kernel_and_carry_the_compiler_message() {
     let rt = runtime();
-    let variant = ShaderVariant { dtype: DType::F32, params: rt.context().caps().params, subgroups: false };
+    let variant =
+        ShaderVariant { dtype: DType::F32, kv: DType::F32, params: rt.context().caps().params, subgroups: false };
     let k = PipelineKey { kernel: &BROKEN, variant, overrides: Overrides::default() };
     let err = rt.cache().get::<ComputeKernel>(&k).unwrap_err();
     match &err {
@@ -115,7 +116,8 @@ fn shader_errors_name_the_kernel_and_carry_the_compiler_message() {
 #[test]
 fn unknown_override_is_a_compile_error() {
     let rt = runtime();
-    let variant = ShaderVariant { dtype: DType::F32, params: rt.context().caps().params, subgroups: false };
+    let variant =
+        ShaderVariant { dtype: DType::F32, kv: DType::F32, params: rt.context().caps().params, subgroups: false };
     let k = PipelineKey { kernel: &DOUBLE, variant, overrides: Overrides::new(&[("NO_SUCH_CONSTANT", 1.0)]).unwrap() };
     let err = rt.cache().get::<ComputeKernel>(&k).unwrap_err();
     assert!(matches!(&err, Error::ShaderCompilation { kernel, .. } if kernel == "test_double"), "{err}");

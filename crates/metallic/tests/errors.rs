@@ -83,7 +83,8 @@ static BROKEN: Kernel = Kernel {
 fn a_broken_kernel_names_itself_and_the_compiler_message() {
     let _serial = serial();
     let rt = runtime();
-    let variant = ShaderVariant { dtype: DType::F32, params: rt.context().caps().params, subgroups: false };
+    let variant =
+        ShaderVariant { dtype: DType::F32, kv: DType::F32, params: rt.context().caps().params, subgroups: false };
     let key = PipelineKey { kernel: &BROKEN, variant, overrides: Overrides::default() };
     let err = rt.cache().get::<ComputeKernel>(&key).unwrap_err();
     assert!(matches!(&err, Error::ShaderCompilation { kernel, .. } if kernel == "errors_rs_broken"), "{err:?}");
@@ -241,7 +242,8 @@ fn a_cache_miss_names_the_key() {
     let _serial = serial();
     let rt = runtime();
     let cache = ResourceCache::new(rt.context());
-    let variant = ShaderVariant { dtype: DType::F32, params: rt.context().caps().params, subgroups: false };
+    let variant =
+        ShaderVariant { dtype: DType::F32, kv: DType::F32, params: rt.context().caps().params, subgroups: false };
     let key = PipelineKey { kernel: &BROKEN, variant, overrides: Overrides::new(&[("WG", 64.0)]).unwrap() };
     let err = cache.get_cached::<ComputeKernel>(&key).unwrap_err();
     assert!(matches!(err, Error::ResourceNotCached { .. }), "{err:?}");

@@ -82,14 +82,17 @@ fn every_kernel_translates_to_msl_in_every_variant() {
     for file in &files {
         let mut source = std::fs::read_to_string(file).unwrap();
         source.push_str(&shared_pieces(file));
-        for dtype in [DType::F32, DType::F16, DType::U32] {
+        // f16 key/value caches under f32 queries: the one mix of `T` and `KV` the ops bind.
+        for (dtype, kv) in
+            [(DType::F32, DType::F32), (DType::F16, DType::F16), (DType::U32, DType::U32), (DType::F32, DType::F16)]
+        {
             for (params, subgroups) in [
                 (ParamMode::Immediates, true),
                 (ParamMode::Uniform, false),
                 (ParamMode::Immediates, false),
                 (ParamMode::Uniform, true),
             ] {
-                let variant = ShaderVariant { dtype, params, subgroups };
+                let variant = ShaderVariant { dtype, kv, params, subgroups };
                 let text = compose_source(&source, variant);
                 let name = format!("{} [{variant:?}]", file.strip_prefix(&root).unwrap().display());
                 match translate(&name, &text) {
@@ -104,7 +107,7 @@ fn every_kernel_translates_to_msl_in_every_variant() {
 
 #[test]
 fn a_broken_kernel_fails_the_check() {
-    let variant = ShaderVariant { dtype: DType::F32, params: ParamMode::Immediates, subgroups: false };
+    let variant = ShaderVariant { dtype: DType::F32, kv: DType::F32, params: ParamMode::Immediates, subgroups: false };
     let text =
         compose_source("struct Params { n: u32 }\n@compute @workgroup_size(WG) fn main() { let x = nope; }", variant);
     assert!(translate("broken", &text).is_err());

@@ -6,7 +6,7 @@ use crate::command::{ComputeEncoder, Dispatch, Operation};
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 static QKV: Kernel = Kernel {
     name: "qkv_rope",
@@ -31,6 +31,9 @@ const WG: u32 = 64;
 /// Qwen 3's q/k norms). Optionally a bias is added to every row first
 /// ([`with_bias`](Self::with_bias), Qwen 2's q/k/v biases) and each pair's angle is divided by a
 /// per-pair factor ([`with_freq_factors`](Self::with_freq_factors), Llama 3's `rope_freqs`).
+///
+/// The caches may be f16 under an f32 `x` (an f16 KV cache: keys and values are rounded to
+/// f16 as they are placed); otherwise every tensor has `x`'s dtype.
 ///
 /// Batched decoding ([`batched`](Self::batched)): each row of `x` is the next token of
 /// another sequence, with its own KV slot and position read from a table on the GPU; the
@@ -212,7 +215,7 @@ impl QkvRope {
         }
         let start = self.options.position_offset as usize;
         if let Some(table) = &self.rows {
-            if table.dtype() != crate::tensor::DType::U32 || table.dims() != [seq, 2] {
+            if table.dtype() != DType::U32 || table.dims() != [seq, 2] {
                 return Err(bad(format!(
                     "the rows table must be [{seq}, 2] u32, got {} {}",
                     table.dtype(),
@@ -244,7 +247,11 @@ impl Operation for QkvRope {
     fn validate(&self) -> Result<()> {
         check_float(OP, &self.x)?;
         let dtype = self.x.dtype();
-        let mut tensors = vec![&self.x, &self.q_out, &self.k_cache, &self.v_cache];
+        // The caches: x's dtype, or f16 under f32 (an f16 KV cache).
+        let kv = if dtype == DType::F32 && self.k_cache.dtype() == DType::F16 { DType::F16 } else { dtype };
+        check_dtype(OP, kv, &self.k_cache)?;
+        check_dtype(OP, kv, &self.v_cache)?;
+        let mut tensors = vec![&self.x, &self.q_out];
         if let Some((qw, kw, eps)) = &self.norms {
             tensors.extend([qw, kw]);
             if !(eps.is_finite() && *eps >= 0.0) {
@@ -343,7 +350,7 @@ impl Operation for QkvRope {
         };
         let workgroups = encoder.linear_grid(rows, 1)?;
         let overrides = Overrides::new(&[("WG", f64::from(WG)), ("STYLE", style_override(self.options.style))])?;
-        encoder.dispatch(
+        encoder.dispatch_with_kv(
             cache,
             Dispatch {
                 kernel: &QKV,
@@ -353,6 +360,7 @@ impl Operation for QkvRope {
                 params,
                 workgroups,
             },
+            self.k_cache.dtype(),
         )
     }
 }

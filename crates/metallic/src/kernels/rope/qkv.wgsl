@@ -57,8 +57,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> qw: array<T>;
 @group(0) @binding(2) var<storage, read_write> kw: array<T>;
 @group(0) @binding(3) var<storage, read_write> q_out: array<T>;
-@group(0) @binding(4) var<storage, read_write> k_cache: array<T>;
-@group(0) @binding(5) var<storage, read_write> v_cache: array<T>;
+@group(0) @binding(4) var<storage, read_write> k_cache: array<KV>;
+@group(0) @binding(5) var<storage, read_write> v_cache: array<KV>;
 @group(0) @binding(6) var<storage, read_write> bias: array<T>;
 @group(0) @binding(7) var<storage, read_write> factors: array<T>;
 @group(0) @binding(8) var<storage, read_write> rows_table: array<u32>;
@@ -103,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if j >= params.n_q + params.n_kv {
         let dst = params.v_off + slot_base + ((j - params.n_q - params.n_kv) * params.cap + pos) * hd;
         for (var i = lanes.index; i < hd; i += WG) {
-            v_cache[dst + i] = T(load(src, j, i));
+            v_cache[dst + i] = KV(load(src, j, i));
         }
         return;
     }
@@ -144,8 +144,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             q_out[dst + ab.y] = T(rb);
         } else {
             let dst = params.k_off + slot_base + ((j - params.n_q) * params.cap + pos) * hd;
-            k_cache[dst + ab.x] = T(ra);
-            k_cache[dst + ab.y] = T(rb);
+            k_cache[dst + ab.x] = KV(ra);
+            k_cache[dst + ab.y] = KV(rb);
         }
     }
 }

@@ -42,6 +42,15 @@ impl CompositeAttention {
                 "the composite path takes no sliding window; the fused and split-K kernels do",
             ));
         }
+        if problem.kv_dtype != problem.dtype {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the composite path takes K/V of q's dtype ({} under {}); the fused and split-K kernels take it",
+                    problem.kv_dtype, problem.dtype
+                ),
+            ));
+        }
         if problem.shape.kv_stride != problem.shape.seq_k {
             return Err(Error::invalid(
                 OP,

@@ -335,7 +335,7 @@ impl Operation for SplitKAttention {
             ("R", plan.rows as f64),
         ])?;
         let workgroups = encoder.linear_grid(total as usize * PARTIAL_WG, PARTIAL_WG as u32)?;
-        encoder.dispatch(
+        encoder.dispatch_with_kv(
             cache,
             Dispatch {
                 kernel: &PARTIAL,
@@ -345,6 +345,7 @@ impl Operation for SplitKAttention {
                 params,
                 workgroups,
             },
+            problem.kv_dtype,
         )?;
         merge(encoder, cache, problem.dtype, &scratch, &out, pairs, &plan, shape.head_dim_v)
     }
@@ -519,8 +520,11 @@ impl Operation for SlotAttention {
 
     fn validate(&self) -> Result<()> {
         check_float(SLOT_NAME, &self.q)?;
-        for t in [&self.k, &self.v, &self.out] {
-            check_dtype(SLOT_NAME, self.q.dtype(), t)?;
+        check_dtype(SLOT_NAME, self.q.dtype(), &self.out)?;
+        // The caches: q's dtype, or f16 under f32 queries.
+        let kv = if self.q.dtype() == DType::F32 && self.k.dtype() == DType::F16 { DType::F16 } else { self.q.dtype() };
+        for t in [&self.k, &self.v] {
+            check_dtype(SLOT_NAME, kv, t)?;
         }
         check_dtype(SLOT_NAME, DType::F32, &self.scratch)?;
         check_same_device(SLOT_NAME, &[&self.q, &self.k, &self.v, &self.out, &self.table, &self.scratch])?;
@@ -612,7 +616,7 @@ impl Operation for SlotAttention {
         ])?;
         let workgroups = encoder.linear_grid(total as usize * PARTIAL_WG, PARTIAL_WG as u32)?;
         let dtype = self.q.dtype();
-        encoder.dispatch(
+        encoder.dispatch_with_kv(
             cache,
             Dispatch {
                 kernel: &PARTIAL,
@@ -622,6 +626,7 @@ impl Operation for SlotAttention {
                 params,
                 workgroups,
             },
+            self.k.dtype(),
         )?;
         merge(encoder, cache, dtype, &scratch, &out, pairs, &plan, s.head_dim)
     }

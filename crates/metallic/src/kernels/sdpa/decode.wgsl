@@ -1,5 +1,5 @@
 // Split-K ("flash-decoding") attention, pass 1: partial softmax statistics per key chunk.
-// Arithmetic in f32 whatever T is.
+// Arithmetic in f32 whatever T (q, out, mask) and KV (k, v: T, or f16 caches under f32 q) are.
 //
 // Layouts as in flash.wgsl (a 3-D [batch, seq, dim] tensor is the one-head case). The `group`
 // query heads sharing a K/V head form R = group * seq_q rows (row = h_local * seq_q + i), which
@@ -102,8 +102,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> q: array<T>;
-@group(0) @binding(1) var<storage, read_write> k: array<T>;
-@group(0) @binding(2) var<storage, read_write> v: array<T>;
+@group(0) @binding(1) var<storage, read_write> k: array<KV>;
+@group(0) @binding(2) var<storage, read_write> v: array<KV>;
 @group(0) @binding(3) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(4) var<storage, read_write> mask: array<T>;
 @group(0) @binding(5) var<storage, read_write> table: array<u32>;

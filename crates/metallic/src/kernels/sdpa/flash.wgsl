@@ -1,5 +1,6 @@
 // Fused scaled-dot-product attention, flash style: one pass over the keys with an online
-// softmax, so the [seq_q, seq_k] score matrix is never stored. Arithmetic in f32 whatever T is.
+// softmax, so the [seq_q, seq_k] score matrix is never stored. Arithmetic in f32 whatever T (q,
+// out, mask) and KV (k, v: T, or an f16 cache under f32 q) are.
 //
 // Layouts (contiguous; a 3-D [batch, seq, dim] tensor is the one-head case):
 //   q    [batch, heads,    seq_q, D]      out [batch, heads, seq_q, DV]
@@ -65,8 +66,8 @@ override V_ITERS: u32 = (BK * DV4 + WG - 1u) / WG;
 // `Params` and `key_end`: flash_common.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> q: array<T>;
-@group(0) @binding(1) var<storage, read_write> k: array<T>;
-@group(0) @binding(2) var<storage, read_write> v: array<T>;
+@group(0) @binding(1) var<storage, read_write> k: array<KV>;
+@group(0) @binding(2) var<storage, read_write> v: array<KV>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
 @group(0) @binding(4) var<storage, read_write> mask: array<T>;
 

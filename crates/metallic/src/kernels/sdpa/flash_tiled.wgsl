@@ -71,13 +71,13 @@ override V_ITERS: u32 = (BK * DV4 + 127u) / 128u;
 // `Params` and `key_end`: flash_common.wgsl.
 
 @group(0) @binding(0) var<storage, read_write> q: array<T>;
-@group(0) @binding(1) var<storage, read_write> k: array<T>;
-@group(0) @binding(2) var<storage, read_write> v: array<T>;
+@group(0) @binding(1) var<storage, read_write> k: array<KV>;
+@group(0) @binding(2) var<storage, read_write> v: array<KV>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
 @group(0) @binding(4) var<storage, read_write> mask: array<T>;
 // The same bindings as k and v, read four elements at a time (only with VEC).
-@group(0) @binding(5) var<storage, read_write> k4: array<vec4<T>>;
-@group(0) @binding(6) var<storage, read_write> v4: array<vec4<T>>;
+@group(0) @binding(5) var<storage, read_write> k4: array<vec4<KV>>;
+@group(0) @binding(6) var<storage, read_write> v4: array<vec4<KV>>;
 
 var<workgroup> q_tile: array<vec4<f32>, Q_LEN>;
 var<workgroup> k_tile: array<vec4<f32>, K_LEN>;

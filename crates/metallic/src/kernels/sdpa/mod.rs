@@ -36,8 +36,10 @@
 //! 2^30 or more are [`Error::InvalidShape`]; shapes that disagree — batch, head dimensions of
 //! `q`/`k`, `k`/`v` heads or lengths, `heads` not a multiple of `kv_heads`, `out`, a mask that
 //! does not broadcast — are [`Error::ShapeMismatch`]; a non-float `q` or any other tensor of
-//! another dtype is [`Error::DTypeMismatch`]; a non-finite scale or an `out` that overlaps an
-//! input is [`Error::InvalidArgument`].
+//! another dtype is [`Error::DTypeMismatch`] (one exception: `k` and `v` may both be `f16`
+//! under `f32` queries — an f16 key/value cache, which the fused and split-K kernels read and
+//! widen to f32; the composite path refuses it); a non-finite scale or an `out` that overlaps
+//! an input is [`Error::InvalidArgument`].
 
 mod composite;
 mod decode;
@@ -251,8 +253,10 @@ pub struct SdpaMask {
 pub struct SdpaProblem {
     /// The dimensions.
     pub shape: SdpaShape,
-    /// The storage dtype of every tensor (a float type).
+    /// The storage dtype of `q`, `out` and the mask (a float type).
     pub dtype: DType,
+    /// The storage dtype of `k` and `v`: `dtype`, or `F16` under `F32` queries.
+    pub kv_dtype: DType,
     /// The resolved, finite scale.
     pub scale: f32,
     /// `Some(offset)` when causal: query `i` sees key `j` iff `j <= i + offset`.
@@ -307,7 +311,8 @@ impl SdpaProblem {
             Some(_) if !options.causal => return Err(Error::invalid(OP, "a sliding window needs the causal rule")),
             _ => {}
         }
-        Ok(SdpaProblem { shape, dtype: q.dtype(), scale, causal_offset, window: options.window, mask })
+        let (dtype, kv_dtype) = (q.dtype(), k.dtype());
+        Ok(SdpaProblem { shape, dtype, kv_dtype, scale, causal_offset, window: options.window, mask })
     }
 }
 
@@ -356,11 +361,13 @@ impl SdpaProblem {
     }
 }
 
-/// Dtypes and devices of the inputs: `q` a float type, the rest like it.
+/// Dtypes and devices of the inputs: `q` a float type, the rest like it except that `k` and
+/// `v` may both be f16 under f32 queries.
 fn check_inputs(q: &Tensor, k: &Tensor, v: &Tensor, options: &SdpaOptions) -> Result<()> {
     check_float(OP, q)?;
-    check_dtype(OP, q.dtype(), k)?;
-    check_dtype(OP, q.dtype(), v)?;
+    let kv = if q.dtype() == DType::F32 && k.dtype() == DType::F16 { DType::F16 } else { q.dtype() };
+    check_dtype(OP, kv, k)?;
+    check_dtype(OP, kv, v)?;
     check_same_device(OP, &[q, k, v])?;
     if let Some(mask) = &options.mask {
         check_dtype(OP, q.dtype(), mask)?;
@@ -723,7 +730,7 @@ impl FlashAttention {
             ("MASK", if problem.mask.is_some() { 1.0 } else { 0.0 }),
             ("LANES", tiles.lanes as f64),
         ])?;
-        encoder.dispatch(
+        encoder.dispatch_with_kv(
             cache,
             Dispatch {
                 kernel: &FLASH,
@@ -733,6 +740,7 @@ impl FlashAttention {
                 params,
                 workgroups,
             },
+            problem.kv_dtype,
         )
     }
 }
@@ -752,10 +760,9 @@ impl FlashAttention {
         // every vec4 lies within one row of K / V and both hold one; otherwise scalar loads, and
         // the slots take any binding that holds a vec4 (none: the problem is at most three
         // elements a tensor, and runs on the other kernel).
-        let vec_bytes = 4 * problem.dtype.size_in_bytes() as u64;
+        let vec_bytes = 4 * problem.kv_dtype.size_in_bytes() as u64;
         let holds_vec4 = |t: &Tensor, binding: &TensorBinding| {
-            u64::from(binding.elem_offset()) * problem.dtype.size_in_bytes() as u64 + t.size_in_bytes() as u64
-                >= vec_bytes
+            u64::from(binding.elem_offset()) * t.dtype().size_in_bytes() as u64 + t.size_in_bytes() as u64 >= vec_bytes
         };
         let vec = params.k_off.is_multiple_of(4)
             && params.v_off.is_multiple_of(4)
@@ -779,7 +786,7 @@ impl FlashAttention {
             ("MASK", if problem.mask.is_some() { 1.0 } else { 0.0 }),
             ("VEC", if vec { 1.0 } else { 0.0 }),
         ])?;
-        encoder.dispatch(
+        encoder.dispatch_with_kv(
             cache,
             Dispatch {
                 kernel: &TILED,
@@ -789,6 +796,7 @@ impl FlashAttention {
                 params,
                 workgroups,
             },
+            problem.kv_dtype,
         )
     }
 }
