@@ -309,6 +309,9 @@ pub struct SdpaArgs {
     /// Submission: the whole batch per op, or one op and one commit per batch item.
     #[arg(long, value_enum, default_value_t = SubmitArg::Whole)]
     submit: SubmitArg,
+    /// Keys and values in f16 under f32 queries (an f16 KV cache); needs --dtype f32.
+    #[arg(long)]
+    kv_f16: bool,
 }
 
 /// Matrix product shape.
@@ -525,9 +528,14 @@ fn sdpa(rt: &Runtime, dtype: DType, a: &SdpaArgs) -> Result<Workload> {
     } else {
         (vec![a.batch, a.heads, a.seq_q, a.dim], vec![a.batch, kv_heads, a.seq_k, a.dim])
     };
+    let kv_dtype = match (a.kv_f16, dtype) {
+        (false, _) => dtype,
+        (true, DType::F32) => DType::F16,
+        (true, _) => return Err(invalid("--kv-f16 needs --dtype f32")),
+    };
     let q = Tensor::random_uniform(rt, q_dims.as_slice(), dtype, -1.0, 1.0, 1)?;
-    let k = Tensor::random_uniform(rt, kv_dims.as_slice(), dtype, -1.0, 1.0, 2)?;
-    let v = Tensor::random_uniform(rt, kv_dims.as_slice(), dtype, -1.0, 1.0, 3)?;
+    let k = Tensor::random_uniform(rt, kv_dims.as_slice(), kv_dtype, -1.0, 1.0, 2)?;
+    let v = Tensor::random_uniform(rt, kv_dims.as_slice(), kv_dtype, -1.0, 1.0, 3)?;
     let out = Tensor::empty(rt, q_dims.as_slice(), dtype)?;
     let options = SdpaOptions { causal, ..Default::default() };
     let mut chosen = a.implementation.engine();
@@ -550,7 +558,7 @@ fn sdpa(rt: &Runtime, dtype: DType, a: &SdpaArgs) -> Result<Workload> {
     let (b, h, sq, sk, d) = (a.batch as f64, a.heads as f64, a.seq_q as f64, a.seq_k as f64, a.dim as f64);
     let full = 4.0 * b * h * sq * sk * d;
     let flops = if causal { full / 2.0 } else { full };
-    let bytes = (2.0 * b * h * sq * d + 2.0 * b * kv_heads as f64 * sk * d) * elem(dtype);
+    let bytes = 2.0 * b * h * sq * d * elem(dtype) + 2.0 * b * kv_heads as f64 * sk * d * elem(kv_dtype);
     let name = match chosen {
         SdpaImpl::Auto | SdpaImpl::Fused => "fused",
         SdpaImpl::Composite => "composite",

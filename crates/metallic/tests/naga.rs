@@ -2,7 +2,8 @@
 //! in every variant (dtype × parameter mode × reduction flavour). New `.wgsl` files are picked
 //! up by walking the kernel folder. Shared pieces are appended as the `Kernel` statics do
 //! (`concat!`): a folder's `common.wgsl` to each of its kernels, `NAME_common.wgsl` to each
-//! kernel whose file name starts with `NAME`, and the pieces of another folder in [`ACROSS`].
+//! kernel whose file name starts with `NAME`, and the pieces of another folder in [`ACROSS`];
+//! a kernel with alternative pieces ([`ALTERNATIVES`]) is checked once with each.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
@@ -21,10 +22,16 @@ fn wgsl_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// A shared piece (`common.wgsl`, `NAME_common.wgsl`), not a kernel.
+/// A shared piece (`common.wgsl`, `NAME_common.wgsl`, an alternative), not a kernel.
 fn is_shared(path: &Path) -> bool {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels");
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("common.wgsl"))
+        || ALTERNATIVES.iter().flat_map(|(_, pieces)| pieces.iter()).any(|piece| path == root.join(piece))
 }
+
+/// Kernels that take one of several pieces (kernel, pieces; under `src/kernels`), as their
+/// `Kernel` statics do: each piece is one variant of the kernel.
+const ALTERNATIVES: &[(&str, &[&str])] = &[("sdpa/decode.wgsl", &["sdpa/decode_scalar.wgsl", "sdpa/decode_vec.wgsl"])];
 
 /// Shared pieces a kernel takes from another folder (kernel, piece; under `src/kernels`), as
 /// its `Kernel` static appends them.
@@ -79,9 +86,21 @@ fn every_kernel_translates_to_msl_in_every_variant() {
     files.sort();
     assert!(files.len() >= 4, "expected the kernel library under {}, found {files:?}", root.display());
     let mut failures = Vec::new();
-    for file in &files {
+    let sources = files.iter().flat_map(|file| {
         let mut source = std::fs::read_to_string(file).unwrap();
         source.push_str(&shared_pieces(file));
+        let pieces = ALTERNATIVES.iter().find(|(kernel, _)| *file == root.join(kernel)).map(|(_, p)| *p);
+        match pieces {
+            None => vec![(file.clone(), source)],
+            Some(pieces) => pieces
+                .iter()
+                .map(|piece| {
+                    (root.join(piece), format!("{source}{}", std::fs::read_to_string(root.join(piece)).unwrap()))
+                })
+                .collect(),
+        }
+    });
+    for (file, source) in sources {
         // f16 key/value caches under f32 queries: the one mix of `T` and `KV` the ops bind.
         for (dtype, kv) in
             [(DType::F32, DType::F32), (DType::F16, DType::F16), (DType::U32, DType::U32), (DType::F32, DType::F16)]

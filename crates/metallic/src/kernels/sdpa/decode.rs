@@ -23,8 +23,19 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Tensor};
 
-static PARTIAL: Kernel =
-    Kernel { name: "sdpa_decode_partial", source: include_str!("decode.wgsl"), entry: "main", bindings: 6 };
+static PARTIAL: Kernel = Kernel {
+    name: "sdpa_decode_partial",
+    source: concat!(include_str!("decode.wgsl"), include_str!("decode_scalar.wgsl")),
+    entry: "main",
+    bindings: 6,
+};
+/// The same pass reading K and V as vec4s (see [`vec4_loads`]).
+static PARTIAL_VEC: Kernel = Kernel {
+    name: "sdpa_decode_partial_vec",
+    source: concat!(include_str!("decode.wgsl"), include_str!("decode_vec.wgsl")),
+    entry: "main",
+    bindings: 6,
+};
 static MERGE: Kernel =
     Kernel { name: "sdpa_decode_merge", source: include_str!("decode_merge.wgsl"), entry: "main", bindings: 2 };
 
@@ -338,7 +349,7 @@ impl Operation for SplitKAttention {
         encoder.dispatch_with_kv(
             cache,
             Dispatch {
-                kernel: &PARTIAL,
+                kernel: vec4_loads(shape.head_dim, shape.head_dim_v, &k, &v),
                 dtype: problem.dtype,
                 overrides,
                 bindings: &[&q, &k, &v, &scratch, &terms.mask, &q],
@@ -349,6 +360,17 @@ impl Operation for SplitKAttention {
         )?;
         merge(encoder, cache, problem.dtype, &scratch, &out, pairs, &plan, shape.head_dim_v)
     }
+}
+
+/// The partial pass for these bindings: [`PARTIAL_VEC`] (one load per four elements of K and V)
+/// where both head dimensions and both element offsets are multiples of 4, so that every K/V
+/// row starts on a vec4; else [`PARTIAL`].
+fn vec4_loads(head_dim: usize, head_dim_v: usize, k: &TensorBinding, v: &TensorBinding) -> &'static Kernel {
+    let aligned = head_dim.is_multiple_of(4)
+        && head_dim_v.is_multiple_of(4)
+        && k.elem_offset().is_multiple_of(4)
+        && v.elem_offset().is_multiple_of(4);
+    if aligned { &PARTIAL_VEC } else { &PARTIAL }
 }
 
 /// Records the merge pass over `pairs` (batch, K/V head) pairs of `plan`.
@@ -619,7 +641,7 @@ impl Operation for SlotAttention {
         encoder.dispatch_with_kv(
             cache,
             Dispatch {
-                kernel: &PARTIAL,
+                kernel: vec4_loads(s.head_dim, s.head_dim, &k, &v),
                 dtype,
                 overrides,
                 bindings: &[&q, &k, &v, &scratch, &q, &table],

@@ -102,8 +102,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> q: array<T>;
-@group(0) @binding(1) var<storage, read_write> k: array<KV>;
-@group(0) @binding(2) var<storage, read_write> v: array<KV>;
+// Bindings 1 and 2 (k, v) and their readers k4 / v4 come from decode_scalar.wgsl (any layout)
+// or decode_vec.wgsl (vec4 loads: head dimensions and offsets multiples of 4).
 @group(0) @binding(3) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(4) var<storage, read_write> mask: array<T>;
 @group(0) @binding(5) var<storage, read_write> table: array<u32>;
@@ -138,29 +138,13 @@ fn key_start(i: u32) -> u32 {
     return u32(clamp(i32(i) + start, 0, i32(seq_k)));
 }
 
-// Elements d..d+3 of q / k / v from index `at` (zeros past the head dimension).
+// Elements d..d+3 of q from index `at` (zeros past the head dimension); k4 / v4 likewise.
 fn q4(at: u32, d: u32) -> vec4<f32> {
     var x = vec4<f32>(0.0);
     if d < D { x.x = f32(q[at]); }
     if d + 1u < D { x.y = f32(q[at + 1u]); }
     if d + 2u < D { x.z = f32(q[at + 2u]); }
     if d + 3u < D { x.w = f32(q[at + 3u]); }
-    return x;
-}
-fn k4(at: u32, d: u32) -> vec4<f32> {
-    var x = vec4<f32>(0.0);
-    if d < D { x.x = f32(k[at]); }
-    if d + 1u < D { x.y = f32(k[at + 1u]); }
-    if d + 2u < D { x.z = f32(k[at + 2u]); }
-    if d + 3u < D { x.w = f32(k[at + 3u]); }
-    return x;
-}
-fn v4(at: u32, d: u32) -> vec4<f32> {
-    var x = vec4<f32>(0.0);
-    if d < DV { x.x = f32(v[at]); }
-    if d + 1u < DV { x.y = f32(v[at + 1u]); }
-    if d + 2u < DV { x.z = f32(v[at + 2u]); }
-    if d + 3u < DV { x.w = f32(v[at + 3u]); }
     return x;
 }
 
