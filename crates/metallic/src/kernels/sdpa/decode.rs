@@ -74,12 +74,24 @@ impl Plan {
     }
 }
 
+/// How `decode.wgsl` spreads its softmax and accumulation over the workgroup for `rows` rows,
+/// `bk`-key tiles and `head_dim_v`: (SP, KG) — threads per row in the softmax (a power of two
+/// up to 8 that divides `bk`, `rows · SP` within the workgroup) and threads per accumulator
+/// element (up to 8 while the `rows · head_dim_v / 4` elements fit the workgroup that many
+/// times; 1 otherwise).
+fn spread(rows: usize, bk: usize, head_dim_v: usize) -> (usize, usize) {
+    let sp = [8, 4, 2, 1].into_iter().find(|&sp| rows * sp <= PARTIAL_WG && bk.is_multiple_of(sp)).unwrap_or(1);
+    let elements = (rows * head_dim_v.div_ceil(4)).max(1);
+    (sp, (PARTIAL_WG / elements).clamp(1, 8))
+}
+
 /// Workgroup memory `decode.wgsl` declares for `rows` rows and `bk`-key tiles (plus the
 /// prelude's reduction scratch, in case a compiler keeps it), in bytes.
 fn tile_bytes(rows: usize, bk: usize, head_dim: usize, head_dim_v: usize) -> usize {
     let (d4, dv4) = (head_dim.div_ceil(4), head_dim_v.div_ceil(4));
-    let vec4s = rows * d4 + bk * (d4 | 1) + bk * dv4;
-    let floats = rows * (bk + 1) + 3 * rows + PARTIAL_WG;
+    let (sp, kg) = spread(rows, bk, head_dim_v);
+    let vec4s = rows * d4 + bk * (d4 | 1) + bk * dv4 + rows * dv4 * kg;
+    let floats = rows * (bk + 1) + 3 * rows + 2 * rows * sp + PARTIAL_WG;
     16 * vec4s + 4 * floats
 }
 
@@ -337,6 +349,7 @@ impl Operation for SplitKAttention {
             slots: 1,
             window: 0,
         };
+        let (sp, kg) = spread(plan.rows, plan.bk, shape.head_dim_v);
         let overrides = Overrides::new(&[
             ("WG", PARTIAL_WG as f64),
             ("BK", plan.bk as f64),
@@ -344,6 +357,8 @@ impl Operation for SplitKAttention {
             ("DV", shape.head_dim_v as f64),
             ("MASK", if problem.mask.is_some() { 1.0 } else { 0.0 }),
             ("R", plan.rows as f64),
+            ("SP", sp as f64),
+            ("KG", kg as f64),
         ])?;
         let workgroups = encoder.linear_grid(total as usize * PARTIAL_WG, PARTIAL_WG as u32)?;
         encoder.dispatch_with_kv(
@@ -628,6 +643,7 @@ impl Operation for SlotAttention {
             slots: count_u32(SLOT_NAME, s.slots)?,
             window: count_u32(SLOT_NAME, self.window.unwrap_or(0))?,
         };
+        let (sp, kg) = spread(plan.rows, plan.bk, s.head_dim);
         let overrides = Overrides::new(&[
             ("WG", PARTIAL_WG as f64),
             ("BK", plan.bk as f64),
@@ -635,6 +651,8 @@ impl Operation for SlotAttention {
             ("DV", s.head_dim as f64),
             ("MASK", 0.0),
             ("R", plan.rows as f64),
+            ("SP", sp as f64),
+            ("KG", kg as f64),
         ])?;
         let workgroups = encoder.linear_grid(total as usize * PARTIAL_WG, PARTIAL_WG as u32)?;
         let dtype = self.q.dtype();

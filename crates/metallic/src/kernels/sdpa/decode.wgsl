@@ -10,10 +10,13 @@
 //   1. K and V tiles are staged in workgroup memory as vec4 (Q was staged once, pre-multiplied
 //      by scale * log2(e), so the softmax uses exp2);
 //   2. the R * BK scores are spread over the workgroup (adjacent threads, adjacent keys);
-//   3. thread r < R folds row r's scores into its running max m and sum l (online softmax) and
-//      turns them into probabilities in place;
+//   3. SP threads per row fold its scores into the running max m and sum l (online softmax),
+//      each over BK / SP keys, partial maxima and sums combined through workgroup memory, and
+//      turn them into probabilities in place;
 //   4. every thread rescales and accumulates the vec4 output columns it owns (element
-//      e = t + WG * o of the R x DV4 accumulator, o < OPT <= 4) with p . V.
+//      e = t + WG * o of the R x DV4 accumulator, o < OPT <= 4) with p . V; where the
+//      accumulator is small (KG > 1), KG threads share an element, each over every KG-th key of
+//      the tile, and their partial sums are added in a fixed order at the end.
 // The chunk's m, l and unnormalised accumulator of every row go to the f32 scratch: record
 // rec = (bkv * chunks + chunk) * R + r holds acc at s_off + rec * DV and (m, l) at
 // s_off + ml_base + 2 * rec. decode_merge.wgsl combines the chunks. Masked scores (causal,
@@ -58,6 +61,12 @@ override Q_ITERS: u32 = (R * D4 + WG - 1u) / WG;
 override K_ITERS: u32 = (BK * D4 + WG - 1u) / WG;
 override V_ITERS: u32 = (BK * DV4 + WG - 1u) / WG;
 override S_ITERS: u32 = (R * BK + WG - 1u) / WG;
+// Threads per row in the softmax (a power of two dividing BK, R * SP <= WG; set by the host).
+override SP: u32 = 1u;
+// Threads per accumulator element (KG > 1 only when R * DV4 * KG <= WG; set by the host).
+override KG: u32 = 1u;
+override SPR: u32 = R * SP;
+override KGE: u32 = R * DV4 * KG;
 
 struct Params {
     q_off: u32,
@@ -117,6 +126,11 @@ var<workgroup> p_tile: array<f32, P_LEN>;
 var<workgroup> row_m: array<f32, R>;
 var<workgroup> row_l: array<f32, R>;
 var<workgroup> row_alpha: array<f32, R>;
+// The softmax's partial maxima and sums (thread r * SP + i of row r).
+var<workgroup> part_m: array<f32, SPR>;
+var<workgroup> part_l: array<f32, SPR>;
+// The KG partial accumulators of each element (KG > 1): group g of element e at g * R * DV4 + e.
+var<workgroup> part_acc: array<vec4<f32>, KGE>;
 
 // This workgroup's keys, causal offset and window start: the params', or in slotted mode its
 // sequence's (set once at the start of `main`).
@@ -162,15 +176,16 @@ fn score(dot_qk: f32, b: u32, h: u32, i: u32, key: u32, start: u32, end: u32) ->
 }
 
 // Rescales the accumulator element `e` (row e / DV4, vec4 column e % DV4) to the tile's new
-// maximum and adds the tile's p . V.
-fn accumulate(e: u32, a: vec4<f32>) -> vec4<f32> {
+// maximum and adds the tile's p . V over keys first, first + step, ... (thread t's share: all
+// keys, or with KG > 1 every KG-th from its group t / (R * DV4)).
+fn accumulate(e: u32, first: u32, step: u32, a: vec4<f32>) -> vec4<f32> {
     if e >= R * DV4 {
         return a;
     }
     let r = e / DV4;
     let c = e % DV4;
     var x = a * row_alpha[r];
-    for (var j = 0u; j < BK; j += 1u) {
+    for (var j = first; j < BK; j += step) {
         x = fma(vec4<f32>(p_tile[r * PS + j]), v_tile[j * DV4 + c], x);
     }
     return x;
@@ -298,41 +313,83 @@ fn main(
         }
         workgroupBarrier();
 
-        // Online softmax per row: new maximum, probabilities in place, running sum.
-        if t < R {
-            let base = t * PS;
-            let m_old = row_m[t];
-            var m_new = m_old;
-            for (var j = 0u; j < BK; j += 1u) {
-                m_new = max(m_new, p_tile[base + j]);
+        // Online softmax per row, SP threads a row (thread t: row t / SP, keys of span t % SP):
+        // partial maxima, then the row's new maximum, probabilities in place and partial sums,
+        // then the running statistics (by the row's first thread).
+        let span = BK / SP;
+        let sr = t / SP;
+        let base = sr * PS + (t % SP) * span;
+        if t < SPR {
+            var m = MASKED;
+            for (var j = 0u; j < span; j += 1u) {
+                m = max(m, p_tile[base + j]);
+            }
+            part_m[t] = m;
+        }
+        workgroupBarrier();
+        var m_old = MASKED;
+        var m_new = MASKED;
+        if t < SPR {
+            m_old = row_m[sr];
+            m_new = m_old;
+            for (var i = 0u; i < SP; i += 1u) {
+                m_new = max(m_new, part_m[sr * SP + i]);
             }
             var sum = 0.0;
-            for (var j = 0u; j < BK; j += 1u) {
+            for (var j = 0u; j < span; j += 1u) {
                 let s = p_tile[base + j];
                 let p = select(exp2(s - m_new), 0.0, s == MASKED);
                 p_tile[base + j] = p;
                 sum += p;
             }
+            part_l[t] = sum;
+        }
+        workgroupBarrier();
+        if t < SPR && t % SP == 0u {
+            var sum = 0.0;
+            for (var i = 0u; i < SP; i += 1u) {
+                sum += part_l[t + i];
+            }
             // Nothing to rescale while every key so far was masked (l and acc are 0).
             let alpha = select(exp2(m_old - m_new), 0.0, m_old == MASKED);
-            row_alpha[t] = alpha;
-            row_m[t] = m_new;
-            row_l[t] = row_l[t] * alpha + sum;
+            row_alpha[sr] = alpha;
+            row_m[sr] = m_new;
+            row_l[sr] = row_l[sr] * alpha + sum;
         }
         workgroupBarrier();
 
-        acc0 = accumulate(t, acc0);
-        if OPT > 1u {
-            acc1 = accumulate(t + WG, acc1);
-        }
-        if OPT > 2u {
-            acc2 = accumulate(t + 2u * WG, acc2);
-        }
-        if OPT > 3u {
-            acc3 = accumulate(t + 3u * WG, acc3);
+        if KG > 1u {
+            if t < KGE {
+                acc0 = accumulate(t % (R * DV4), t / (R * DV4), KG, acc0);
+            }
+        } else {
+            acc0 = accumulate(t, 0u, 1u, acc0);
+            if OPT > 1u {
+                acc1 = accumulate(t + WG, 0u, 1u, acc1);
+            }
+            if OPT > 2u {
+                acc2 = accumulate(t + 2u * WG, 0u, 1u, acc2);
+            }
+            if OPT > 3u {
+                acc3 = accumulate(t + 3u * WG, 0u, 1u, acc3);
+            }
         }
     }
 
+    if KG > 1u {
+        // Each element's KG partial sums, added in group order.
+        if t < KGE {
+            part_acc[t] = acc0;
+        }
+        workgroupBarrier();
+        if t < R * DV4 {
+            var x = part_acc[t];
+            for (var g = 1u; g < KG; g += 1u) {
+                x += part_acc[g * R * DV4 + t];
+            }
+            acc0 = x;
+        }
+    }
     store_acc(wg_index, t, acc0);
     if OPT > 1u {
         store_acc(wg_index, t + WG, acc1);
