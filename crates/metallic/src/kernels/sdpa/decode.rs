@@ -8,7 +8,9 @@
 //!    its K/V head (`group · seq_q` of them) against its chunk — online softmax over key tiles
 //!    in workgroup memory — and writes each row's chunk maximum `m`, sum `l` and unnormalised
 //!    accumulator `acc` to an f32 scratch tensor;
-//! 2. `decode_merge.wgsl`: one workgroup per output row merges the chunks,
+//! 2. `decode_merge.wgsl`: one workgroup per block of 32 columns of an output row merges the
+//!    chunks (their statistics reduced by the whole workgroup, each column's sum split over
+//!    chunk groups),
 //!    `out = Σ w_c acc_c / Σ w_c l_c` with `w_c = exp(m_c − max m)`, or 0 where no key is seen.
 //!
 //! Both dispatches are recorded by one `encode`; the scratch comes from the runtime's pool and
@@ -44,7 +46,12 @@ const NAME: &str = "split_k_attention";
 /// Threads per workgroup of the partial pass.
 const PARTIAL_WG: usize = 256;
 /// Threads per workgroup of the merge pass.
-const MERGE_WG: usize = 64;
+const MERGE_WG: usize = 256;
+/// Output columns per workgroup of the merge pass (it divides `MERGE_WG`).
+const MERGE_COLUMNS: usize = 32;
+/// Most chunks per row `decode_merge.wgsl` takes (`MAX_CHUNKS` there); the plans stay within
+/// `TARGET_WORKGROUPS`.
+const MERGE_MAX_CHUNKS: usize = 256;
 /// Accumulator vec4s one thread of the partial pass holds at most.
 const MAX_ACC_PER_THREAD: usize = 4;
 /// Partial-pass workgroups the chunk length aims for (a few per core of a large GPU).
@@ -161,6 +168,7 @@ struct MergeParams {
     r: u32,
     chunks: u32,
     ml_base: u32,
+    blocks: u32,
 }
 
 impl SplitKAttention {
@@ -401,6 +409,10 @@ fn merge(
     head_dim_v: usize,
 ) -> Result<()> {
     let rows = count_u32(NAME, pairs.saturating_mul(plan.rows))?;
+    if plan.chunks > MERGE_MAX_CHUNKS {
+        return Err(Error::invalid(NAME, format!("{} key chunks exceed the merge's {MERGE_MAX_CHUNKS}", plan.chunks)));
+    }
+    let blocks = head_dim_v.div_ceil(MERGE_COLUMNS);
     let params = MergeParams {
         s_off: scratch.elem_offset(),
         out_off: out.elem_offset(),
@@ -408,9 +420,12 @@ fn merge(
         r: count_u32(NAME, plan.rows)?,
         chunks: count_u32(NAME, plan.chunks)?,
         ml_base: count_u32(NAME, plan.records.saturating_mul(head_dim_v))?,
+        blocks: count_u32(NAME, blocks)?,
     };
-    let overrides = Overrides::new(&[("WG", MERGE_WG as f64), ("DV", head_dim_v as f64)])?;
-    let workgroups = encoder.linear_grid(rows as usize * MERGE_WG, MERGE_WG as u32)?;
+    let overrides =
+        Overrides::new(&[("WG", MERGE_WG as f64), ("DV", head_dim_v as f64), ("DB", MERGE_COLUMNS as f64)])?;
+    let groups = (rows as usize).saturating_mul(blocks);
+    let workgroups = encoder.linear_grid(groups.saturating_mul(MERGE_WG), MERGE_WG as u32)?;
     encoder
         .dispatch(cache, Dispatch { kernel: &MERGE, dtype, overrides, bindings: &[scratch, out], params, workgroups })
 }
