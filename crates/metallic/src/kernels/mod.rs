@@ -39,6 +39,15 @@ pub(crate) fn check_dtype(op: &'static str, want: crate::DType, t: &Tensor) -> R
     if t.dtype() == want { Ok(()) } else { Err(Error::DTypeMismatch { op, expected: want, got: t.dtype() }) }
 }
 
+/// Fails unless the key/value caches `k` and `v` fit tensors of dtype `queries`: both of
+/// `queries`' dtype, or both f16 under f32 (an f16 KV cache; kernels bind it as `KV`).
+pub(crate) fn check_cache_dtypes(op: &'static str, queries: crate::DType, k: &Tensor, v: &Tensor) -> Result<()> {
+    use crate::DType;
+    let want = if queries == DType::F32 && k.dtype() == DType::F16 { DType::F16 } else { queries };
+    check_dtype(op, want, k)?;
+    check_dtype(op, want, v)
+}
+
 /// Fails unless `t` has a float dtype.
 pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype().is_float() {

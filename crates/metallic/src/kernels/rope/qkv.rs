@@ -5,7 +5,7 @@ use crate::cache::ResourceCache;
 use crate::command::{ComputeEncoder, Dispatch, Operation};
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
-use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
+use crate::kernels::{check_cache_dtypes, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Tensor};
 
 static QKV: Kernel = Kernel {
@@ -247,10 +247,7 @@ impl Operation for QkvRope {
     fn validate(&self) -> Result<()> {
         check_float(OP, &self.x)?;
         let dtype = self.x.dtype();
-        // The caches: x's dtype, or f16 under f32 (an f16 KV cache).
-        let kv = if dtype == DType::F32 && self.k_cache.dtype() == DType::F16 { DType::F16 } else { dtype };
-        check_dtype(OP, kv, &self.k_cache)?;
-        check_dtype(OP, kv, &self.v_cache)?;
+        check_cache_dtypes(OP, dtype, &self.k_cache, &self.v_cache)?;
         let mut tensors = vec![&self.x, &self.q_out];
         if let Some((qw, kw, eps)) = &self.norms {
             tensors.extend([qw, kw]);

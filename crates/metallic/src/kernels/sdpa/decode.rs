@@ -22,7 +22,7 @@ use crate::command::{ComputeEncoder, Dispatch, Operation, TensorBinding};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
-use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
+use crate::kernels::{check_cache_dtypes, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Tensor};
 
 static PARTIAL: Kernel = Kernel {
@@ -573,11 +573,7 @@ impl Operation for SlotAttention {
     fn validate(&self) -> Result<()> {
         check_float(SLOT_NAME, &self.q)?;
         check_dtype(SLOT_NAME, self.q.dtype(), &self.out)?;
-        // The caches: q's dtype, or f16 under f32 queries.
-        let kv = if self.q.dtype() == DType::F32 && self.k.dtype() == DType::F16 { DType::F16 } else { self.q.dtype() };
-        for t in [&self.k, &self.v] {
-            check_dtype(SLOT_NAME, kv, t)?;
-        }
+        check_cache_dtypes(SLOT_NAME, self.q.dtype(), &self.k, &self.v)?;
         check_dtype(SLOT_NAME, DType::F32, &self.scratch)?;
         check_same_device(SLOT_NAME, &[&self.q, &self.k, &self.v, &self.out, &self.table, &self.scratch])?;
         if !(self.scale.is_finite() && self.scale > 0.0) {

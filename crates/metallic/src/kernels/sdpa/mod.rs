@@ -52,7 +52,7 @@ use crate::command::{ComputeEncoder, Dispatch, Operation, TensorBinding};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
-use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
+use crate::kernels::{check_cache_dtypes, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Shape, Tensor};
 
 static FLASH: Kernel = Kernel {
@@ -365,9 +365,7 @@ impl SdpaProblem {
 /// `v` may both be f16 under f32 queries.
 fn check_inputs(q: &Tensor, k: &Tensor, v: &Tensor, options: &SdpaOptions) -> Result<()> {
     check_float(OP, q)?;
-    let kv = if q.dtype() == DType::F32 && k.dtype() == DType::F16 { DType::F16 } else { q.dtype() };
-    check_dtype(OP, kv, k)?;
-    check_dtype(OP, kv, v)?;
+    check_cache_dtypes(OP, q.dtype(), k, v)?;
     check_same_device(OP, &[q, k, v])?;
     if let Some(mask) = &options.mask {
         check_dtype(OP, q.dtype(), mask)?;
