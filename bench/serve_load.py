@@ -3,8 +3,9 @@
 N clients at once, each one /v1/completions request with its own prompt, streamed, a fixed
 number of tokens at most (greedy; end-of-generation ignored where the server allows it). Reports
 the aggregate generated tokens/s (tokens from each stream's usage / wall time from the first
-request to the last token)
-and time-to-first-token p50/p99, as one JSON line. Python standard library only.
+request to the last token),
+time-to-first-token p50/p99 and the median stream's decode rate after its first token, as
+one JSON line. Python standard library only.
 
 usage: serve_load.py URL STREAMS [TOKENS] [--label NAME]
 """
@@ -78,6 +79,8 @@ def main():
     end = max((o["last"] for o in done), default=t0)
     ttft = sorted((o["first"] - o["start"]) * 1000 for o in done)
     pct = lambda p: ttft[min(len(ttft) - 1, int(round(p / 100 * (len(ttft) - 1))))] if ttft else None
+    # Each stream's own decode rate after its first token (what `bench generate` reports).
+    rates = [(o["tokens"] - 1) / (o["last"] - o["first"]) for o in done if o["tokens"] > 1 and o["last"] > o["first"]]
     print(json.dumps({
         "server": LABEL, "streams": STREAMS, "tokens_per_stream": TOKENS,
         # Generated tokens from each stream's usage (its chunk count where a server sends none).
@@ -85,6 +88,7 @@ def main():
         "aggregate_tokens_per_s": round(sum(o["tokens"] for o in done) / (end - t0), 1) if done else 0,
         "ttft_ms_p50": round(pct(50), 1) if ttft else None,
         "ttft_ms_p99": round(pct(99), 1) if ttft else None,
+        "stream_decode_tokens_per_s_p50": round(statistics.median(rates), 1) if rates else None,
         "wall_s": round(end - t0, 3), "errors": errors[:3],
     }))
 

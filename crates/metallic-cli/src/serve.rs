@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Do not serve the chat page at / (the API is the same either way).
     #[arg(long)]
     no_webui: bool,
+    /// Skip the warm-up before listening (short prompts and steps of up to eight sequences,
+    /// which compile the GPU pipelines requests need): a faster start, slower first requests.
+    #[arg(long)]
+    no_warmup: bool,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -174,15 +178,23 @@ fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<Language
     let per_sequence = llm.decoder().cache_bytes(ctx_size);
     let cache_dtype = llm.decoder().cache_dtype();
     let weights = llm.decoder().weight_bytes();
-    let config =
-        EngineConfig { parallel: args.parallel, ctx_size, max_queue: args.max_queue, prefill_chunk: PREFILL_CHUNK };
+    let config = EngineConfig {
+        parallel: args.parallel,
+        ctx_size,
+        max_queue: args.max_queue,
+        prefill_chunk: PREFILL_CHUNK,
+        warm_up: !args.no_warmup,
+    };
+    let loaded = start.elapsed();
     let engine = Engine::start(Arc::new(llm), config)?;
+    let warm_up = start.elapsed().saturating_sub(loaded);
     let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
     note(format_args!(
-        "loaded {} in {:.2} s: {:.0} MiB of weights on {}; {} sequences of {ctx_size} positions ({why}), \
-         KV cache {:.1} MiB each ({cache_dtype})",
+        "loaded {} in {:.2} s (warm-up {:.2} s): {:.0} MiB of weights on {}; {} sequences of {ctx_size} \
+         positions ({why}), KV cache {:.1} MiB each ({cache_dtype})",
         path.display(),
         start.elapsed().as_secs_f64(),
+        warm_up.as_secs_f64(),
         mib(weights),
         rt.context().adapter_info().name,
         args.parallel,

@@ -40,6 +40,10 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Prompt tokens prefilled between two decode steps at most.
     pub prefill_chunk: usize,
+    /// Run short prompts and steps of 1 to 8 sequences before the first request
+    /// ([`Engine::start`]), so that requests do not wait for the GPU pipelines they need to
+    /// be compiled.
+    pub warm_up: bool,
 }
 
 /// One generation asked of the engine.
@@ -215,7 +219,8 @@ impl fmt::Debug for Engine {
 
 impl Engine {
     /// Starts the scheduler for `llm`, allocating every slot's KV cache now (a configuration
-    /// the device cannot hold fails here, not at the first request).
+    /// the device cannot hold fails here, not at the first request), after the warm-up when
+    /// the configuration asks for it (see [`EngineConfig::warm_up`]).
     pub fn start(llm: Arc<Llm>, config: EngineConfig) -> Result<Self> {
         if config.parallel == 0 || config.ctx_size == 0 || config.prefill_chunk == 0 {
             return Err(Error::InvalidInput(format!(
@@ -233,7 +238,8 @@ impl Engine {
                 config.ctx_size, config.parallel
             )));
         }
-        let kv = llm.decoder().new_slots(config.parallel, config.ctx_size)?;
+        let mut kv = llm.decoder().new_slots(config.parallel, config.ctx_size)?;
+        let argmax = if config.warm_up { warm_up(&llm, &mut kv, &config)? } else { Vec::new() };
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let scheduler = Scheduler {
@@ -242,7 +248,7 @@ impl Engine {
             slots: (0..config.parallel).map(|_| Slot { tokens: Vec::new(), used: 0 }).collect(),
             kv,
             flight: None,
-            argmax: Vec::new(),
+            argmax,
             queue: VecDeque::new(),
             running: Vec::new(),
             shared: shared.clone(),
@@ -743,6 +749,49 @@ struct Decoding {
     greedy: bool,
     /// Greedy without log-probabilities: its steps may be pipelined.
     pipelined: bool,
+}
+
+/// Prompt lengths the warm-up prefills: the one-row and few-row product kernels, then each
+/// doubling of the rows an attention workgroup takes (its tile sizes), up to a prompt that
+/// fills the register-blocked attention's tiles.
+const WARM_PROMPTS: [usize; 9] = [1, 2, 3, 4, 8, 16, 32, 64, 128];
+
+/// Most sequences a warm-up step decodes together: the GEMV multiplies up to 8 rows of x per
+/// weight read (one pipeline per row count), more rows repeat the 8-row one.
+const WARM_ROWS: usize = 8;
+
+/// Runs what the scheduler will run with short prompts and 1 to [`WARM_ROWS`] sequences —
+/// prefills of [`WARM_PROMPTS`] tokens (as far as a chunk and a slot hold), a step of each
+/// row count with its argmax, a step fed by the GPU's ids — so that the GPU pipelines those
+/// kernel configurations need are compiled now, not while a request waits (a first step of
+/// eight sequences compiled its kernels in the middle of eight streams). Every slot is left
+/// empty; returns the argmax ops of the steps' logits for the scheduler to keep.
+fn warm_up(llm: &Llm, kv: &mut KvSlots, config: &EngineConfig) -> Result<Vec<Argmax>> {
+    let decoder = llm.decoder();
+    // Token 0 exists in every vocabulary; what it means does not matter here.
+    for len in WARM_PROMPTS.into_iter().filter(|&n| n <= config.prefill_chunk && n < config.ctx_size) {
+        decoder.prefill_slot(&vec![0; len], kv, 0, config.prefill_chunk)?;
+        kv.truncate(0, 0);
+    }
+    let mut argmax: Vec<Argmax> = Vec::new();
+    // Slot 0 takes a position per step: the steps need that many.
+    let rows = config.parallel.min(WARM_ROWS).min(config.ctx_size.saturating_sub(1));
+    for m in 1..=rows {
+        let logits = decoder.step(&(0..m).map(|slot| (slot, 0)).collect::<Vec<_>>(), kv)?;
+        let op = Argmax::new(&logits)?;
+        op.record()?;
+        if m == 1 {
+            decoder.step_on_gpu(&[0], &op.ids, kv)?;
+        }
+        argmax.push(op);
+    }
+    if let Some(op) = argmax.first() {
+        op.read()?;
+    }
+    for slot in 0..kv.slots() {
+        kv.truncate(slot, 0);
+    }
+    Ok(argmax)
 }
 
 /// A row of a pipelined step: (request id, slot).

@@ -344,7 +344,8 @@ async fn a_client_that_hangs_up_frees_its_sequence() {
 #[tokio::test]
 async fn a_full_queue_answers_429_and_the_server_stays_healthy() {
     let _turn = one_at_a_time().await;
-    let engine = EngineConfig { parallel: 1, ctx_size: 256, max_queue: 1, prefill_chunk: PREFILL_CHUNK };
+    let engine =
+        EngineConfig { parallel: 1, ctx_size: 256, max_queue: 1, prefill_chunk: PREFILL_CHUNK, warm_up: false };
     let server = TestServer::start(Setup { engine: Some(engine), ..Setup::default() }).await;
     // Greedy: the first request surely runs on while the queue fills (no early end of text).
     let long = json!({"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, "stream": true});

@@ -78,7 +78,13 @@ impl Default for Setup {
     fn default() -> Self {
         Setup {
             options: ServerOptions::default(),
-            engine: Some(EngineConfig { parallel: 2, ctx_size: 256, max_queue: 8, prefill_chunk: PREFILL_CHUNK }),
+            engine: Some(EngineConfig {
+                parallel: 2,
+                ctx_size: 256,
+                max_queue: 8,
+                prefill_chunk: PREFILL_CHUNK,
+                warm_up: false,
+            }),
         }
     }
 }
