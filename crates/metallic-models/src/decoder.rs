@@ -20,6 +20,11 @@
 //! | `qwen3` | Qwen 3 | q/k norms |
 //! | `phi3` | Phi-3 | fused `attn_qkv` and gate/up; LongRoPE factors |
 //!
+//! A decode step (one token, or one per sequence of a batched step) of a model without
+//! post-norms runs each norm inside the products that read it and each residual add inside
+//! the product that makes it ([`QMatmul::rms_norm`], [`QMatmul::accumulate`]): per layer the
+//! QKV products, attention, `wo` (added to x), gate/up, down (added to x) — no norm kernel.
+//!
 //! As in llama.cpp, `attention.sliding_window` is honoured for Gemma 3 only (llama.cpp ignores
 //! it for `llama` and disables it for `phi3`), so Mistral and Phi-3 attend to the whole context.
 
@@ -605,6 +610,36 @@ struct Stream<'a> {
     o: &'a Tensor,
     gate_up: &'a Tensor,
     act: &'a Tensor,
+    /// Norms read through by the products after them, residual adds made by the products
+    /// before them (see [`Decoder::fuses_norms`]): `n` and `o` are not used.
+    fused: bool,
+}
+
+impl<'a> Stream<'a> {
+    /// The input of a block's first products: `x` read through the norm `weight` when the
+    /// norms are fused, else the norm's output `n`.
+    fn input(&self, weight: &'a Tensor) -> Input<'a> {
+        if self.fused { Input { x: self.x, norm: Some(weight), add: false } } else { Input::plain(self.n) }
+    }
+}
+
+/// What a product reads and how it writes: x, read through an RMS norm with this weight (a
+/// fused norm), the product added to its output (a fused residual add) or stored.
+#[derive(Clone, Copy)]
+struct Input<'a> {
+    x: &'a Tensor,
+    norm: Option<&'a Tensor>,
+    add: bool,
+}
+
+impl<'a> Input<'a> {
+    fn plain(x: &'a Tensor) -> Self {
+        Input { x, norm: None, add: false }
+    }
+
+    fn added_to(self) -> Self {
+        Input { add: true, ..self }
+    }
 }
 
 /// Which kernels a pass's quantized products take.
@@ -723,6 +758,9 @@ pub struct Decoder {
     rope_factors: RopeFactors,
     /// The element type of new KV caches.
     cache_dtype: DType,
+    /// Whether one-token and batched steps fuse the norms and residual adds into the
+    /// products (see [`fuses_norms`](Self::fuses_norms)).
+    fuse_norms: bool,
     rt: Runtime,
 }
 
@@ -767,7 +805,11 @@ impl Decoder {
         };
         let embed = w.matrix("token_embd.weight", c.vocab, c.n_embd)?;
         progress(total, total);
+        // Gemma's post-norms normalise a block's output before the residual add: not a product
+        // the add can be fused into.
+        let fuse_norms = layers.iter().all(|l| l.post_attn_norm.is_none() && l.post_ffn_norm.is_none());
         Ok(Decoder {
+            fuse_norms,
             embed,
             output_norm: w.vector("output_norm.weight", c.n_embd)?,
             output,
@@ -1032,6 +1074,45 @@ impl Decoder {
         })
     }
 
+    /// Whether a pass of `rows` rows fuses each block's norm into the products that read it
+    /// and each residual add into the product that makes it ([`QMatmul::rms_norm`],
+    /// [`QMatmul::accumulate`]: two dispatches fewer per layer, which is what a decode step of
+    /// a small model is short of): where every product takes a GEMV — one-token passes and
+    /// batched steps — and the model has no post-norms.
+    fn fuses_norms(&self, products: Products<'_>, rows: usize) -> bool {
+        self.fuse_norms && (matches!(products, Products::OneRow { .. }) || rows == 1)
+    }
+
+    /// Turns the fused norms and residual adds of [`fuses_norms`](Self::fuses_norms) off (or
+    /// back on where the model allows them): for tests comparing the two.
+    #[doc(hidden)]
+    pub fn set_fused_norms(&mut self, on: bool) {
+        self.fuse_norms = on && self.layers.iter().all(|l| l.post_attn_norm.is_none() && l.post_ffn_norm.is_none());
+    }
+
+    /// Whether decode steps fuse the norms and residual adds (see
+    /// [`set_fused_norms`](Self::set_fused_norms)).
+    #[doc(hidden)]
+    pub fn fused_norms(&self) -> bool {
+        self.fuse_norms
+    }
+
+    /// The product of `input` and `w` into `out` on the kernel `products` says, with the
+    /// input's norm and add.
+    fn product(&self, input: &Input<'_>, w: &QuantMatrix, out: &Tensor, products: Products<'_>) -> Result<QMatmul> {
+        let mut op = QMatmul::new(input.x, w, out)?;
+        if let Products::OneRow { .. } = products {
+            op = op.path(self.row_path(w));
+        }
+        if let Some(weight) = input.norm {
+            op = op.rms_norm(weight, self.config.rms_eps)?;
+        }
+        if input.add {
+            op = op.accumulate()?;
+        }
+        Ok(op)
+    }
+
     /// The kernel a one-row product takes, for every row count (see [`step`](Self::step)).
     fn row_path(&self, w: &QuantMatrix) -> QMatmulPath {
         if self.rt.context().caps().cpu() && w.cols().is_multiple_of(32) {
@@ -1041,22 +1122,18 @@ impl Decoder {
         }
     }
 
-    /// `out = x · wᵀ` with [`row_path`](Self::row_path).
-    fn row_matmul(&self, x: &Tensor, w: &QuantMatrix, out: &Tensor) -> Result<()> {
-        Ok(self.rt.record(&QMatmul::new(x, w, out)?.path(self.row_path(w)))?)
-    }
-
     /// [`project`](Self::project) for a batched step: every part with the one-row kernel.
-    fn project_rows(&self, stacked: &Stacked, x: &Tensor, out: &Tensor, part: &Tensor) -> Result<()> {
+    fn project_rows(&self, stacked: &Stacked, input: &Input<'_>, out: &Tensor, part: &Tensor) -> Result<()> {
+        let one_row = Products::OneRow { part };
         let parts = match stacked {
-            Stacked::Fused(m) => return self.row_matmul(x, m, out),
+            Stacked::Fused(m) => return self.matmul_with(input, m, out, one_row),
             Stacked::Split(parts) => parts,
         };
-        let m = x.dims().first().copied().unwrap_or(1);
+        let m = input.x.dims().first().copied().unwrap_or(1);
         let mut at = 0;
         for w in parts {
             let tmp = part.narrow(0, m * w.rows())?.reshape([m, w.rows()])?;
-            self.row_matmul(x, w, &tmp)?;
+            self.matmul_with(input, w, &tmp, one_row)?;
             out.write_slice(&tmp, 1, at)?;
             at += w.rows();
         }
@@ -1072,8 +1149,9 @@ impl Decoder {
             StepIds::Host(ids) => a.ids.write(ids)?,
             StepIds::Gpu(ids) => rt.record(&Copy::new(ids, &a.ids)?)?,
         }
-        let stream = Stream { x: &a.x, n: &a.n, o: &a.o, gate_up: &a.gate_up, act: &a.act };
         let products = Products::OneRow { part: &a.part };
+        let fused = self.fuses_norms(products, table.len() / 2);
+        let stream = Stream { x: &a.x, n: &a.n, o: &a.o, gate_up: &a.gate_up, act: &a.act, fused };
         self.record_embedding(&a.ids, &stream)?;
         // Every slot has the same capacity, so LongRoPE picks one table for all.
         let rope_factors = self.rope_factors.for_context(kv.capacity, c.rope_long_from);
@@ -1085,7 +1163,7 @@ impl Decoder {
                 (Some(k), Some(v)) => (k, v),
                 _ => return Err(Error::InvalidInput("the KV slots belong to another model".into())),
             };
-            self.project_with(&layer.qkv, &a.n, &a.qkv, products)?;
+            self.project_with(&layer.qkv, &stream.input(&layer.attn_norm), &a.qkv, products)?;
             let rope = self.rope_options(layer, 0);
             let qkv_rope = QkvRope::batched(&a.qkv, &a.q, k_cache, v_cache, rope, &a.table)?;
             rt.record(&self.with_layer_extras(qkv_rope, layer, rope_factors)?)?;
@@ -1105,7 +1183,7 @@ impl Decoder {
             self.record_block_rest(il, layer, &heads, &stream, products)?;
         }
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        self.matmul_with(&a.n, output, &a.logits, products)?;
+        self.matmul_with(&stream.input(&self.output_norm), output, &a.logits, products)?;
         Ok(a.logits.clone())
     }
 
@@ -1117,6 +1195,9 @@ impl Decoder {
         rt.record(&QEmbedding::new(&self.embed, ids, s.x)?)?;
         if c.embed_scale != 1.0 {
             rt.record(&Binary::scalar(BinaryOp::Mul, s.x, c.embed_scale, s.x)?)?;
+        }
+        if s.fused {
+            return Ok(());
         }
         let first_norm = self.layers.first().map_or(&self.output_norm, |l| &l.attn_norm);
         Ok(rt.record(&RmsNorm::new(s.x, Some(first_norm), c.rms_eps, false, s.n)?)?)
@@ -1160,7 +1241,13 @@ impl Decoder {
     ) -> Result<()> {
         let c = &self.config;
         let rt = &self.rt;
-        self.matmul_with(heads, &layer.wo, s.o, products)?;
+        if s.fused {
+            // x += wo · heads; x += down(act(gate) · up) with the norm read through.
+            self.matmul_with(&Input::plain(heads).added_to(), &layer.wo, s.x, products)?;
+            self.project_with(&layer.gate_up, &s.input(&layer.ffn_norm), s.gate_up, products)?;
+            return self.record_down(layer, s, products);
+        }
+        self.matmul_with(&Input::plain(heads), &layer.wo, s.o, products)?;
         rt.record(&ResidualRmsNorm::new(
             s.x,
             s.o,
@@ -1170,7 +1257,7 @@ impl Decoder {
             s.x,
             s.n,
         )?)?;
-        self.project_with(&layer.gate_up, s.n, s.gate_up, products)?;
+        self.project_with(&layer.gate_up, &Input::plain(s.n), s.gate_up, products)?;
         self.record_down(layer, s, products)?;
         let next_norm = self.layers.get(il + 1).map_or(&self.output_norm, |l| &l.attn_norm);
         Ok(rt.record(&ResidualRmsNorm::new(s.x, s.o, layer.post_ffn_norm.as_ref(), next_norm, c.rms_eps, s.x, s.n)?)?)
@@ -1188,26 +1275,27 @@ impl Decoder {
             }
             Products::OneRow { .. } => self.row_path(&layer.down) == QMatmulPath::Gemv,
         };
+        // Fused: added to the residual stream, not stored for the residual norm.
+        let out = if s.fused { s.x } else { s.o };
         if gemv {
-            return Ok(self.rt.record(&QMatmul::gated(act, s.gate_up, &layer.down, s.o)?)?);
+            let op = QMatmul::gated(act, s.gate_up, &layer.down, out)?;
+            return Ok(self.rt.record(&if s.fused { op.accumulate()? } else { op })?);
         }
         self.rt.record(&Gated::halves(act, s.gate_up, s.act)?)?;
-        self.matmul_with(s.act, &layer.down, s.o, products)
+        let input = Input { add: s.fused, ..Input::plain(s.act) };
+        self.matmul_with(&input, &layer.down, out, products)
     }
 
-    /// `out = x · wᵀ`, on the kernel `products` says.
-    fn matmul_with(&self, x: &Tensor, w: &QuantMatrix, out: &Tensor, products: Products<'_>) -> Result<()> {
-        match products {
-            Products::Auto => Ok(self.rt.record(&QMatmul::new(x, w, out)?)?),
-            Products::OneRow { .. } => self.row_matmul(x, w, out),
-        }
+    /// `out = x · wᵀ` (or `+=`, through a norm: see [`Input`]), on the kernel `products` says.
+    fn matmul_with(&self, input: &Input<'_>, w: &QuantMatrix, out: &Tensor, products: Products<'_>) -> Result<()> {
+        Ok(self.rt.record(&self.product(input, w, out, products)?)?)
     }
 
-    /// The stacked projections of `x` into `out`, on the kernels `products` says.
-    fn project_with(&self, stacked: &Stacked, x: &Tensor, out: &Tensor, products: Products<'_>) -> Result<()> {
+    /// The stacked projections of `input` into `out`, on the kernels `products` says.
+    fn project_with(&self, stacked: &Stacked, input: &Input<'_>, out: &Tensor, products: Products<'_>) -> Result<()> {
         match products {
-            Products::Auto => self.project(stacked, x, out),
-            Products::OneRow { part } => self.project_rows(stacked, x, out, part),
+            Products::Auto => self.project(stacked, input, out),
+            Products::OneRow { part } => self.project_rows(stacked, input, out, part),
         }
     }
 
@@ -1281,10 +1369,15 @@ impl Decoder {
         result
     }
 
-    /// Records the logits of rows `from..from + n` of `a`'s final norm into `out` (`[n, vocab]`).
+    /// Records the logits of rows `from..from + n` of `a`'s final norm into `out` (`[n, vocab]`)
+    /// (of its residual stream through the final norm, where the pass fused its norms).
     fn record_logits(&self, a: &Activations, from: usize, n: usize, out: &Tensor) -> Result<()> {
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        Ok(self.rt.record(&QMatmul::new(&a.n.narrow(from, n)?, output, out)?)?)
+        let rows = a.x.dims().first().copied().unwrap_or(1);
+        let fused = self.fuses_norms(Products::Auto, rows);
+        let x = if fused { a.x.narrow(from, n)? } else { a.n.narrow(from, n)? };
+        let input = Input { x: &x, norm: fused.then_some(&self.output_norm), add: false };
+        self.matmul_with(&input, output, out, Products::Auto)
     }
 
     /// [`forward`](Self::forward), returning the logits of the last `rows` tokens: `[rows,
@@ -1399,7 +1492,8 @@ impl Decoder {
         let rt = &self.rt;
         let start = cache.len;
         let end = start + seq;
-        let stream = Stream { x: &a.x, n: &a.n, o: &a.o, gate_up: &a.gate_up, act: &a.act };
+        let fused = self.fuses_norms(Products::Auto, seq);
+        let stream = Stream { x: &a.x, n: &a.n, o: &a.o, gate_up: &a.gate_up, act: &a.act, fused };
         self.record_embedding(ids, &stream)?;
         let rope_factors = self.rope_factors.for_context(cache.capacity, c.rope_long_from);
         let attn_rows = a.attn.reshape([c.n_head, seq, c.head_dim])?;
@@ -1410,7 +1504,7 @@ impl Decoder {
                 (Some(k), Some(v)) => (k, v),
                 _ => return Err(Error::InvalidInput("the cache belongs to another model".into())),
             };
-            self.project(&layer.qkv, &a.n, &a.qkv)?;
+            self.project_with(&layer.qkv, &stream.input(&layer.attn_norm), &a.qkv, Products::Auto)?;
             let q_heads = a.q.reshape([c.n_head, seq, c.head_dim])?;
             let qkv_rope = QkvRope::new(&a.qkv, &q_heads, k_cache, v_cache, self.rope_options(layer, start as u32))?;
             rt.record(&self.with_layer_extras(qkv_rope, layer, rope_factors)?)?;
@@ -1443,22 +1537,23 @@ impl Decoder {
         Ok(())
     }
 
-    /// The stacked projections of `x` (`[seq, n_embd]`) into `out` (`[seq, total rows]`).
-    fn project(&self, stacked: &Stacked, x: &Tensor, out: &Tensor) -> Result<()> {
-        let rt = &self.rt;
+    /// The stacked projections of `input` (`[seq, n_embd]`) into `out` (`[seq, total rows]`).
+    fn project(&self, stacked: &Stacked, input: &Input<'_>, out: &Tensor) -> Result<()> {
         let parts = match stacked {
-            Stacked::Fused(m) => return Ok(rt.record(&QMatmul::new(x, m, out)?)?),
+            Stacked::Fused(m) => return self.matmul_with(input, m, out, Products::Auto),
             Stacked::Split(parts) => parts,
         };
-        let seq = x.dims().first().copied().unwrap_or(1);
+        let seq = input.x.dims().first().copied().unwrap_or(1);
         let mut at = 0;
         for m in parts {
             if seq == 1 {
                 // One row: each projection is a contiguous slice of it.
                 let slice = out.reshape([out.numel()])?.narrow(at, m.rows())?.reshape([1, m.rows()])?;
-                rt.record(&QMatmul::new(x, m, &slice)?)?;
+                self.matmul_with(input, m, &slice, Products::Auto)?;
+            } else if input.norm.is_none() && !input.add {
+                out.write_slice(&input.x.qmatmul(m)?, 1, at)?;
             } else {
-                out.write_slice(&x.qmatmul(m)?, 1, at)?;
+                return Err(Error::InvalidInput("a fused norm on a split projection of several rows".into()));
             }
             at += m.rows();
         }

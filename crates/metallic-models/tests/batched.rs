@@ -104,6 +104,61 @@ fn batched_steps_equal_solo_steps_on_smollm2() {
     check("smollm2", &load(&path));
 }
 
+/// Decode steps with each block's norms read through by its first products and its residual
+/// adds made by its last ones (the default where a model has no post-norms) against the
+/// separate norm kernels: the same logits up to f32 rounding (the norm's scale is applied to
+/// each product's sums rather than to x, and its sum of squares summed in another order);
+/// batched still bit-identical to solo either way.
+#[test]
+fn fused_norms_agree_with_the_separate_kernels() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    let mut paths: Vec<(String, std::path::PathBuf)> = ["llama3", "qwen2", "qwen3", "phi3"]
+        .iter()
+        .map(|name| (name.to_string(), dir.join(format!("{name}.gguf"))))
+        .collect();
+    paths.push(("smollm2".into(), common::model_file("smollm2-135m-instruct-q4_1.gguf", "fetch-smollm2.sh")));
+    for (name, path) in paths {
+        let mut decoder = load(&path);
+        assert!(decoder.fused_norms(), "{name}: no post-norms, so the steps fuse them");
+        let fused: Vec<_> = PROMPTS.iter().map(|p| solo(&decoder, p, p.len() + FED.len())).collect();
+        decoder.set_fused_norms(false);
+        assert!(!decoder.fused_norms());
+        check(&format!("{name}, separate norms"), &decoder);
+        for (s, prompt) in PROMPTS.iter().enumerate() {
+            let separate = solo(&decoder, prompt, prompt.len() + FED.len());
+            for (step, (a, b)) in fused[s].iter().zip(&separate).enumerate() {
+                let top = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                // SmolLM2's 30 layers amplify the rounding of one norm's sum of squares (summed
+                // in another order) to ~4e-4 of the largest logit on these prompts.
+                let tol = if name == "smollm2" { 1e-3 } else { 1e-4 };
+                assert!(
+                    worst <= tol * top.max(1.0),
+                    "{name}: prompt {s} step {step}: {worst} apart (logits up to {top})"
+                );
+            }
+        }
+    }
+    // Gemma 3's post-norms come before its residual adds: nothing to fuse.
+    let tiny = TinyGemma {
+        layers: 1,
+        n_embd: 32,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 16,
+        n_ff: 64,
+        vocab: 40,
+        window: 5,
+        context: 128,
+    };
+    let tmp = common::TempDir::new("fused");
+    let path = tmp.path().join("tiny.gguf");
+    std::fs::write(&path, tiny.weights(3).gguf()).unwrap();
+    let mut gemma = load(&path);
+    gemma.set_fused_norms(true);
+    assert!(!gemma.fused_norms());
+}
+
 #[test]
 fn bad_steps_are_refused() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");

@@ -421,6 +421,93 @@ fn gated_input_matches_gate_then_product() {
     }
 }
 
+/// The decode step's fused options on every GEMV kernel: x read through an RMS norm
+/// (`QMatmul::rms_norm`) and the product added to y (`QMatmul::accumulate`), against the norm,
+/// product and add in f64; each row of a batch bit-identical to its one-row call; the errors.
+#[test]
+fn fused_norm_and_accumulation_match_cpu() {
+    let rt = runtime();
+    let mut rng = Rng::new(17);
+    let (n, k, eps) = (37, 512, 1e-5f32);
+    for ty in [QuantType::Q4K, QuantType::Q6K, QuantType::Q8_0, QuantType::Q4_1, QuantType::F16] {
+        let bytes = random_matrix(&mut rng, ty, n, k);
+        let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
+        let wf = decoded(ty, &bytes);
+        let kernels: [(&str, &dyn Fn(QMatmul) -> QMatmul); 3] = [
+            ("GEMV", &|op| op.path(QMatmulPath::Gemv)),
+            ("block GEMV", &|op| op.path(QMatmulPath::Gemv).gemv_unit(32)),
+            ("row GEMV", &|op| op.path(QMatmulPath::GemvRows)),
+        ];
+        for (kernel, configure) in kernels {
+            for dtype in float_dtypes(&rt) {
+                for (norm, acc) in [(true, false), (false, true), (true, true)] {
+                    let m = 9;
+                    let what = format!("{ty} {kernel} {dtype} norm {norm} accumulate {acc}");
+                    let (xbig, xr) = upload(&rt, &[m + 1, k], dtype, &rng.vec((m + 1) * k, -3.0, 3.0));
+                    let x = xbig.narrow(1, m).unwrap();
+                    let (nw, nwr) = upload(&rt, &[k], dtype, &rng.vec(k, 0.5, 1.5));
+                    let y0 = rng.vec(m * n, -1.0, 1.0);
+                    let run = |x: &Tensor, rows: usize, first: usize| -> Vec<f32> {
+                        let (y, _) = upload(&rt, &[rows, n], dtype, &y0[first * n..(first + rows) * n]);
+                        let mut op = configure(QMatmul::new(x, &w, &y).unwrap());
+                        if norm {
+                            op = op.rms_norm(&nw, eps).unwrap();
+                        }
+                        if acc {
+                            op = op.accumulate().unwrap();
+                        }
+                        rt.record(&op).unwrap();
+                        y.to_vec_f32().unwrap()
+                    };
+                    let got = run(&x, m, 0);
+                    // The normalised rows, the product in f64, the add.
+                    let rows: Vec<f64> = (1..=m)
+                        .flat_map(|r| {
+                            let row = &xr[r * k..(r + 1) * k];
+                            let ms = row.iter().map(|v| v * v).sum::<f64>() / k as f64;
+                            let s = if norm { 1.0 / (ms + f64::from(eps)).sqrt() } else { 1.0 };
+                            row.iter()
+                                .zip(&nwr)
+                                .map(move |(v, g)| if norm { v * s * g } else { *v })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    let (mut want, mut scale) = reference(&rows, &wf, m, n, k);
+                    let (_, y0r) = upload(&rt, &[m, n], dtype, &y0);
+                    if acc {
+                        for ((want, scale), y0) in want.iter_mut().zip(&mut scale).zip(&y0r) {
+                            *want += y0;
+                            *scale += y0.abs();
+                        }
+                    }
+                    assert_dot_close(&got, &want, &scale, tol(dtype), &what);
+                    // Each row as its own call: the same bits.
+                    for row in [0, 4, 8] {
+                        let one = run(&x.narrow(row, 1).unwrap(), 1, row);
+                        let same =
+                            got[row * n..(row + 1) * n].iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{what}: row {row} differs from its one-row call");
+                    }
+                }
+            }
+        }
+    }
+    // Only a GEMV fuses them; the norm's weight is [K] of x's dtype; no gate and norm together.
+    let w =
+        QuantMatrix::from_bytes(&rt, QuantType::Q8_0, n, k, &random_matrix(&mut rng, QuantType::Q8_0, n, k)).unwrap();
+    let nw = Tensor::zeros(&rt, [k], DType::F32).unwrap();
+    let (x, y) = (Tensor::zeros(&rt, [1, k], DType::F32).unwrap(), Tensor::zeros(&rt, [1, n], DType::F32).unwrap());
+    let gemm = || QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::Gemm);
+    assert!(matches!(gemm().rms_norm(&nw, eps), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(gemm().accumulate(), Err(Error::InvalidArgument { .. })));
+    let short = Tensor::zeros(&rt, [k - 1], DType::F32).unwrap();
+    assert!(matches!(QMatmul::new(&x, &w, &y).unwrap().rms_norm(&short, eps), Err(Error::InvalidShape { .. })));
+    assert!(matches!(QMatmul::new(&x, &w, &y).unwrap().rms_norm(&nw, f32::NAN), Err(Error::InvalidArgument { .. })));
+    let x2 = Tensor::zeros(&rt, [1, 2 * k], DType::F32).unwrap();
+    let gated = QMatmul::gated(GatedAct::Silu, &x2, &w, &y).unwrap();
+    assert!(matches!(gated.rms_norm(&nw, eps), Err(Error::InvalidArgument { .. })));
+}
+
 #[test]
 fn auto_path_and_convenience_method() {
     let rt = runtime();

@@ -18,7 +18,7 @@
 //
 // Compiled without runtime checks: weight reads stay inside rows below `n` (rows past it read
 // the last one) and blocks below the row's count, x reads inside rows below `m` and columns
-// below K (`x_at`, `x_vec`), y writes are guarded by n and m, and every loop is bounded by
+// below K (`x_at`, `x_vec`), norm-weight reads below K (`nw`, K long: the host checks it), y writes are guarded by n and m, and every loop is bounded by
 // the parameters the op validated.
 //
 // GATED: x holds rows of 2K, a gate half and an up half (a GeGLU / SwiGLU MLP's fused gate
@@ -124,6 +124,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let stride = WG / ROWS;
     for (var mg = wid.z; mg < m_groups; mg += nwg.z) {
         let m0 = mg * MB;
+        var scale: array<f32, MAX_MB>;
+        for (var j = 0u; j < MB; j += 1u) {
+            scale[j] = row_scale(params.x_off + min(m0 + j, params.m - 1u) * ldx, lanes);
+        }
         for (var blk = wid.x; blk < blocks; blk += nwg.x) {
             let r0 = blk * ROWS;
             // Rows past the part repeat its last one; their sums are not stored.
@@ -154,7 +158,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let sums = workgroup_sum4(mine, lanes);
                 let out = r0 + lanes.index;
                 if lanes.index < ROWS && out < params.n && m0 + j < params.m {
-                    y[params.y_off + (m0 + j) * params.ldy + params.n0 + out] = T(sums[lanes.index]);
+                    store_y(params.y_off + (m0 + j) * params.ldy + params.n0 + out, sums[lanes.index] * scale[j]);
                 }
             }
         }

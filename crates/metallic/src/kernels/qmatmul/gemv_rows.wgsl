@@ -13,6 +13,10 @@
 // Needs K a multiple of 32 and x's rows starting on a 4-element boundary (x_off and K
 // multiples of 4): the host takes this path only then. Grid: x = row pairs of WG lanes,
 // z = rows of x, clamped to the device limit; workgroups loop over the rest.
+//
+// `params.flags` as in gemv_x_common.wgsl: NORM_X reads x times the norm's weight `nw` and
+// multiplies each row's sums by its 1 / sqrt(mean(x^2) + eps), which every lane computes
+// itself (no barrier); ACCUMULATE adds the product, rounded to T, to y.
 
 struct Params {
     // Rows of this part, weights per row, rows of x.
@@ -27,11 +31,18 @@ struct Params {
     // Row stride of y (N of the whole matrix) and this part's first output column.
     ldy: u32,
     n0: u32,
+    nw_off: u32,
+    flags: u32,
+    eps: f32,
 }
+
+const NORM_X: u32 = 1u;
+const ACCUMULATE: u32 = 2u;
 
 @group(0) @binding(0) var<storage, read_write> x: array<vec4<T>>;
 @group(0) @binding(1) var<storage, read_write> w: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
+@group(0) @binding(3) var<storage, read_write> nw: array<T>;
 
 // The 32 values of x one block multiplies, and their sum (for the types with an offset).
 struct X32 {
@@ -46,16 +57,34 @@ struct X32 {
     sum: f32,
 }
 
-fn x32(v: u32) -> X32 {
+// Elements 4i .. 4i + 4 of the norm's weight.
+fn nw4(i: u32) -> vec4<f32> {
+    let g = params.nw_off + 4u * i;
+    return vec4<f32>(f32(nw[g]), f32(nw[g + 1u]), f32(nw[g + 2u]), f32(nw[g + 3u]));
+}
+
+// x's vector v (the `e`-th vector of its row) as the product reads it: times the norm's
+// weight with NORM_X.
+fn xw(v: u32, e: u32) -> vec4<f32> {
+    if (params.flags & NORM_X) != 0u {
+        return vec4<f32>(x[v]) * nw4(e);
+    }
+    return vec4<f32>(x[v]);
+}
+
+// The 32 values of x block b multiplies, from the row of x starting at vector `xv`.
+fn x32(xv: u32, b: u32) -> X32 {
     var s: X32;
-    s.a0 = vec4<f32>(x[v]);
-    s.a1 = vec4<f32>(x[v + 1u]);
-    s.a2 = vec4<f32>(x[v + 2u]);
-    s.a3 = vec4<f32>(x[v + 3u]);
-    s.a4 = vec4<f32>(x[v + 4u]);
-    s.a5 = vec4<f32>(x[v + 5u]);
-    s.a6 = vec4<f32>(x[v + 6u]);
-    s.a7 = vec4<f32>(x[v + 7u]);
+    let v = xv + 8u * b;
+    let e = 8u * b;
+    s.a0 = xw(v, e);
+    s.a1 = xw(v + 1u, e + 1u);
+    s.a2 = xw(v + 2u, e + 2u);
+    s.a3 = xw(v + 3u, e + 3u);
+    s.a4 = xw(v + 4u, e + 4u);
+    s.a5 = xw(v + 5u, e + 5u);
+    s.a6 = xw(v + 6u, e + 6u);
+    s.a7 = xw(v + 7u, e + 7u);
     s.sum = dot((s.a0 + s.a1) + (s.a2 + s.a3) + ((s.a4 + s.a5) + (s.a6 + s.a7)), vec4<f32>(1.0));
     return s;
 }
@@ -301,6 +330,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let pairs = (params.n + 2u * WG - 1u) / (2u * WG);
     for (var mz = wid.z; mz < params.m; mz += nwg.z) {
         let xv = (params.x_off + mz * params.k) / 4u;
+        var scale = 1.0;
+        if (params.flags & NORM_X) != 0u {
+            var ss = 0.0;
+            for (var i = 0u; i < params.k / 4u; i += 1u) {
+                let v = vec4<f32>(x[xv + i]);
+                ss += dot(v, v);
+            }
+            scale = inverseSqrt(ss / f32(params.k) + params.eps);
+        }
         for (var p = wid.x; p < pairs; p += nwg.x) {
             // Lane l takes rows l and l + WG of the pair's 2 WG; rows past the part repeat its
             // last one and are not stored.
@@ -311,17 +349,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var acc0 = 0.0;
             var acc1 = 0.0;
             for (var b = 0u; b < blocks; b += 1u) {
-                let xs = x32(xv + 8u * b);
+                let xs = x32(xv, b);
                 acc0 += dot32(w0, b, xs);
                 acc1 += dot32(w1, b, xs);
             }
             let yb = params.y_off + mz * params.ldy + params.n0;
             if r0 < params.n {
-                y[yb + r0] = T(acc0);
+                store_y(yb + r0, acc0 * scale);
             }
             if r1 < params.n {
-                y[yb + r1] = T(acc1);
+                store_y(yb + r1, acc1 * scale);
             }
         }
+    }
+}
+
+// Stores one output: y[i] = v, or y[i] += v (ACCUMULATE), v rounded to T first.
+fn store_y(i: u32, v: f32) {
+    if (params.flags & ACCUMULATE) != 0u {
+        y[i] = T(f32(y[i]) + f32(T(v)));
+    } else {
+        y[i] = T(v);
     }
 }

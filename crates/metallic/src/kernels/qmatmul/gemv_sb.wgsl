@@ -26,7 +26,7 @@
 //
 // Compiled without runtime checks: weight reads stay inside rows below `n` (rows past it read
 // the last one) and units below K / `unit_elems()`, x reads inside rows below `m` and columns below
-// K (`x4`), y writes are guarded by n and m, and every loop is bounded by the parameters the op
+// K (`x4`), norm-weight reads below K (`nw`, K long: the host checks it), y writes are guarded by n and m, and every loop is bounded by the parameters the op
 // validated.
 //
 // GATED: x holds rows of 2K, a gate half and an up half, and the product's input is
@@ -273,6 +273,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = lanes.index % LANES;
     for (var mg = wid.z; mg < m_groups; mg += nwg.z) {
         let m0 = mg * MB;
+        var scale: array<f32, MAX_MB>;
+        for (var j = 0u; j < MB; j += 1u) {
+            scale[j] = row_scale(params.x_off + min(m0 + j, params.m - 1u) * ldx, lanes);
+        }
         for (var blk = wid.x; blk < blocks; blk += nwg.x) {
             let r0 = blk * ROWS;
             // Sums of row 4g + c of x row j in component c of acc[2j + g].
@@ -304,7 +308,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     let sums = workgroup_sum4(acc[2u * j + g], lanes);
                     let out = r0 + 4u * g + lanes.index;
                     if lanes.index < min(ROWS, 4u) && out < params.n && m0 + j < params.m {
-                        y[params.y_off + (m0 + j) * params.ldy + params.n0 + out] = T(sums[lanes.index]);
+                        store_y(params.y_off + (m0 + j) * params.ldy + params.n0 + out, sums[lanes.index] * scale[j]);
                     }
                 }
             }

@@ -96,7 +96,7 @@ static GEMV: Kernel = Kernel {
         include_str!("../unary/unary_common.wgsl")
     ),
     entry: "main",
-    bindings: 4,
+    bindings: 5,
 };
 static GEMV_SB: Kernel = Kernel {
     name: "qmatmul_gemv_sb",
@@ -107,13 +107,13 @@ static GEMV_SB: Kernel = Kernel {
         include_str!("../unary/unary_common.wgsl")
     ),
     entry: "main",
-    bindings: 4,
+    bindings: 5,
 };
 static ROW_GEMV: Kernel = Kernel {
     name: "qmatmul_gemv_rows",
     source: concat!(include_str!("gemv_rows.wgsl"), include_str!("common.wgsl")),
     entry: "main",
-    bindings: 3,
+    bindings: 4,
 };
 static GEMM: Kernel = Kernel {
     name: "qmatmul_gemm",
@@ -436,7 +436,8 @@ pub enum QMatmulPath {
 
 /// `y = x · Wᵀ` with `W` a [`QuantMatrix`] (`[N, K]`): `x` is `[.., K]` (f32 or f16), `y`
 /// `[.., N]` of `x`'s dtype; the weights are decoded on the fly, products accumulate in f32.
-/// `y` is only written (its old contents do not matter) and must not overlap `x`.
+/// `y` is only written (its old contents do not matter; [`QMatmul::accumulate`] adds to them)
+/// and must not overlap `x`. [`QMatmul::rms_norm`] reads x through an RMS norm.
 ///
 /// [`QMatmul::gated`] reads x through a gate: `y = (act(a) * b) · Wᵀ` with `a`, `b` the halves
 /// of x's rows (an MLP's down projection with its gated activation fused in).
@@ -456,6 +457,10 @@ pub struct QMatmul {
     gemv_rows: Option<u32>,
     /// The activation of x's first half (the gate), when x is read through one.
     gated: Option<GatedAct>,
+    /// x read as `rms_norm(x) · weight`: the weight and epsilon.
+    norm: Option<(Tensor, f32)>,
+    /// `y +=` the product instead of `y =`.
+    accumulate: bool,
 }
 
 #[repr(C)]
@@ -470,7 +475,14 @@ struct GemvParams {
     y_off: u32,
     ldy: u32,
     n0: u32,
+    nw_off: u32,
+    flags: u32,
+    eps: f32,
 }
+
+/// Bits of `GemvParams::flags` (`gemv_x_common.wgsl`, `gemv_rows.wgsl`).
+const NORM_X: u32 = 1;
+const ACCUMULATE: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -518,6 +530,8 @@ impl QMatmul {
             gemv_lanes: None,
             gemv_rows: None,
             gated: None,
+            norm: None,
+            accumulate: false,
         };
         this.validate()?;
         Ok(this)
@@ -540,9 +554,33 @@ impl QMatmul {
             gemv_lanes: None,
             gemv_rows: None,
             gated: Some(act),
+            norm: None,
+            accumulate: false,
         };
         this.validate()?;
         Ok(this)
+    }
+
+    /// Reads x as `rms_norm(x) · weight`: each row times `weight` (`[K]`, x's dtype) and its
+    /// `1 / sqrt(mean(x²) + eps)`, applied to the row's sums — the norm before a decoder block
+    /// fused into the block's first product, with no dispatch and no tensor of its own. Every
+    /// workgroup of the GEMV computes the row's sum of squares itself (K more reads from
+    /// cache, cheap next to its weights while K is a few thousand). The GEMV kernels take it
+    /// ([`QMatmulPath::Gemv`], [`QMatmulPath::GemvRows`]); where the path is the GEMM (more
+    /// than 4 rows of x on a GPU, with `Auto`) it fails validation, as it does with a gate.
+    pub fn rms_norm(mut self, weight: &Tensor, eps: f32) -> Result<Self> {
+        self.norm = Some((weight.clone(), eps));
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// `y += x · wᵀ` instead of `y = x · wᵀ`, the product rounded to y's dtype before the
+    /// add (a residual add fused into a block's last product, rounded as a separate add would
+    /// round it). The GEMV kernels only, as for [`rms_norm`](Self::rms_norm).
+    pub fn accumulate(mut self) -> Result<Self> {
+        self.accumulate = true;
+        self.validate()?;
+        Ok(self)
     }
 
     /// Forces a kernel (for tests and tuning).
@@ -698,6 +736,28 @@ impl Operation for QMatmul {
         if self.y.shape() != want {
             return Err(Error::mismatch(OP, want, self.y.shape()));
         }
+        if self.norm.is_some() || self.accumulate {
+            let path = self.chosen_path();
+            if !matches!(path, QMatmulPath::Gemv | QMatmulPath::GemvRows) {
+                return Err(Error::invalid(OP, format!("a fused norm or accumulation takes a GEMV, not {path:?}")));
+            }
+        }
+        if let Some((weight, eps)) = &self.norm {
+            if self.gated.is_some() {
+                return Err(Error::invalid(OP, "x read through a gate and through a norm"));
+            }
+            check_dtype(OP, self.x.dtype(), weight)?;
+            check_same_device(OP, &[&self.x, weight])?;
+            if weight.numel() != self.w.cols {
+                return Err(Error::shape(
+                    OP,
+                    format!("the norm's weight has {} elements, K is {}", weight.numel(), self.w.cols),
+                ));
+            }
+            if !eps.is_finite() || *eps < 0.0 {
+                return Err(Error::invalid(OP, format!("the norm's epsilon {eps}")));
+            }
+        }
         if overlaps(&self.x, &self.y) {
             return Err(Error::invalid(OP, "the output y overlaps x"));
         }
@@ -727,7 +787,12 @@ impl Operation for QMatmul {
                 return Err(Error::invalid(OP, "the row GEMV needs x to start on a 4-element boundary"));
             }
             path = if self.rows_of_x() <= GEMV_MAX_M { QMatmulPath::Gemv } else { QMatmulPath::Gemm };
+            if path == QMatmulPath::Gemm && (self.norm.is_some() || self.accumulate) {
+                return Err(Error::invalid(OP, "a fused norm or accumulation needs x on a 4-element boundary here"));
+            }
         }
+        let nw = encoder.bind(self.norm.as_ref().map_or(&self.x, |(weight, _)| weight))?;
+        let flags = if self.norm.is_some() { NORM_X } else { 0 } | if self.accumulate { ACCUMULATE } else { 0 };
         for part in &w.parts {
             let wb = encoder.bind(&part.words)?;
             let n = count_u32(OP, part.rows)?;
@@ -743,6 +808,9 @@ impl Operation for QMatmul {
                 y_off: y.elem_offset(),
                 ldy,
                 n0,
+                nw_off: nw.elem_offset(),
+                flags,
+                eps: self.norm.as_ref().map_or(0.0, |(_, eps)| *eps),
             };
             match path {
                 QMatmulPath::GemvRows => {
@@ -753,7 +821,7 @@ impl Operation for QMatmul {
                             kernel: &ROW_GEMV,
                             dtype,
                             overrides: w.overrides(GEMV_ROWS_WG)?,
-                            bindings: &bindings,
+                            bindings: &[&x, &wb, &y, &nw],
                             params: gemv_params,
                             workgroups,
                         },
@@ -784,7 +852,7 @@ impl Operation for QMatmul {
                             kernel,
                             dtype,
                             overrides,
-                            bindings: &[&x, &wb, &y, &x],
+                            bindings: &[&x, &wb, &y, &x, &nw],
                             params: gemv_params,
                             workgroups,
                         },
