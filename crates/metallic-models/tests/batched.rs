@@ -80,9 +80,15 @@ fn batched_steps_equal_solo_steps_on_every_architecture() {
 
 #[test]
 fn batched_steps_equal_solo_steps_with_a_sliding_window() {
-    // Window 5: every sequence outgrows it, so local layers skip keys.
+    let dir = common::TempDir::new("batched");
+    check("tiny gemma3", &tiny_gemma(&dir, 2, 7));
+}
+
+/// A tiny Gemma 3 of `layers` layers with a sliding window of 5 (every sequence here outgrows
+/// it, so local layers skip keys), written under `dir`.
+fn tiny_gemma(dir: &common::TempDir, layers: usize, seed: u64) -> Decoder {
     let tiny = TinyGemma {
-        layers: 2,
+        layers,
         n_embd: 32,
         heads: 4,
         kv_heads: 2,
@@ -92,10 +98,9 @@ fn batched_steps_equal_solo_steps_with_a_sliding_window() {
         window: 5,
         context: 128,
     };
-    let dir = common::TempDir::new("batched");
     let path = dir.path().join("tiny.gguf");
-    std::fs::write(&path, tiny.weights(7).gguf()).unwrap();
-    check("tiny gemma3", &load(&path));
+    std::fs::write(&path, tiny.weights(seed).gguf()).unwrap();
+    load(&path)
 }
 
 #[test]
@@ -140,21 +145,7 @@ fn fused_norms_agree_with_the_separate_kernels() {
         }
     }
     // Gemma 3's post-norms come before its residual adds: nothing to fuse.
-    let tiny = TinyGemma {
-        layers: 1,
-        n_embd: 32,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 16,
-        n_ff: 64,
-        vocab: 40,
-        window: 5,
-        context: 128,
-    };
-    let tmp = common::TempDir::new("fused");
-    let path = tmp.path().join("tiny.gguf");
-    std::fs::write(&path, tiny.weights(3).gguf()).unwrap();
-    let mut gemma = load(&path);
+    let mut gemma = tiny_gemma(&common::TempDir::new("fused"), 1, 3);
     gemma.set_fused_norms(true);
     assert!(!gemma.fused_norms());
 }
