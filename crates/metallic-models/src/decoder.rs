@@ -354,22 +354,26 @@ impl Loader<'_> {
         Ok(QuantMatrix::from_bytes(self.rt, info.ty(), rows, cols, self.file.tensor_data(info))?)
     }
 
-    /// The row-wise concatenation of `parts` (`(name, rows)`, each `cols` wide) as one matrix
-    /// when they share a weight type (one GEMV instead of several), else `None`.
-    fn fused(&self, parts: &[(&str, usize)], cols: usize) -> Result<Option<QuantMatrix>> {
-        let mut infos = Vec::with_capacity(parts.len());
+    /// The row-wise concatenation of `parts` (`(name, rows)`, each `cols` wide), one matrix
+    /// per run of consecutive parts that share a weight type (one GEMV for each run instead of
+    /// one per part: q and k of a Q4_K_M file are Q4_K, its v often Q6_K).
+    fn stacked(&self, parts: &[(&str, usize)], cols: usize) -> Result<Vec<QuantMatrix>> {
+        let mut runs: Vec<(metallic::quant::QuantType, usize, Vec<u8>)> = Vec::new();
         for &(name, rows) in parts {
             let info = self.info(name)?;
             self.check(info, &[cols, rows])?;
-            infos.push(info);
+            let data = self.file.tensor_data(info);
+            match runs.last_mut() {
+                Some((ty, n, bytes)) if *ty == info.ty() => {
+                    *n += rows;
+                    bytes.extend_from_slice(data);
+                }
+                _ => runs.push((info.ty(), rows, data.to_vec())),
+            }
         }
-        let Some(ty) = infos.first().map(|i| i.ty()) else { return Ok(None) };
-        if infos.iter().any(|i| i.ty() != ty) {
-            return Ok(None);
-        }
-        let bytes: Vec<u8> = infos.iter().flat_map(|i| self.file.tensor_data(i).iter().copied()).collect();
-        let rows = parts.iter().map(|p| p.1).sum();
-        Ok(Some(QuantMatrix::from_bytes(self.rt, ty, rows, cols, &bytes)?))
+        runs.into_iter()
+            .map(|(ty, rows, bytes)| Ok(QuantMatrix::from_bytes(self.rt, ty, rows, cols, &bytes)?))
+            .collect()
     }
 
     /// An f32 vector (norm weights).
@@ -404,7 +408,7 @@ impl Loader<'_> {
 
 /// Projections of one input whose outputs sit side by side (q, k and v; an MLP's gate and up):
 /// one matrix with their rows stacked when their weight types agree (one GEMV), else one
-/// matrix each.
+/// matrix per run of parts of one type.
 #[derive(Debug)]
 enum Stacked {
     Fused(QuantMatrix),
@@ -414,9 +418,14 @@ enum Stacked {
 impl Stacked {
     fn load(w: &Loader<'_>, parts: &[(String, usize)], cols: usize) -> Result<Self> {
         let named: Vec<(&str, usize)> = parts.iter().map(|(n, r)| (n.as_str(), *r)).collect();
-        Ok(match w.fused(&named, cols)? {
-            Some(m) => Stacked::Fused(m),
-            None => Stacked::Split(named.iter().map(|&(n, rows)| w.matrix(n, rows, cols)).collect::<Result<_>>()?),
+        let mut runs = w.stacked(&named, cols)?;
+        Ok(match (runs.pop(), runs.is_empty()) {
+            (Some(m), true) => Stacked::Fused(m),
+            (Some(last), false) => {
+                runs.push(last);
+                Stacked::Split(runs)
+            }
+            (None, _) => return Err(Error::InvalidInput("a stacked projection of no parts".into())),
         })
     }
 
