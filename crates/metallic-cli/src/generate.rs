@@ -319,6 +319,78 @@ fn interactive(llm: &Llm, options: SamplingOptions, max_tokens: usize) -> Result
     }
 }
 
+/// Batched decoding of `n` sequences after `prompt` (each in its own KV slot): `steps` steps of
+/// all of them, each fed the previous step's argmax on the GPU and recorded while the GPU runs
+/// the one before (as `metallic serve` runs greedy streams), after a warm-up round; the wall
+/// clock from the first step to the last one's tokens read back. With `profile`, a per-kernel
+/// split of one more round, per step.
+fn batch_decode(
+    rt: &metallic::Runtime,
+    llm: &Llm,
+    prompt: &[u32],
+    n: usize,
+    steps: usize,
+    profile: bool,
+) -> Result<serde_json::Value> {
+    use metallic::kernels::topk::TopK;
+    let decoder = llm.decoder();
+    // The prompt but its last token, prefilled; the last token is each sequence's first step.
+    let (&last, before) = prompt.split_last().ok_or_else(|| Error::InvalidInput("an empty prompt".into()))?;
+    let mut kv = decoder.new_slots(n, prompt.len() + 2 * steps + 1)?;
+    let slots: Vec<usize> = (0..n).collect();
+    let values = metallic::Tensor::empty(rt, [n, 1], metallic::DType::F32)?;
+    let ids = metallic::Tensor::empty(rt, [n, 1], metallic::DType::U32)?;
+    let mut run = |profiled: bool| -> Result<std::time::Duration> {
+        for slot in 0..n {
+            kv.truncate(slot, 0);
+            if !before.is_empty() {
+                decoder.prefill_slot(before, &mut kv, slot, metallic_models::decoder::PREFILL_CHUNK)?;
+            }
+        }
+        let first: Vec<(usize, u32)> = slots.iter().map(|&s| (s, last)).collect();
+        rt.synchronize()?;
+        if profiled {
+            rt.kernel_profile()?;
+            rt.enable_kernel_profiling()?;
+        }
+        let start = std::time::Instant::now();
+        let logits = decoder.step(&first, &mut kv)?;
+        let argmax = TopK::new(&logits, 1, &values, &ids)?;
+        rt.record(&argmax)?;
+        for _ in 1..steps {
+            decoder.step_on_gpu(&slots, &ids, &mut kv)?;
+            rt.record(&argmax)?;
+        }
+        rt.read_tensors(&[&ids])?;
+        Ok(start.elapsed())
+    };
+    run(false)?;
+    let elapsed = run(false)?;
+    let mut kernels = Vec::new();
+    if profile {
+        run(true)?;
+        kernels = rt
+            .kernel_profile()?
+            .into_iter()
+            .map(|k| {
+                serde_json::json!({
+                    "kernel": k.kernel,
+                    "workgroups": k.workgroups,
+                    "dispatches_per_step": k.dispatches as f64 / steps as f64,
+                    "us_per_step": k.total.as_secs_f64() * 1e6 / steps as f64,
+                })
+            })
+            .collect();
+    }
+    Ok(serde_json::json!({
+        "sequences": n,
+        "steps": steps,
+        "batch_decode_tokens_per_s": (n * steps) as f64 / elapsed.as_secs_f64(),
+        "batch_step_ms": elapsed.as_secs_f64() * 1e3 / steps as f64,
+        "batch_kernels": kernels,
+    }))
+}
+
 /// Arguments of `metallic bench generate`.
 #[derive(Debug, Args)]
 pub struct GenerateBenchArgs {
@@ -338,17 +410,23 @@ pub struct GenerateBenchArgs {
     #[arg(long, value_enum)]
     cache_type: Option<CacheType>,
     /// Also run the decode once more with a GPU timestamp after every dispatch and report the
-    /// GPU time per kernel and token (`decode_kernels`).
+    /// GPU time per kernel and token (`decode_kernels`; with --batch, `batch_kernels` per step).
     #[arg(long)]
     profile: bool,
+    /// Also time batched decoding as `metallic serve` runs it: this many sequences, each after
+    /// the decode prompt, --gen-tokens steps of all of them together, each step fed the
+    /// previous one's argmax on the GPU (`batch_decode_tokens_per_s`: tokens of all sequences
+    /// per second; `batch_step_ms`).
+    #[arg(long)]
+    batch: Option<usize>,
 }
 
 /// Prefill tokens/s (one forward pass over `prompt_tokens`) and decode tokens/s (greedy, one
 /// token per step after a short prompt), wall clock with the result read back, after a warm-up
 /// run: the best of three runs of each, all three listed; one JSON line.
 pub fn bench(args: GenerateBenchArgs) -> Result<()> {
-    if args.prompt_tokens == 0 || args.decode_prompt_tokens == 0 || args.gen_tokens == 0 {
-        return Err(Error::InvalidInput("token counts must be at least 1".into()));
+    if args.prompt_tokens == 0 || args.decode_prompt_tokens == 0 || args.gen_tokens == 0 || args.batch == Some(0) {
+        return Err(Error::InvalidInput("token counts and --batch must be at least 1".into()));
     }
     let rt = metallic::Runtime::new()?;
     let mut llm = Llm::load_with(&args.model, &rt)?;
@@ -412,9 +490,14 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             })
             .collect();
     }
+    let batch = match args.batch {
+        Some(n) => Some(batch_decode(&rt, &llm, &prompt(args.decode_prompt_tokens), n, args.gen_tokens, args.profile)?),
+        None => None,
+    };
     outln!(
         "{}",
         serde_json::json!({
+            "batch": batch,
             "engine": "metallic",
             "model": args.model.display().to_string(),
             "device": rt.context().adapter_info().name,

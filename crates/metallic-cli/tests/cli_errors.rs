@@ -76,6 +76,7 @@ fn wrong_inputs_end_in_one_line() {
         (vec!["generate", "--model", model, "--prompt", "x", "--top-p", "-0.5"], "top-p"),
         (vec!["generate", "--model", model, "--prompt", "x", "--top-p", "2"], "top-p"),
         (vec!["generate", "--model", model, "--prompt-file", "/nonexistent/prompt.txt"], "/nonexistent/prompt.txt"),
+        (vec!["bench", "generate", "--model", model, "--batch", "0"], "--batch must be at least 1"),
     ];
     for (args, what) in &cases {
         assert_clean_failure(&metallic(args), 1, what, args);
