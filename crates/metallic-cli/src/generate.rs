@@ -369,18 +369,7 @@ fn batch_decode(
     let mut kernels = Vec::new();
     if profile {
         run(true)?;
-        kernels = rt
-            .kernel_profile()?
-            .into_iter()
-            .map(|k| {
-                serde_json::json!({
-                    "kernel": k.kernel,
-                    "workgroups": k.workgroups,
-                    "dispatches_per_step": k.dispatches as f64 / steps as f64,
-                    "us_per_step": k.total.as_secs_f64() * 1e6 / steps as f64,
-                })
-            })
-            .collect();
+        kernels = kernel_split(rt, steps, "step")?;
     }
     Ok(serde_json::json!({
         "sequences": n,
@@ -389,6 +378,24 @@ fn batch_decode(
         "batch_step_ms": elapsed.as_secs_f64() * 1e3 / steps as f64,
         "batch_kernels": kernels,
     }))
+}
+
+/// The runtime's kernel profile (read and cleared) per `unit` of `count`: each kernel and grid
+/// with its dispatches and GPU microseconds per unit.
+fn kernel_split(rt: &metallic::Runtime, count: usize, unit: &str) -> Result<Vec<serde_json::Value>> {
+    let per = count.max(1) as f64;
+    Ok(rt
+        .kernel_profile()?
+        .into_iter()
+        .map(|k| {
+            let mut entry = serde_json::Map::new();
+            entry.insert("kernel".into(), k.kernel.into());
+            entry.insert("workgroups".into(), serde_json::json!(k.workgroups));
+            entry.insert(format!("dispatches_per_{unit}"), (k.dispatches as f64 / per).into());
+            entry.insert(format!("us_per_{unit}"), (k.total.as_secs_f64() * 1e6 / per).into());
+            serde_json::Value::Object(entry)
+        })
+        .collect())
 }
 
 /// Arguments of `metallic bench generate`.
@@ -476,19 +483,7 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             logits = decoder.forward(&[next], &mut cache)?;
             steps += 1;
         }
-        let per_step = steps.max(1) as f64;
-        kernels = rt
-            .kernel_profile()?
-            .into_iter()
-            .map(|k| {
-                serde_json::json!({
-                    "kernel": k.kernel,
-                    "workgroups": k.workgroups,
-                    "dispatches_per_token": k.dispatches as f64 / per_step,
-                    "us_per_token": k.total.as_secs_f64() * 1e6 / per_step,
-                })
-            })
-            .collect();
+        kernels = kernel_split(&rt, steps, "token")?;
     }
     let batch = match args.batch {
         Some(n) => Some(batch_decode(&rt, &llm, &prompt(args.decode_prompt_tokens), n, args.gen_tokens, args.profile)?),
