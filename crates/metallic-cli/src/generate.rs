@@ -357,9 +357,12 @@ fn batch_decode(
         let logits = decoder.step(&first, &mut kv)?;
         let argmax = TopK::new(&logits, 1, &values, &ids)?;
         rt.record(&argmax)?;
+        rt.flush()?;
         for _ in 1..steps {
             decoder.step_on_gpu(&slots, &ids, &mut kv)?;
             rt.record(&argmax)?;
+            // Submitted step by step, as the server's read-backs submit them.
+            rt.flush()?;
         }
         rt.read_tensors(&[&ids])?;
         Ok(start.elapsed())

@@ -23,7 +23,9 @@
 //! A decode step (one token, or one per sequence of a batched step) of a model without
 //! post-norms runs each norm inside the products that read it and each residual add inside
 //! the product that makes it ([`QMatmul::rms_norm`], [`QMatmul::accumulate`]): per layer the
-//! QKV products, attention, `wo` (added to x), gate/up, down (added to x) — no norm kernel.
+//! QKV products, attention, `wo` (added to x), gate/up, down (added to x) — no norm kernel;
+//! the final norm keeps its dispatch (in the output product, each of a vocabulary's worth of
+//! workgroups would sum x's squares again: slower, measured).
 //!
 //! As in llama.cpp, `attention.sliding_window` is honoured for Gemma 3 only (llama.cpp ignores
 //! it for `llama` and disables it for `phi3`), so Mistral and Phi-3 attend to the whole context.
@@ -1192,7 +1194,12 @@ impl Decoder {
             self.record_block_rest(il, layer, &heads, &stream, products)?;
         }
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        self.matmul_with(&stream.input(&self.output_norm), output, &a.logits, products)?;
+        if fused {
+            // Its own dispatch: the output product's workgroups (a vocabulary's rows / 4) would
+            // each sum the squares of x again.
+            rt.record(&RmsNorm::new(&a.x, Some(&self.output_norm), c.rms_eps, false, &a.n)?)?;
+        }
+        self.matmul_with(&Input::plain(&a.n), output, &a.logits, products)?;
         Ok(a.logits.clone())
     }
 
@@ -1378,15 +1385,23 @@ impl Decoder {
         result
     }
 
-    /// Records the logits of rows `from..from + n` of `a`'s final norm into `out` (`[n, vocab]`)
-    /// (of its residual stream through the final norm, where the pass fused its norms).
+    /// Records the logits of rows `from..from + n` of `a`'s final norm into `out` (`[n, vocab]`);
+    /// where the pass fused its norms, the final norm first (see [`record_step`](Self::record_step)).
     fn record_logits(&self, a: &Activations, from: usize, n: usize, out: &Tensor) -> Result<()> {
+        let c = &self.config;
         let output = self.output.as_ref().unwrap_or(&self.embed);
         let rows = a.x.dims().first().copied().unwrap_or(1);
-        let fused = self.fuses_norms(Products::Auto, rows);
-        let x = if fused { a.x.narrow(from, n)? } else { a.n.narrow(from, n)? };
-        let input = Input { x: &x, norm: fused.then_some(&self.output_norm), add: false };
-        self.matmul_with(&input, output, out, Products::Auto)
+        let normed = a.n.narrow(from, n)?;
+        if self.fuses_norms(Products::Auto, rows) {
+            self.rt.record(&RmsNorm::new(
+                &a.x.narrow(from, n)?,
+                Some(&self.output_norm),
+                c.rms_eps,
+                false,
+                &normed,
+            )?)?;
+        }
+        self.matmul_with(&Input::plain(&normed), output, out, Products::Auto)
     }
 
     /// [`forward`](Self::forward), returning the logits of the last `rows` tokens: `[rows,
