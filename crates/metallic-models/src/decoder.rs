@@ -360,21 +360,28 @@ impl Loader<'_> {
     /// per run of consecutive parts that share a weight type (one GEMV for each run instead of
     /// one per part: q and k of a Q4_K_M file are Q4_K, its v often Q6_K).
     fn stacked(&self, parts: &[(&str, usize)], cols: usize) -> Result<Vec<QuantMatrix>> {
-        let mut runs: Vec<(metallic::quant::QuantType, usize, Vec<u8>)> = Vec::new();
+        // Each run: its type, rows and the parts' bytes (copied together only when several).
+        let mut runs: Vec<(metallic::quant::QuantType, usize, Vec<&[u8]>)> = Vec::new();
         for &(name, rows) in parts {
             let info = self.info(name)?;
             self.check(info, &[cols, rows])?;
             let data = self.file.tensor_data(info);
             match runs.last_mut() {
-                Some((ty, n, bytes)) if *ty == info.ty() => {
+                Some((ty, n, datas)) if *ty == info.ty() => {
                     *n += rows;
-                    bytes.extend_from_slice(data);
+                    datas.push(data);
                 }
-                _ => runs.push((info.ty(), rows, data.to_vec())),
+                _ => runs.push((info.ty(), rows, vec![data])),
             }
         }
         runs.into_iter()
-            .map(|(ty, rows, bytes)| Ok(QuantMatrix::from_bytes(self.rt, ty, rows, cols, &bytes)?))
+            .map(|(ty, rows, datas)| {
+                let bytes = match datas.as_slice() {
+                    [one] => std::borrow::Cow::Borrowed(*one),
+                    several => std::borrow::Cow::Owned(several.concat()),
+                };
+                Ok(QuantMatrix::from_bytes(self.rt, ty, rows, cols, &bytes)?)
+            })
             .collect()
     }
 
@@ -421,14 +428,10 @@ impl Stacked {
     fn load(w: &Loader<'_>, parts: &[(String, usize)], cols: usize) -> Result<Self> {
         let named: Vec<(&str, usize)> = parts.iter().map(|(n, r)| (n.as_str(), *r)).collect();
         let mut runs = w.stacked(&named, cols)?;
-        Ok(match (runs.pop(), runs.is_empty()) {
-            (Some(m), true) => Stacked::Fused(m),
-            (Some(last), false) => {
-                runs.push(last);
-                Stacked::Split(runs)
-            }
-            (None, _) => return Err(Error::InvalidInput("a stacked projection of no parts".into())),
-        })
+        if runs.len() > 1 {
+            return Ok(Stacked::Split(runs));
+        }
+        runs.pop().map(Stacked::Fused).ok_or_else(|| Error::InvalidInput("a stacked projection of no parts".into()))
     }
 
     fn matrices(&self) -> Vec<&QuantMatrix> {
@@ -653,6 +656,13 @@ impl<'a> Input<'a> {
     }
 }
 
+/// Whether a model's norms and residual adds can run inside its products: not where a layer
+/// has post-norms (Gemma 3's normalise a block's output before the residual add, so the add is
+/// not a product's).
+fn norms_fusable(layers: &[Layer]) -> bool {
+    layers.iter().all(|l| l.post_attn_norm.is_none() && l.post_ffn_norm.is_none())
+}
+
 /// Which kernels a pass's quantized products take.
 #[derive(Clone, Copy)]
 enum Products<'a> {
@@ -816,9 +826,7 @@ impl Decoder {
         };
         let embed = w.matrix("token_embd.weight", c.vocab, c.n_embd)?;
         progress(total, total);
-        // Gemma's post-norms normalise a block's output before the residual add: not a product
-        // the add can be fused into.
-        let fuse_norms = layers.iter().all(|l| l.post_attn_norm.is_none() && l.post_ffn_norm.is_none());
+        let fuse_norms = norms_fusable(&layers);
         Ok(Decoder {
             fuse_norms,
             embed,
@@ -1098,7 +1106,7 @@ impl Decoder {
     /// back on where the model allows them): for tests comparing the two.
     #[doc(hidden)]
     pub fn set_fused_norms(&mut self, on: bool) {
-        self.fuse_norms = on && self.layers.iter().all(|l| l.post_attn_norm.is_none() && l.post_ffn_norm.is_none());
+        self.fuse_norms = on && norms_fusable(&self.layers);
     }
 
     /// Whether decode steps fuse the norms and residual adds (see
@@ -1194,11 +1202,7 @@ impl Decoder {
             self.record_block_rest(il, layer, &heads, &stream, products)?;
         }
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        if fused {
-            // Its own dispatch: the output product's workgroups (a vocabulary's rows / 4) would
-            // each sum the squares of x again.
-            rt.record(&RmsNorm::new(&a.x, Some(&self.output_norm), c.rms_eps, false, &a.n)?)?;
-        }
+        self.record_final_norm(&a.x, &a.n, fused)?;
         self.matmul_with(&Input::plain(&a.n), output, &a.logits, products)?;
         Ok(a.logits.clone())
     }
@@ -1386,22 +1390,23 @@ impl Decoder {
     }
 
     /// Records the logits of rows `from..from + n` of `a`'s final norm into `out` (`[n, vocab]`);
-    /// where the pass fused its norms, the final norm first (see [`record_step`](Self::record_step)).
+    /// where the pass fused its norms, the final norm first.
     fn record_logits(&self, a: &Activations, from: usize, n: usize, out: &Tensor) -> Result<()> {
-        let c = &self.config;
         let output = self.output.as_ref().unwrap_or(&self.embed);
         let rows = a.x.dims().first().copied().unwrap_or(1);
         let normed = a.n.narrow(from, n)?;
-        if self.fuses_norms(Products::Auto, rows) {
-            self.rt.record(&RmsNorm::new(
-                &a.x.narrow(from, n)?,
-                Some(&self.output_norm),
-                c.rms_eps,
-                false,
-                &normed,
-            )?)?;
-        }
+        self.record_final_norm(&a.x.narrow(from, n)?, &normed, self.fuses_norms(Products::Auto, rows))?;
         self.matmul_with(&Input::plain(&normed), output, out, Products::Auto)
+    }
+
+    /// The final norm of `x` into `n` where a pass fused its other norms (the layers left it
+    /// to the output product's input). It keeps a dispatch of its own: in the output product,
+    /// each of a vocabulary's worth of workgroups would sum the squares of x again.
+    fn record_final_norm(&self, x: &Tensor, n: &Tensor, fused: bool) -> Result<()> {
+        if !fused {
+            return Ok(());
+        }
+        Ok(self.rt.record(&RmsNorm::new(x, Some(&self.output_norm), self.config.rms_eps, false, n)?)?)
     }
 
     /// [`forward`](Self::forward), returning the logits of the last `rows` tokens: `[rows,

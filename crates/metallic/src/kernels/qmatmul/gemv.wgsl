@@ -124,10 +124,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let stride = WG / ROWS;
     for (var mg = wid.z; mg < m_groups; mg += nwg.z) {
         let m0 = mg * MB;
-        var scale: array<f32, MAX_MB>;
-        for (var j = 0u; j < MB; j += 1u) {
-            scale[j] = row_scale(params.x_off + min(m0 + j, params.m - 1u) * ldx, lanes);
-        }
+        let scale = row_scales(m0, ldx, lanes);
         for (var blk = wid.x; blk < blocks; blk += nwg.x) {
             let r0 = blk * ROWS;
             // Rows past the part repeat its last one; their sums are not stored.

@@ -100,6 +100,16 @@ fn row_scale(base: u32, lanes: Lanes) -> f32 {
     return inverseSqrt(workgroup_sum(s, lanes) / f32(params.k) + params.eps);
 }
 
+// `row_scale` of rows m0 .. m0 + MB of x (rows of `ldx` elements; rows past m repeat the
+// last one), for the sums of each.
+fn row_scales(m0: u32, ldx: u32, lanes: Lanes) -> array<f32, MAX_MB> {
+    var scale: array<f32, MAX_MB>;
+    for (var j = 0u; j < MB; j += 1u) {
+        scale[j] = row_scale(params.x_off + min(m0 + j, params.m - 1u) * ldx, lanes);
+    }
+    return scale;
+}
+
 // Stores one output: y[i] = v, or y[i] += v (ACCUMULATE), v rounded to T first.
 fn store_y(i: u32, v: f32) {
     if (params.flags & ACCUMULATE) != 0u {
