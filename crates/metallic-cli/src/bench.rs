@@ -160,6 +160,8 @@ pub enum QPathArg {
     GemvRows,
     /// The tiled GEMM.
     Gemm,
+    /// The tiled GEMM on cooperative matrices (tensor cores; f16 operands, f32 accumulation).
+    Cooperative,
 }
 
 impl From<QPathArg> for QMatmulPath {
@@ -169,6 +171,7 @@ impl From<QPathArg> for QMatmulPath {
             QPathArg::Gemv => QMatmulPath::Gemv,
             QPathArg::GemvRows => QMatmulPath::GemvRows,
             QPathArg::Gemm => QMatmulPath::Gemm,
+            QPathArg::Cooperative => QMatmulPath::Cooperative,
         }
     }
 }

@@ -419,8 +419,9 @@ pub struct GenerateBenchArgs {
     /// Element type of the KV cache. Default: f16 where the device has f16 shaders, else f32.
     #[arg(long, value_enum)]
     cache_type: Option<CacheType>,
-    /// Also run the decode once more with a GPU timestamp after every dispatch and report the
-    /// GPU time per kernel and token (`decode_kernels`; with --batch, `batch_kernels` per step).
+    /// Also run the prefill and the decode once more with a GPU timestamp after every dispatch
+    /// and report the GPU time per kernel and prompt (`prefill_kernels`) and per token
+    /// (`decode_kernels`; with --batch, `batch_kernels` per step).
     #[arg(long)]
     profile: bool,
     /// Also time batched decoding as `metallic serve` runs it: this many sequences, each after
@@ -473,7 +474,15 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
     let decode_rate = rate(result);
     let per_token_ms = |d: std::time::Duration| d.as_secs_f64() * 1e3 / generated.max(1) as f64;
     let mut kernels = Vec::new();
+    let mut prefill_kernels = Vec::new();
     if args.profile {
+        // One prefill of the prompt, profiled on its own.
+        let tokens = prompt(args.prompt_tokens);
+        let mut cache = decoder.new_cache(tokens.len())?;
+        rt.kernel_profile()?;
+        rt.enable_kernel_profiling()?;
+        decoder.forward(&tokens, &mut cache)?.argmax()?.to_vec::<u32>()?;
+        prefill_kernels = kernel_split(&rt, 1, "prompt")?;
         // Prefill outside the profile, then profile the decode steps only.
         let tokens = prompt(args.decode_prompt_tokens);
         let mut cache = decoder.new_cache(tokens.len() + args.gen_tokens)?;
@@ -509,6 +518,7 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             "decode_record_ms_per_token": per_token_ms(result.record_time),
             "decode_sample_ms_per_token": per_token_ms(result.sample_time),
             "decode_kernels": kernels,
+            "prefill_kernels": prefill_kernels,
         })
     );
     Ok(())

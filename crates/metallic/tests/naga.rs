@@ -31,7 +31,10 @@ fn is_shared(path: &Path) -> bool {
 
 /// Kernels that take one of several pieces (kernel, pieces; under `src/kernels`), as their
 /// `Kernel` statics do: each piece is one variant of the kernel.
-const ALTERNATIVES: &[(&str, &[&str])] = &[("sdpa/decode.wgsl", &["sdpa/decode_scalar.wgsl", "sdpa/decode_vec.wgsl"])];
+const ALTERNATIVES: &[(&str, &[&str])] = &[
+    ("sdpa/decode.wgsl", &["sdpa/decode_scalar.wgsl", "sdpa/decode_vec.wgsl"]),
+    ("sdpa/decode_short.wgsl", &["sdpa/decode_scalar.wgsl", "sdpa/decode_vec.wgsl"]),
+];
 
 /// Shared pieces a kernel takes from another folder (kernel, piece; under `src/kernels`), as
 /// its `Kernel` static appends them.

@@ -8,6 +8,7 @@ mod common;
 
 use common::{Rng, float_dtypes, poisoned, runtime, upload};
 use metallic::kernels::gated::{Gated, GatedAct};
+use metallic::kernels::matmul::cooperative_available;
 use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix};
 use metallic::quant::{QuantType, dequantize};
 use metallic::{DType, Error, Operation, Runtime, Tensor};
@@ -215,6 +216,67 @@ fn qmatmul_matches_cpu_for_every_type() {
         }
     }
     eprintln!("largest error / sum|x w|: f32 {:e}, f16 {:e}", worst[0], worst[1]);
+}
+
+/// The GEMM on cooperative matrices (tensor cores), where the adapter has them: every type
+/// against the f64 reference within the rounding of x and the weights to f16 (2^-11 each,
+/// relative), tiles cut by M and N, and each row of x giving the same bits whether it runs
+/// with 129 others or 4. Elsewhere forcing it is an `Unsupported` error and Auto never takes it.
+#[test]
+fn cooperative_gemm_matches_cpu() {
+    let rt = runtime();
+    let mut rng = Rng::new(11);
+    let coop = cooperative_available(rt.context());
+    let (n, k) = (71, 256);
+    let bytes = random_matrix(&mut rng, QuantType::Q4K, n, k);
+    let w = QuantMatrix::from_bytes(&rt, QuantType::Q4K, n, k, &bytes).unwrap();
+    let x = Tensor::zeros(&rt, [67, k], DType::F32).unwrap();
+    let y = Tensor::zeros(&rt, [67, n], DType::F32).unwrap();
+    let auto = QMatmul::new(&x, &w, &y).unwrap();
+    let forced = auto.clone().path(QMatmulPath::Cooperative);
+    if !coop {
+        assert_ne!(auto.chosen_path(), QMatmulPath::Cooperative);
+        assert!(matches!(rt.record(&forced), Err(Error::Unsupported { .. })));
+        eprintln!("{}: no cooperative matrices; checked the Unsupported error", rt.context().adapter_info().name);
+        return;
+    }
+    assert_eq!(auto.chosen_path(), QMatmulPath::Cooperative);
+    let mut worst = 0.0f64;
+    for ty in TYPES {
+        let ks: &[usize] = match ty.block_elems() {
+            1 => &[77, 256],
+            32 => &[224, 512],
+            _ => &[512],
+        };
+        for &k in ks {
+            let n = 131;
+            let bytes = random_matrix(&mut rng, ty, n, k);
+            let w = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
+            let wf = decoded(ty, &bytes);
+            for dtype in float_dtypes(&rt) {
+                let tol = tol(dtype).max(2e-3);
+                let m = 130;
+                let (x, xr) = upload(&rt, &[m, k], dtype, &rng.vec(m * k, -1.0, 1.0));
+                let y = poisoned(&rt, &[m, n], dtype);
+                rt.record(&QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::Cooperative)).unwrap();
+                let got = y.to_vec_f32().unwrap();
+                let (want, scale) = reference(&xr, &wf, m, n, k);
+                let what = format!("{ty} K={k} M={m} {dtype} cooperative");
+                worst = worst.max(assert_dot_close(&got, &want, &scale, tol, &what));
+                // Rows 62..67 alone: the same bits as inside the 130-row product.
+                let some = x.narrow(62, 5).unwrap();
+                let ys = poisoned(&rt, &[5, n], dtype);
+                rt.record(&QMatmul::new(&some, &w, &ys).unwrap().path(QMatmulPath::Cooperative)).unwrap();
+                let alone = ys.to_vec_f32().unwrap();
+                let inside = &got[62 * n..67 * n];
+                assert!(
+                    alone.iter().zip(inside).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{what}: rows 62..67 alone differ from the same rows among 130"
+                );
+            }
+        }
+    }
+    eprintln!("cooperative: largest error / sum|x w| {worst:e}");
 }
 
 /// The GEMV's work items of 8 weights (`deq8`) and of 32 (`deq32`) give the same products,
@@ -518,9 +580,9 @@ fn auto_path_and_convenience_method() {
     let wf = decoded(QuantType::Q4K, &bytes);
     // A CPU adapter takes the row GEMV up to 32 rows of x.
     let cpu = rt.context().caps().cpu();
-    let (few, some) =
-        if cpu { (QMatmulPath::GemvRows, QMatmulPath::GemvRows) } else { (QMatmulPath::Gemv, QMatmulPath::Gemm) };
-    let many = QMatmulPath::Gemm;
+    // Beyond the GEMV, the GEMM on cooperative matrices where the adapter has them.
+    let many = if cooperative_available(rt.context()) { QMatmulPath::Cooperative } else { QMatmulPath::Gemm };
+    let (few, some) = if cpu { (QMatmulPath::GemvRows, QMatmulPath::GemvRows) } else { (QMatmulPath::Gemv, many) };
     for (m, path) in [(1, few), (4, few), (5, some), (32, some), (33, many)] {
         let x = Tensor::zeros(&rt, [m, k], DType::F32).unwrap();
         let y = Tensor::zeros(&rt, [m, n], DType::F32).unwrap();

@@ -1,4 +1,5 @@
-//! Split-K ("flash-decoding") attention against an f64 CPU reference and the fused kernel:
+//! Split-K ("flash-decoding") attention (and its one-pass kernel, which takes the cases of at
+//! most 512 keys) against an f64 CPU reference and the fused kernel:
 //! decoding shapes (few queries, long caches), grouped-query heads, the causal rule with default,
 //! explicit and negative offsets, masks, 3-D inputs, f16, views at odd offsets, determinism,
 //! the `Auto` selector and every error the path adds.

@@ -7,12 +7,14 @@
 //! weight rows, its invocations on consecutive blocks of 32 weights, so each weight is read
 //! once per row of x) and a tiled GEMM for many (`gemm.wgsl`, prefill: 64 x 64 output tiles,
 //! W decoded into workgroup memory a 64 x 32 tile at a time). Both share the decoder in
-//! `common.wgsl`. The K-quants Q4_K, Q5_K, Q6_K take the word GEMV (`gemv_sb.wgsl`: a few
+//! `common.wgsl`. Where the adapter has cooperative matrices (tensor cores: 16 x 16 f16 with
+//! f32 accumulators, 32-wide subgroups), the GEMM runs on them instead (`gemm_coop.wgsl`: the
+//! same tiles, x and the decoded weights rounded to f16 in workgroup memory, as llama.cpp's
+//! Vulkan prefill rounds them). The K-quants Q4_K, Q5_K, Q6_K take the word GEMV (`gemv_sb.wgsl`: a few
 //! lanes per super-block reading adjacent words, x kept in registers for the workgroup's rows,
 //! quants turned into f32 without conversion instructions), 3-4x the block GEMV's speed at 8B
-//! shapes on an H100; it also decodes Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (blocks of 32, one word
-//! per lane), which take it only when asked for (`QMatmul::gemv_lanes`) until it is measured
-//! on them. CPU adapters get a third, the row GEMV (`gemv_rows.wgsl`: each invocation two
+//! shapes on an H100; so do Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (blocks of 32, one word per lane;
+//! whole decode steps 9-31% faster than on the block GEMV). CPU adapters get a third, the row GEMV (`gemv_rows.wgsl`: each invocation two
 //! whole rows, a block of 32 weights at a time, no workgroup memory or barrier), for up to 32
 //! rows of x.
 //!
@@ -83,6 +85,7 @@ use crate::command::{ComputeEncoder, Dispatch, Operation};
 use crate::error::{Error, Result};
 use crate::kernel::{Kernel, Overrides};
 use crate::kernels::gated::GatedAct;
+use crate::kernels::matmul::cooperative_available;
 use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, count_u32};
 use crate::quant::QuantType;
 use crate::tensor::{DType, MAX_DIMS, Shape, Tensor};
@@ -117,7 +120,13 @@ static ROW_GEMV: Kernel = Kernel {
 };
 static GEMM: Kernel = Kernel {
     name: "qmatmul_gemm",
-    source: concat!(include_str!("gemm.wgsl"), include_str!("common.wgsl")),
+    source: concat!(include_str!("gemm.wgsl"), include_str!("gemm_common.wgsl"), include_str!("common.wgsl")),
+    entry: "main",
+    bindings: 3,
+};
+static GEMM_COOP: Kernel = Kernel {
+    name: "qmatmul_gemm_coop",
+    source: concat!(include_str!("gemm_coop.wgsl"), include_str!("gemm_common.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 3,
 };
@@ -180,8 +189,9 @@ const GEMV_SB_LANES: u32 = 4;
 const GEMV_SB_SMALL_N: u32 = 2048;
 
 /// The lane counts per unit the word GEMV (`gemv_sb.wgsl`) runs weights of this type with, and
-/// the weights of a unit; `None`: the type takes the block GEMV. The blocks of 32 take it only
-/// when [`QMatmul::gemv_lanes`] asks (not yet measured on a GPU against the block GEMV).
+/// the weights of a unit; `None`: the type takes the block GEMV. On an H100 (2026-12-07) the
+/// blocks of 32 on it made whole decode steps faster than on the block GEMV: Qwen2.5 0.5B
+/// (Q5_0 and Q8_0) 540 -> 707 tokens/s, SmolLM2 (Q4_1) +9-16%, Gemma 3 (Q5_0, Q8_0) +9%.
 fn gemv_sb_lanes(ty: QuantType) -> Option<(&'static [u32], u32)> {
     match ty {
         QuantType::Q4K | QuantType::Q5K | QuantType::Q6K => Some((&[4, 8], 256)),
@@ -419,14 +429,20 @@ impl QuantMatrix {
 /// Which kernel a [`QMatmul`] runs; [`QMatmulPath::Auto`] outside tests and tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum QMatmulPath {
-    /// The GEMV up to 4 rows of x, else the GEMM; on a CPU adapter the row GEMV up to 32
-    /// rows of x where it applies.
+    /// The GEMV up to 4 rows of x, else the GEMM (on cooperative matrices where the adapter
+    /// has them); on a CPU adapter the row GEMV up to 32 rows of x where it applies.
     #[default]
     Auto,
     /// The GEMV: each workgroup 4 outputs of one row of x, weights decoded in registers.
     Gemv,
     /// The GEMM: 64 x 64 output tiles, weights decoded into workgroup memory.
     Gemm,
+    /// The GEMM on cooperative matrices (tensor cores): 64 x 64 output tiles, x and the
+    /// decoded weights rounded to f16 in workgroup memory, f32 accumulation. Where
+    /// [`cooperative_available`] (Auto takes it there instead of [`QMatmulPath::Gemm`];
+    /// `METALLIC_DISABLE=coopmat` turns it off); elsewhere recording it returns
+    /// [`Error::Unsupported`].
+    Cooperative,
     /// The row GEMV for CPU adapters: each invocation two whole weight rows, a block of 32
     /// weights at a time, no workgroup memory or barrier. Needs K a multiple of 32 and x
     /// starting on a 4-element boundary (a misaligned x fails with
@@ -636,6 +652,8 @@ impl QMatmul {
             QMatmulPath::GemvRows
         } else if rows <= GEMV_MAX_M {
             QMatmulPath::Gemv
+        } else if cooperative_available(x.context()) {
+            QMatmulPath::Cooperative
         } else {
             QMatmulPath::Gemm
         }
@@ -657,9 +675,9 @@ impl QMatmul {
                     format!("word GEMV lanes {l} for {ty}: 4 or 8 for the K-quants, 8 for Q8_0, 4 for Q4_0 ... Q5_1"),
                 ));
             }
-            // The K-quants by default; the blocks of 32 only when asked for, until the word GEMV
-            // is measured against the block GEMV on them (it is tested against the CPU).
+            // By default: the K-quants with lanes by N, the blocks of 32 with their one count.
             (None, None, Some((_, 256))) => Some(if n <= GEMV_SB_SMALL_N { 8 } else { GEMV_SB_LANES }),
+            (None, None, Some((allowed, _))) => allowed.first().copied(),
             (None, _, _) => None,
         };
         if let Some(lanes) = lanes {
@@ -735,6 +753,12 @@ impl Operation for QMatmul {
         let want = with_last(self.x.dims(), self.w.rows)?;
         if self.y.shape() != want {
             return Err(Error::mismatch(OP, want, self.y.shape()));
+        }
+        if self.path == QMatmulPath::Cooperative && !cooperative_available(self.x.context()) {
+            return Err(self
+                .x
+                .context()
+                .unsupported(OP, "EXPERIMENTAL_COOPERATIVE_MATRIX (16x16 f16, 32-wide subgroups)"));
         }
         if self.norm.is_some() || self.accumulate {
             let path = self.chosen_path();
@@ -858,7 +882,7 @@ impl Operation for QMatmul {
                         },
                     )?;
                 }
-                QMatmulPath::Gemm => {
+                QMatmulPath::Gemm | QMatmulPath::Cooperative => {
                     let params = GemmParams {
                         m,
                         n,
@@ -875,7 +899,7 @@ impl Operation for QMatmul {
                     encoder.dispatch(
                         cache,
                         Dispatch {
-                            kernel: &GEMM,
+                            kernel: if path == QMatmulPath::Gemm { &GEMM } else { &GEMM_COOP },
                             dtype,
                             overrides: w.overrides(256)?,
                             bindings: &bindings,

@@ -15,6 +15,12 @@
 //!
 //! Both dispatches are recorded by one `encode`; the scratch comes from the runtime's pool and
 //! is held by the op.
+//!
+//! Up to [`SHORT_MAX_KEYS`] keys (a decode step at a short context) one pass does it instead
+//! (`decode_short.wgsl`): one workgroup per query row scores every key it sees in parallel,
+//! reduces the maximum and the sum in fixed trees and adds p · V in a fixed order, with no
+//! scratch and no merge. Where a step's attention is a few microseconds of work, the split
+//! passes' serial key tiles and second dispatch were most of its cost.
 
 use super::{SdpaOptions, SdpaProblem};
 use crate::cache::ResourceCache;
@@ -40,6 +46,19 @@ static PARTIAL_VEC: Kernel = Kernel {
 };
 static MERGE: Kernel =
     Kernel { name: "sdpa_decode_merge", source: include_str!("decode_merge.wgsl"), entry: "main", bindings: 2 };
+static SHORT: Kernel = Kernel {
+    name: "sdpa_decode_short",
+    source: concat!(include_str!("decode_short.wgsl"), include_str!("decode_scalar.wgsl")),
+    entry: "main",
+    bindings: 5,
+};
+/// The one-pass kernel reading K and V as vec4s (see [`vec4_loads`]).
+static SHORT_VEC: Kernel = Kernel {
+    name: "sdpa_decode_short_vec",
+    source: concat!(include_str!("decode_short.wgsl"), include_str!("decode_vec.wgsl")),
+    entry: "main",
+    bindings: 5,
+};
 
 const NAME: &str = "split_k_attention";
 
@@ -58,6 +77,13 @@ const MAX_ACC_PER_THREAD: usize = 4;
 const TARGET_WORKGROUPS: usize = 256;
 /// Shortest key sequence [`SdpaImpl::Auto`](super::SdpaImpl::Auto) sends here.
 const AUTO_MIN_SEQ_K: usize = 256;
+/// Threads per workgroup of the one-pass kernel for short key sequences (a power of two).
+const SHORT_WG: usize = 128;
+/// Most keys a row may see for the one-pass kernel (`MAXK` in `decode_short.wgsl`): up to
+/// here one workgroup per query row reads every key once, with no scratch and no merge.
+const SHORT_MAX_KEYS: usize = 512;
+/// Widest heads the one-pass kernel takes (see [`short_heads`]).
+const SHORT_MAX_HEAD_DIM: usize = 128;
 
 /// How one problem is split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +143,9 @@ fn tile_bytes(rows: usize, bk: usize, head_dim: usize, head_dim_v: usize) -> usi
 /// differing, f32 and f16) within these bounds, checked by [`supports`](Self::supports): head
 /// dimensions up to [`MAX_HEAD_DIM`](Self::MAX_HEAD_DIM), at most [`MAX_ROWS`](Self::MAX_ROWS)
 /// query rows per K/V head (`heads / kv_heads · seq_q`), with `rows · head_dim_v` at most 4096.
-/// Rows that see no key give 0; results are deterministic.
+/// Rows that see no key give 0; results are deterministic. Without a mask, up to 512 keys and
+/// head dimensions up to 128 take the one-pass kernel (see the module documentation); the
+/// scratch is then not used.
 #[derive(Debug, Clone)]
 pub struct SplitKAttention {
     q: Tensor,
@@ -157,6 +185,66 @@ struct PartialParams {
     table_off: u32,
     slots: u32,
     window: u32,
+    short_keys: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ShortParams {
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    out_off: u32,
+    heads: u32,
+    kv_heads: u32,
+    seq_q: u32,
+    seq_k: u32,
+    rows: u32,
+    causal: u32,
+    offset: u32,
+    start: u32,
+    scale: f32,
+    kv_stride: u32,
+    table: u32,
+    table_off: u32,
+    slots: u32,
+    window: u32,
+    max_keys: u32,
+}
+
+/// Whether the one-pass kernel takes heads of these dimensions (q/k and v): up to
+/// [`SHORT_MAX_HEAD_DIM`]. Wider heads leave it too few key groups for P·V (one vec4 column
+/// of v per thread of a group): on an H100, Gemma 3's heads of 256 decoded 14% slower on it
+/// than on the split-K passes, where SmolLM2's and Qwen2.5's of 64 decoded 7% faster.
+fn short_heads(head_dim: usize, head_dim_v: usize) -> bool {
+    head_dim <= SHORT_MAX_HEAD_DIM && head_dim_v <= SHORT_MAX_HEAD_DIM
+}
+
+/// Records the one-pass kernel over `rows` query rows (see `decode_short.wgsl`).
+fn record_short(
+    encoder: &mut ComputeEncoder<'_>,
+    cache: &ResourceCache,
+    dtype: DType,
+    kv_dtype: DType,
+    bindings: [&TensorBinding; 5],
+    params: ShortParams,
+    dims: (usize, usize),
+) -> Result<()> {
+    let (head_dim, head_dim_v) = dims;
+    let overrides = Overrides::new(&[
+        ("WG", SHORT_WG as f64),
+        ("D", head_dim as f64),
+        ("DV", head_dim_v as f64),
+        ("MAXK", SHORT_MAX_KEYS as f64),
+    ])?;
+    let [_, k, v, _, _] = bindings;
+    let kernel = if std::ptr::eq(vec4_loads(head_dim, head_dim_v, k, v), &PARTIAL_VEC) { &SHORT_VEC } else { &SHORT };
+    let workgroups = encoder.linear_grid((params.rows as usize).saturating_mul(SHORT_WG), SHORT_WG as u32)?;
+    encoder.dispatch_with_kv(
+        cache,
+        Dispatch { kernel, dtype, overrides, bindings: &bindings, params, workgroups },
+        kv_dtype,
+    )
 }
 
 #[repr(C)]
@@ -328,6 +416,33 @@ impl Operation for SplitKAttention {
         let scratch = encoder.bind(&self.scratch)?;
         let out = encoder.bind(&self.out)?;
         let terms = problem.kernel_terms(NAME, encoder, &q)?;
+        if problem.mask.is_none() && shape.seq_k <= SHORT_MAX_KEYS && short_heads(shape.head_dim, shape.head_dim_v) {
+            let rows = shape.batch.saturating_mul(shape.heads).saturating_mul(shape.seq_q);
+            let params = ShortParams {
+                q_off: q.elem_offset(),
+                k_off: k.elem_offset(),
+                v_off: v.elem_offset(),
+                out_off: out.elem_offset(),
+                heads: count_u32(NAME, shape.heads)?,
+                kv_heads: count_u32(NAME, shape.kv_heads)?,
+                seq_q: count_u32(NAME, shape.seq_q)?,
+                seq_k: count_u32(NAME, shape.seq_k)?,
+                rows: count_u32(NAME, rows)?,
+                causal: terms.causal,
+                offset: terms.offset,
+                start: terms.start,
+                scale: terms.scale_log2,
+                kv_stride: count_u32(NAME, shape.kv_stride)?,
+                table: 0,
+                table_off: 0,
+                slots: 1,
+                window: 0,
+                max_keys: count_u32(NAME, SHORT_MAX_KEYS)?,
+            };
+            let bindings = [&q, &k, &v, &out, &q];
+            let dims = (shape.head_dim, shape.head_dim_v);
+            return record_short(encoder, cache, problem.dtype, problem.kv_dtype, bindings, params, dims);
+        }
         let [mask_sb, mask_sh, mask_sq, mask_sk] = terms.mask_strides;
         let params = PartialParams {
             q_off: q.elem_offset(),
@@ -356,6 +471,7 @@ impl Operation for SplitKAttention {
             table_off: 0,
             slots: 1,
             window: 0,
+            short_keys: 0,
         };
         let (sp, kg) = spread(plan.rows, plan.bk, shape.head_dim_v);
         let overrides = Overrides::new(&[
@@ -437,10 +553,11 @@ const SLOT_NAME: &str = "slot_attention";
 /// slot `slot` of the caches, with `(slot, pos)` = row `b` of `table` on the GPU.
 ///
 /// Shapes: `q` and `out` `[rows, heads, head_dim]`, `k` and `v` `[slots, kv_heads, capacity,
-/// head_dim]`, `table` `[rows, 2]` u32. The split-K kernels of [`SplitKAttention`] do the work;
-/// each sequence's key chunks are planned from its own key count exactly as a one-sequence
-/// [`SplitKAttention`] plans them (causal, over a cache prefix), so a sequence's output is
-/// bit-identical to that call's, whatever else is in the batch. `window` limits each query to
+/// head_dim]`, `table` `[rows, 2]` u32. The kernels of [`SplitKAttention`] do the work: each
+/// sequence takes the one-pass kernel or the split-K passes by its own key count, and its key
+/// chunks are planned from that count exactly as a one-sequence [`SplitKAttention`] plans
+/// them (causal, over a cache prefix), so a sequence's output is bit-identical to that call's,
+/// whatever else is in the batch. `window` limits each query to
 /// its last `window` keys (a sliding-window layer). A slot or position past the caches is
 /// clamped to the last one (the GPU cannot report it).
 #[derive(Debug, Clone)]
@@ -605,12 +722,66 @@ impl Operation for SlotAttention {
         if s.rows == 0 {
             return Ok(());
         }
+        // Rows of at most SHORT_MAX_KEYS keys take the one-pass kernel, as a one-sequence call
+        // does; the split-K kernels take the others (and record no key for these).
+        let short = short_heads(s.head_dim, s.head_dim);
+        let short_keys = if short { SHORT_MAX_KEYS } else { 0 };
+        let q = encoder.bind(&self.q)?;
+        let k = encoder.bind(&self.k)?;
+        let v = encoder.bind(&self.v)?;
+        let out = encoder.bind(&self.out)?;
+        let table = encoder.bind(&self.table)?;
+        let dtype = self.q.dtype();
+        if self.keys.iter().any(|&n| n > short_keys) {
+            self.record_split(encoder, cache, &s, planned, short_keys)?;
+        }
+        if short && self.keys.iter().any(|&n| n <= short_keys) {
+            let params = ShortParams {
+                q_off: q.elem_offset(),
+                k_off: k.elem_offset(),
+                v_off: v.elem_offset(),
+                out_off: out.elem_offset(),
+                heads: count_u32(SLOT_NAME, s.heads)?,
+                kv_heads: count_u32(SLOT_NAME, s.kv_heads)?,
+                seq_q: 1,
+                seq_k: count_u32(SLOT_NAME, s.capacity)?,
+                rows: count_u32(SLOT_NAME, s.rows.saturating_mul(s.heads))?,
+                causal: 1,
+                offset: 0,
+                start: 0,
+                scale: self.scale * std::f32::consts::LOG2_E,
+                kv_stride: count_u32(SLOT_NAME, s.capacity)?,
+                table: 1,
+                table_off: table.elem_offset(),
+                slots: count_u32(SLOT_NAME, s.slots)?,
+                window: count_u32(SLOT_NAME, self.window.unwrap_or(0))?,
+                max_keys: count_u32(SLOT_NAME, short_keys)?,
+            };
+            let bindings = [&q, &k, &v, &out, &table];
+            record_short(encoder, cache, dtype, self.k.dtype(), bindings, params, (s.head_dim, s.head_dim))?;
+        }
+        Ok(())
+    }
+}
+
+impl SlotAttention {
+    /// The split-K passes for the rows of more than `short_keys` keys (the others record no
+    /// key and are written after by the one-pass kernel).
+    fn record_split(
+        &self,
+        encoder: &mut ComputeEncoder<'_>,
+        cache: &ResourceCache,
+        s: &SlotShape,
+        planned: Plan,
+        short_keys: usize,
+    ) -> Result<()> {
         // Each row splits its keys into at most `planned.chunks` (a one-sequence call's target);
         // the grid holds as many chunks as the longest split needs.
         let wanted = planned.chunks;
         let needed = self
             .keys
             .iter()
+            .filter(|&&n| n > short_keys)
             .map(|&n| n.div_ceil(n.div_ceil(wanted).next_multiple_of(planned.bk)))
             .max()
             .unwrap_or(1)
@@ -653,6 +824,7 @@ impl Operation for SlotAttention {
             table_off: table.elem_offset(),
             slots: count_u32(SLOT_NAME, s.slots)?,
             window: count_u32(SLOT_NAME, self.window.unwrap_or(0))?,
+            short_keys: count_u32(SLOT_NAME, short_keys)?,
         };
         let (sp, kg) = spread(plan.rows, plan.bk, s.head_dim);
         let overrides = Overrides::new(&[

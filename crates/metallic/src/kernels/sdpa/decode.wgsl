@@ -29,7 +29,9 @@
 // [slots, kv_heads, kv_stride, D], at positions 0 ..= `table[2 b + 1]` (its own). Its chunk
 // length is computed here from its own key count exactly as the host computes it for a
 // one-sequence call (`params.chunk` chunks at most), so a sequence's result does not depend on
-// the others in the batch; chunks past its keys record no key.
+// the others in the batch; chunks past its keys record no key. A sequence of at most
+// `params.short_keys` keys records no key at all: decode_short.wgsl, dispatched after the
+// merge, writes its rows.
 
 // Keys per tile.
 override BK: u32 = 32u;
@@ -108,6 +110,9 @@ struct Params {
     table_off: u32,
     slots: u32,
     window: u32,
+    // Slotted mode: sequences of at most this many keys are left to decode_short.wgsl (they
+    // record no key here).
+    short_keys: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> q: array<T>;
@@ -227,6 +232,9 @@ fn main(
     if params.table != 0u {
         let slot = min(table[params.table_off + 2u * b], params.slots - 1u);
         seq_k = min(table[params.table_off + 2u * b + 1u], params.kv_stride - 1u) + 1u;
+        if seq_k <= params.short_keys {
+            seq_k = 0u;
+        }
         kv_row0 = (slot * params.kv_heads + kvh) * params.kv_stride;
         // As the host plans a one-sequence call: whole tiles, at most `params.chunk` chunks (the
         // split target; the grid holds `params.chunks`, what the longest row needs).
