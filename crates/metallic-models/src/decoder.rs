@@ -656,6 +656,14 @@ impl<'a> Input<'a> {
     }
 }
 
+/// Widest residual stream whose decode steps fuse the norms into the products by default. Each
+/// workgroup of a product with a fused norm sums the squares of the whole row again: on an
+/// H100 that paid at 576 and 896 (SmolLM2 +9%, Qwen2.5 0.5B even), while Llama-3.1-8B's shape
+/// (4096) spent about 2.2 ms more per token in its products to save the 0.97 ms of its norm
+/// dispatches (its gate/up product 64 -> 100 us: 7168 workgroups each summing 4096 squares).
+/// 2048 (1B) is unmeasured and left unfused.
+const FUSED_NORMS_MAX_WIDTH: usize = 1024;
+
 /// Whether a model's norms and residual adds can run inside its products: not where a layer
 /// has post-norms (Gemma 3's normalise a block's output before the residual add, so the add is
 /// not a product's).
@@ -826,7 +834,7 @@ impl Decoder {
         };
         let embed = w.matrix("token_embd.weight", c.vocab, c.n_embd)?;
         progress(total, total);
-        let fuse_norms = norms_fusable(&layers);
+        let fuse_norms = norms_fusable(&layers) && c.n_embd <= FUSED_NORMS_MAX_WIDTH;
         Ok(Decoder {
             fuse_norms,
             embed,
@@ -1103,7 +1111,8 @@ impl Decoder {
     }
 
     /// Turns the fused norms and residual adds of [`fuses_norms`](Self::fuses_norms) off (or
-    /// back on where the model allows them): for tests comparing the two.
+    /// on where the model's layers allow them, whatever its width): for tests comparing the
+    /// two and for measuring.
     #[doc(hidden)]
     pub fn set_fused_norms(&mut self, on: bool) {
         self.fuse_norms = on && norms_fusable(&self.layers);
