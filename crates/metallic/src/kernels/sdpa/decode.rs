@@ -238,7 +238,7 @@ fn record_short(
         ("MAXK", SHORT_MAX_KEYS as f64),
     ])?;
     let [_, k, v, _, _] = bindings;
-    let kernel = if std::ptr::eq(vec4_loads(head_dim, head_dim_v, k, v), &PARTIAL_VEC) { &SHORT_VEC } else { &SHORT };
+    let kernel = vec4_loads([&SHORT, &SHORT_VEC], head_dim, head_dim_v, k, v);
     let workgroups = encoder.linear_grid((params.rows as usize).saturating_mul(SHORT_WG), SHORT_WG as u32)?;
     encoder.dispatch_with_kv(
         cache,
@@ -488,7 +488,7 @@ impl Operation for SplitKAttention {
         encoder.dispatch_with_kv(
             cache,
             Dispatch {
-                kernel: vec4_loads(shape.head_dim, shape.head_dim_v, &k, &v),
+                kernel: vec4_loads([&PARTIAL, &PARTIAL_VEC], shape.head_dim, shape.head_dim_v, &k, &v),
                 dtype: problem.dtype,
                 overrides,
                 bindings: &[&q, &k, &v, &scratch, &terms.mask, &q],
@@ -501,15 +501,22 @@ impl Operation for SplitKAttention {
     }
 }
 
-/// The partial pass for these bindings: [`PARTIAL_VEC`] (one load per four elements of K and V)
-/// where both head dimensions and both element offsets are multiples of 4, so that every K/V
-/// row starts on a vec4; else [`PARTIAL`].
-fn vec4_loads(head_dim: usize, head_dim_v: usize, k: &TensorBinding, v: &TensorBinding) -> &'static Kernel {
+/// Of a kernel's two variants (`[scalar, vec4]`), the one for these bindings: the vec4 one (one
+/// load per four elements of K and V) where both head dimensions and both element offsets are
+/// multiples of 4, so that every K/V row starts on a vec4.
+fn vec4_loads(
+    variants: [&'static Kernel; 2],
+    head_dim: usize,
+    head_dim_v: usize,
+    k: &TensorBinding,
+    v: &TensorBinding,
+) -> &'static Kernel {
     let aligned = head_dim.is_multiple_of(4)
         && head_dim_v.is_multiple_of(4)
         && k.elem_offset().is_multiple_of(4)
         && v.elem_offset().is_multiple_of(4);
-    if aligned { &PARTIAL_VEC } else { &PARTIAL }
+    let [scalar, vec4] = variants;
+    if aligned { vec4 } else { scalar }
 }
 
 /// Records the merge pass over `pairs` (batch, K/V head) pairs of `plan`.
@@ -726,16 +733,15 @@ impl Operation for SlotAttention {
         // does; the split-K kernels take the others (and record no key for these).
         let short = short_heads(s.head_dim, s.head_dim);
         let short_keys = if short { SHORT_MAX_KEYS } else { 0 };
-        let q = encoder.bind(&self.q)?;
-        let k = encoder.bind(&self.k)?;
-        let v = encoder.bind(&self.v)?;
-        let out = encoder.bind(&self.out)?;
-        let table = encoder.bind(&self.table)?;
-        let dtype = self.q.dtype();
         if self.keys.iter().any(|&n| n > short_keys) {
             self.record_split(encoder, cache, &s, planned, short_keys)?;
         }
         if short && self.keys.iter().any(|&n| n <= short_keys) {
+            let q = encoder.bind(&self.q)?;
+            let k = encoder.bind(&self.k)?;
+            let v = encoder.bind(&self.v)?;
+            let out = encoder.bind(&self.out)?;
+            let table = encoder.bind(&self.table)?;
             let params = ShortParams {
                 q_off: q.elem_offset(),
                 k_off: k.elem_offset(),
@@ -758,7 +764,7 @@ impl Operation for SlotAttention {
                 max_keys: count_u32(SLOT_NAME, short_keys)?,
             };
             let bindings = [&q, &k, &v, &out, &table];
-            record_short(encoder, cache, dtype, self.k.dtype(), bindings, params, (s.head_dim, s.head_dim))?;
+            record_short(encoder, cache, self.q.dtype(), self.k.dtype(), bindings, params, (s.head_dim, s.head_dim))?;
         }
         Ok(())
     }
@@ -842,7 +848,7 @@ impl SlotAttention {
         encoder.dispatch_with_kv(
             cache,
             Dispatch {
-                kernel: vec4_loads(s.head_dim, s.head_dim, &k, &v),
+                kernel: vec4_loads([&PARTIAL, &PARTIAL_VEC], s.head_dim, s.head_dim, &k, &v),
                 dtype,
                 overrides,
                 bindings: &[&q, &k, &v, &scratch, &q, &table],
