@@ -245,6 +245,10 @@ pub enum BenchCommand {
         /// Outputs per workgroup of the word GEMV: 1, 2, 4 or 8; for tuning.
         #[arg(long, conflicts_with = "gemv_unit")]
         gemv_rows: Option<u32>,
+        /// Output tile of the cooperative GEMM, ROWSxCOLS: 64 or 128 rows of x by 64 or 128
+        /// weight rows (default: the engine's choice for M); for tuning.
+        #[arg(long, value_parser = parse_tile)]
+        coop_tile: Option<(u32, u32)>,
     },
     /// Softmax over the last dimension of [rows, cols].
     Softmax {
@@ -420,8 +424,8 @@ pub fn run(command: BenchCommand) -> metallic_models::Result<()> {
         BenchCommand::Sdpa { args, .. } => sdpa(&rt, dtype, &args)?,
         BenchCommand::Gemm { args, .. } => gemm(&rt, dtype, &args)?,
         BenchCommand::Gemv { n, k, .. } => gemv(&rt, dtype, n, k)?,
-        BenchCommand::Qmatmul { ty, m, n, k, path, gemv_unit, gemv_lanes, gemv_wg, gemv_rows, .. } => {
-            let tuning = GemvTuning { unit: gemv_unit, lanes: gemv_lanes, wg: gemv_wg, rows: gemv_rows };
+        BenchCommand::Qmatmul { ty, m, n, k, path, gemv_unit, gemv_lanes, gemv_wg, gemv_rows, coop_tile, .. } => {
+            let tuning = GemvTuning { unit: gemv_unit, lanes: gemv_lanes, wg: gemv_wg, rows: gemv_rows, coop_tile };
             qmatmul(&rt, dtype, ty.into(), [m, n, k], path.into(), tuning)?
         }
         BenchCommand::Softmax { rows, .. } => softmax(&rt, dtype, &rows)?,
@@ -649,12 +653,20 @@ fn gemv(rt: &Runtime, dtype: DType, n: usize, k: usize) -> Result<Workload> {
     })
 }
 
-/// The GEMV knobs `bench qmatmul` passes on where given.
+/// The kernel knobs `bench qmatmul` passes on where given.
 struct GemvTuning {
     unit: Option<u32>,
     lanes: Option<u32>,
     wg: Option<u32>,
     rows: Option<u32>,
+    coop_tile: Option<(u32, u32)>,
+}
+
+/// `--coop-tile ROWSxCOLS`.
+fn parse_tile(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (r, c) = s.split_once('x').ok_or_else(|| format!("expected ROWSxCOLS, got '{s}'"))?;
+    let num = |v: &str| v.parse::<u32>().map_err(|e| format!("'{v}' in '{s}': {e}"));
+    Ok((num(r)?, num(c)?))
 }
 
 fn qmatmul(
@@ -689,7 +701,13 @@ fn qmatmul(
     if let Some(rows) = tuning.rows {
         op = op.gemv_rows(rows);
     }
+    if let Some((rows, cols)) = tuning.coop_tile {
+        op = op.coop_tile(rows, cols);
+    }
     let mut path = format!("{:?}", op.chosen_path()).to_lowercase();
+    if let Some((rows, cols)) = tuning.coop_tile {
+        path.push_str(&format!(" tile {rows}x{cols}"));
+    }
     for (name, knob) in [("unit", tuning.unit), ("lanes", tuning.lanes), ("wg", tuning.wg), ("rows", tuning.rows)] {
         if let Some(v) = knob {
             path.push_str(&format!(" {name} {v}"));

@@ -218,10 +218,14 @@ fn qmatmul_matches_cpu_for_every_type() {
     eprintln!("largest error / sum|x w|: f32 {:e}, f16 {:e}", worst[0], worst[1]);
 }
 
+/// The cooperative GEMM's output tiles (`QMatmul::coop_tile`).
+const COOP_TILES: [(u32, u32); 4] = [(64, 64), (64, 128), (128, 64), (128, 128)];
+
 /// The GEMM on cooperative matrices (tensor cores), where the adapter has them: every type
 /// against the f64 reference within the rounding of x and the weights to f16 (2^-11 each,
-/// relative), tiles cut by M and N, and each row of x giving the same bits whether it runs
-/// with 129 others or 4. Elsewhere forcing it is an `Unsupported` error and Auto never takes it.
+/// relative), tiles cut by M and N, every tile shape giving the same bits, and each row of x
+/// giving the same bits whether it runs with 129 others or 4 (x read as vectors where K is a
+/// multiple of 4, as scalars elsewhere). Elsewhere forcing it is an `Unsupported` error and Auto never takes it.
 #[test]
 fn cooperative_gemm_matches_cpu() {
     let rt = runtime();
@@ -263,6 +267,17 @@ fn cooperative_gemm_matches_cpu() {
                 let (want, scale) = reference(&xr, &wf, m, n, k);
                 let what = format!("{ty} K={k} M={m} {dtype} cooperative");
                 worst = worst.max(assert_dot_close(&got, &want, &scale, tol, &what));
+                // Every tile shape: the same bits.
+                for (bm, bn) in COOP_TILES {
+                    let yt = poisoned(&rt, &[m, n], dtype);
+                    let op = QMatmul::new(&x, &w, &yt).unwrap().path(QMatmulPath::Cooperative).coop_tile(bm, bn);
+                    rt.record(&op).unwrap();
+                    let tiled = yt.to_vec_f32().unwrap();
+                    assert!(
+                        tiled.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: tile {bm}x{bn} differs from the chosen tile"
+                    );
+                }
                 // Rows 62..67 alone: the same bits as inside the 130-row product.
                 let some = x.narrow(62, 5).unwrap();
                 let ys = poisoned(&rt, &[5, n], dtype);
@@ -722,6 +737,9 @@ fn errors() {
     let odd_wg = QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::Gemv).gemv_workgroup(48);
     assert!(matches!(rt.record(&odd_wg), Err(Error::InvalidArgument { .. })));
     rt.record(&QMatmul::new(&x, &w, &y).unwrap().gemv_workgroup(64)).unwrap();
+    // A cooperative tile other than 64 or 128 by 64 or 128.
+    let odd_tile = QMatmul::new(&x, &w, &y).unwrap().coop_tile(96, 64);
+    assert!(matches!(odd_tile.validate(), Err(Error::InvalidArgument { .. })));
     // The row GEMV: K not whole blocks of 32; x not on a 4-element boundary (forced: an error;
     // `Auto` takes another kernel and gets it right).
     let w48 = QuantMatrix::from_bytes(&rt, QuantType::F32, 3, 48, &[0u8; 3 * 48 * 4]).unwrap();

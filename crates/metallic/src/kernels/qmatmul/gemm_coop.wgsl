@@ -1,3 +1,14 @@
+// metallic: trusted
+// (Compiled without wgpu's runtime checks: x is read only under `gm < m` and `gk < k` (a vec4
+// only where XVEC, set by the Rust side where x's offset and K are multiples of 4, so a vec4
+// starting inside a row ends inside it), the weights only through `deq8` under `r < n` and
+// `g < groups` (its reads stay inside row r's `row_words` words, and the part's binding holds
+// n of them by construction), y is written only under `row < m` and `col < n`, all sizes the
+// Rust side validated against the bindings. Workgroup-memory indices, the cooperative loads'
+// and stores' whole 16 x 16 footprints included, are built from `lid < WG` (= 32 SGM SGN), the subgroup
+// id (< SGM * SGN: the Rust side runs this kernel only where subgroups have exactly 32
+// invocations) and the tile constants; the private arrays are indexed below XPT <= 8 and
+// 2 WPT <= 8 (SGN >= 2, SGM >= 1); loops are bounded by k and the tile counts.)
 enable f16;
 enable wgpu_cooperative_matrix;
 
@@ -5,68 +16,105 @@ enable wgpu_cooperative_matrix;
 // y[m, n0 + r] = sum_k x[m, k] * W[r, k] for the rows r of one weight part, with x and the
 // decoded weights rounded to f16 and the products accumulated in f32 16 x 16 matrices.
 //
-// A workgroup of 128 invocations (4 subgroups of 32) computes a 64 x 64 tile of y; subgroup s
-// takes rows 32 * (s / 2) .. + 32 and columns 32 * (s % 2) .. + 32: 2 x 2 accumulators. K-steps
-// of BK = 32: x's 64 x 32 tile (four vec4 of consecutive k per invocation) and W's 64 x 32 tile
-// (`deq8`, common.wgsl: two groups of 8 weights per invocation) pass through workgroup memory
-// as f16, both stored [row][k] with rows padded by 8 halves so that the fragments' rows spread
-// over the banks. The next K-step's x and weights are read into registers while this one
-// multiplies. Values beyond f16's range are clamped to it (a prefill's activations are far
-// inside). The accumulators leave through a per-subgroup 16 x 16 f32 staging tile, so that the
-// edges of y are applied per element.
+// A workgroup of SGM x SGN subgroups of 32 computes a (64 SGM) x (32 SGN) tile of y (64 x 64 up
+// to 128 x 128); subgroup s takes rows 64 (s / SGN) .. + 64 and columns 32 (s % SGN) .. + 32:
+// 4 x 2 accumulators, each K-step's B fragments loaded once for four A fragments. K-steps of
+// BK = 32: x's tile (vec4 of consecutive k) and W's tile (`deq8`, common.wgsl: groups of 8
+// weights) pass through workgroup memory as f16, both stored [row][k] with rows padded by 8
+// halves so that the fragments' rows spread over the banks. The next K-step's x and weights
+// are read into registers while this one multiplies. Values beyond f16's range are clamped to
+// it (a prefill's activations are far inside). The accumulators leave through a per-subgroup
+// 16 x 16 f32 staging tile, so that the edges of y are applied per element.
 //
-// Each row of y depends only on its row of x (the K-steps and the 16-wide fragments add up in
-// the same order in every tile), so a row's result does not depend on how many rows run with
-// it. The Rust side runs this kernel only where subgroups have exactly 32 invocations.
+// Each output is its row of x against its row of W, summed over the same K-steps and 16-wide
+// fragments in the same order whatever the tile: a row's result depends neither on how many
+// rows run with it nor on the tile shape the Rust side picks for their count.
 //
 // Grid: x = N tiles, y = M tiles, clamped to the device limit; workgroups loop over the rest.
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
+// Subgroups along M (1 or 2) and along N (2 or 4).
+override SGM: u32 = 2u;
+override SGN: u32 = 4u;
+// Read x as vec4 through `x4`.
+override XVEC: bool = false;
+
 const BK: u32 = 32u;
-const THREADS: u32 = 128u;
+// (The tile's sizes are expressions of SGM and SGN where they are used, and the workgroup
+// arrays have the largest tile's size: naga 30's override processing fails on overrides
+// initialized from other overrides and on workgroup arrays sized by these overrides.)
 // Row stride of the f16 tiles: BK and 8 halves of padding.
 const LD: u32 = BK + 8u;
 const F16_MAX: f32 = 65504.0;
 
-// `Params` and the bindings x, w, y: gemm_common.wgsl.
+// `Params` and the bindings x, w, y: gemm_common.wgsl. x again, four elements at a time:
+@group(0) @binding(3) var<storage, read_write> x4: array<vec4<T>>;
 
-var<workgroup> xs: array<f16, BM * LD>;
-var<workgroup> ws: array<f16, BN * LD>;
+// x's and W's K-step tiles, [row][k] (the first 64 SGM and 32 SGN rows).
+var<workgroup> xs: array<f16, 128u * LD>;
+var<workgroup> ws: array<f16, 128u * LD>;
 // One 16 x 16 staging tile per subgroup.
-var<workgroup> c_sh: array<f32, 4u * 256u>;
+var<workgroup> c_sh: array<f32, 8u * 256u>;
 
-fn to_f16(v: f32) -> f16 {
-    return f16(clamp(v, -F16_MAX, F16_MAX));
+// Rows and columns of the tile, invocations.
+fn bm() -> u32 {
+    return 64u * SGM;
 }
 
-// The j-th (j < 512) run of 4 consecutive elements of x's K-step tile: row j / 8, columns
-// 4 (j % 8) ..; zeros outside x.
-fn load_x4(m0: u32, k0: u32, j: u32) -> vec4<f32> {
+fn bn() -> u32 {
+    return 32u * SGN;
+}
+
+fn threads() -> u32 {
+    return 32u * SGM * SGN;
+}
+
+// Per invocation and K-step: vec4 of x (BM * BK / 4 / THREADS) and groups of 8 weights
+// (BN * BK / 8 / THREADS).
+fn xpt() -> u32 {
+    return 16u / SGN;
+}
+
+fn wpt() -> u32 {
+    return 4u / SGM;
+}
+
+fn to_f16x4(v: vec4<f32>) -> vec4<f16> {
+    return vec4<f16>(clamp(v, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX)));
+}
+
+// The j-th run of 4 consecutive elements of x's K-step tile: row j / 8, columns 4 (j % 8) ..;
+// zeros outside x.
+fn load_x4(m0: u32, k0: u32, j: u32) -> vec4<f16> {
     var v = vec4<f32>(0.0);
     let gm = m0 + j / 8u;
     let gk = k0 + (j % 8u) * 4u;
     if gm < params.m {
         let base = params.x_off + gm * params.k + gk;
-        for (var i = 0u; i < 4u; i += 1u) {
-            if gk + i < params.k {
-                v[i] = f32(x[base + i]);
+        if XVEC {
+            if gk < params.k {
+                v = vec4<f32>(x4[base / 4u]);
+            }
+        } else {
+            for (var i = 0u; i < 4u; i += 1u) {
+                if gk + i < params.k {
+                    v[i] = f32(x[base + i]);
+                }
             }
         }
     }
-    return v;
+    return to_f16x4(v);
 }
 
-fn put_x4(j: u32, v: vec4<f32>) {
+fn put_x4(j: u32, v: vec4<f16>) {
     let at = (j / 8u) * LD + (j % 8u) * 4u;
-    xs[at] = to_f16(v.x);
-    xs[at + 1u] = to_f16(v.y);
-    xs[at + 2u] = to_f16(v.z);
-    xs[at + 3u] = to_f16(v.w);
+    xs[at] = v.x;
+    xs[at + 1u] = v.y;
+    xs[at + 2u] = v.z;
+    xs[at + 3u] = v.w;
 }
 
-// The j-th (j < 256) group of 8 weights of W's K-step tile: row j / 4 of the tile, weights
-// 8 (j % 4) ..; zeros past the part's rows.
+// The j-th group of 8 weights of W's K-step tile: row j / 4 of the tile, weights 8 (j % 4) ..;
+// zeros past the part's rows.
 fn load_w8(c0: u32, k0: u32, j: u32) -> W8 {
     var v: W8;
     let r = c0 + j / 4u;
@@ -77,16 +125,11 @@ fn load_w8(c0: u32, k0: u32, j: u32) -> W8 {
     return v;
 }
 
-fn put_w8(j: u32, v: W8) {
-    let at = (j / 4u) * LD + (j % 4u) * 8u;
-    ws[at] = to_f16(v.lo.x);
-    ws[at + 1u] = to_f16(v.lo.y);
-    ws[at + 2u] = to_f16(v.lo.z);
-    ws[at + 3u] = to_f16(v.lo.w);
-    ws[at + 4u] = to_f16(v.hi.x);
-    ws[at + 5u] = to_f16(v.hi.y);
-    ws[at + 6u] = to_f16(v.hi.z);
-    ws[at + 7u] = to_f16(v.hi.w);
+fn put_w4(at: u32, v: vec4<f16>) {
+    ws[at] = v.x;
+    ws[at + 1u] = v.y;
+    ws[at + 2u] = v.z;
+    ws[at + 3u] = v.w;
 }
 
 // Writes one accumulator (tile rows r0.., part columns c0..) to y through the subgroup's
@@ -106,47 +149,76 @@ fn store_frag(acc: coop_mat16x16<f32, C>, sg: u32, lane: u32, r0: u32, c0: u32) 
     workgroupBarrier();
 }
 
+fn frag_x(r: u32, kk: u32) -> coop_mat16x16<f16, A> {
+    return coopLoadT<coop_mat16x16<f16, A>>(&xs[r * LD + kk], LD);
+}
+
+fn frag_w(c: u32, kk: u32) -> coop_mat16x16<f16, B> {
+    return coopLoad<coop_mat16x16<f16, B>>(&ws[c * LD + kk], LD);
+}
+
 fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32) {
-    let wr = (sg / 2u) * 32u;
-    let wc = (sg % 2u) * 32u;
+    let wr = (sg / SGN) * 64u;
+    let wc = (sg % SGN) * 32u;
     var c00 = coop_mat16x16<f32, C>();
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
-    var x0 = load_x4(m0, 0u, lid);
-    var x1 = load_x4(m0, 0u, lid + THREADS);
-    var x2 = load_x4(m0, 0u, lid + 2u * THREADS);
-    var x3 = load_x4(m0, 0u, lid + 3u * THREADS);
-    var w0 = load_w8(c0, 0u, lid);
-    var w1 = load_w8(c0, 0u, lid + THREADS);
+    var c20 = coop_mat16x16<f32, C>();
+    var c21 = coop_mat16x16<f32, C>();
+    var c30 = coop_mat16x16<f32, C>();
+    var c31 = coop_mat16x16<f32, C>();
+    // This invocation's part of the next K-step: x's vec4 and the decoded weights (two vec4 a
+    // group), waiting in registers while the current one multiplies.
+    var xr: array<vec4<f16>, 8>;
+    var wq: array<vec4<f16>, 8>;
+    for (var j = 0u; j < xpt(); j += 1u) {
+        xr[j] = load_x4(m0, 0u, lid + j * threads());
+    }
+    for (var j = 0u; j < wpt(); j += 1u) {
+        let v = load_w8(c0, 0u, lid + j * threads());
+        wq[2u * j] = to_f16x4(v.lo);
+        wq[2u * j + 1u] = to_f16x4(v.hi);
+    }
     for (var k0 = 0u; k0 < params.k; k0 += BK) {
         // Every subgroup is done with the previous K-step's tiles.
         workgroupBarrier();
-        put_x4(lid, x0);
-        put_x4(lid + THREADS, x1);
-        put_x4(lid + 2u * THREADS, x2);
-        put_x4(lid + 3u * THREADS, x3);
-        put_w8(lid, w0);
-        put_w8(lid + THREADS, w1);
+        for (var j = 0u; j < xpt(); j += 1u) {
+            put_x4(lid + j * threads(), xr[j]);
+        }
+        for (var j = 0u; j < wpt(); j += 1u) {
+            let e = lid + j * threads();
+            let at = (e / 4u) * LD + (e % 4u) * 8u;
+            put_w4(at, wq[2u * j]);
+            put_w4(at + 4u, wq[2u * j + 1u]);
+        }
         workgroupBarrier();
         let k1 = k0 + BK;
         if k1 < params.k {
-            x0 = load_x4(m0, k1, lid);
-            x1 = load_x4(m0, k1, lid + THREADS);
-            x2 = load_x4(m0, k1, lid + 2u * THREADS);
-            x3 = load_x4(m0, k1, lid + 3u * THREADS);
-            w0 = load_w8(c0, k1, lid);
-            w1 = load_w8(c0, k1, lid + THREADS);
+            for (var j = 0u; j < xpt(); j += 1u) {
+                xr[j] = load_x4(m0, k1, lid + j * threads());
+            }
+            for (var j = 0u; j < wpt(); j += 1u) {
+                let v = load_w8(c0, k1, lid + j * threads());
+                wq[2u * j] = to_f16x4(v.lo);
+                wq[2u * j + 1u] = to_f16x4(v.hi);
+            }
         }
         for (var kk = 0u; kk < BK; kk += 16u) {
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&xs[wr * LD + kk], LD);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&xs[(wr + 16u) * LD + kk], LD);
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&ws[wc * LD + kk], LD);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&ws[(wc + 16u) * LD + kk], LD);
+            let b0 = frag_w(wc, kk);
+            let b1 = frag_w(wc + 16u, kk);
+            let a0 = frag_x(wr, kk);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
+            let a1 = frag_x(wr + 16u, kk);
             c10 = coopMultiplyAdd(a1, b0, c10);
             c11 = coopMultiplyAdd(a1, b1, c11);
+            let a2 = frag_x(wr + 32u, kk);
+            c20 = coopMultiplyAdd(a2, b0, c20);
+            c21 = coopMultiplyAdd(a2, b1, c21);
+            let a3 = frag_x(wr + 48u, kk);
+            c30 = coopMultiplyAdd(a3, b0, c30);
+            c31 = coopMultiplyAdd(a3, b1, c31);
         }
     }
     let r = m0 + wr;
@@ -155,9 +227,14 @@ fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32) {
     store_frag(c01, sg, lane, r, c + 16u);
     store_frag(c10, sg, lane, r + 16u, c);
     store_frag(c11, sg, lane, r + 16u, c + 16u);
+    store_frag(c20, sg, lane, r + 32u, c);
+    store_frag(c21, sg, lane, r + 32u, c + 16u);
+    store_frag(c30, sg, lane, r + 48u, c);
+    store_frag(c31, sg, lane, r + 48u, c + 16u);
 }
 
-@compute @workgroup_size(THREADS)
+// WG (the prelude's workgroup size): 32 SGM SGN, set so by the Rust side.
+@compute @workgroup_size(WG)
 fn main(
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_id) sg: u32,
@@ -165,11 +242,11 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let tiles_m = (params.m + BM - 1u) / BM;
-    let tiles_n = (params.n + BN - 1u) / BN;
+    let tiles_m = (params.m + bm() - 1u) / bm();
+    let tiles_n = (params.n + bn() - 1u) / bn();
     for (var tm = wid.y; tm < tiles_m; tm += nwg.y) {
         for (var tn = wid.x; tn < tiles_n; tn += nwg.x) {
-            tile(lid, sg, lane, tm * BM, tn * BN);
+            tile(lid, sg, lane, tm * bm(), tn * bn());
         }
     }
 }

@@ -8,9 +8,9 @@
 //! once per row of x) and a tiled GEMM for many (`gemm.wgsl`, prefill: 64 x 64 output tiles,
 //! W decoded into workgroup memory a 64 x 32 tile at a time). Both share the decoder in
 //! `common.wgsl`. Where the adapter has cooperative matrices (tensor cores: 16 x 16 f16 with
-//! f32 accumulators, 32-wide subgroups), the GEMM runs on them instead (`gemm_coop.wgsl`: the
-//! same tiles, x and the decoded weights rounded to f16 in workgroup memory, as llama.cpp's
-//! Vulkan prefill rounds them). The K-quants Q4_K, Q5_K, Q6_K take the word GEMV (`gemv_sb.wgsl`: a few
+//! f32 accumulators, 32-wide subgroups), the GEMM runs on them instead (`gemm_coop.wgsl`:
+//! 128 x 128 tiles of eight subgroups, x and the decoded weights rounded to f16 in workgroup
+//! memory, as llama.cpp's Vulkan prefill rounds them). The K-quants Q4_K, Q5_K, Q6_K take the word GEMV (`gemv_sb.wgsl`: a few
 //! lanes per super-block reading adjacent words, x kept in registers for the workgroup's rows,
 //! quants turned into f32 without conversion instructions), 3-4x the block GEMV's speed at 8B
 //! shapes on an H100; so do Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (blocks of 32, one word per lane;
@@ -128,7 +128,7 @@ static GEMM_COOP: Kernel = Kernel {
     name: "qmatmul_gemm_coop",
     source: concat!(include_str!("gemm_coop.wgsl"), include_str!("gemm_common.wgsl"), include_str!("common.wgsl")),
     entry: "main",
-    bindings: 3,
+    bindings: 4,
 };
 static EMBED: Kernel = Kernel {
     name: "qembedding",
@@ -222,6 +222,21 @@ struct GemvChoice {
 
 /// Output tile of the GEMM (`BM`, `BN` in `gemm.wgsl`).
 const GEMM_TILE: u32 = 64;
+
+/// Output tiles of the cooperative GEMM (`gemm_coop.wgsl`): rows of x x weight rows, each a
+/// grid of subgroups computing 64 x 32 apiece.
+const COOP_TILES: [(u32, u32); 4] = [(64, 64), (64, 128), (128, 64), (128, 128)];
+
+/// The cooperative GEMM's tile for `m` rows of x: 128 x 128, or 128 x 64 for up to 128 rows.
+/// Measured on an H100 (docs/PERFORMANCE.md, 2026-12-07, session 15): at 512 rows of x the
+/// 128 x 128 tile was the fastest of the four on every product from `[512, 576] x [576,
+/// 576]ᵀ` (16 workgroups) to `[512, 4096] x [14336, 4096]ᵀ`, 1.2-5x the 64 x 64 one; at 32 to
+/// 128 rows 128 x 64 was (`[32, 4096] x [4096, 4096]ᵀ`: 175 us against 194 and 254). A tile's
+/// eight or four subgroups each keep 4 x 2 accumulators, so larger tiles hide more of each
+/// K-step's latency than they lose to rows past m.
+fn coop_tile(m: u32) -> (u32, u32) {
+    if m > 128 { (128, 128) } else { (128, 64) }
+}
 
 /// Words one block takes on the GPU and the byte ranges of the GGML block in GPU order (the
 /// quantized types; the float types are laid out per row).
@@ -437,8 +452,9 @@ pub enum QMatmulPath {
     Gemv,
     /// The GEMM: 64 x 64 output tiles, weights decoded into workgroup memory.
     Gemm,
-    /// The GEMM on cooperative matrices (tensor cores): 64 x 64 output tiles, x and the
-    /// decoded weights rounded to f16 in workgroup memory, f32 accumulation. Where
+    /// The GEMM on cooperative matrices (tensor cores): 128 x 128 output tiles (128 x 64 up
+    /// to 128 rows of x), x and the decoded weights rounded to f16 in workgroup memory, f32
+    /// accumulation. Where
     /// [`cooperative_available`] (Auto takes it there instead of [`QMatmulPath::Gemm`];
     /// `METALLIC_DISABLE=coopmat` turns it off); elsewhere recording it returns
     /// [`Error::Unsupported`].
@@ -471,6 +487,8 @@ pub struct QMatmul {
     gemv_lanes: Option<u32>,
     /// Outputs per workgroup of the word GEMV; `None`: chosen from N.
     gemv_rows: Option<u32>,
+    /// The cooperative GEMM's tile (rows of x, weight rows); `None`: chosen from M.
+    coop_tile: Option<(u32, u32)>,
     /// The activation of x's first half (the gate), when x is read through one.
     gated: Option<GatedAct>,
     /// x read as `rms_norm(x) · weight`: the weight and epsilon.
@@ -545,6 +563,7 @@ impl QMatmul {
             gemv_unit: None,
             gemv_lanes: None,
             gemv_rows: None,
+            coop_tile: None,
             gated: None,
             norm: None,
             accumulate: false,
@@ -569,6 +588,7 @@ impl QMatmul {
             gemv_unit: None,
             gemv_lanes: None,
             gemv_rows: None,
+            coop_tile: None,
             gated: Some(act),
             norm: None,
             accumulate: false,
@@ -633,6 +653,14 @@ impl QMatmul {
     #[doc(hidden)]
     pub fn gemv_rows(mut self, rows: u32) -> Self {
         self.gemv_rows = Some(rows);
+        self
+    }
+
+    /// The cooperative GEMM's output tile: 64 or 128 rows of x by 64 or 128 weight rows; for
+    /// tuning (other sizes fail validation).
+    #[doc(hidden)]
+    pub fn coop_tile(mut self, rows: u32, cols: u32) -> Self {
+        self.coop_tile = Some((rows, cols));
         self
     }
 
@@ -782,6 +810,11 @@ impl Operation for QMatmul {
                 return Err(Error::invalid(OP, format!("the norm's epsilon {eps}")));
             }
         }
+        if let Some(tile) = self.coop_tile
+            && !COOP_TILES.contains(&tile)
+        {
+            return Err(Error::invalid(OP, format!("the cooperative GEMM's tile {tile:?}: 64 or 128 by 64 or 128")));
+        }
         if overlaps(&self.x, &self.y) {
             return Err(Error::invalid(OP, "the output y overlaps x"));
         }
@@ -822,6 +855,7 @@ impl Operation for QMatmul {
             let n = count_u32(OP, part.rows)?;
             let n0 = count_u32(OP, part.row0)?;
             let bindings = [&x, &wb, &y];
+            let coop_bindings = [&x, &wb, &y, &x];
             let gemv_params = GemvParams {
                 n,
                 k,
@@ -895,18 +929,35 @@ impl Operation for QMatmul {
                         ldy,
                         n0,
                     };
-                    let workgroups = [n.div_ceil(GEMM_TILE).min(max), m.div_ceil(GEMM_TILE).min(max), 1];
-                    encoder.dispatch(
-                        cache,
+                    let dispatch = if path == QMatmulPath::Gemm {
                         Dispatch {
-                            kernel: if path == QMatmulPath::Gemm { &GEMM } else { &GEMM_COOP },
+                            kernel: &GEMM,
                             dtype,
                             overrides: w.overrides(256)?,
                             bindings: &bindings,
                             params,
-                            workgroups,
-                        },
-                    )?;
+                            workgroups: [n.div_ceil(GEMM_TILE).min(max), m.div_ceil(GEMM_TILE).min(max), 1],
+                        }
+                    } else {
+                        let (bm, bn) = self.coop_tile.unwrap_or_else(|| coop_tile(m));
+                        let xvec = x.elem_offset().is_multiple_of(4) && k.is_multiple_of(4);
+                        let overrides = Overrides::new(&[
+                            ("WG", f64::from(bm / 2 * bn / 32)),
+                            ("QTYPE", f64::from(w.ty.ggml_id())),
+                            ("SGM", f64::from(bm / 64)),
+                            ("SGN", f64::from(bn / 32)),
+                            ("XVEC", if xvec { 1.0 } else { 0.0 }),
+                        ])?;
+                        Dispatch {
+                            kernel: &GEMM_COOP,
+                            dtype,
+                            overrides,
+                            bindings: &coop_bindings,
+                            params,
+                            workgroups: [n.div_ceil(bn).min(max), m.div_ceil(bm).min(max), 1],
+                        }
+                    };
+                    encoder.dispatch(cache, dispatch)?;
                 }
             }
         }
