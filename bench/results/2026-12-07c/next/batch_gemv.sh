@@ -2,9 +2,10 @@
 # Not run (session 15 had no device time left): the word GEMV's BATCH mode against main. The
 # mode is `batch-gemv.patch` beside this script (`git apply` it on main at 8f210d4 or later; it
 # passes the qmatmul tests on llvmpipe): products of more than 8 rows of x on the word GEMV take
-# one weight row per workgroup and up to 32 rows of x per decoded unit, each row bit-identical
-# to its one-row product (the row functions split into decode_* and apply_*, which the one-row
-# path runs back to back). Build, here: `bm` = main's `metallic`, `bb` = the patched one, `tq` =
+# one weight row per workgroup and up to 32 rows of x per decoded unit (16, 24 or 32: three
+# pipelines, warmed up by `metallic serve` on GPUs), each row bit-identical to its one-row
+# product (the row functions split into decode_* and apply_*, which the one-row path runs back
+# to back). Build, here: `bm` = main's `metallic`, `bb` = the patched one, `tq` =
 # the patched release test binary of crates/metallic/tests/qmatmul.rs (xz -6 into .dev/, with
 # the .hdr headers; carry .gl and .dev). It checks, in order:
 #   1. tq: the word GEMV against the CPU reference and every row of a 40-row product (the BATCH
