@@ -229,11 +229,12 @@ const COOP_TILES: [(u32, u32); 4] = [(64, 64), (64, 128), (128, 64), (128, 128)]
 
 /// The cooperative GEMM's tile for `m` rows of x: 128 x 128, or 128 x 64 for up to 128 rows.
 /// Measured on an H100 (docs/PERFORMANCE.md, 2026-12-07, session 15): at 512 rows of x the
-/// 128 x 128 tile was the fastest of the four on every product from `[512, 576] x [576,
-/// 576]ᵀ` (16 workgroups) to `[512, 4096] x [14336, 4096]ᵀ`, 1.2-5x the 64 x 64 one; at 32 to
-/// 128 rows 128 x 64 was (`[32, 4096] x [4096, 4096]ᵀ`: 175 us against 194 and 254). A tile's
-/// eight or four subgroups each keep 4 x 2 accumulators, so larger tiles hide more of each
-/// K-step's latency than they lose to rows past m.
+/// 128 x 128 tile was the fastest of the four, or within 6% (128 x 64 on a Q6_K product), on
+/// every product from `[512, 576] x [576, 576]ᵀ` (20 workgroups) to `[512, 4096] x [14336,
+/// 4096]ᵀ`, 1.2-5x the 64 x 64 one; at 32 to 128 rows 128 x 64 was (`[32, 4096] x [4096,
+/// 4096]ᵀ`: 175 us against 194 and 254). A tile's eight or four subgroups each keep 4 x 2
+/// accumulators, so larger tiles hide more of each K-step's latency than they lose to rows
+/// past m.
 fn coop_tile(m: u32) -> (u32, u32) {
     if m > 128 { (128, 128) } else { (128, 64) }
 }
