@@ -7,7 +7,11 @@
 # product (the row functions split into decode_* and apply_*, which the one-row path runs back
 # to back). Build, here: `bm` = main's `metallic`, `bb` = the patched one, `tq` =
 # the patched release test binary of crates/metallic/tests/qmatmul.rs (xz -6 into .dev/, with
-# the .hdr headers; carry .gl and .dev). It checks, in order:
+# the .hdr headers; carry .gl and .dev). What to look for beyond the totals: the mode trades
+# decoding (once per unit instead of once per unit and row of x) for reads of x (once per
+# weight row instead of once per 4), and a gated down projection applies its activation to x
+# on every read, so `--profile`'s down-projection line may get slower while gate/up and the
+# attention projections get faster. It checks, in order:
 #   1. tq: the word GEMV against the CPU reference and every row of a 40-row product (the BATCH
 #      mode) bit-identical to its one-row product, on the GPU's compiler;
 #   2. solo decode does not regress (the one-row kernel now runs decode_* then apply_*): bench
