@@ -157,6 +157,23 @@ fn frag_w(c: u32, kk: u32) -> coop_mat16x16<f16, B> {
     return coopLoad<coop_mat16x16<f16, B>>(&ws[c * LD + kk], LD);
 }
 
+// This invocation's part of the next K-step: x's vec4 and the decoded weights (two vec4 a
+// group), waiting in registers while the current one multiplies.
+var<private> xr: array<vec4<f16>, 8>;
+var<private> wq: array<vec4<f16>, 8>;
+
+// Reads this invocation's part of the K-step at k0 into `xr` and `wq`.
+fn fetch(lid: u32, m0: u32, c0: u32, k0: u32) {
+    for (var j = 0u; j < xpt(); j += 1u) {
+        xr[j] = load_x4(m0, k0, lid + j * threads());
+    }
+    for (var j = 0u; j < wpt(); j += 1u) {
+        let v = load_w8(c0, k0, lid + j * threads());
+        wq[2u * j] = to_f16x4(v.lo);
+        wq[2u * j + 1u] = to_f16x4(v.hi);
+    }
+}
+
 fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32) {
     let wr = (sg / SGN) * 64u;
     let wc = (sg % SGN) * 32u;
@@ -168,18 +185,7 @@ fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32) {
     var c21 = coop_mat16x16<f32, C>();
     var c30 = coop_mat16x16<f32, C>();
     var c31 = coop_mat16x16<f32, C>();
-    // This invocation's part of the next K-step: x's vec4 and the decoded weights (two vec4 a
-    // group), waiting in registers while the current one multiplies.
-    var xr: array<vec4<f16>, 8>;
-    var wq: array<vec4<f16>, 8>;
-    for (var j = 0u; j < xpt(); j += 1u) {
-        xr[j] = load_x4(m0, 0u, lid + j * threads());
-    }
-    for (var j = 0u; j < wpt(); j += 1u) {
-        let v = load_w8(c0, 0u, lid + j * threads());
-        wq[2u * j] = to_f16x4(v.lo);
-        wq[2u * j + 1u] = to_f16x4(v.hi);
-    }
+    fetch(lid, m0, c0, 0u);
     for (var k0 = 0u; k0 < params.k; k0 += BK) {
         // Every subgroup is done with the previous K-step's tiles.
         workgroupBarrier();
@@ -195,14 +201,7 @@ fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32) {
         workgroupBarrier();
         let k1 = k0 + BK;
         if k1 < params.k {
-            for (var j = 0u; j < xpt(); j += 1u) {
-                xr[j] = load_x4(m0, k1, lid + j * threads());
-            }
-            for (var j = 0u; j < wpt(); j += 1u) {
-                let v = load_w8(c0, k1, lid + j * threads());
-                wq[2u * j] = to_f16x4(v.lo);
-                wq[2u * j + 1u] = to_f16x4(v.hi);
-            }
+            fetch(lid, m0, c0, k1);
         }
         for (var kk = 0u; kk < BK; kk += 16u) {
             let b0 = frag_w(wc, kk);

@@ -851,6 +851,8 @@ impl Operation for QMatmul {
         }
         let nw = encoder.bind(self.norm.as_ref().map_or(&self.x, |(weight, _)| weight))?;
         let flags = if self.norm.is_some() { NORM_X } else { 0 } | if self.accumulate { ACCUMULATE } else { 0 };
+        // x read as vectors where its rows start on 4-element boundaries.
+        let xvec = x.elem_offset().is_multiple_of(4) && k.is_multiple_of(4);
         for part in &w.parts {
             let wb = encoder.bind(&part.words)?;
             let n = count_u32(OP, part.rows)?;
@@ -889,8 +891,6 @@ impl Operation for QMatmul {
                 QMatmulPath::Gemv | QMatmulPath::Auto => {
                     let choice = self.gemv_kernel(n, k)?;
                     let mb = m.min(GEMV_MAX_MB);
-                    // x read as vectors where its rows start on 4-element boundaries.
-                    let xvec = x.elem_offset().is_multiple_of(4) && k.is_multiple_of(4);
                     let workgroups = [n.div_ceil(choice.rows).min(max), 1, m.div_ceil(mb).min(max)];
                     let [a, b] = choice.variant;
                     let items = [
@@ -941,12 +941,13 @@ impl Operation for QMatmul {
                         }
                     } else {
                         let (bm, bn) = self.coop_tile.unwrap_or_else(|| coop_tile(m));
-                        let xvec = x.elem_offset().is_multiple_of(4) && k.is_multiple_of(4);
+                        // Subgroups of 32 along M and N, each computing 64 x 32 of the tile.
+                        let (sgm, sgn) = (bm / 64, bn / 32);
                         let overrides = Overrides::new(&[
-                            ("WG", f64::from(bm / 2 * bn / 32)),
+                            ("WG", f64::from(32 * sgm * sgn)),
                             ("QTYPE", f64::from(w.ty.ggml_id())),
-                            ("SGM", f64::from(bm / 64)),
-                            ("SGN", f64::from(bn / 32)),
+                            ("SGM", f64::from(sgm)),
+                            ("SGN", f64::from(sgn)),
                             ("XVEC", if xvec { 1.0 } else { 0.0 }),
                         ])?;
                         Dispatch {
