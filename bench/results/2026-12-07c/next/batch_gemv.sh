@@ -1,6 +1,6 @@
 #!/bin/sh
 # Not run (session 15 had no device time left): the word GEMV's BATCH mode against main. The
-# mode is `batch-gemv.patch` beside this script (`git apply` it on main at 8f210d4 or later; it
+# mode is `batch-gemv.patch` beside this script (`git apply` it on main at 5687d22 or later; it
 # passes the qmatmul tests on llvmpipe): products of more than 8 rows of x on the word GEMV take
 # one weight row per workgroup and up to 32 rows of x per decoded unit (16, 24 or 32: three
 # pipelines, warmed up by `metallic serve` on GPUs), each row bit-identical to its one-row
