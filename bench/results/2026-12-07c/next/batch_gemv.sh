@@ -12,7 +12,7 @@
 # weight row instead of once per 4), and a gated down projection applies its activation to x
 # on every read, so `--profile`'s down-projection line may get slower while gate/up and the
 # attention projections get faster. It checks, in order:
-#   1. tq: the word GEMV against the CPU reference and every row of a 40-row product (the BATCH
+#   1. tq: the cooperative GEMM (its 5687d22 form, not yet run on a GPU) and the word GEMV against the CPU reference and every row of a 40-row product (the BATCH
 #      mode) bit-identical to its one-row product, on the GPU's compiler;
 #   2. solo decode does not regress (the one-row kernel now runs decode_* then apply_*): bench
 #      generate, bm then bb, two rounds, three models;
@@ -24,7 +24,7 @@ R=/tmp/rb; mkdir -p $R
 save() { tar czf $OUT/res.tgz -C /tmp rb; }
 for b in bm bb tq; do xz -dc .dev/$b.xz > /tmp/$b; chmod +x /tmp/$b; done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > $R/gpu.txt
-timeout 150 /tmp/tq word_gemv gemv_rows_are gated fused --nocapture > $R/tq.txt 2>&1; echo "rc=$?" >> $R/tq.txt
+timeout 150 /tmp/tq cooperative word_gemv gemv_rows_are gated fused --nocapture > $R/tq.txt 2>&1; echo "rc=$?" >> $R/tq.txt
 save
 M="smollm2-135m-instruct-q4_1 qwen2.5-coder-0.5b-instruct-q4_k_m gemma3-270m-q4_k_m"
 for m in $M; do python3 bench/regrow_gguf.py grow .dev/$m.hdr /tmp/$m.gguf > /dev/null 2>> $R/grow.err; done
