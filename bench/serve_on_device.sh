@@ -2,7 +2,8 @@
 # Serving under load on the lent GPU: metallic serve against llama.cpp's Vulkan llama-server on
 # the same GGUF file, in one call. Each server runs with 32 slots of CTX positions; the load is
 # 1, 8 and 32 concurrent streaming clients (bench/serve_load.py: different prompts, TOKENS
-# tokens each, greedy), then metallic's single-stream `bench generate` for the same length.
+# tokens each, greedy) after an unreported warm-up round, then metallic's single-stream `bench
+# generate` for the same length.
 # usage: [TOKENS=128] [CTX=1024] bench/serve_on_device.sh METALLIC_BIN PEER_DIR MODEL OUT_DIR
 set -eu
 bin=$1 peer=$2 model=$3 out=$4
@@ -25,6 +26,9 @@ wait_healthy() {
     return 1
 }
 load() {
+    # A round of 32 short streams first, not reported: both servers compile pipelines on
+    # first use of a batch shape, which is not what the rounds measure.
+    python3 "$here/serve_load.py" "$1" 32 8 --label warm-up > /dev/null
     for n in 1 8 32; do
         python3 "$here/serve_load.py" "$1" "$n" "$tokens" --label "$2"
     done

@@ -340,7 +340,8 @@ fn batch_decode(
     let slots: Vec<usize> = (0..n).collect();
     let values = metallic::Tensor::empty(rt, [n, 1], metallic::DType::F32)?;
     let ids = metallic::Tensor::empty(rt, [n, 1], metallic::DType::U32)?;
-    let mut run = |profiled: bool| -> Result<std::time::Duration> {
+    // (wall clock, host time spent recording and submitting the steps, of it submitting)
+    let mut run = |profiled: bool| -> Result<(std::time::Duration, std::time::Duration, std::time::Duration)> {
         for slot in 0..n {
             kv.truncate(slot, 0);
             if !before.is_empty() {
@@ -358,17 +359,22 @@ fn batch_decode(
         let argmax = TopK::new(&logits, 1, &values, &ids)?;
         rt.record(&argmax)?;
         rt.flush()?;
+        let mut recording = std::time::Duration::ZERO;
+        let submitted = rt.context().submit_time();
         for _ in 1..steps {
+            let at = std::time::Instant::now();
             decoder.step_on_gpu(&slots, &ids, &mut kv)?;
             rt.record(&argmax)?;
             // Submitted step by step, as the server's read-backs submit them.
             rt.flush()?;
+            recording += at.elapsed();
         }
+        let submitting = rt.context().submit_time().saturating_sub(submitted);
         rt.read_tensors(&[&ids])?;
-        Ok(start.elapsed())
+        Ok((start.elapsed(), recording, submitting))
     };
     run(false)?;
-    let elapsed = run(false)?;
+    let (elapsed, recording, submitting) = run(false)?;
     let mut kernels = Vec::new();
     if profile {
         run(true)?;
@@ -379,6 +385,10 @@ fn batch_decode(
         "steps": steps,
         "batch_decode_tokens_per_s": (n * steps) as f64 / elapsed.as_secs_f64(),
         "batch_step_ms": elapsed.as_secs_f64() * 1e3 / steps as f64,
+        // Host time recording and submitting a step: where it reaches batch_step_ms, the
+        // steps are bound by the host, not the GPU.
+        "batch_record_ms_per_step": recording.as_secs_f64() * 1e3 / steps.saturating_sub(1).max(1) as f64,
+        "batch_submit_ms_per_step": submitting.as_secs_f64() * 1e3 / steps.saturating_sub(1).max(1) as f64,
         "batch_kernels": kernels,
     }))
 }
@@ -465,7 +475,10 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
         llm.generate(&tokens, args.gen_tokens, SamplingOptions::greedy(), |_| {})
     };
     decode()?;
+    let submitted = rt.context().submit_time();
     let runs = (0..3).map(|_| decode()).collect::<Result<Vec<_>>>()?;
+    let submit_time = rt.context().submit_time().saturating_sub(submitted);
+    let all_generated = runs.iter().map(|g| g.tokens.len()).sum::<usize>().max(1);
     let rate = |g: &metallic_models::Generation| g.tokens.len() as f64 / g.generation_time.as_secs_f64();
     let decode_runs: Vec<f64> = runs.iter().map(rate).collect();
     let best = runs.iter().max_by(|a, b| rate(a).total_cmp(&rate(b)));
@@ -516,6 +529,8 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             "decode_tokens_per_s": decode_rate,
             "decode_runs": decode_runs,
             "decode_record_ms_per_token": per_token_ms(result.record_time),
+            // The part of recording spent submitting (all three runs, per token).
+            "decode_submit_ms_per_token": submit_time.as_secs_f64() * 1e3 / all_generated as f64,
             "decode_sample_ms_per_token": per_token_ms(result.sample_time),
             "decode_kernels": kernels,
             "prefill_kernels": prefill_kernels,

@@ -429,11 +429,13 @@ impl CommandBuffer {
             profiler.resolve(&mut encoder);
         }
         self.dispatches = 0;
+        let submitting = std::time::Instant::now();
         let (index, err) = self.ctx.capture(|| {
             let commands = encoder.finish();
             self.arena.upload(self.ctx.queue());
             self.ctx.queue().submit([commands])
         });
+        self.ctx.add_submit_time(submitting.elapsed());
         // The queue now orders every later use of these regions after this work.
         self.retained.clear();
         if let Some(err) = err {

@@ -39,6 +39,8 @@ struct ContextInner {
     lost: Arc<Mutex<Option<String>>>,
     /// The first GPU error no error scope caught; surfaced at the next submission.
     uncaptured: Arc<Mutex<Option<wgpu::Error>>>,
+    /// Host nanoseconds spent submitting command buffers (see [`Context::submit_time`]).
+    submit_nanos: std::sync::atomic::AtomicU64,
 }
 
 /// What the device offers, as negotiated when the [`Context`] was created.
@@ -138,6 +140,20 @@ impl Context {
         let errors =
             [pollster::block_on(internal.pop()), pollster::block_on(validation.pop()), pollster::block_on(oom.pop())];
         (value, errors.into_iter().flatten().next())
+    }
+
+    /// Host time spent so far in submissions (finishing the encoder, uploading parameters,
+    /// `Queue::submit` and the error scopes around it): what tells a host bound on recording
+    /// from one on submitting, for measurements.
+    #[doc(hidden)]
+    pub fn submit_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.inner.submit_nanos.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Adds `spent` to [`submit_time`](Self::submit_time).
+    pub(crate) fn add_submit_time(&self, spent: std::time::Duration) {
+        let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.submit_nanos.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Fails if the device is lost or an earlier GPU error went uncaught.
@@ -357,7 +373,9 @@ impl ContextBuilder {
         }));
 
         let caps = Capabilities { adapter: info, features, limits, params, unified_memory: unified };
-        Ok(Context { inner: Arc::new(ContextInner { device, queue, caps, lost, uncaptured }) })
+        Ok(Context {
+            inner: Arc::new(ContextInner { device, queue, caps, lost, uncaptured, submit_nanos: Default::default() }),
+        })
     }
 }
 

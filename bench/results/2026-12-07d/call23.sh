@@ -1,0 +1,24 @@
+#!/bin/sh
+# Call 23: where a decode step's host time goes (recording vs submitting), solo and batched,
+# and serve vs llama-server with a warm-up round for both. bc = main + the submit-time
+# counters (decode_submit_ms_per_token, batch_record/submit_ms_per_step).
+set -u
+for f in .gl/*.deb; do dpkg -x $f / >/dev/null; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json XDG_RUNTIME_DIR=/tmp
+R=/tmp/rc; mkdir -p $R
+save() { tar czf $OUT/res.tgz -C /tmp rc; }
+xz -dc .dev/bc.xz > /tmp/bc; chmod +x /tmp/bc
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > $R/gpu.txt
+M="smollm2-135m-instruct-q4_1 qwen2.5-coder-0.5b-instruct-q4_k_m"
+for m in $M; do python3 bench/regrow_gguf.py grow .dev/$m.hdr /tmp/$m.gguf > /dev/null 2>> $R/grow.err; done
+for m in $M; do for n in 1 32; do
+  echo "{\"model\": \"$m\", \"batch\": $n}"
+  timeout 60 /tmp/bc bench generate --model /tmp/$m.gguf --prompt-tokens 64 --gen-tokens 128 --batch $n || echo '{"failed": 1}'
+done; done > $R/host.jsonl 2> $R/host.err
+save
+mkdir -p /tmp/peer && tar xJf .peer/peer.tar.xz -C /tmp/peer
+P=$(dirname $(find /tmp/peer -name llama-server | head -1)); chmod +x $P/llama-server
+mkdir -p $R/serve
+timeout 240 sh bench/serve_on_device.sh /tmp/bc $P /tmp/smollm2-135m-instruct-q4_1.gguf $R/serve > $R/serve.out 2>&1
+save
+echo done
