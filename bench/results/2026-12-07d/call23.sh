@@ -2,7 +2,8 @@
 # Call 23: where a decode step's host time goes (recording vs submitting), solo and batched;
 # the batched step's products on every GEMV configuration and the cooperative GEMM; serve vs
 # llama-server with a warm-up round for both. bc = main + the submit-time
-# counters (decode_submit_ms_per_token, batch_record/submit_ms_per_step).
+# counters (decode_submit_ms_per_token, batch_record/submit_ms_per_step) and next/flush-every.patch
+# applied (the METALLIC_FLUSH_EVERY experiment switch).
 set -u
 for f in .gl/*.deb; do dpkg -x $f / >/dev/null; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json XDG_RUNTIME_DIR=/tmp
@@ -16,6 +17,12 @@ for m in $M; do for n in 1 32; do
   echo "{\"model\": \"$m\", \"batch\": $n}"
   timeout 60 /tmp/bc bench generate --model /tmp/$m.gguf --prompt-tokens 64 --gen-tokens 128 --batch $n || echo '{"failed": 1}'
 done; done > $R/host.jsonl 2> $R/host.err
+save
+# Submissions per token: FLUSH_EVERY (128 ops, ~3 submits a SmolLM2 token) against fewer.
+for m in $M; do for f in 128 512 100000; do for r in 1 2; do
+  echo "{\"model\": \"$m\", \"flush_every\": $f, \"round\": $r}"
+  METALLIC_FLUSH_EVERY=$f timeout 60 /tmp/bc bench generate --model /tmp/$m.gguf --prompt-tokens 64 --gen-tokens 128 --batch 1 || echo '{"failed": 1}'
+done; done; done > $R/flush.jsonl 2> $R/flush.err
 save
 # The 32-row products of a batched SmolLM2 / Qwen2.5 step on the GEMV's configurations and on
 # the cooperative GEMM: what the 8-row GEMV is short of at 32 rows (~1 TFLOP/s in call 22).
