@@ -375,6 +375,7 @@ fn batch_decode(
     };
     run(false)?;
     let (elapsed, recording, submitting) = run(false)?;
+    let per_loop_step = |d: std::time::Duration| d.as_secs_f64() * 1e3 / steps.saturating_sub(1).max(1) as f64;
     let mut kernels = Vec::new();
     if profile {
         run(true)?;
@@ -385,10 +386,10 @@ fn batch_decode(
         "steps": steps,
         "batch_decode_tokens_per_s": (n * steps) as f64 / elapsed.as_secs_f64(),
         "batch_step_ms": elapsed.as_secs_f64() * 1e3 / steps as f64,
-        // Host time recording and submitting a step: where it reaches batch_step_ms, the
-        // steps are bound by the host, not the GPU.
-        "batch_record_ms_per_step": recording.as_secs_f64() * 1e3 / steps.saturating_sub(1).max(1) as f64,
-        "batch_submit_ms_per_step": submitting.as_secs_f64() * 1e3 / steps.saturating_sub(1).max(1) as f64,
+        // Host time recording and submitting a step (the steps after the first): where it
+        // reaches batch_step_ms, the steps are bound by the host, not the GPU.
+        "batch_record_ms_per_step": per_loop_step(recording),
+        "batch_submit_ms_per_step": per_loop_step(submitting),
         "batch_kernels": kernels,
     }))
 }
@@ -470,19 +471,20 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
     prefill(args.prompt_tokens)?;
     let prefill_runs = (0..3).map(|_| prefill(args.prompt_tokens)).collect::<Result<Vec<f64>>>()?;
     let prefill_rate = prefill_runs.iter().copied().fold(0.0, f64::max);
-    let decode = || -> Result<metallic_models::Generation> {
+    // A run's generation and the host time it spent submitting (its prompt's few submissions
+    // included).
+    let decode = || -> Result<(metallic_models::Generation, std::time::Duration)> {
         let tokens = prompt(args.decode_prompt_tokens);
-        llm.generate(&tokens, args.gen_tokens, SamplingOptions::greedy(), |_| {})
+        let submitted = rt.context().submit_time();
+        let generation = llm.generate(&tokens, args.gen_tokens, SamplingOptions::greedy(), |_| {})?;
+        Ok((generation, rt.context().submit_time().saturating_sub(submitted)))
     };
     decode()?;
-    let submitted = rt.context().submit_time();
     let runs = (0..3).map(|_| decode()).collect::<Result<Vec<_>>>()?;
-    let submit_time = rt.context().submit_time().saturating_sub(submitted);
-    let all_generated = runs.iter().map(|g| g.tokens.len()).sum::<usize>().max(1);
     let rate = |g: &metallic_models::Generation| g.tokens.len() as f64 / g.generation_time.as_secs_f64();
-    let decode_runs: Vec<f64> = runs.iter().map(rate).collect();
-    let best = runs.iter().max_by(|a, b| rate(a).total_cmp(&rate(b)));
-    let Some(result) = best else { return Err(Error::InvalidInput("no decode run".into())) };
+    let decode_runs: Vec<f64> = runs.iter().map(|(g, _)| rate(g)).collect();
+    let best = runs.iter().max_by(|a, b| rate(&a.0).total_cmp(&rate(&b.0)));
+    let Some((result, submit_time)) = best else { return Err(Error::InvalidInput("no decode run".into())) };
     let generated = result.tokens.len();
     let decode_rate = rate(result);
     let per_token_ms = |d: std::time::Duration| d.as_secs_f64() * 1e3 / generated.max(1) as f64;
@@ -529,8 +531,8 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             "decode_tokens_per_s": decode_rate,
             "decode_runs": decode_runs,
             "decode_record_ms_per_token": per_token_ms(result.record_time),
-            // The part of recording spent submitting (all three runs, per token).
-            "decode_submit_ms_per_token": submit_time.as_secs_f64() * 1e3 / all_generated as f64,
+            // The part of recording spent submitting (the same run).
+            "decode_submit_ms_per_token": per_token_ms(*submit_time),
             "decode_sample_ms_per_token": per_token_ms(result.sample_time),
             "decode_kernels": kernels,
             "prefill_kernels": prefill_kernels,

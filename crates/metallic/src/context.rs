@@ -5,6 +5,7 @@
 //! in a [`MemoryPool`](crate::MemoryPool); both are separate values.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
@@ -40,7 +41,7 @@ struct ContextInner {
     /// The first GPU error no error scope caught; surfaced at the next submission.
     uncaptured: Arc<Mutex<Option<wgpu::Error>>>,
     /// Host nanoseconds spent submitting command buffers (see [`Context::submit_time`]).
-    submit_nanos: std::sync::atomic::AtomicU64,
+    submit_nanos: AtomicU64,
 }
 
 /// What the device offers, as negotiated when the [`Context`] was created.
@@ -147,13 +148,13 @@ impl Context {
     /// from one on submitting, for measurements.
     #[doc(hidden)]
     pub fn submit_time(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.inner.submit_nanos.load(std::sync::atomic::Ordering::Relaxed))
+        std::time::Duration::from_nanos(self.inner.submit_nanos.load(Ordering::Relaxed))
     }
 
     /// Adds `spent` to [`submit_time`](Self::submit_time).
     pub(crate) fn add_submit_time(&self, spent: std::time::Duration) {
         let nanos = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.submit_nanos.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        self.inner.submit_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// Fails if the device is lost or an earlier GPU error went uncaught.
