@@ -2,9 +2,10 @@
 # Serving under load on the lent GPU: metallic serve against llama.cpp's Vulkan llama-server on
 # the same GGUF file, in one call. Each server runs with 32 slots of CTX positions; the load is
 # 1, 8 and 32 concurrent streaming clients (bench/serve_load.py: different prompts, TOKENS
-# tokens each, greedy) after an unreported warm-up round, then metallic's single-stream `bench
-# generate` for the same length.
-# usage: [TOKENS=128] [CTX=1024] bench/serve_on_device.sh METALLIC_BIN PEER_DIR MODEL OUT_DIR
+# tokens each, greedy) after unreported warm-up rounds, then metallic's single-stream `bench
+# generate` for the same length. MODES="default exact" runs metallic serve twice, the second
+# time with --exact-batches.
+# usage: [TOKENS=128] [CTX=1024] [MODES=default] bench/serve_on_device.sh METALLIC_BIN PEER_DIR MODEL OUT_DIR
 set -eu
 bin=$1 peer=$2 model=$3 out=$4
 tokens=${TOKENS:-128}
@@ -26,19 +27,29 @@ wait_healthy() {
     return 1
 }
 load() {
-    # A round of 32 short streams first, not reported: both servers compile pipelines on
-    # first use of a batch shape, which is not what the rounds measure.
-    python3 "$here/serve_load.py" "$1" 32 8 --label warm-up > /dev/null
+    # Rounds of 1, 8 and 32 short streams first, not reported: both servers compile pipelines
+    # on first use of a batch shape (llama-server's first 8-stream round after a 32-stream
+    # warm-up still took 1 s to its first tokens, session 17), which is not what the rounds
+    # measure.
+    for n in 1 8 32; do
+        python3 "$here/serve_load.py" "$1" "$n" 8 --label warm-up > /dev/null
+    done
     for n in 1 8 32; do
         python3 "$here/serve_load.py" "$1" "$n" "$tokens" --label "$2"
     done
 }
 {
-    "$bin" serve --model "$model" --port 8090 --parallel 32 --ctx-size "$ctx" > "$out/metallic-serve.log" 2>&1 &
-    server=$!
-    wait_healthy http://127.0.0.1:8090 && load http://127.0.0.1:8090 metallic
-    kill "$server" || true
-    wait "$server" 2>/dev/null || true
+    for mode in ${MODES:-default}; do
+        # MODES="default exact": metallic serve as is, then with --exact-batches.
+        flag=""
+        label=metallic
+        if [ "$mode" = exact ]; then flag=--exact-batches label=metallic-exact; fi
+        "$bin" serve --model "$model" --port 8090 --parallel 32 --ctx-size "$ctx" $flag > "$out/metallic-serve-$mode.log" 2>&1 &
+        server=$!
+        wait_healthy http://127.0.0.1:8090 && load http://127.0.0.1:8090 "$label"
+        kill "$server" || true
+        wait "$server" 2>/dev/null || true
+    done
 
     LD_LIBRARY_PATH="$peer" "$peer/llama-server" -m "$model" -ngl 99 -c $((32 * ctx)) --parallel 32 --port 8091 \
         > "$out/llama-server.log" 2>&1 &

@@ -383,6 +383,7 @@ fn batch_decode(
     }
     Ok(serde_json::json!({
         "sequences": n,
+        "tensor_cores": decoder.step_on_tensor_cores(n),
         "steps": steps,
         "batch_decode_tokens_per_s": (n * steps) as f64 / elapsed.as_secs_f64(),
         "batch_step_ms": elapsed.as_secs_f64() * 1e3 / steps as f64,
@@ -441,6 +442,10 @@ pub struct GenerateBenchArgs {
     /// per second; `batch_step_ms`).
     #[arg(long)]
     batch: Option<usize>,
+    /// With --batch: keep every product of the batched steps on the one-row kernel (as
+    /// `metallic serve --exact-batches`), not the tensor cores above 8 sequences.
+    #[arg(long)]
+    exact_batches: bool,
 }
 
 /// Prefill tokens/s (one forward pass over `prompt_tokens`) and decode tokens/s (greedy, one
@@ -453,6 +458,7 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
     let rt = metallic::Runtime::new()?;
     let mut llm = Llm::load_with(&args.model, &rt)?;
     CacheType::apply(args.cache_type, &mut llm)?;
+    llm.set_exact_batches(args.exact_batches);
     let text = "The quick brown fox jumps over the lazy dog while the river runs past the old mill. ";
     let ids = llm.tokenize(text, false);
     let prompt = |n: usize| -> Vec<u32> {

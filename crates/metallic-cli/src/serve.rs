@@ -59,6 +59,13 @@ pub struct ServeArgs {
     /// Do not serve the chat page at / (the API is the same either way).
     #[arg(long)]
     no_webui: bool,
+    /// Keep every sequence's arithmetic bit-identical to a solo run at any number of
+    /// concurrent sequences. By default, steps of more than 8 sequences run the wide
+    /// products (MLP, output) on the tensor cores where the GPU has cooperative matrices,
+    /// with x and the weights rounded to f16: faster under load, and a greedy stream may then
+    /// differ from its solo run where two tokens are nearly tied.
+    #[arg(long)]
+    exact_batches: bool,
     /// Skip the warm-up before listening (short prompts and steps of up to eight sequences,
     /// which compile the GPU pipelines requests need): a faster start, slower first requests.
     #[arg(long)]
@@ -168,6 +175,7 @@ fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<Language
     })?;
     bar.finish_and_clear();
     crate::generate::CacheType::apply(args.cache_type, &mut llm)?;
+    llm.set_exact_batches(args.exact_batches);
     let trained = llm.decoder().config().n_ctx_train;
     let (ctx_size, why) = match args.ctx_size {
         Some(n) if n > trained => (n, format!("--ctx-size; beyond the model's trained context of {trained}")),

@@ -33,6 +33,7 @@
 use metallic::kernels::copy::Copy;
 use metallic::kernels::elementwise::{Binary, BinaryOp};
 use metallic::kernels::gated::{Gated, GatedAct};
+use metallic::kernels::matmul::cooperative_available;
 use metallic::kernels::norm::RmsNorm;
 use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix};
 use metallic::kernels::residual::ResidualRmsNorm;
@@ -664,6 +665,30 @@ impl<'a> Input<'a> {
 /// 2048 (1B) is unmeasured and left unfused.
 const FUSED_NORMS_MAX_WIDTH: usize = 1024;
 
+/// Up to this many sequences a batched step runs every product on the one-row GEMV, which
+/// reads each weight once for up to 8 rows of x: bit-identical to solo steps.
+pub const EXACT_STEP_ROWS: usize = 8;
+
+/// Weight rows from which a batched step of more than [`EXACT_STEP_ROWS`] sequences runs a
+/// product on the tensor cores (see [`tensor_core_product`]). On an H100 at 32 rows of x
+/// (docs/PERFORMANCE.md, 2026-12-07, session 17): `[32, 576] x [3072, 576]ᵀ` (SmolLM2's
+/// gate/up) 29 us against the GEMV's 82, the 49152-row output 150 against 957; at 576 rows
+/// they tied (28 / 29), and on `[32, 4864] x [896, 4864]ᵀ` (9 workgroups of the GEMM's tile)
+/// the GEMV won, 141 against 212.
+const WIDE_STEP_PRODUCT: usize = 2048;
+
+/// Whether a batched step of `rows` sequences runs its product by a matrix of `w_rows` rows on
+/// the cooperative-matrix GEMM: on a GPU that has it (`coop`), unless the decoder keeps batches
+/// exact, above [`EXACT_STEP_ROWS`] sequences, for matrices of [`WIDE_STEP_PRODUCT`] rows or
+/// more. Such a product rounds x and the decoded weights to f16 (f32 accumulation): each
+/// output within 2 · 2⁻¹¹ · Σₖ |xₖ wₖ| of the f32 GEMV's (one rounding of each factor), and
+/// independent of how many rows run with it (`gemm_coop.wgsl`) — so a sequence's logits do not
+/// depend on the batch while it has more than 8 companions, and differ from a solo step's by
+/// that rounding: greedy tokens agree except on near-ties.
+fn tensor_core_product(cpu: bool, coop: bool, exact: bool, rows: usize, w_rows: usize) -> bool {
+    !cpu && coop && !exact && rows > EXACT_STEP_ROWS && w_rows >= WIDE_STEP_PRODUCT
+}
+
 /// Whether a model's norms and residual adds can run inside its products: not where a layer
 /// has post-norms (Gemma 3's normalise a block's output before the residual add, so the add is
 /// not a product's).
@@ -790,6 +815,9 @@ pub struct Decoder {
     /// Whether one-token and batched steps fuse the norms and residual adds into the
     /// products (see [`fuses_norms`](Self::fuses_norms)).
     fuse_norms: bool,
+    /// Whether batched steps of more than [`EXACT_STEP_ROWS`] sequences keep every product on
+    /// the one-row kernel (see [`set_exact_batches`](Self::set_exact_batches)).
+    exact_batches: bool,
     rt: Runtime,
 }
 
@@ -837,6 +865,7 @@ impl Decoder {
         let fuse_norms = norms_fusable(&layers) && c.n_embd <= FUSED_NORMS_MAX_WIDTH;
         Ok(Decoder {
             fuse_norms,
+            exact_batches: false,
             embed,
             output_norm: w.vector("output_norm.weight", c.n_embd)?,
             output,
@@ -993,11 +1022,17 @@ impl Decoder {
 
     /// One decode step of several sequences together: `rows[i]` = (slot, token) feeds
     /// `token` to the sequence in `slot` (each slot at most once) and returns the logits
-    /// `[rows, vocab]` (row `i` predicts what follows `rows[i]`'s token). Each sequence's
-    /// logits are bit-identical to a one-token [`forward`](Self::forward) on a [`KvCache`]
-    /// holding the same positions: every kernel does a row's arithmetic the same way whatever
-    /// the other rows (the projections take the kernel a one-row step takes, the attention
-    /// plans each sequence's key chunks from its own length).
+    /// `[rows, vocab]` (row `i` predicts what follows `rows[i]`'s token). Up to
+    /// [`EXACT_STEP_ROWS`] sequences (at any count with
+    /// [`set_exact_batches`](Self::set_exact_batches), and on adapters without cooperative
+    /// matrices), each sequence's logits are bit-identical to a one-token
+    /// [`forward`](Self::forward) on a [`KvCache`] holding the same positions: every kernel
+    /// does a row's arithmetic the same way whatever the other rows (the projections take the
+    /// kernel a one-row step takes, the attention plans each sequence's key chunks from its
+    /// own length). Above that, the wide products run on the tensor cores with x and the
+    /// weights rounded to f16: still independent of the other rows, and each product's
+    /// outputs within one f16 rounding of each factor of a solo step's (greedy tokens agree
+    /// except on near-ties).
     ///
     /// The logits live in `kv`'s step activations for this row count: read them before the
     /// next step of as many rows.
@@ -1107,7 +1142,39 @@ impl Decoder {
     /// a small model is short of): where every product takes a GEMV — one-token passes and
     /// batched steps — and the model has no post-norms.
     fn fuses_norms(&self, products: Products<'_>, rows: usize) -> bool {
-        self.fuse_norms && (matches!(products, Products::OneRow { .. }) || rows == 1)
+        match products {
+            // A step whose wide products take the tensor cores reads its norms' outputs (the
+            // cooperative GEMM has no norm or add of its own).
+            Products::OneRow { .. } => self.fuse_norms && !self.step_on_tensor_cores(rows),
+            Products::Auto => self.fuse_norms && rows == 1,
+        }
+    }
+
+    /// Keeps every product of a batched step on the one-row kernel, whatever the row count:
+    /// each sequence's logits bit-identical to a solo step's (`true`), or lets steps of more
+    /// than [`EXACT_STEP_ROWS`] sequences run their wide products on the tensor cores where
+    /// the adapter has cooperative matrices (`false`, the default; see [`step`](Self::step)).
+    pub fn set_exact_batches(&mut self, exact: bool) {
+        self.exact_batches = exact;
+    }
+
+    /// Whether batched steps are bit-identical to solo ones at every row count (see
+    /// [`set_exact_batches`](Self::set_exact_batches)).
+    pub fn exact_batches(&self) -> bool {
+        self.exact_batches
+    }
+
+    /// Whether a batched step of `rows` sequences runs its wide products on the tensor cores
+    /// (and so is not bit-identical to solo steps; see [`step`](Self::step)).
+    pub fn step_on_tensor_cores(&self, rows: usize) -> bool {
+        self.on_tensor_cores(rows, WIDE_STEP_PRODUCT)
+    }
+
+    /// Whether a batched step of `rows` sequences runs its product by a matrix of `w_rows`
+    /// rows on the tensor cores (see [`tensor_core_product`]).
+    fn on_tensor_cores(&self, rows: usize, w_rows: usize) -> bool {
+        let ctx = self.rt.context();
+        tensor_core_product(ctx.caps().cpu(), cooperative_available(ctx), self.exact_batches, rows, w_rows)
     }
 
     /// Turns the fused norms and residual adds of [`fuses_norms`](Self::fuses_norms) off (or
@@ -1130,7 +1197,13 @@ impl Decoder {
     fn product(&self, input: &Input<'_>, w: &QuantMatrix, out: &Tensor, products: Products<'_>) -> Result<QMatmul> {
         let mut op = QMatmul::new(input.x, w, out)?;
         if let Products::OneRow { .. } = products {
-            op = op.path(self.row_path(w));
+            let rows = input.x.dims().first().copied().unwrap_or(1);
+            let plain = input.norm.is_none() && !input.add;
+            op = op.path(if plain && self.on_tensor_cores(rows, w.rows()) {
+                QMatmulPath::Cooperative
+            } else {
+                self.row_path(w)
+            });
         }
         if let Some(weight) = input.norm {
             op = op.rms_norm(weight, self.config.rms_eps)?;
@@ -1596,5 +1669,23 @@ impl Decoder {
             at += m.rows();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EXACT_STEP_ROWS, WIDE_STEP_PRODUCT, tensor_core_product};
+
+    #[test]
+    fn only_wide_products_of_large_inexact_steps_on_gpus_with_cooperative_matrices_take_the_tensor_cores() {
+        let (rows, wide) = (EXACT_STEP_ROWS + 1, WIDE_STEP_PRODUCT);
+        assert!(tensor_core_product(false, true, false, rows, wide));
+        assert!(tensor_core_product(false, true, false, 32, 151_936));
+        // Any one condition missing keeps the one-row kernel.
+        assert!(!tensor_core_product(true, true, false, rows, wide), "a CPU adapter");
+        assert!(!tensor_core_product(false, false, false, rows, wide), "no cooperative matrices");
+        assert!(!tensor_core_product(false, true, true, rows, wide), "exact batches asked for");
+        assert!(!tensor_core_product(false, true, false, EXACT_STEP_ROWS, wide), "8 sequences");
+        assert!(!tensor_core_product(false, true, false, rows, wide - 1), "a narrow matrix");
     }
 }

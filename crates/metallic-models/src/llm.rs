@@ -121,6 +121,12 @@ impl Llm {
         Ok(())
     }
 
+    /// Keeps batched steps bit-identical to solo ones at every sequence count
+    /// ([`Decoder::set_exact_batches`]).
+    pub fn set_exact_batches(&mut self, exact: bool) {
+        self.decoder.set_exact_batches(exact);
+    }
+
     /// The tokenizer.
     pub fn vocab(&self) -> &Vocab {
         &self.vocab

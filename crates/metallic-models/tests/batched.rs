@@ -209,3 +209,88 @@ fn a_step_fed_from_the_gpu_equals_one_fed_from_the_host() {
     assert_eq!((gpu.len(0), gpu.len(1)), (PROMPTS[0].len() + 2, PROMPTS[1].len() + 2));
     assert!(decoder.step_on_gpu(&[0], &ids, &mut gpu).is_err(), "two ids for one slot");
 }
+
+/// Twelve sequences (more than `EXACT_STEP_ROWS`) of SmolLM2 135M stepped together: with exact
+/// batches, bit-identical to solo steps; by default, where the wide products take the tensor
+/// cores, within f16 rounding of them (the same greedy token unless the solo step's two best
+/// logits are nearly tied); where there are none (CPU adapters, adapters without cooperative
+/// matrices) the default is the exact step.
+#[test]
+fn steps_of_more_than_eight_sequences() {
+    use metallic_models::decoder::EXACT_STEP_ROWS;
+    const N: usize = 12;
+    const STEPS: usize = 3;
+    let path = common::model_file("smollm2-135m-instruct-q4_1.gguf", "fetch-smollm2.sh");
+    let mut decoder = load(&path);
+    const { assert!(N > EXACT_STEP_ROWS) };
+    // Prompts of 2 to 7 tokens, all different; each sequence then takes 3 fed tokens.
+    let prompt = |i: usize| -> Vec<u32> { (0..2 + i % 6).map(|j| (1 + 37 * i + 101 * j) as u32 % 2000 + 5).collect() };
+    let fed = |i: usize, step: usize| (300 + 17 * i + 41 * step) as u32;
+    let solo: Vec<Vec<Vec<f32>>> = (0..N)
+        .map(|i| {
+            let p = prompt(i);
+            let mut cache = decoder.new_cache(p.len() + STEPS).unwrap();
+            decoder.forward(&p, &mut cache).unwrap().to_vec::<f32>().unwrap();
+            (0..STEPS).map(|s| decoder.forward(&[fed(i, s)], &mut cache).unwrap().to_vec::<f32>().unwrap()).collect()
+        })
+        .collect();
+    let batched = |decoder: &Decoder| -> Vec<Vec<Vec<f32>>> {
+        let mut kv = decoder.new_slots(N, 16).unwrap();
+        for i in 0..N {
+            decoder.prefill_slot(&prompt(i), &mut kv, i, PREFILL_CHUNK).unwrap();
+        }
+        let mut out = vec![Vec::new(); N];
+        for s in 0..STEPS {
+            let rows: Vec<(usize, u32)> = (0..N).map(|i| (i, fed(i, s))).collect();
+            let logits = decoder.step(&rows, &mut kv).unwrap().to_vec::<f32>().unwrap();
+            for (i, row) in logits.chunks_exact(logits.len() / N).enumerate() {
+                out[i].push(row.to_vec());
+            }
+        }
+        out
+    };
+    let bitwise = |got: &[Vec<Vec<f32>>], what: &str| {
+        for (i, (g, w)) in got.iter().zip(&solo).enumerate() {
+            for (s, (a, b)) in g.iter().zip(w).enumerate() {
+                assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{what}: sequence {i} step {s}");
+            }
+        }
+    };
+    decoder.set_exact_batches(true);
+    assert!(!decoder.step_on_tensor_cores(N));
+    bitwise(&batched(&decoder), "exact batches");
+    decoder.set_exact_batches(false);
+    if !decoder.step_on_tensor_cores(N) {
+        // No cooperative matrices (a CPU adapter, most non-NVIDIA ones): the default step is
+        // the exact one just checked.
+        return;
+    }
+    let argmax = |v: &[f32]| v.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b });
+    let (mut worst, mut flips) = (0f32, 0);
+    for (i, (g, w)) in batched(&decoder).iter().zip(&solo).enumerate() {
+        for (s, (a, b)) in g.iter().zip(w).enumerate() {
+            let top = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let apart = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            worst = worst.max(apart / top.max(1.0));
+            let (best, value) = argmax(b);
+            let runner_up = b.iter().enumerate().filter(|&(j, _)| j != best).fold(f32::MIN, |m, (_, &x)| m.max(x));
+            if argmax(a).0 != best {
+                flips += 1;
+                assert!(
+                    value - runner_up <= 2.0 * apart,
+                    "sequence {i} step {s}: greedy token changed, margin {}",
+                    value - runner_up
+                );
+            }
+            // f16 rounding of each product's x and weights, through 30 layers.
+            assert!(
+                apart <= TENSOR_CORE_TOL * top.max(1.0),
+                "sequence {i} step {s}: {apart} apart (logits up to {top})"
+            );
+        }
+    }
+    eprintln!("tensor-core steps: logits at most {worst:e} of the largest apart from solo; {flips} greedy flips");
+}
+
+/// How far (relative to the largest logit) a tensor-core step of SmolLM2 may stray from solo.
+const TENSOR_CORE_TOL: f32 = 0.05;

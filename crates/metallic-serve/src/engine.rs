@@ -416,8 +416,19 @@ impl Scheduler {
             }
             self.drop_cancelled();
             self.admit();
-            if let Err(e) = self.prefill_one() {
-                self.fail_all(&e);
+            // Up to a chunk's worth of prompt tokens between two decode steps, over as many
+            // prompts as that covers: a burst of short prompts starts together instead of one
+            // per step, and a long one still never stalls the running streams for more.
+            let mut budget = self.config.prefill_chunk;
+            while budget > 0 {
+                match self.prefill_one(budget) {
+                    Ok(0) => break,
+                    Ok(done) => budget = budget.saturating_sub(done),
+                    Err(e) => {
+                        self.fail_all(&e);
+                        break;
+                    }
+                }
             }
             if let Err(e) = self.decode_step() {
                 self.fail_all(&e);
@@ -525,30 +536,33 @@ impl Scheduler {
         }
     }
 
-    /// Runs one chunk of the oldest prompt still prefilling; when it completes the prompt, the
-    /// first token is sampled from its logits.
-    fn prefill_one(&mut self) -> Result<()> {
+    /// Runs one chunk (of `limit` tokens at most) of the oldest prompt still prefilling; when it
+    /// completes the prompt, the first token is sampled from its logits. Returns the tokens
+    /// run: 0 when no prompt is left.
+    fn prefill_one(&mut self, limit: usize) -> Result<usize> {
         let Some(at) = self.running.iter().position(|r| r.prefilled < r.request.prompt.len()) else {
-            return Ok(());
+            return Ok(0);
         };
-        let Some(r) = self.running.get_mut(at) else { return Ok(()) };
-        let end = (r.prefilled + self.config.prefill_chunk).min(r.request.prompt.len());
+        let Some(r) = self.running.get_mut(at) else { return Ok(0) };
+        let end = (r.prefilled + self.config.prefill_chunk.min(limit)).min(r.request.prompt.len());
         let part = r.request.prompt.get(r.prefilled..end).unwrap_or_default();
         let logits = self.llm.decoder().prefill_slot(part, &mut self.kv, r.slot, self.config.prefill_chunk)?;
         if let Some(slot) = self.slots.get_mut(r.slot) {
             slot.tokens.extend_from_slice(part);
         }
         self.shared.prompt_tokens.fetch_add(part.len() as u64, Ordering::SeqCst);
+        let done = end - r.prefilled;
         r.prefilled = end;
         if end < r.request.prompt.len() {
-            return Ok(logits.runtime().synchronize()?);
+            logits.runtime().synchronize()?;
+            return Ok(done);
         }
         let greedy = if r.sampler.is_greedy() { Argmax::new(&logits)?.read()?.first().copied() } else { None };
         let (token, logprobs) = self.pick(at, &logits, greedy)?;
         if !self.accept(at, token, logprobs) {
             self.finish(at);
         }
-        Ok(())
+        Ok(done)
     }
 
     /// One decode step over every sequence past its prompt, all in one pass
@@ -762,7 +776,8 @@ const WARM_ROWS: usize = 8;
 
 /// Runs what the scheduler will run with short prompts and 1 to [`WARM_ROWS`] sequences —
 /// prefills of [`WARM_PROMPTS`] tokens (as far as a chunk and a slot hold), a step of each
-/// row count with its argmax, a step fed by the GPU's ids — so that the GPU pipelines those
+/// row count with its argmax, a step fed by the GPU's ids, and where larger steps take the
+/// tensor cores a step of up to 128 and one of `parallel` sequences — so that the GPU pipelines those
 /// kernel configurations need are compiled now, not while a request waits (a first step of
 /// eight sequences compiled its kernels in the middle of eight streams). Every slot is left
 /// empty; returns the argmax ops of the steps' logits for the scheduler to keep.
@@ -776,7 +791,16 @@ fn warm_up(llm: &Llm, kv: &mut KvSlots, config: &EngineConfig) -> Result<Vec<Arg
     let mut argmax: Vec<Argmax> = Vec::new();
     // Slot 0 takes a position per step: the steps need that many.
     let rows = config.parallel.min(WARM_ROWS).min(config.ctx_size.saturating_sub(1));
-    for m in 1..=rows {
+    // Steps whose wide products take the tensor cores: their GEMM's two tiles (up to 128 rows
+    // and beyond) and the separate norms.
+    let mut counts: Vec<usize> = (1..=rows).collect();
+    let most = config.parallel.min(config.ctx_size.saturating_sub(1));
+    for m in [most.min(128), most] {
+        if decoder.step_on_tensor_cores(m) && !counts.contains(&m) && counts.len() + 1 < config.ctx_size {
+            counts.push(m);
+        }
+    }
+    for m in counts {
         let logits = decoder.step(&(0..m).map(|slot| (slot, 0)).collect::<Vec<_>>(), kv)?;
         let op = Argmax::new(&logits)?;
         op.record()?;
