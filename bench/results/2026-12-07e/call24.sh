@@ -6,7 +6,7 @@
 # .hdr headers; carry .gl .dev .peer).
 #   1. tb steps_of_more_than_eight_sequences: how far the tensor-core step's logits stray from
 #      solo (printed) and whether greedy tokens flip;
-#   2. bench generate --batch 9/16/32 default and exact, SmolLM2 and Qwen2.5 0.5B, with the
+#   2. bench generate --batch 16/32 default and exact, SmolLM2 and Qwen2.5 0.5B, with the
 #      kernel split at 32;
 #   3. serve: metallic default, metallic --exact-batches, llama-server; warm-up rounds at every
 #      stream count; scheduler prefills up to a chunk of tokens over several prompts per step.
@@ -21,7 +21,7 @@ M="smollm2-135m-instruct-q4_1 qwen2.5-coder-0.5b-instruct-q4_k_m"
 for m in $M; do python3 bench/regrow_gguf.py grow .dev/$m.hdr /tmp/$m.gguf > /dev/null 2>> $R/grow.err; done
 METALLIC_MODELS=/tmp timeout 120 /tmp/tb steps_of_more_than_eight_sequences --nocapture > $R/tb.txt 2>&1; echo "rc=$?" >> $R/tb.txt
 save
-for m in $M; do for n in 9 16 32; do for x in "" --exact-batches; do
+for m in $M; do for n in 16 32; do for x in "" --exact-batches; do
   p=""; if [ $n = 32 ]; then p=--profile; fi
   echo "{\"model\": \"$m\", \"batch\": $n, \"flag\": \"$x\"}"
   timeout 90 /tmp/b bench generate --model /tmp/$m.gguf --prompt-tokens 64 --gen-tokens 64 --batch $n $x $p || echo '{"failed": 1}'
