@@ -396,11 +396,14 @@ fn batch_decode(
 }
 
 /// The runtime's kernel profile (read and cleared) per `unit` of `count`: each kernel and grid
-/// with its dispatches and GPU microseconds per unit.
+/// with its dispatches and GPU microseconds per unit. Profiling stops here: it makes every
+/// submission wait for its work, which later timed runs must not (the batched step's timings
+/// with --profile were the profiled solo runs' until session 17).
 fn kernel_split(rt: &metallic::Runtime, count: usize, unit: &str) -> Result<Vec<serde_json::Value>> {
     let per = count.max(1) as f64;
-    Ok(rt
-        .kernel_profile()?
+    let profile = rt.kernel_profile()?;
+    rt.disable_kernel_profiling()?;
+    Ok(profile
         .into_iter()
         .map(|k| {
             let mut entry = serde_json::Map::new();

@@ -292,5 +292,6 @@ fn steps_of_more_than_eight_sequences() {
     eprintln!("tensor-core steps: logits at most {worst:e} of the largest apart from solo; {flips} greedy flips");
 }
 
-/// How far (relative to the largest logit) a tensor-core step of SmolLM2 may stray from solo.
-const TENSOR_CORE_TOL: f32 = 0.05;
+/// How far (relative to the largest logit) a tensor-core step of SmolLM2 may stray from solo:
+/// 3.0e-4 measured on an H200 (session 17), no greedy token changed.
+const TENSOR_CORE_TOL: f32 = 2e-3;

@@ -419,9 +419,12 @@ impl Scheduler {
             // Up to a chunk's worth of prompt tokens between two decode steps, over as many
             // prompts as that covers: a burst of short prompts starts together instead of one
             // per step, and a long one still never stalls the running streams for more.
+            // Greedy prompts' first tokens are read back together after the loop, so the GPU
+            // runs one prompt while the host records the next.
             let mut budget = self.config.prefill_chunk;
+            let mut firsts = Vec::new();
             while budget > 0 {
-                match self.prefill_one(budget) {
+                match self.prefill_one(budget, &mut firsts) {
                     Ok(0) => break,
                     Ok(done) => budget = budget.saturating_sub(done),
                     Err(e) => {
@@ -429,6 +432,9 @@ impl Scheduler {
                         break;
                     }
                 }
+            }
+            if let Err(e) = self.land_firsts(firsts) {
+                self.fail_all(&e);
             }
             if let Err(e) = self.decode_step() {
                 self.fail_all(&e);
@@ -537,9 +543,11 @@ impl Scheduler {
     }
 
     /// Runs one chunk (of `limit` tokens at most) of the oldest prompt still prefilling; when it
-    /// completes the prompt, the first token is sampled from its logits. Returns the tokens
-    /// run: 0 when no prompt is left.
-    fn prefill_one(&mut self, limit: usize) -> Result<usize> {
+    /// completes the prompt, the first token is sampled from its logits — or, for a greedy
+    /// request without log-probabilities, its argmax is recorded and its read started, pushed
+    /// to `firsts` for [`land_firsts`](Self::land_firsts). Returns the tokens run: 0 when no
+    /// prompt is left.
+    fn prefill_one(&mut self, limit: usize, firsts: &mut Vec<First>) -> Result<usize> {
         let Some(at) = self.running.iter().position(|r| r.prefilled < r.request.prompt.len()) else {
             return Ok(0);
         };
@@ -557,12 +565,38 @@ impl Scheduler {
             logits.runtime().synchronize()?;
             return Ok(done);
         }
+        if r.sampler.is_greedy() && r.request.logprobs.is_none() {
+            let argmax = Argmax::new(&logits)?;
+            argmax.record()?;
+            let read = logits.runtime().start_read(&[&argmax.values, &argmax.ids])?;
+            firsts.push(First { id: r.id, argmax, read });
+            return Ok(done);
+        }
         let greedy = if r.sampler.is_greedy() { Argmax::new(&logits)?.read()?.first().copied() } else { None };
         let (token, logprobs) = self.pick(at, &logits, greedy)?;
         if !self.accept(at, token, logprobs) {
             self.finish(at);
         }
         Ok(done)
+    }
+
+    /// Waits for the first tokens [`prefill_one`](Self::prefill_one) left reading and hands
+    /// them to their sequences.
+    fn land_firsts(&mut self, firsts: Vec<First>) -> Result<()> {
+        for first in firsts {
+            let best = argmax_of_bytes(&first.read.wait()?)
+                .first()
+                .copied()
+                .ok_or_else(|| Error::InvalidInput("a first token's read-back is empty".into()))?;
+            let Some(at) = self.running.iter().position(|r| r.id == first.id) else { continue };
+            // Greedy, no log-probabilities: the logits themselves are not read again (later
+            // prompts may have overwritten them).
+            let (token, logprobs) = self.pick(at, &first.argmax.logits, Some(best))?;
+            if !self.accept(at, token, logprobs) {
+                self.finish(at);
+            }
+        }
+        Ok(())
     }
 
     /// One decode step over every sequence past its prompt, all in one pass
@@ -816,6 +850,14 @@ fn warm_up(llm: &Llm, kv: &mut KvSlots, config: &EngineConfig) -> Result<Vec<Arg
         kv.truncate(slot, 0);
     }
     Ok(argmax)
+}
+
+/// A greedy prompt's first token, being read back: its request, its argmax (which keeps the
+/// logits it read) and the read.
+struct First {
+    id: u64,
+    argmax: Argmax,
+    read: PendingRead,
 }
 
 /// A row of a pipelined step: (request id, slot).

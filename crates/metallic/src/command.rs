@@ -329,6 +329,16 @@ impl CommandBuffer {
         Ok(())
     }
 
+    /// Stops timing dispatches (what was recorded so far is committed first, and its times
+    /// are dropped): commits no longer wait for their work.
+    pub fn disable_kernel_profiling(&mut self) -> Result<()> {
+        if self.profiler.is_some() {
+            self.commit()?;
+            self.profiler = None;
+        }
+        Ok(())
+    }
+
     /// GPU time per kernel over the commits since profiling began or since the last call
     /// (which clears it), longest first; empty without
     /// [`enable_kernel_profiling`](Self::enable_kernel_profiling).

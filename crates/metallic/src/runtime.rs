@@ -99,6 +99,12 @@ impl Runtime {
         lock(&self.inner.pending).enable_kernel_profiling()
     }
 
+    /// Stops [`enable_kernel_profiling`](Self::enable_kernel_profiling)'s timing (read the
+    /// profile first: what it holds is dropped).
+    pub fn disable_kernel_profiling(&self) -> Result<()> {
+        lock(&self.inner.pending).disable_kernel_profiling()
+    }
+
     /// GPU time per kernel of the implicit command buffer's commits since profiling began or
     /// since the last call, longest first (flushes first).
     pub fn kernel_profile(&self) -> Result<Vec<crate::KernelTime>> {

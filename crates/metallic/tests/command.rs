@@ -226,4 +226,11 @@ fn kernel_profiling_times_each_kernel() {
     assert!(profile.iter().all(|k| k.total > std::time::Duration::ZERO), "{profile:?}");
     assert!(cb.kernel_profile().is_empty(), "reading clears the totals");
     assert!((out.to_vec::<f32>().unwrap()[0] - 1f32.exp()).abs() < 1e-6);
+    // Disabled: later dispatches are not timed (and commits no longer wait for them).
+    cb.disable_kernel_profiling().unwrap();
+    cb.record(&Binary::new(BinaryOp::Add, &a, &a, &out).unwrap()).unwrap();
+    cb.commit().unwrap();
+    cb.wait().unwrap();
+    assert!(cb.kernel_profile().is_empty(), "profiling stopped");
+    assert!((out.to_vec::<f32>().unwrap()[0] - 2.0).abs() < 1e-6);
 }
