@@ -162,6 +162,9 @@ pub enum QPathArg {
     Gemm,
     /// The tiled GEMM on cooperative matrices (tensor cores; f16 operands, f32 accumulation).
     Cooperative,
+    /// Experimental: x quantized to 8 bits per block of 32, then the GEMV on packed integer dot
+    /// products; the timing includes the quantizing dispatch.
+    GemvQ8,
 }
 
 impl From<QPathArg> for QMatmulPath {
@@ -172,6 +175,7 @@ impl From<QPathArg> for QMatmulPath {
             QPathArg::GemvRows => QMatmulPath::GemvRows,
             QPathArg::Gemm => QMatmulPath::Gemm,
             QPathArg::Cooperative => QMatmulPath::Cooperative,
+            QPathArg::GemvQ8 => QMatmulPath::GemvQ8,
         }
     }
 }
@@ -705,6 +709,10 @@ fn qmatmul(
         op = op.coop_tile(rows, cols);
     }
     let mut path = format!("{:?}", op.chosen_path()).to_lowercase();
+    if op.chosen_path() == QMatmulPath::GemvQ8 {
+        // One op records both dispatches: the figure is the pair's.
+        path.push_str(" (+quantize)");
+    }
     if let Some((rows, cols)) = tuning.coop_tile {
         path.push_str(&format!(" tile {rows}x{cols}"));
     }

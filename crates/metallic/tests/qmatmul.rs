@@ -9,7 +9,7 @@ mod common;
 use common::{Rng, float_dtypes, poisoned, runtime, upload};
 use metallic::kernels::gated::{Gated, GatedAct};
 use metallic::kernels::matmul::cooperative_available;
-use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix};
+use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix, QuantizeQ8};
 use metallic::quant::{QuantType, dequantize};
 use metallic::{DType, Error, Operation, Runtime, Tensor};
 
@@ -781,4 +781,239 @@ fn errors() {
     assert!(matches!(QEmbedding::new(&w, &ids, &out_bad), Err(Error::ShapeMismatch { .. })));
     assert!(QEmbedding::new(&w, &ids, &x).is_ok());
     assert!(QEmbedding::new(&w, &ids, &x).unwrap().validate().is_ok());
+}
+
+/// `QuantizeQ8`'s layout computed on the CPU with the kernel's rounding: per block of 32,
+/// d = max|x| / 127, q = round(x · (1 / d)) (ties to even, 0 where d = 0), the quants four
+/// signed bytes a word at the row's start, then (d, d · Σq) per block as f32 bits.
+fn quantize_q8_cpu(x: &[f32], k: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    for row in x.chunks_exact(k) {
+        let mut scales = Vec::new();
+        for block in row.chunks_exact(32) {
+            let amax = block.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let q: Vec<i32> = block.iter().map(|v| (v * id).round_ties_even().clamp(-127.0, 127.0) as i32).collect();
+            for word in q.chunks_exact(4) {
+                out.push(word.iter().enumerate().fold(0u32, |w, (c, &q)| w | ((q as u32 & 0xFF) << (8 * c))));
+            }
+            scales.push(d.to_bits());
+            scales.push((d * q.iter().sum::<i32>() as f32).to_bits());
+        }
+        out.extend(scales);
+    }
+    out
+}
+
+/// x as the quantized words hold it: q · d per element, in f64.
+fn dequantize_q8(words: &[u32], k: usize) -> Vec<f64> {
+    let row_words = k / 4 + k / 16;
+    words
+        .chunks_exact(row_words)
+        .flat_map(|row| {
+            (0..k).map(move |e| {
+                let q = f64::from((row[e / 4] >> (8 * (e % 4))) as u8 as i8);
+                q * f64::from(f32::from_bits(row[k / 4 + 2 * (e / 32)]))
+            })
+        })
+        .collect()
+}
+
+/// The quantizer of x for the GEMV over 8-bit x (`QuantizeQ8`) against the CPU, bit for bit:
+/// rows of one block and of many, blocks of zeros, large and tiny magnitudes, x a view at an
+/// odd offset, f32 and f16 x, more rows than one dispatch row; and the shapes it refuses.
+#[test]
+fn quantize_q8_matches_cpu_exactly() {
+    let rt = runtime();
+    let mut rng = Rng::new(31);
+    for dtype in float_dtypes(&rt) {
+        for (m, k) in [(1, 32), (3, 96), (8, 4096), (5, 256)] {
+            let mut values = rng.vec((m + 1) * k, -1.0, 1.0);
+            // x starts at element 1: its elements 32..64 (the second block) zeros, its first
+            // block large, its last block tiny.
+            for (i, v) in values.iter_mut().enumerate().skip(1) {
+                let e = i - 1;
+                if (32..64).contains(&e) {
+                    *v = 0.0;
+                } else if e < 32 {
+                    *v *= 1000.0;
+                } else if e >= m * k - 32 {
+                    *v *= 1e-3;
+                }
+            }
+            let (xbig, xr) = upload(&rt, &[(m + 1) * k], dtype, &values);
+            // A view starting one element in: an odd offset.
+            let x = xbig.narrow(1, m * k).unwrap().reshape([m, k]).unwrap();
+            let words = QuantizeQ8::words(m, k).unwrap();
+            assert_eq!(words, m * (k / 4 + k / 16));
+            let out = Tensor::full(&rt, [words], DType::U32, 0.0).unwrap();
+            rt.record(&QuantizeQ8::new(&x, &out).unwrap()).unwrap();
+            let got = out.to_vec::<u32>().unwrap();
+            let xf: Vec<f32> = xr[1..=m * k].iter().map(|&v| v as f32).collect();
+            let want = quantize_q8_cpu(&xf, k);
+            let bad = got.iter().zip(&want).position(|(a, b)| a != b);
+            assert!(
+                bad.is_none(),
+                "{dtype} [{m}, {k}]: word {bad:?} is {:#x}, expected {:#x}",
+                got[bad.unwrap()],
+                want[bad.unwrap()]
+            );
+            // The zero block: zero quants, d = 0.
+            if m * k >= 64 {
+                let (row, block) = (32 / k, (32 % k) / 32);
+                let at = row * (k / 4 + k / 16);
+                assert_eq!(&got[at + 8 * block..at + 8 * block + 8], &[0; 8], "{dtype} [{m}, {k}]: zero quants");
+                assert_eq!(got[at + k / 4 + 2 * block], 0, "{dtype} [{m}, {k}]: d of the zero block");
+            }
+        }
+    }
+    let x = Tensor::zeros(&rt, [2, 48], DType::F32).unwrap();
+    let out = Tensor::zeros(&rt, [30], DType::U32).unwrap();
+    assert!(matches!(QuantizeQ8::new(&x, &out), Err(Error::InvalidShape { .. })), "K = 48");
+    let x = Tensor::zeros(&rt, [2, 64], DType::F32).unwrap();
+    let short = Tensor::zeros(&rt, [39], DType::U32).unwrap();
+    assert!(matches!(QuantizeQ8::new(&x, &short), Err(Error::InvalidShape { .. })), "an output a word short");
+    let floats = Tensor::zeros(&rt, [40], DType::F32).unwrap();
+    assert!(matches!(QuantizeQ8::new(&x, &floats), Err(Error::DTypeMismatch { .. })), "an f32 output");
+    assert!(QuantizeQ8::new(&x, &Tensor::zeros(&rt, [40], DType::U32).unwrap()).is_ok());
+}
+
+/// The GEMV over 8-bit x (`QMatmulPath::GemvQ8`) for every type it takes, against (a) the f64
+/// product of the decoded weights with x as the quantizer rounded it (the same quantized x, so
+/// only f32 rounding differs: 1e-5 of Σ|x̂ w| for f32 outputs, 1e-3 for f16 ones) and (b) the
+/// f64 product with x itself, within the bound the rounding of x allows: each element of x is
+/// off by at most half its block's step, d / 2 = max|x_block| / 254, so output j is off by at
+/// most Σ_blocks max|x_block| / 254 · Σ_block |w_j| (plus the f32 slack of (a)). N not a
+/// multiple of the rows per workgroup, K of one unit and of several passes, M = 1, 3, 8 and 9
+/// (two groups of rows of x), the lane and row counts, x a view, y poisoned around its rows, a
+/// matrix split into parts.
+#[test]
+fn gemv_q8_matches_cpu() {
+    let rt = runtime();
+    let mut rng = Rng::new(32);
+    let k_quants = [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K];
+    let mut worst = [0.0f64; 2];
+    // (b): the largest error over its bound, and over Σ|x w|.
+    let mut worst_b = [0.0f64; 2];
+    for ty in [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K, QuantType::Q8_0, QuantType::Q4_0] {
+        let k_quant = k_quants.contains(&ty);
+        let ks: &[usize] = if k_quant { &[256, 1280] } else { &[32, 96, 1280] };
+        let knobs: &[Option<(u32, u32)>] = if k_quant {
+            &[None, Some((4, 4)), Some((8, 2)), Some((4, 8)), Some((8, 1))]
+        } else if ty == QuantType::Q8_0 {
+            &[None, Some((8, 4)), Some((8, 8))]
+        } else {
+            &[None, Some((4, 2)), Some((4, 8))]
+        };
+        for &k in ks {
+            for (n, split) in [(9, usize::MAX), (70, 32), (131, usize::MAX)] {
+                let bytes = random_matrix(&mut rng, ty, n, k);
+                let w = QuantMatrix::from_bytes_split(&rt, ty, n, k, &bytes, split).unwrap();
+                let wf = decoded(ty, &bytes);
+                for dtype in float_dtypes(&rt) {
+                    for m in [1, 3, 8, 9] {
+                        for &knob in knobs {
+                            // The full set of knobs on one shape; the default elsewhere.
+                            if knob.is_some() && (n != 70 || m == 9) {
+                                continue;
+                            }
+                            let what = format!("{ty} N={n} K={k} M={m} {dtype} lanes/rows {knob:?}");
+                            let (xbig, xr) = upload(&rt, &[m + 1, k], dtype, &rng.vec((m + 1) * k, -1.0, 1.0));
+                            let x = xbig.narrow(1, m).unwrap();
+                            let ybig = poisoned(&rt, &[m + 2, n], dtype);
+                            let y = ybig.narrow(1, m).unwrap();
+                            let mut op = QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::GemvQ8);
+                            if let Some((lanes, rows)) = knob {
+                                op = op.gemv_lanes(lanes).gemv_rows(rows);
+                            }
+                            assert_eq!(op.chosen_path(), QMatmulPath::GemvQ8);
+                            rt.record(&op).unwrap();
+                            let got = y.to_vec_f32().unwrap();
+                            for r in [0, m + 1] {
+                                let rest = ybig.narrow(r, 1).unwrap().to_vec_f32().unwrap();
+                                assert!(rest.iter().all(|v| v.is_nan()), "{what}: wrote outside y");
+                            }
+                            // (a) The same quantized x, from the quantizer.
+                            let q = Tensor::zeros(&rt, [QuantizeQ8::words(m, k).unwrap()], DType::U32).unwrap();
+                            rt.record(&QuantizeQ8::new(&x, &q).unwrap()).unwrap();
+                            let xq = dequantize_q8(&q.to_vec::<u32>().unwrap(), k);
+                            let (want, scale) = reference(&xq, &wf, m, n, k);
+                            let tol_a = if dtype == DType::F16 { 1e-3 } else { 1e-5 };
+                            let slot = usize::from(dtype == DType::F16);
+                            let e = assert_dot_close(&got, &want, &scale, tol_a, &format!("{what} (a)"));
+                            worst[slot] = worst[slot].max(e);
+                            // (b) x itself, within the rounding bound.
+                            let xs = &xr[k..(m + 1) * k];
+                            let (exact, exact_scale) = reference(xs, &wf, m, n, k);
+                            for i in 0..m {
+                                for j in 0..n {
+                                    let mut bound = tol_a * scale[i * n + j].max(1e-3);
+                                    for b in 0..k / 32 {
+                                        let xb = &xs[i * k + 32 * b..i * k + 32 * b + 32];
+                                        let amax = xb.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+                                        let wsum: f64 =
+                                            wf[j * k + 32 * b..j * k + 32 * b + 32].iter().map(|v| v.abs()).sum();
+                                        bound += amax / 254.0 * wsum * (1.0 + 1e-6);
+                                    }
+                                    let g = f64::from(got[i * n + j]);
+                                    let err = (g - exact[i * n + j]).abs();
+                                    worst_b[0] = worst_b[0].max(err / bound);
+                                    worst_b[1] = worst_b[1].max(err / exact_scale[i * n + j].max(1e-3));
+                                    assert!(
+                                        err <= bound,
+                                        "{what} (b): element ({i}, {j}) is {g}, exact {} (error {err:e}, bound {bound:e}, scale {})",
+                                        exact[i * n + j],
+                                        exact_scale[i * n + j]
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "GEMV over 8-bit x, against the same quantized x: largest error / Σ|x̂ w|: f32 {:e}, f16 {:e}; against x: \
+         largest error / bound {:e}, / Σ|x w| {:e}",
+        worst[0], worst[1], worst_b[0], worst_b[1]
+    );
+}
+
+/// What the GEMV over 8-bit x refuses: types without its kernel, a gate, a norm, an
+/// accumulation, a block-GEMV unit, lane counts of other types; Auto never takes it.
+#[test]
+fn gemv_q8_refuses_what_it_does_not_take() {
+    let rt = runtime();
+    let mut rng = Rng::new(33);
+    let (n, k) = (8, 256);
+    let x = Tensor::zeros(&rt, [1, k], DType::F32).unwrap();
+    let y = Tensor::zeros(&rt, [1, n], DType::F32).unwrap();
+    let matrix = |rng: &mut Rng, ty| QuantMatrix::from_bytes(&rt, ty, n, k, &random_matrix(rng, ty, n, k)).unwrap();
+    for ty in [QuantType::Q4_1, QuantType::Q5_0, QuantType::Q2K, QuantType::IQ4XS, QuantType::F16, QuantType::F32] {
+        let w = matrix(&mut rng, ty);
+        let op = QMatmul::new(&x, &w, &y).unwrap().path(QMatmulPath::GemvQ8);
+        assert!(matches!(op.validate(), Err(Error::InvalidArgument { .. })), "{ty}");
+        assert!(matches!(rt.record(&op), Err(Error::InvalidArgument { .. })), "{ty}");
+    }
+    let q4k = matrix(&mut rng, QuantType::Q4K);
+    let q8 = matrix(&mut rng, QuantType::Q8_0);
+    let auto = QMatmul::new(&x, &q4k, &y).unwrap();
+    assert_ne!(auto.chosen_path(), QMatmulPath::GemvQ8, "Auto takes the experimental path");
+    let nw = Tensor::ones(&rt, [k], DType::F32).unwrap();
+    let q8_path = |op: QMatmul| op.path(QMatmulPath::GemvQ8);
+    assert!(matches!(q8_path(auto.clone()).rms_norm(&nw, 1e-5), Err(Error::InvalidArgument { .. })), "a norm");
+    assert!(matches!(q8_path(auto.clone()).accumulate(), Err(Error::InvalidArgument { .. })), "an accumulation");
+    let x2 = Tensor::zeros(&rt, [1, 2 * k], DType::F32).unwrap();
+    let gated = QMatmul::gated(GatedAct::Silu, &x2, &q4k, &y).unwrap().path(QMatmulPath::GemvQ8);
+    assert!(matches!(gated.validate(), Err(Error::InvalidArgument { .. })), "a gate");
+    for (op, what) in [
+        (q8_path(auto.clone()).gemv_unit(32), "a block-GEMV unit"),
+        (q8_path(auto.clone()).gemv_lanes(16), "16 lanes"),
+        (q8_path(QMatmul::new(&x, &q8, &y).unwrap()).gemv_lanes(4), "4 lanes for Q8_0"),
+        (q8_path(auto.clone()).gemv_rows(3), "3 rows"),
+    ] {
+        assert!(matches!(rt.record(&op), Err(Error::InvalidArgument { .. })), "{what} is refused");
+    }
 }

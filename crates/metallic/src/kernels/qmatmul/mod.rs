@@ -90,6 +90,9 @@ use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, cou
 use crate::quant::QuantType;
 use crate::tensor::{DType, MAX_DIMS, Shape, Tensor};
 
+mod q8;
+pub use q8::QuantizeQ8;
+
 static GEMV: Kernel = Kernel {
     name: "qmatmul_gemv",
     source: concat!(
@@ -465,6 +468,15 @@ pub enum QMatmulPath {
     /// starting on a 4-element boundary (a misaligned x fails with
     /// [`Error::InvalidArgument`] when this path is forced; `Auto` then takes the GEMV).
     GemvRows,
+    /// Experimental, never chosen by `Auto`: x quantized to signed bytes in blocks of 32 (an
+    /// f32 scale `max|x| / 127` each; [`QuantizeQ8`]) by one dispatch, then a GEMV that
+    /// multiplies four weights at a time with packed integer dot products (`dot4I8Packed`).
+    /// It trades x's precision (each element rounded to its block's 8-bit grid, an error of up
+    /// to `max|x| / 254` per element) for a quarter of x's bytes and a quarter of the
+    /// arithmetic per weight. Weights Q4_K, Q5_K, Q6_K, Q8_0, Q4_0; no gate, norm or
+    /// accumulation (other types and those fail with [`Error::InvalidArgument`]). The op owns
+    /// the scratch tensor of quantized x (allocated when the path is set).
+    GemvQ8,
 }
 
 /// `y = x · Wᵀ` with `W` a [`QuantMatrix`] (`[N, K]`): `x` is `[.., K]` (f32 or f16), `y`
@@ -496,6 +508,10 @@ pub struct QMatmul {
     norm: Option<(Tensor, f32)>,
     /// `y +=` the product instead of `y =`.
     accumulate: bool,
+    /// [`QMatmulPath::GemvQ8`]'s quantized x, allocated when the path is set (`None`: then
+    /// each recording allocates its own). Clones share it: the dispatches of one pass run in
+    /// order, each clone's quantizer after the previous clone's GEMV.
+    q8_scratch: Option<Tensor>,
 }
 
 #[repr(C)]
@@ -568,6 +584,7 @@ impl QMatmul {
             gated: None,
             norm: None,
             accumulate: false,
+            q8_scratch: None,
         };
         this.validate()?;
         Ok(this)
@@ -593,6 +610,7 @@ impl QMatmul {
             gated: Some(act),
             norm: None,
             accumulate: false,
+            q8_scratch: None,
         };
         this.validate()?;
         Ok(this)
@@ -620,10 +638,22 @@ impl QMatmul {
         Ok(self)
     }
 
-    /// Forces a kernel (for tests and tuning).
+    /// Forces a kernel (for tests and tuning). [`QMatmulPath::GemvQ8`] allocates its scratch
+    /// tensor here (where that fails, each recording allocates one).
     pub fn path(mut self, path: QMatmulPath) -> Self {
         self.path = path;
+        self.q8_scratch = None;
+        if path == QMatmulPath::GemvQ8 {
+            self.q8_scratch = self.new_q8_scratch().ok();
+        }
         self
+    }
+
+    /// A tensor for quantized x ([`QuantizeQ8::words`]; at least one word).
+    fn new_q8_scratch(&self) -> Result<Tensor> {
+        let words = QuantizeQ8::words(self.rows_of_x(), self.w.cols)
+            .ok_or_else(|| Error::invalid(OP, "quantized x's size overflows"))?;
+        Tensor::empty(self.x.runtime(), [words.max(1)], DType::U32)
     }
 
     /// The GEMV's workgroup size (a power of two, 32 to 256); for tuning.
@@ -819,6 +849,12 @@ impl Operation for QMatmul {
         if overlaps(&self.x, &self.y) {
             return Err(Error::invalid(OP, "the output y overlaps x"));
         }
+        if self.path == QMatmulPath::GemvQ8 && !q8::gemv_q8_supports(self.w.ty) {
+            return Err(Error::invalid(
+                OP,
+                format!("the GEMV over quantized x takes Q4_K, Q5_K, Q6_K, Q8_0 and Q4_0, not {}", self.w.ty),
+            ));
+        }
         if self.path == QMatmulPath::GemvRows && !self.w.cols.is_multiple_of(32) {
             return Err(Error::invalid(OP, format!("the row GEMV needs K a multiple of 32, got {k}")));
         }
@@ -853,6 +889,18 @@ impl Operation for QMatmul {
         let flags = if self.norm.is_some() { NORM_X } else { 0 } | if self.accumulate { ACCUMULATE } else { 0 };
         // x read as vectors where its rows start on 4-element boundaries.
         let xvec = x.elem_offset().is_multiple_of(4) && k.is_multiple_of(4);
+        // GemvQ8: x quantized once for every part.
+        let q8 = if path == QMatmulPath::GemvQ8 {
+            let scratch = match &self.q8_scratch {
+                Some(t) => t.clone(),
+                None => self.new_q8_scratch()?,
+            };
+            let q = encoder.bind(&scratch)?;
+            q8::encode_quantize(encoder, cache, dtype, &x, &q, m, k)?;
+            Some(q)
+        } else {
+            None
+        };
         for part in &w.parts {
             let wb = encoder.bind(&part.words)?;
             let n = count_u32(OP, part.rows)?;
@@ -914,6 +962,46 @@ impl Operation for QMatmul {
                             bindings: &[&x, &wb, &y, &x, &nw],
                             params: gemv_params,
                             workgroups,
+                        },
+                    )?;
+                }
+                QMatmulPath::GemvQ8 => {
+                    let q = q8.as_ref().ok_or_else(|| Error::invalid(OP, "quantized x missing"))?;
+                    let choice = self.gemv_kernel(n, k)?;
+                    if !std::ptr::eq(choice.kernel, &GEMV_SB) {
+                        return Err(Error::invalid(OP, "the GEMV over quantized x has no GEMV unit knob"));
+                    }
+                    let mb = m.min(GEMV_MAX_MB);
+                    let [lanes, rows] = choice.variant;
+                    let overrides = Overrides::new(&[
+                        ("WG", f64::from(choice.wg)),
+                        ("QTYPE", f64::from(w.ty.ggml_id())),
+                        ("MB", f64::from(mb)),
+                        lanes,
+                        rows,
+                    ])?;
+                    let params = q8::Q8Params {
+                        n,
+                        k,
+                        m,
+                        row_words,
+                        x_off: x.elem_offset(),
+                        w_off: wb.elem_offset(),
+                        y_off: y.elem_offset(),
+                        ldy,
+                        n0,
+                        q_off: q.elem_offset(),
+                        q_stride: count_u32(OP, QuantizeQ8::row_words(w.cols))?,
+                    };
+                    encoder.dispatch(
+                        cache,
+                        Dispatch {
+                            kernel: &q8::GEMV_Q8,
+                            dtype,
+                            overrides,
+                            bindings: &[&x, &wb, &y, q],
+                            params,
+                            workgroups: [n.div_ceil(choice.rows).min(max), 1, m.div_ceil(mb).min(max)],
                         },
                     )?;
                 }
