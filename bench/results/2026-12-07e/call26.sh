@@ -2,8 +2,8 @@
 # Call 26 (session 18): call25.sh, then the one-stream question on its own: a fresh metallic
 # serve, warm-up rounds, five one-stream rounds of 128 tokens with the server's /metrics
 # (steps, inter-token latency) after them, and `bench generate` of the same length twice
-# around them (the second with --batch 1: the slot step path at one sequence); then the
-# experimental integer-dot GEMV (GemvQ8) against the word GEMV at 8B shapes. Carry .gl .dev .peer.
+# around them (the second with --batch 1: the slot step path at one sequence). Carry .gl
+# .dev .peer.
 set -u
 sh bench/results/2026-12-07e/call25.sh
 R=$OUT/re; M=/tmp/smollm2-135m-instruct-q4_1.gguf
@@ -20,12 +20,4 @@ curl -s http://127.0.0.1:8092/metrics > $R/one/metrics-after.txt
 kill $S; wait $S
 /tmp/b bench generate --model $M --prompt-tokens 32 --gen-tokens 128 --batch 1
 } > $R/one/one.jsonl 2> $R/one/one.err
-# The experimental integer-dot GEMV (x quantized to 8 bits per block of 32, dot4I8Packed)
-# against the word GEMV at 8B shapes, and the copy bandwidth of this card.
-mkdir -p $R/q8
-/tmp/b bench copy --mb 1024 --json > $R/q8/copy.json 2>> $R/q8/err
-for ty in q4-k q6-k q8-0 q5-k q4-0; do for nk in 28672,4096 4096,14336 4096,4096 1024,4096 128256,4096; do
-  n=${nk%,*}; k=${nk#*,}
-  for p in gemv gemv-q8; do timeout 60 /tmp/b bench qmatmul --json --type $ty --m 1 --n $n --k $k --path $p || echo '{"failed": "'$ty $n $k $p'"}'; done
-done; done > $R/q8/gemv.jsonl 2>> $R/q8/err
 echo done26

@@ -35,7 +35,7 @@ use metallic::kernels::elementwise::{Binary, BinaryOp};
 use metallic::kernels::gated::{Gated, GatedAct};
 use metallic::kernels::matmul::cooperative_available;
 use metallic::kernels::norm::RmsNorm;
-use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix};
+use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix, QuantizeQ8};
 use metallic::kernels::residual::ResidualRmsNorm;
 use metallic::kernels::rope::{QkvRope, RopeOptions, RopeStyle};
 use metallic::kernels::sdpa::{SdpaImpl, SdpaOptions, SlotAttention, SplitKAttention, attention};
@@ -818,6 +818,9 @@ pub struct Decoder {
     /// Whether batched steps of more than [`EXACT_STEP_ROWS`] sequences keep every product on
     /// the one-row kernel (see [`set_exact_batches`](Self::set_exact_batches)).
     exact_batches: bool,
+    /// Experimental ([`set_q8_products`](Self::set_q8_products)): one-token passes multiply
+    /// x rounded to 8-bit blocks on the integer-dot GEMV, quantized into this scratch.
+    q8_scratch: Option<Tensor>,
     rt: Runtime,
 }
 
@@ -866,6 +869,7 @@ impl Decoder {
         Ok(Decoder {
             fuse_norms,
             exact_batches: false,
+            q8_scratch: None,
             embed,
             output_norm: w.vector("output_norm.weight", c.n_embd)?,
             output,
@@ -1146,7 +1150,7 @@ impl Decoder {
             // A step whose wide products take the tensor cores reads its norms' outputs (the
             // cooperative GEMM has no norm or add of its own).
             Products::OneRow { .. } => self.fuse_norms && !self.step_on_tensor_cores(rows),
-            Products::Auto => self.fuse_norms && rows == 1,
+            Products::Auto => self.fuse_norms && rows == 1 && self.q8_scratch.is_none(),
         }
     }
 
@@ -1177,6 +1181,32 @@ impl Decoder {
         tensor_core_product(ctx.caps().cpu(), cooperative_available(ctx), self.exact_batches, rows, w_rows)
     }
 
+    /// Experimental, for measuring: one-token passes (solo decode) run their products by
+    /// Q4_K, Q5_K, Q6_K, Q8_0 and Q4_0 matrices on the integer-dot GEMV over x rounded to
+    /// 8-bit blocks of 32 ([`QMatmulPath::GemvQ8`]), the norms and the MLP's gate as separate
+    /// kernels (`true`); or as by default (`false`). Changes the decoded numbers (x's
+    /// rounding), so it is off unless asked for.
+    #[doc(hidden)]
+    pub fn set_q8_products(&mut self, on: bool) -> Result<()> {
+        self.q8_scratch = None;
+        if on {
+            let c = &self.config;
+            let widest = [c.n_embd, c.n_ff, c.n_head * c.head_dim].into_iter().max().unwrap_or(c.n_embd);
+            let words = QuantizeQ8::words(1, widest.next_multiple_of(32))
+                .ok_or_else(|| Error::InvalidInput("the model is too wide for the 8-bit GEMV".into()))?;
+            self.q8_scratch = Some(Tensor::empty(&self.rt, [words], DType::U32)?);
+        }
+        Ok(())
+    }
+
+    /// The scratch of [`set_q8_products`](Self::set_q8_products) where a one-row product by
+    /// `w` of plain input takes the integer-dot GEMV.
+    fn q8_product(&self, rows: usize, w: &QuantMatrix) -> Option<&Tensor> {
+        self.q8_scratch
+            .as_ref()
+            .filter(|_| rows == 1 && QMatmul::gemv_q8_supports(w.quant_type()) && w.cols().is_multiple_of(32))
+    }
+
     /// Turns the fused norms and residual adds of [`fuses_norms`](Self::fuses_norms) off (or
     /// on where the model's layers allow them, whatever its width): for tests comparing the
     /// two and for measuring.
@@ -1196,6 +1226,13 @@ impl Decoder {
     /// input's norm and add.
     fn product(&self, input: &Input<'_>, w: &QuantMatrix, out: &Tensor, products: Products<'_>) -> Result<QMatmul> {
         let mut op = QMatmul::new(input.x, w, out)?;
+        let rows = input.x.dims().first().copied().unwrap_or(1);
+        if let (Products::Auto, Some(scratch)) = (products, self.q8_product(rows, w))
+            && input.norm.is_none()
+            && !input.add
+        {
+            return op.gemv_q8_with(scratch).map_err(Into::into);
+        }
         if let Products::OneRow { .. } = products {
             let rows = input.x.dims().first().copied().unwrap_or(1);
             let plain = input.norm.is_none() && !input.add;
@@ -1374,6 +1411,7 @@ impl Decoder {
             Products::Auto => {
                 let rows = s.act.numel() / layer.down.cols().max(1);
                 QMatmul::auto_path(s.act, rows, &layer.down) == QMatmulPath::Gemv
+                    && self.q8_product(rows, &layer.down).is_none()
             }
             Products::OneRow { .. } => self.row_path(&layer.down) == QMatmulPath::Gemv,
         };

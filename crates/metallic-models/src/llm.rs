@@ -127,6 +127,13 @@ impl Llm {
         self.decoder.set_exact_batches(exact);
     }
 
+    /// Experimental, for measuring: solo decode steps on the integer-dot GEMV over x rounded
+    /// to 8 bits ([`Decoder::set_q8_products`]).
+    #[doc(hidden)]
+    pub fn set_q8_products(&mut self, on: bool) -> Result<()> {
+        self.decoder.set_q8_products(on)
+    }
+
     /// The tokenizer.
     pub fn vocab(&self) -> &Vocab {
         &self.vocab

@@ -300,3 +300,29 @@ fn qwen_greedy_continuations_match_llama_cpp() {
 fn qwen_greedy_decoding_matches_llama_cpp() {
     greedy_decoding_matches_llama_cpp(qwen(), &["counting", "rust_fn", "chat_system_math"]);
 }
+
+/// Qwen2.5 with the experimental 8-bit products (`Decoder::set_q8_products`: x rounded to
+/// 8-bit blocks of 32 in every one-token product by a Q4_K, Q6_K or Q8_0 matrix, as
+/// llama.cpp's own quantized matmuls round it): the one-token logits move (so the path ran)
+/// by less than 2% of their spread, and step-by-step decoding still gives llama.cpp's tokens up
+/// to its first near-tie.
+#[test]
+fn qwen_greedy_decoding_with_8_bit_products_matches_llama_cpp() {
+    let mut q8 = load("qwen25coder", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "fetch-qwen25-coder.sh");
+    q8.decoder.set_q8_products(true).unwrap();
+    let c: Completions = fixture(&q8, "completions.json");
+    let case = c.completions.iter().find(|c| c.name == "counting").expect("the counting case");
+    let step = |decoder: &Decoder| -> Vec<f32> {
+        let mut cache = decoder.new_cache(case.prompt_ids.len() + 1).unwrap();
+        decoder.forward(&case.prompt_ids, &mut cache).unwrap();
+        decoder.forward(&case.tokens[..1], &mut cache).unwrap().to_vec::<f32>().unwrap()
+    };
+    let (plain, rounded) = (step(&qwen().decoder), step(&q8.decoder));
+    let spread =
+        plain.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) - plain.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+    let moved = plain.iter().zip(&rounded).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    eprintln!("qwen25coder: the 8-bit products moved a one-token step's logits by up to {moved} (spread {spread})");
+    assert!(moved > 0.0, "the 8-bit products did not run");
+    assert!(moved < 0.02 * spread, "the 8-bit products moved the logits by {moved}, spread {spread}");
+    greedy_decoding_matches_llama_cpp(&q8, &["counting", "rust_fn", "chat_system_math"]);
+}

@@ -649,6 +649,30 @@ impl QMatmul {
         self
     }
 
+    /// [`QMatmulPath::GemvQ8`] with its quantized x in `scratch` (u32, at least
+    /// [`QuantizeQ8::words`] of x's rows and K; its first words are used) instead of a tensor of
+    /// its own: a caller that records many such products (a decode step) shares one. The
+    /// products sharing it must run one after another (one pass), as a step's do.
+    pub fn gemv_q8_with(mut self, scratch: &Tensor) -> Result<Self> {
+        let words = QuantizeQ8::words(self.rows_of_x(), self.w.cols)
+            .ok_or_else(|| Error::invalid(OP, "quantized x's size overflows"))?;
+        check_dtype(OP, DType::U32, scratch)?;
+        if scratch.numel() < words.max(1) {
+            return Err(Error::invalid(
+                OP,
+                format!("quantized x needs {words} words, the scratch has {}", scratch.numel()),
+            ));
+        }
+        self.path = QMatmulPath::GemvQ8;
+        self.q8_scratch = Some(scratch.reshape([scratch.numel()])?.narrow(0, words.max(1))?);
+        Ok(self)
+    }
+
+    /// Whether [`QMatmulPath::GemvQ8`] takes weights of type `ty`.
+    pub fn gemv_q8_supports(ty: QuantType) -> bool {
+        q8::gemv_q8_supports(ty)
+    }
+
     /// A tensor for quantized x ([`QuantizeQ8::words`]; at least one word).
     fn new_q8_scratch(&self) -> Result<Tensor> {
         let words = QuantizeQ8::words(self.rows_of_x(), self.w.cols)
