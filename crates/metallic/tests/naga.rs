@@ -43,6 +43,8 @@ const ACROSS: &[(&str, &str)] = &[
     ("qmatmul/gemv.wgsl", "qmatmul/gemv_x_common.wgsl"),
     ("qmatmul/gemv_sb.wgsl", "unary/unary_common.wgsl"),
     ("qmatmul/gemv_sb.wgsl", "qmatmul/gemv_x_common.wgsl"),
+    ("qmatmul/gemv_sb.wgsl", "qmatmul/gemv_units_common.wgsl"),
+    ("qmatmul/gemv_q8.wgsl", "qmatmul/gemv_units_common.wgsl"),
 ];
 
 /// The shared pieces that go with kernel file `file`, concatenated.

@@ -108,6 +108,7 @@ static GEMV_SB: Kernel = Kernel {
     name: "qmatmul_gemv_sb",
     source: concat!(
         include_str!("gemv_sb.wgsl"),
+        include_str!("gemv_units_common.wgsl"),
         include_str!("gemv_x_common.wgsl"),
         include_str!("common.wgsl"),
         include_str!("../unary/unary_common.wgsl")
