@@ -216,12 +216,16 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     };
     written.map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
     prefill_bar.finish_and_clear();
+    // What a cold start spends compiling shaders (pipelines built on first use).
+    let built = rt.cache().stats();
     eprintln!(
-        "prompt: {}; generation: {}; KV cache {:.1} MiB ({})",
+        "prompt: {}; generation: {}; KV cache {:.1} MiB ({}); {} GPU objects built in {:.2} s",
         speed(result.prompt_tokens.len(), result.prompt_time),
         speed(result.tokens.len(), result.generation_time),
         llm.decoder().cache_bytes(result.prompt_tokens.len() + args.max_tokens) as f64 / f64::from(1u32 << 20),
         llm.decoder().cache_dtype(),
+        built.misses,
+        built.build_time.as_secs_f64(),
     );
     Ok(())
 }

@@ -36,6 +36,9 @@ pub struct CacheStats {
     pub bind_group_hits: u64,
     /// Storage bind groups built.
     pub bind_group_misses: u64,
+    /// Time spent building objects on misses (compute pipelines: shader translation and the
+    /// driver's compile, the bulk of a cold start's first pass).
+    pub build_time: std::time::Duration,
 }
 
 /// Compiled GPU objects by key, for one [`Context`]. Cheap to clone (shared); `Send + Sync`.
@@ -132,9 +135,12 @@ impl ResourceCache {
             }
         }
         // Build without holding the lock: creation may itself use the cache.
+        let building = std::time::Instant::now();
         let built = Arc::new(R::create(key, &self.ctx, self)?);
+        let took = building.elapsed();
         let mut inner = lock(&self.inner);
         inner.stats.misses += 1;
+        inner.stats.build_time += took;
         // If another thread built the same key meanwhile, keep the first one.
         let kept = Arc::clone(inner.map::<R>()?.entry(key.clone()).or_insert(built));
         inner.count();

@@ -134,6 +134,8 @@ impl Cacheable for Built {
     type Key = (&'static str, u32);
     fn create(key: &Self::Key, _ctx: &Context, _cache: &ResourceCache) -> metallic::Result<Self> {
         BUILDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // A build takes time, as a pipeline's does (`CacheStats::build_time` counts it).
+        std::thread::sleep(std::time::Duration::from_millis(1));
         Ok(Built(key.1 * 10))
     }
 }
@@ -147,10 +149,19 @@ fn user_types_are_cacheable() {
     assert_eq!(cache.get::<Built>(&("x", 4)).unwrap().0, 40);
     assert_eq!(cache.get::<Built>(&("y", 4)).unwrap().0, 40);
     assert_eq!(BUILDS.load(std::sync::atomic::Ordering::SeqCst) - before, 2);
+    let stats = cache.stats();
     assert_eq!(
-        cache.stats(),
-        metallic::CacheStats { hits: 1, misses: 2, entries: 2, bind_group_hits: 0, bind_group_misses: 0 }
+        stats,
+        metallic::CacheStats {
+            hits: 1,
+            misses: 2,
+            entries: 2,
+            bind_group_hits: 0,
+            bind_group_misses: 0,
+            build_time: stats.build_time
+        }
     );
+    assert!(stats.build_time >= std::time::Duration::from_millis(2), "the two builds took 1 ms each");
 }
 
 /// A loop that runs the same ops over the same tensors (an LLM decode step) builds its bind
