@@ -1234,7 +1234,6 @@ impl Decoder {
             return op.gemv_q8_with(scratch).map_err(Into::into);
         }
         if let Products::OneRow { .. } = products {
-            let rows = input.x.dims().first().copied().unwrap_or(1);
             let plain = input.norm.is_none() && !input.add;
             op = op.path(if plain && self.on_tensor_cores(rows, w.rows()) {
                 QMatmulPath::Cooperative
