@@ -77,6 +77,10 @@ fn wrong_inputs_end_in_one_line() {
         (vec!["generate", "--model", model, "--prompt", "x", "--top-p", "2"], "top-p"),
         (vec!["generate", "--model", model, "--prompt-file", "/nonexistent/prompt.txt"], "/nonexistent/prompt.txt"),
         (vec!["bench", "generate", "--model", model, "--batch", "0"], "--batch must be at least 1"),
+        (
+            vec!["bench", "qmatmul", "--type", "q4-1", "--n", "64", "--k", "256", "--path", "gemv-q8", "--iters", "1"],
+            "the GEMV over quantized x takes Q4_K, Q5_K, Q6_K, Q8_0 and Q4_0, not Q4_1",
+        ),
     ];
     for (args, what) in &cases {
         assert_clean_failure(&metallic(args), 1, what, args);
