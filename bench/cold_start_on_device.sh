@@ -4,7 +4,8 @@
 # streamed completion until its first token), on the same GGUF file. Each engine runs three
 # times: the first with empty shader caches (the NVIDIA driver's on-disk cache pointed at a
 # fresh folder, as on a machine that never ran it), then twice more with the cache it filled —
-# the "second run" figure. metallic's stderr says where its time went (load, prompt — which
+# the "second run" figure; metallic twice more with its own list of pipelines (built in
+# parallel while the model loads) turned off. metallic's stderr says where its time went (load, prompt — which
 # includes compiling the pipelines it uses first —, and the time spent building GPU objects).
 # usage: bench/cold_start_on_device.sh METALLIC_BIN PEER_DIR MODEL OUT_DIR
 set -eu
@@ -17,13 +18,18 @@ now() { python3 -c 'import time; print(time.time())'; }
 shader_cache=$(mktemp -d)
 export __GL_SHADER_DISK_CACHE=1 __GL_SHADER_DISK_CACHE_PATH="$shader_cache" __GL_SHADER_DISK_CACHE_SKIP_CLEANUP=1
 {
-    for run in 1 2 3; do
+    # Runs 1-3 keep metallic's list of the pipelines a run used (built in parallel at the next
+    # start); 4 and 5 turn it off, the driver's cache as warm as for 2 and 3.
+    export METALLIC_CACHE_DIR="$shader_cache/metallic"
+    for run in 1 2 3 4 5; do
+        if [ "$run" -ge 4 ]; then export METALLIC_PIPELINE_LIST=off; fi
         t0=$(now)
         "$bin" generate --model "$model" --prompt "The capital of France is" --max-tokens 1 --format json \
             > "$out/metallic-$run.json" 2> "$out/metallic-$run.err"
         t1=$(now)
         python3 -c "import json,sys; print(json.dumps({'engine': 'metallic', 'run': $run, 'first_token_s': round($t1 - $t0, 3), 'stderr': open('$out/metallic-$run.err').read().strip().splitlines()[-3:]}))"
     done
+    unset METALLIC_PIPELINE_LIST
     rm -rf "$shader_cache"
     shader_cache=$(mktemp -d)
     export __GL_SHADER_DISK_CACHE_PATH="$shader_cache"

@@ -150,6 +150,9 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         return Err(Error::InvalidInput("--ctx-size must be at least 1".into()));
     }
     let rt = metallic::Runtime::new()?;
+    // The pipelines the last run on this model used build on every core while it loads.
+    let scope = pipeline_scope("generate", &args.model);
+    let precompiling = metallic::pipelines::precompile_saved(&rt, &scope);
     let mut llm = Llm::load_with_progress(&args.model, &rt, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -165,8 +168,12 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         mib(llm.decoder().weight_bytes()),
         rt.context().adapter_info().name,
     );
+    // A pass that needs a pipeline still being built would build its own: wait for them.
+    let _ = precompiling.join();
     let Some(prompt) = prompt else {
-        return interactive(&llm, options, args.max_tokens);
+        let result = interactive(&llm, options, args.max_tokens);
+        save_pipelines(&rt, &scope);
+        return result;
     };
     let prompt = if args.chat {
         let (text, fallback) = llm.chat_prompt(&[ChatMessage::new("user", &prompt)])?;
@@ -216,10 +223,11 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     };
     written.map_err(|e| Error::Io { path: "<stdout>".into(), source: e })?;
     prefill_bar.finish_and_clear();
-    // What a cold start spends compiling shaders (pipelines built on first use).
+    // What a cold start spends compiling shaders (pipelines built before and on first use).
     let built = rt.cache().stats();
+    save_pipelines(&rt, &scope);
     eprintln!(
-        "prompt: {}; generation: {}; KV cache {:.1} MiB ({}); {} GPU objects built in {:.2} s",
+        "prompt: {}; generation: {}; KV cache {:.1} MiB ({}); {} GPU objects built ({:.2} s of building)",
         speed(result.prompt_tokens.len(), result.prompt_time),
         speed(result.tokens.len(), result.generation_time),
         llm.decoder().cache_bytes(result.prompt_tokens.len() + args.max_tokens) as f64 / f64::from(1u32 << 20),
@@ -228,6 +236,22 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         built.build_time.as_secs_f64(),
     );
     Ok(())
+}
+
+/// The scope of a saved pipeline list (`metallic::pipelines`): the command and the model file
+/// (its full path and size), so that one model's start builds only what that model used.
+pub(crate) fn pipeline_scope(command: &str, model: &Path) -> String {
+    let path = std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf());
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    format!("{command} {} {size}", path.display())
+}
+
+/// Adds the pipelines this run built to its list for the next start; a list that cannot be
+/// written costs only that speed-up, so it is a warning.
+pub(crate) fn save_pipelines(rt: &metallic::Runtime, scope: &str) {
+    if let Err(e) = metallic::pipelines::save(rt, scope) {
+        eprintln!("warning: the list of pipelines for the next start was not saved: {e}");
+    }
 }
 
 /// A progress bar on stderr when it is a terminal (hidden otherwise), drawn with `template`.

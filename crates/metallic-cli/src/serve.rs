@@ -168,6 +168,9 @@ fn load(args: &ServeArgs) -> Result<Models> {
 fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<LanguageModel> {
     let start = Instant::now();
     note(format_args!("loading {}", path.display()));
+    // The pipelines the last server on this model used build on every core while it loads.
+    let scope = crate::generate::pipeline_scope("serve", path);
+    let precompiling = metallic::pipelines::precompile_saved(rt, &scope);
     let bar = progress_bar("loading {bar:40} {pos}/{len} layers");
     let mut llm = Llm::load_with_progress(path, rt, |done, total| {
         bar.set_length(total as u64);
@@ -194,8 +197,11 @@ fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<Language
         warm_up: !args.no_warmup,
     };
     let loaded = start.elapsed();
+    let _ = precompiling.join();
     let engine = Engine::start(Arc::new(llm), config)?;
     let warm_up = start.elapsed().saturating_sub(loaded);
+    // The warm-up built what serving needs: remembered for the next start.
+    crate::generate::save_pipelines(rt, &scope);
     let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
     note(format_args!(
         "loaded {} in {:.2} s (warm-up {:.2} s): {:.0} MiB of weights on {}; {} sequences of {ctx_size} \

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::{Context, lock};
 use crate::error::{Error, Result};
+use crate::kernel::{ComputeKernel, PipelineKey};
 
 /// A GPU object the [`ResourceCache`] can build from a key and keep.
 pub trait Cacheable: Send + Sync + Sized + 'static {
@@ -201,6 +202,37 @@ impl ResourceCache {
         groups.misses += 1;
         groups.map.insert(key, group.clone());
         group
+    }
+
+    /// The keys of the compute pipelines built so far (in no particular order).
+    pub fn pipeline_keys(&self) -> Vec<PipelineKey> {
+        let mut inner = lock(&self.inner);
+        inner.map::<ComputeKernel>().map(|m| m.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// Builds the pipelines of `keys` that are not built yet, on up to `threads` threads at
+    /// once (driver compiles run in parallel); returns how many it built. A key this adapter
+    /// cannot build is skipped: recording the op that needs it reports the error then.
+    pub fn precompile(&self, keys: &[PipelineKey], threads: usize) -> usize {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let built = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            loop {
+                let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(key) = keys.get(at) else { break };
+                let known = lock(&self.inner).map::<ComputeKernel>().is_ok_and(|m| m.contains_key(key));
+                if !known && self.get::<ComputeKernel>(key).is_ok() {
+                    built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads.clamp(1, keys.len().max(1)) {
+                scope.spawn(work);
+            }
+            work();
+        });
+        built.into_inner()
     }
 
     /// Hit/miss counters and entry count.

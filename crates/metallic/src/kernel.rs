@@ -174,6 +174,88 @@ impl Hash for PipelineKey {
     }
 }
 
+impl PipelineKey {
+    /// The key as one line of text for a saved list of pipelines (see [`crate::pipelines`]):
+    /// the kernel's name and a hash of its source, the variant, and each override's name and
+    /// value bits.
+    pub fn to_line(&self) -> String {
+        let v = self.variant;
+        let params = match v.params {
+            ParamMode::Immediates => "immediates",
+            ParamMode::Uniform => "uniform",
+        };
+        let mut line = format!(
+            "{} {:016x} {} {} {params} {}",
+            self.kernel.name,
+            source_hash(self.kernel.source),
+            v.dtype,
+            v.kv,
+            v.subgroups
+        );
+        for (name, value) in self.overrides.as_slice() {
+            line.push_str(&format!(" {name}={:016x}", value.to_bits()));
+        }
+        line
+    }
+
+    /// The key a [`to_line`](Self::to_line) line names, its kernel looked up in `kernels` by
+    /// name and source hash; `None` for a line that names no kernel there or does not parse
+    /// (a list written by another version, or damaged).
+    pub fn from_line(line: &str, kernels: &[&'static Kernel]) -> Option<PipelineKey> {
+        let mut words = line.split_ascii_whitespace();
+        let (name, hash) = (words.next()?, u64::from_str_radix(words.next()?, 16).ok()?);
+        let kernel = *kernels.iter().find(|k| k.name == name && source_hash(k.source) == hash)?;
+        let dtype = |w: &str| [DType::F32, DType::F16, DType::U32].into_iter().find(|d| d.to_string() == w);
+        let dtype_word = words.next()?;
+        let kv_word = words.next()?;
+        let variant = ShaderVariant {
+            dtype: dtype(dtype_word)?,
+            kv: dtype(kv_word)?,
+            params: match words.next()? {
+                "immediates" => ParamMode::Immediates,
+                "uniform" => ParamMode::Uniform,
+                _ => return None,
+            },
+            subgroups: words.next()?.parse().ok()?,
+        };
+        let mut items = Vec::new();
+        for word in words {
+            let (name, bits) = word.split_once('=')?;
+            items.push((override_name(name)?, f64::from_bits(u64::from_str_radix(bits, 16).ok()?)));
+        }
+        Some(PipelineKey { kernel, variant, overrides: Overrides::new(&items).ok()? })
+    }
+}
+
+/// FNV-1a over a kernel's source: a saved key names the source it was compiled from.
+pub(crate) fn source_hash(source: &str) -> u64 {
+    source.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// `name` as a `'static` override name: one leaked copy per distinct name (a WGSL identifier
+/// of at most 64 characters), so a damaged list cannot make it grow without bound.
+fn override_name(name: &str) -> Option<&'static str> {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    const MOST: usize = 256;
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !valid {
+        return None;
+    }
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(&known) = names.iter().find(|&&n| n == name) {
+        return Some(known);
+    }
+    if names.len() >= MOST {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    Some(leaked)
+}
+
 impl fmt::Debug for PipelineKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipelineKey")

@@ -33,6 +33,7 @@ mod graph;
 mod kernel;
 pub mod kernels;
 mod params;
+pub mod pipelines;
 mod pool;
 mod profile;
 pub mod quant;

@@ -22,7 +22,59 @@ pub mod topk;
 pub mod unary;
 
 use crate::error::{Error, Result};
+use crate::kernel::Kernel;
 use crate::tensor::Tensor;
+
+/// Every kernel of the library: where a saved list of pipelines names a kernel
+/// ([`PipelineKey::from_line`](crate::PipelineKey::from_line)), it is looked up here. A new
+/// kernel is added to this list (a test checks that every `.wgsl` kernel file is in it).
+pub static ALL: &[&Kernel] = &[
+    &copy::COPY,
+    &copy::COPY_VEC4,
+    &elementwise::BINARY,
+    &embedding::EMBEDDING,
+    &fill::FILL,
+    &gated::GATED,
+    &matmul::GEMM,
+    &matmul::GEMM_CHECKED,
+    &matmul::GEMM_COOP,
+    &matmul::GEMM_WIDE,
+    &matmul::GEMM_WIDE_CHECKED,
+    &matmul::GEMV_KN,
+    &matmul::GEMV_NK,
+    &matmul::SPLITK_REDUCE,
+    &norm::LAYER_NORM,
+    &norm::LAYER_NORM_ROWS,
+    &norm::LAYER_NORM_ROWS_SCALAR,
+    &norm::RMS_NORM,
+    &norm::RMS_NORM_ROWS,
+    &norm::RMS_NORM_ROWS_SCALAR,
+    &qmatmul::EMBED,
+    &qmatmul::GEMM,
+    &qmatmul::GEMM_COOP,
+    &qmatmul::GEMV,
+    &qmatmul::GEMV_SB,
+    &qmatmul::ROW_GEMV,
+    &qmatmul::q8::GEMV_Q8,
+    &qmatmul::q8::QUANTIZE,
+    &random::RANDOM,
+    &residual::RESIDUAL,
+    &rope::ROPE,
+    &rope::qkv::QKV,
+    &sdpa::FLASH,
+    &sdpa::TILED,
+    &sdpa::decode::MERGE,
+    &sdpa::decode::PARTIAL,
+    &sdpa::decode::PARTIAL_VEC,
+    &sdpa::decode::SHORT,
+    &sdpa::decode::SHORT_VEC,
+    &softmax::SOFTMAX,
+    &softmax::SOFTMAX_ROWS,
+    &softmax::SOFTMAX_ROWS_SCALAR,
+    &strided::STRIDED,
+    &topk::TOPK,
+    &unary::UNARY,
+];
 
 /// Fails unless every tensor lives on the first one's device.
 pub(crate) fn check_same_device(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
@@ -64,3 +116,44 @@ pub(crate) fn count_u32(op: &'static str, n: usize) -> Result<u32> {
 
 /// The 1-D workgroup size of the linear kernels.
 pub(crate) const LINEAR_WG: u32 = 256;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    /// Every kernel file (not a shared piece) is the start of some kernel in [`super::ALL`]:
+    /// a saved pipeline list can name every kernel.
+    #[test]
+    fn every_kernel_file_is_listed() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() && !path.ends_with("prelude") {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "wgsl") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels"), &mut files);
+        // Shared pieces, appended to kernels rather than kernels of their own.
+        let piece =
+            |name: &str| name.ends_with("common.wgsl") || name == "decode_scalar.wgsl" || name == "decode_vec.wgsl";
+        let mut kernels = 0;
+        for file in files {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap().to_owned();
+            if piece(&name) {
+                continue;
+            }
+            kernels += 1;
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                super::ALL.iter().any(|k| k.source.trim_start_matches('\n').starts_with(&text)),
+                "{} is in no kernel of kernels::ALL",
+                file.display()
+            );
+        }
+        assert!(kernels >= 30, "{kernels} kernel files");
+    }
+}

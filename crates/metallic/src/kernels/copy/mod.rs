@@ -12,8 +12,8 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_dtype, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static COPY: Kernel = Kernel { name: "copy", source: include_str!("copy.wgsl"), entry: "main", bindings: 2 };
-static COPY_VEC4: Kernel =
+pub(crate) static COPY: Kernel = Kernel { name: "copy", source: include_str!("copy.wgsl"), entry: "main", bindings: 2 };
+pub(crate) static COPY_VEC4: Kernel =
     Kernel { name: "copy_vec4", source: include_str!("copy_vec4.wgsl"), entry: "main", bindings: 2 };
 
 /// Elements per vector access of the vectorised kernel.

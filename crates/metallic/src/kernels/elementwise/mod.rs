@@ -7,7 +7,8 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static BINARY: Kernel = Kernel { name: "binary", source: include_str!("binary.wgsl"), entry: "main", bindings: 3 };
+pub(crate) static BINARY: Kernel =
+    Kernel { name: "binary", source: include_str!("binary.wgsl"), entry: "main", bindings: 3 };
 
 /// The arithmetic an element-wise [`Binary`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

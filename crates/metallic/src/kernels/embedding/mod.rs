@@ -7,7 +7,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_dtype, check_same_device, count_u32};
 use crate::tensor::{DType, MAX_DIMS, Shape, Tensor};
 
-static EMBEDDING: Kernel =
+pub(crate) static EMBEDDING: Kernel =
     Kernel { name: "embedding", source: include_str!("embedding.wgsl"), entry: "main", bindings: 3 };
 
 const OP: &str = "embedding";

@@ -7,7 +7,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, count_u32};
 use crate::tensor::Tensor;
 
-static FILL: Kernel = Kernel { name: "fill", source: include_str!("fill.wgsl"), entry: "main", bindings: 1 };
+pub(crate) static FILL: Kernel = Kernel { name: "fill", source: include_str!("fill.wgsl"), entry: "main", bindings: 1 };
 
 /// Writes `start + i * step` (computed in f32, converted to the tensor's dtype) to element `i`.
 #[derive(Debug, Clone)]

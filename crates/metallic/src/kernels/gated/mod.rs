@@ -12,7 +12,7 @@ use crate::kernels::unary::{Params, SOURCE, UnaryOp};
 use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static GATED: Kernel = Kernel { name: "gated", source: SOURCE, entry: "gated_main", bindings: 3 };
+pub(crate) static GATED: Kernel = Kernel { name: "gated", source: SOURCE, entry: "gated_main", bindings: 3 };
 
 /// The activation a [`Gated`] applies to its first operand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

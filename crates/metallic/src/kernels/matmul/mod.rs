@@ -30,21 +30,21 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Shape, Tensor};
 
-static GEMM: Kernel = Kernel {
+pub(crate) static GEMM: Kernel = Kernel {
     name: "gemm",
     source: concat!(include_str!("gemm.wgsl"), include_str!("gemm_common.wgsl")),
     entry: "main",
     bindings: 4,
 };
-static GEMM_WIDE: Kernel = Kernel {
+pub(crate) static GEMM_WIDE: Kernel = Kernel {
     name: "gemm_wide",
     source: concat!(include_str!("gemm_wide.wgsl"), include_str!("gemm_common.wgsl")),
     entry: "main",
     bindings: 6,
 };
-static SPLITK_REDUCE: Kernel =
+pub(crate) static SPLITK_REDUCE: Kernel =
     Kernel { name: "splitk_reduce", source: include_str!("splitk_reduce.wgsl"), entry: "main", bindings: 2 };
-static GEMM_COOP: Kernel = Kernel {
+pub(crate) static GEMM_COOP: Kernel = Kernel {
     name: "gemm_coop",
     source: concat!(include_str!("gemm_coop.wgsl"), include_str!("gemm_common.wgsl")),
     entry: "main",
@@ -52,20 +52,22 @@ static GEMM_COOP: Kernel = Kernel {
 };
 // The same sources compiled with wgpu's runtime checks ([`Matmul::checked`]): a leading newline
 // moves the trusted marker off the first line.
-static GEMM_CHECKED: Kernel = Kernel {
+pub(crate) static GEMM_CHECKED: Kernel = Kernel {
     name: "gemm",
     source: concat!("\n", include_str!("gemm.wgsl"), include_str!("gemm_common.wgsl")),
     entry: "main",
     bindings: 4,
 };
-static GEMM_WIDE_CHECKED: Kernel = Kernel {
+pub(crate) static GEMM_WIDE_CHECKED: Kernel = Kernel {
     name: "gemm_wide",
     source: concat!("\n", include_str!("gemm_wide.wgsl"), include_str!("gemm_common.wgsl")),
     entry: "main",
     bindings: 6,
 };
-static GEMV_NK: Kernel = Kernel { name: "gemv_nk", source: include_str!("gemv.wgsl"), entry: "gemv_nk", bindings: 3 };
-static GEMV_KN: Kernel = Kernel { name: "gemv_kn", source: include_str!("gemv.wgsl"), entry: "gemv_kn", bindings: 3 };
+pub(crate) static GEMV_NK: Kernel =
+    Kernel { name: "gemv_nk", source: include_str!("gemv.wgsl"), entry: "gemv_nk", bindings: 3 };
+pub(crate) static GEMV_KN: Kernel =
+    Kernel { name: "gemv_kn", source: include_str!("gemv.wgsl"), entry: "gemv_kn", bindings: 3 };
 
 /// Rows and columns each GEMM invocation computes (`TM`, `TN` in `gemm.wgsl`).
 const GEMM_BLOCK: u32 = 4;

@@ -55,37 +55,37 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static LAYER_NORM: Kernel = Kernel {
+pub(crate) static LAYER_NORM: Kernel = Kernel {
     name: "layer_norm",
     source: concat!(include_str!("norm.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 4,
 };
-static RMS_NORM: Kernel = Kernel {
+pub(crate) static RMS_NORM: Kernel = Kernel {
     name: "rms_norm",
     source: concat!(include_str!("norm.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 4,
 };
-static LAYER_NORM_ROWS: Kernel = Kernel {
+pub(crate) static LAYER_NORM_ROWS: Kernel = Kernel {
     name: "layer_norm_rows",
     source: concat!(include_str!("norm_rows.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 4,
 };
-static RMS_NORM_ROWS: Kernel = Kernel {
+pub(crate) static RMS_NORM_ROWS: Kernel = Kernel {
     name: "rms_norm_rows",
     source: concat!(include_str!("norm_rows.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 4,
 };
-static LAYER_NORM_ROWS_SCALAR: Kernel = Kernel {
+pub(crate) static LAYER_NORM_ROWS_SCALAR: Kernel = Kernel {
     name: "layer_norm_rows_scalar",
     source: concat!(include_str!("norm_rows_scalar.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 4,
 };
-static RMS_NORM_ROWS_SCALAR: Kernel = Kernel {
+pub(crate) static RMS_NORM_ROWS_SCALAR: Kernel = Kernel {
     name: "rms_norm_rows_scalar",
     source: concat!(include_str!("norm_rows_scalar.wgsl"), include_str!("common.wgsl")),
     entry: "main",

@@ -90,10 +90,10 @@ use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, cou
 use crate::quant::QuantType;
 use crate::tensor::{DType, MAX_DIMS, Shape, Tensor};
 
-mod q8;
+pub(crate) mod q8;
 pub use q8::QuantizeQ8;
 
-static GEMV: Kernel = Kernel {
+pub(crate) static GEMV: Kernel = Kernel {
     name: "qmatmul_gemv",
     source: concat!(
         include_str!("gemv.wgsl"),
@@ -104,7 +104,7 @@ static GEMV: Kernel = Kernel {
     entry: "main",
     bindings: 5,
 };
-static GEMV_SB: Kernel = Kernel {
+pub(crate) static GEMV_SB: Kernel = Kernel {
     name: "qmatmul_gemv_sb",
     source: concat!(
         include_str!("gemv_sb.wgsl"),
@@ -116,25 +116,25 @@ static GEMV_SB: Kernel = Kernel {
     entry: "main",
     bindings: 5,
 };
-static ROW_GEMV: Kernel = Kernel {
+pub(crate) static ROW_GEMV: Kernel = Kernel {
     name: "qmatmul_gemv_rows",
     source: concat!(include_str!("gemv_rows.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 4,
 };
-static GEMM: Kernel = Kernel {
+pub(crate) static GEMM: Kernel = Kernel {
     name: "qmatmul_gemm",
     source: concat!(include_str!("gemm.wgsl"), include_str!("gemm_common.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 3,
 };
-static GEMM_COOP: Kernel = Kernel {
+pub(crate) static GEMM_COOP: Kernel = Kernel {
     name: "qmatmul_gemm_coop",
     source: concat!(include_str!("gemm_coop.wgsl"), include_str!("gemm_common.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 4,
 };
-static EMBED: Kernel = Kernel {
+pub(crate) static EMBED: Kernel = Kernel {
     name: "qembedding",
     source: concat!(include_str!("embed.wgsl"), include_str!("common.wgsl")),
     entry: "main",

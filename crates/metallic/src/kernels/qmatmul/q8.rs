@@ -33,13 +33,13 @@ use crate::quant::QuantType;
 use crate::tensor::{DType, Tensor};
 
 /// Both entry points of `gemv_q8.wgsl` share its bindings: x, the weights, y, quantized x.
-static QUANTIZE: Kernel = Kernel {
+pub(crate) static QUANTIZE: Kernel = Kernel {
     name: "quantize_q8",
     source: concat!(include_str!("gemv_q8.wgsl"), include_str!("gemv_units_common.wgsl"), include_str!("common.wgsl")),
     entry: "quantize",
     bindings: 4,
 };
-pub(super) static GEMV_Q8: Kernel = Kernel {
+pub(crate) static GEMV_Q8: Kernel = Kernel {
     name: "qmatmul_gemv_q8",
     source: concat!(include_str!("gemv_q8.wgsl"), include_str!("gemv_units_common.wgsl"), include_str!("common.wgsl")),
     entry: "main",

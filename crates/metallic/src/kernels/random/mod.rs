@@ -7,7 +7,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_float, count_u32};
 use crate::tensor::Tensor;
 
-static RANDOM: Kernel =
+pub(crate) static RANDOM: Kernel =
     Kernel { name: "random_uniform", source: include_str!("random.wgsl"), entry: "main", bindings: 1 };
 
 /// Fills a tensor with uniform values in `[low, high)` from a counter-based hash of

@@ -9,7 +9,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static RESIDUAL: Kernel =
+pub(crate) static RESIDUAL: Kernel =
     Kernel { name: "residual_rms_norm", source: include_str!("residual.wgsl"), entry: "main", bindings: 6 };
 
 const OP: &str = "residual_rms_norm";

@@ -7,14 +7,14 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static ROPE: Kernel = Kernel {
+pub(crate) static ROPE: Kernel = Kernel {
     name: "rope",
     source: concat!(include_str!("rope.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 2,
 };
 
-mod qkv;
+pub(crate) mod qkv;
 pub use qkv::QkvRope;
 
 const OP: &str = "rope";

@@ -8,7 +8,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_cache_dtypes, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Tensor};
 
-static QKV: Kernel = Kernel {
+pub(crate) static QKV: Kernel = Kernel {
     name: "qkv_rope",
     source: concat!(include_str!("qkv.wgsl"), include_str!("common.wgsl")),
     entry: "main",

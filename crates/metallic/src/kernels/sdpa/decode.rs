@@ -31,29 +31,29 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_cache_dtypes, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Tensor};
 
-static PARTIAL: Kernel = Kernel {
+pub(crate) static PARTIAL: Kernel = Kernel {
     name: "sdpa_decode_partial",
     source: concat!(include_str!("decode.wgsl"), include_str!("decode_scalar.wgsl")),
     entry: "main",
     bindings: 6,
 };
 /// The same pass reading K and V as vec4s (see [`vec4_loads`]).
-static PARTIAL_VEC: Kernel = Kernel {
+pub(crate) static PARTIAL_VEC: Kernel = Kernel {
     name: "sdpa_decode_partial_vec",
     source: concat!(include_str!("decode.wgsl"), include_str!("decode_vec.wgsl")),
     entry: "main",
     bindings: 6,
 };
-static MERGE: Kernel =
+pub(crate) static MERGE: Kernel =
     Kernel { name: "sdpa_decode_merge", source: include_str!("decode_merge.wgsl"), entry: "main", bindings: 2 };
-static SHORT: Kernel = Kernel {
+pub(crate) static SHORT: Kernel = Kernel {
     name: "sdpa_decode_short",
     source: concat!(include_str!("decode_short.wgsl"), include_str!("decode_scalar.wgsl")),
     entry: "main",
     bindings: 5,
 };
 /// The one-pass kernel reading K and V as vec4s (see [`vec4_loads`]).
-static SHORT_VEC: Kernel = Kernel {
+pub(crate) static SHORT_VEC: Kernel = Kernel {
     name: "sdpa_decode_short_vec",
     source: concat!(include_str!("decode_short.wgsl"), include_str!("decode_vec.wgsl")),
     entry: "main",

@@ -42,7 +42,7 @@
 //! an input is [`Error::InvalidArgument`].
 
 mod composite;
-mod decode;
+pub(crate) mod decode;
 
 pub use composite::{CompositeAttention, SdpaImpl};
 pub use decode::{SlotAttention, SplitKAttention};
@@ -55,13 +55,13 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_cache_dtypes, check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Shape, Tensor};
 
-static FLASH: Kernel = Kernel {
+pub(crate) static FLASH: Kernel = Kernel {
     name: "sdpa_flash",
     source: concat!(include_str!("flash.wgsl"), include_str!("flash_common.wgsl")),
     entry: "main",
     bindings: 5,
 };
-static TILED: Kernel = Kernel {
+pub(crate) static TILED: Kernel = Kernel {
     name: "sdpa_flash_tiled",
     source: concat!(include_str!("flash_tiled.wgsl"), include_str!("flash_common.wgsl")),
     entry: "main",

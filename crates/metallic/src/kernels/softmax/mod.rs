@@ -34,19 +34,19 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::Tensor;
 
-static SOFTMAX: Kernel = Kernel {
+pub(crate) static SOFTMAX: Kernel = Kernel {
     name: "softmax",
     source: concat!(include_str!("softmax.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 3,
 };
-static SOFTMAX_ROWS: Kernel = Kernel {
+pub(crate) static SOFTMAX_ROWS: Kernel = Kernel {
     name: "softmax_rows",
     source: concat!(include_str!("softmax_rows.wgsl"), include_str!("common.wgsl")),
     entry: "main",
     bindings: 3,
 };
-static SOFTMAX_ROWS_SCALAR: Kernel = Kernel {
+pub(crate) static SOFTMAX_ROWS_SCALAR: Kernel = Kernel {
     name: "softmax_rows_scalar",
     source: concat!(include_str!("softmax_rows_scalar.wgsl"), include_str!("common.wgsl")),
     entry: "main",

@@ -13,7 +13,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{LINEAR_WG, check_dtype, check_same_device, count_u32};
 use crate::tensor::{MAX_DIMS, Shape, Tensor};
 
-static STRIDED: Kernel =
+pub(crate) static STRIDED: Kernel =
     Kernel { name: "strided_copy", source: include_str!("strided.wgsl"), entry: "main", bindings: 2 };
 
 /// Most dimensions the kernel walks after merging the ones that are contiguous on both sides

@@ -12,7 +12,7 @@ use crate::kernel::{Kernel, Overrides};
 use crate::kernels::{check_dtype, check_float, check_same_device, count_u32};
 use crate::tensor::{DType, Tensor};
 
-static TOPK: Kernel = Kernel { name: "topk", source: include_str!("topk.wgsl"), entry: "main", bindings: 4 };
+pub(crate) static TOPK: Kernel = Kernel { name: "topk", source: include_str!("topk.wgsl"), entry: "main", bindings: 4 };
 
 const OP: &str = "top_k";
 /// Invocations per workgroup.

@@ -15,7 +15,7 @@ use crate::tensor::Tensor;
 /// The WGSL of both [`Unary`] and [`Gated`](crate::kernels::gated::Gated).
 pub(crate) const SOURCE: &str = concat!(include_str!("unary.wgsl"), include_str!("unary_common.wgsl"));
 
-static UNARY: Kernel = Kernel { name: "unary", source: SOURCE, entry: "unary_main", bindings: 2 };
+pub(crate) static UNARY: Kernel = Kernel { name: "unary", source: SOURCE, entry: "unary_main", bindings: 2 };
 
 /// The function an element-wise [`Unary`] applies.
 ///
