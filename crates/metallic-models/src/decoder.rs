@@ -1202,9 +1202,7 @@ impl Decoder {
     /// The scratch of [`set_q8_products`](Self::set_q8_products) where a one-row product by
     /// `w` of plain input takes the integer-dot GEMV.
     fn q8_product(&self, rows: usize, w: &QuantMatrix) -> Option<&Tensor> {
-        self.q8_scratch
-            .as_ref()
-            .filter(|_| rows == 1 && QMatmul::gemv_q8_supports(w.quant_type()) && w.cols().is_multiple_of(32))
+        self.q8_scratch.as_ref().filter(|_| rows == 1 && QMatmul::gemv_q8_supports(w.quant_type()))
     }
 
     /// Turns the fused norms and residual adds of [`fuses_norms`](Self::fuses_norms) off (or

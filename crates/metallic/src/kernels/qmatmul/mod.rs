@@ -961,74 +961,71 @@ impl Operation for QMatmul {
                         },
                     )?;
                 }
-                QMatmulPath::Gemv | QMatmulPath::Auto => {
+                QMatmulPath::Gemv | QMatmulPath::Auto | QMatmulPath::GemvQ8 => {
                     let choice = self.gemv_kernel(n, k)?;
                     let mb = m.min(GEMV_MAX_MB);
                     let workgroups = [n.div_ceil(choice.rows).min(max), 1, m.div_ceil(mb).min(max)];
                     let [a, b] = choice.variant;
-                    let items = [
-                        ("WG", f64::from(choice.wg)),
-                        ("QTYPE", f64::from(w.ty.ggml_id())),
-                        ("MB", f64::from(mb)),
-                        ("GATED", if self.gated.is_some() { 1.0 } else { 0.0 }),
-                        ("OP", self.gated.map_or(0.0, |act| act.unary_op().code())),
-                        ("XVEC", if xvec { 1.0 } else { 0.0 }),
-                        a,
-                        b,
-                    ];
-                    let overrides = Overrides::new(items.get(..6 + choice.variants).unwrap_or(&items))?;
-                    let kernel = choice.kernel;
-                    encoder.dispatch(
-                        cache,
-                        Dispatch {
-                            kernel,
-                            dtype,
-                            overrides,
-                            bindings: &[&x, &wb, &y, &x, &nw],
-                            params: gemv_params,
-                            workgroups,
-                        },
-                    )?;
-                }
-                QMatmulPath::GemvQ8 => {
-                    let q = q8.as_ref().ok_or_else(|| Error::invalid(OP, "quantized x missing"))?;
-                    let choice = self.gemv_kernel(n, k)?;
-                    if !std::ptr::eq(choice.kernel, &GEMV_SB) {
-                        return Err(Error::invalid(OP, "the GEMV over quantized x has no GEMV unit knob"));
-                    }
-                    let mb = m.min(GEMV_MAX_MB);
-                    let [lanes, rows] = choice.variant;
-                    let overrides = Overrides::new(&[
-                        ("WG", f64::from(choice.wg)),
-                        ("QTYPE", f64::from(w.ty.ggml_id())),
-                        ("MB", f64::from(mb)),
-                        lanes,
-                        rows,
-                    ])?;
-                    let params = q8::Q8Params {
-                        n,
-                        k,
-                        m,
-                        row_words,
-                        x_off: x.elem_offset(),
-                        w_off: wb.elem_offset(),
-                        y_off: y.elem_offset(),
-                        ldy,
-                        n0,
-                        q_off: q.elem_offset(),
-                        q_stride: count_u32(OP, QuantizeQ8::row_words(w.cols))?,
+                    let dispatch = if let Some(q) = &q8 {
+                        if !std::ptr::eq(choice.kernel, &GEMV_SB) {
+                            return Err(Error::invalid(OP, "the GEMV over quantized x has no GEMV unit knob"));
+                        }
+                        let items = [
+                            ("WG", f64::from(choice.wg)),
+                            ("QTYPE", f64::from(w.ty.ggml_id())),
+                            ("MB", f64::from(mb)),
+                            a,
+                            b,
+                        ];
+                        let params = q8::Q8Params {
+                            n,
+                            k,
+                            m,
+                            row_words,
+                            x_off: x.elem_offset(),
+                            w_off: wb.elem_offset(),
+                            y_off: y.elem_offset(),
+                            ldy,
+                            n0,
+                            q_off: q.elem_offset(),
+                            q_stride: count_u32(OP, QuantizeQ8::row_words(w.cols))?,
+                        };
+                        encoder.dispatch(
+                            cache,
+                            Dispatch {
+                                kernel: &q8::GEMV_Q8,
+                                dtype,
+                                overrides: Overrides::new(&items)?,
+                                bindings: &[&x, &wb, &y, q],
+                                params,
+                                workgroups,
+                            },
+                        )
+                    } else {
+                        let items = [
+                            ("WG", f64::from(choice.wg)),
+                            ("QTYPE", f64::from(w.ty.ggml_id())),
+                            ("MB", f64::from(mb)),
+                            ("GATED", if self.gated.is_some() { 1.0 } else { 0.0 }),
+                            ("OP", self.gated.map_or(0.0, |act| act.unary_op().code())),
+                            ("XVEC", if xvec { 1.0 } else { 0.0 }),
+                            a,
+                            b,
+                        ];
+                        let overrides = Overrides::new(items.get(..6 + choice.variants).unwrap_or(&items))?;
+                        encoder.dispatch(
+                            cache,
+                            Dispatch {
+                                kernel: choice.kernel,
+                                dtype,
+                                overrides,
+                                bindings: &[&x, &wb, &y, &x, &nw],
+                                params: gemv_params,
+                                workgroups,
+                            },
+                        )
                     };
-                    encoder.dispatch(
-                        cache,
-                        Dispatch {
-                            kernel: &q8::GEMV_Q8,
-                            dtype,
-                            overrides,
-                            bindings: &[&x, &wb, &y, q],
-                            params,
-                            workgroups: [n.div_ceil(choice.rows).min(max), 1, m.div_ceil(mb).min(max)],
-                        },
-                    )?;
+                    dispatch?;
                 }
                 QMatmulPath::Gemm | QMatmulPath::Cooperative => {
                     let params = GemmParams {
