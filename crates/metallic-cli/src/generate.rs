@@ -169,7 +169,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         rt.context().adapter_info().name,
     );
     // A pass that needs a pipeline still being built would build its own: wait for them.
-    let _ = precompiling.join();
+    precompiling.join();
     let Some(prompt) = prompt else {
         let result = interactive(&llm, options, args.max_tokens);
         save_pipelines(&rt, &scope);

@@ -197,7 +197,7 @@ fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<Language
         warm_up: !args.no_warmup,
     };
     let loaded = start.elapsed();
-    let _ = precompiling.join();
+    precompiling.join();
     let engine = Engine::start(Arc::new(llm), config)?;
     let warm_up = start.elapsed().saturating_sub(loaded);
     // The warm-up built what serving needs: remembered for the next start.

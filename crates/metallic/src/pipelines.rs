@@ -85,18 +85,41 @@ pub fn save(rt: &Runtime, scope: &str) -> Result<usize> {
 }
 
 /// Starts building the pipelines of `scope`'s list on a background thread that uses every core
-/// (at most 16 compiles at once); join it before the first pass to have them all, or let it
-/// run (a pass that needs a pipeline still being built builds its own). Yields how many it
-/// built.
-pub fn precompile_saved(rt: &Runtime, scope: &str) -> JoinHandle<usize> {
+/// (at most 16 compiles at once). [`Precompiling::join`] waits for them before the first pass
+/// (a pass that needs a pipeline still being built would build its own); dropping the handle
+/// waits too, so no GPU work outlives the caller (a process that exits on an error while the
+/// thread still holds the device would tear the driver down under it).
+pub fn precompile_saved(rt: &Runtime, scope: &str) -> Precompiling {
     let rt = rt.clone();
     let scope = scope.to_owned();
-    std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || {
         let keys = load(&rt, &scope);
         if keys.is_empty() {
             return 0;
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
         rt.cache().precompile(&keys, threads)
-    })
+    });
+    Precompiling { handle: Some(handle) }
+}
+
+/// A [`precompile_saved`] under way; joined when dropped.
+#[derive(Debug)]
+pub struct Precompiling {
+    handle: Option<JoinHandle<usize>>,
+}
+
+impl Precompiling {
+    /// Waits for the pipelines; returns how many it built (0 if the thread failed).
+    pub fn join(mut self) -> usize {
+        self.handle.take().map_or(0, |h| h.join().unwrap_or(0))
+    }
+}
+
+impl Drop for Precompiling {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
 }
