@@ -39,6 +39,7 @@ use metallic::kernels::qmatmul::{QEmbedding, QMatmul, QMatmulPath, QuantMatrix, 
 use metallic::kernels::residual::ResidualRmsNorm;
 use metallic::kernels::rope::{QkvRope, RopeOptions, RopeStyle};
 use metallic::kernels::sdpa::{SdpaImpl, SdpaOptions, SlotAttention, SplitKAttention, attention};
+use metallic::kernels::strided::{Strided, StridedCopy};
 use metallic::{DType, Runtime, Tensor};
 
 use crate::gguf::{GgufFile, TensorInfo};
@@ -537,7 +538,8 @@ pub const PREFILL_CHUNK: usize = 512;
 ///
 /// It also holds the activations of one-token decode steps, allocated on the first step and
 /// reused by every later one: a decode step allocates nothing and binds the same buffers each
-/// time (so its bind groups are built once).
+/// time (so its bind groups are built once). Passes of several tokens work in views of one
+/// set of row buffers, grown to the longest chunk run so far (see [`Decoder::prefill`]).
 #[derive(Debug)]
 pub struct KvCache {
     k: Vec<Tensor>,
@@ -545,6 +547,7 @@ pub struct KvCache {
     capacity: usize,
     len: usize,
     step: Option<Activations>,
+    rows: Option<Activations>,
 }
 
 /// The working tensors of a forward pass over `seq` tokens.
@@ -572,6 +575,11 @@ struct Activations {
     logits: Tensor,
     /// Split-K attention scratch for keys up to the cache's capacity (one-token steps).
     sdpa_scratch: Option<Tensor>,
+    /// The attention output row by row, `[seq, n_head · head_dim]` (passes of several tokens).
+    heads: Option<Tensor>,
+    /// Split projections' outputs before they take their columns, `[seq · widest]` (passes of
+    /// several tokens of a model with split projections).
+    part: Option<Tensor>,
 }
 
 impl KvCache {
@@ -616,6 +624,8 @@ pub struct KvSlots {
     lens: Vec<usize>,
     /// Step activations by row count (index `rows - 1`), allocated on first use.
     steps: Vec<Option<StepActivations>>,
+    /// The row buffers every slot's prompt chunks run in (see [`KvCache`]).
+    rows: Option<Activations>,
 }
 
 /// The residual-stream tensors of a pass (`[rows, ..]`), one-sequence or batched.
@@ -699,12 +709,16 @@ fn norms_fusable(layers: &[Layer]) -> bool {
 /// Which kernels a pass's quantized products take.
 #[derive(Clone, Copy)]
 enum Products<'a> {
-    /// `QMatmul`'s choice for the row count.
-    Auto,
+    /// `QMatmul`'s choice for the row count; split projections of several rows placed through
+    /// `part` where given (else each into a tensor of its own).
+    Auto { part: Option<&'a Tensor> },
     /// The one-row kernel whatever the row count (batched steps: each row's arithmetic as in
     /// a solo step), split projections placed through `part`.
     OneRow { part: &'a Tensor },
 }
+
+/// [`Products::Auto`] without a `part`: passes with no split projections of several rows.
+const AUTO: Products<'static> = Products::Auto { part: None };
 
 /// Where a batched step's token ids come from.
 #[derive(Clone, Copy)]
@@ -769,6 +783,7 @@ impl KvSlots {
             capacity: self.capacity,
             len: self.len(slot),
             step: None,
+            rows: None,
         })
     }
 }
@@ -962,6 +977,7 @@ impl Decoder {
             capacity,
             len: 0,
             step: None,
+            rows: None,
         })
     }
 
@@ -979,17 +995,25 @@ impl Decoder {
             capacity,
             lens: vec![0; slots],
             steps: (0..slots).map(|_| None).collect(),
+            rows: None,
         })
     }
 
     /// [`prefill`](Self::prefill) into one slot of `kv`: runs `ids` after what `slot` holds
     /// and returns the logits of the last one, `[1, vocab]` (computed as for a [`KvCache`]).
+    /// The logits of a prompt of several tokens live in `kv`'s row buffers: read them (or
+    /// record what reads them) before the next prompt runs.
     pub fn prefill_slot(&self, ids: &[u32], kv: &mut KvSlots, slot: usize, chunk: usize) -> Result<Tensor> {
         if slot >= kv.slots() {
             return Err(Error::InvalidInput(format!("slot {slot} of {}", kv.slots())));
         }
         let mut view = kv.view(slot)?;
-        let logits = self.prefill(ids, &mut view, 1, chunk, &mut |_, _| {})?;
+        // Every slot's prompts run in the same row buffers: a burst of prompts allocates
+        // nothing and rebinds what the previous prompts bound.
+        view.rows = kv.rows.take();
+        let logits = self.prefill(ids, &mut view, 1, chunk, &mut |_, _| {});
+        kv.rows = view.rows.take();
+        let logits = logits?;
         if let Some(len) = kv.lens.get_mut(slot) {
             *len = view.len;
         }
@@ -1110,18 +1134,32 @@ impl Decoder {
         Ok(logits)
     }
 
+    /// Rows of the widest matrix of a stacked projection.
+    fn widest_projection(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(|l| l.qkv.matrices().into_iter().chain(l.gate_up.matrices()))
+            .map(QuantMatrix::rows)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Rows of the widest matrix of a split projection (q/k/v or gate/up as separate products,
+    /// their matrices differing in type); `None` where every projection is one product.
+    fn widest_split(&self) -> Option<usize> {
+        let split = |s: &Stacked| match s {
+            Stacked::Split(parts) => parts.iter().map(QuantMatrix::rows).max(),
+            Stacked::Fused(_) => None,
+        };
+        self.layers.iter().flat_map(|l| [split(&l.qkv), split(&l.gate_up)]).flatten().max()
+    }
+
     fn step_activations(&self, m: usize) -> Result<StepActivations> {
         let c = &self.config;
         let rt = &self.rt;
         let f32s = |dims: &[usize]| Tensor::empty(rt, dims, DType::F32);
         let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
-        let widest = self
-            .layers
-            .iter()
-            .flat_map(|l| l.qkv.matrices().into_iter().chain(l.gate_up.matrices()))
-            .map(QuantMatrix::rows)
-            .max()
-            .unwrap_or(1);
+        let widest = self.widest_projection();
         let scratch = SlotAttention::scratch_len(rt.context(), m, c.n_head, c.n_head_kv, c.head_dim)?;
         Ok(StepActivations {
             ids: Tensor::empty(rt, [m], DType::U32)?,
@@ -1150,7 +1188,7 @@ impl Decoder {
             // A step whose wide products take the tensor cores reads its norms' outputs (the
             // cooperative GEMM has no norm or add of its own).
             Products::OneRow { .. } => self.fuse_norms && !self.step_on_tensor_cores(rows),
-            Products::Auto => self.fuse_norms && rows == 1 && self.q8_scratch.is_none(),
+            Products::Auto { .. } => self.fuse_norms && rows == 1 && self.q8_scratch.is_none(),
         }
     }
 
@@ -1225,7 +1263,7 @@ impl Decoder {
     fn product(&self, input: &Input<'_>, w: &QuantMatrix, out: &Tensor, products: Products<'_>) -> Result<QMatmul> {
         let mut op = QMatmul::new(input.x, w, out)?;
         let rows = input.x.dims().first().copied().unwrap_or(1);
-        if let (Products::Auto, Some(scratch)) = (products, self.q8_product(rows, w))
+        if let (Products::Auto { .. }, Some(scratch)) = (products, self.q8_product(rows, w))
             && input.norm.is_none()
             && !input.add
         {
@@ -1405,7 +1443,7 @@ impl Decoder {
     fn record_down(&self, layer: &Layer, s: &Stream<'_>, products: Products<'_>) -> Result<()> {
         let act = self.config.act;
         let gemv = match products {
-            Products::Auto => {
+            Products::Auto { .. } => {
                 let rows = s.act.numel() / layer.down.cols().max(1);
                 QMatmul::auto_path(s.act, rows, &layer.down) == QMatmulPath::Gemv
                     && self.q8_product(rows, &layer.down).is_none()
@@ -1431,7 +1469,7 @@ impl Decoder {
     /// The stacked projections of `input` into `out`, on the kernels `products` says.
     fn project_with(&self, stacked: &Stacked, input: &Input<'_>, out: &Tensor, products: Products<'_>) -> Result<()> {
         match products {
-            Products::Auto => self.project(stacked, input, out),
+            Products::Auto { part } => self.project(stacked, input, out, part),
             Products::OneRow { part } => self.project_rows(stacked, input, out, part),
         }
     }
@@ -1464,6 +1502,11 @@ impl Decoder {
             act: f32s(&[seq, c.n_ff])?,
             logits: f32s(&[1, c.vocab])?,
             sdpa_scratch,
+            heads: if seq > 1 { Some(f32s(&[seq, q_dim])?) } else { None },
+            part: match self.widest_split() {
+                Some(widest) if seq > 1 => Some(f32s(&[seq * widest])?),
+                _ => None,
+            },
         })
     }
 
@@ -1506,14 +1549,64 @@ impl Decoder {
         result
     }
 
+    /// Runs `f` with activations for `seq` tokens: views of the first rows of the cache's row
+    /// buffers, which grow (to the next power of two rows, at most `chunk`) when `seq` does not
+    /// fit. Prompts of any length up to the buffers' rows then bind the same buffer ranges (a
+    /// binding covers its whole allocation), so a server's burst of prompts builds no bind
+    /// groups and allocates nothing after the first.
+    fn with_rows<T>(
+        &self,
+        cache: &mut KvCache,
+        seq: usize,
+        chunk: usize,
+        f: impl FnOnce(&Activations, &mut KvCache) -> Result<T>,
+    ) -> Result<T> {
+        let buffers = match cache.rows.take() {
+            Some(a) if a.x.dims().first().is_some_and(|&rows| rows >= seq) => a,
+            _ => self.activations(seq.next_power_of_two().max(16).min(chunk).max(seq), cache.capacity)?,
+        };
+        let result = self.first_rows(&buffers, seq).and_then(|a| f(&a, cache));
+        cache.rows = Some(buffers);
+        result
+    }
+
+    /// Views of the first `seq` rows of `a` (a pass over more than one token).
+    fn first_rows(&self, a: &Activations, seq: usize) -> Result<Activations> {
+        let c = &self.config;
+        // Queries and attention outputs are head-major: the first `seq` rows of every head
+        // are a prefix of the flat buffer in the layout of a `seq`-token pass.
+        let heads = |t: &Tensor| -> Result<Tensor> {
+            let len = c.n_head * seq * c.head_dim;
+            Ok(t.reshape([t.numel()])?.narrow(0, len)?.reshape([1, c.n_head, seq, c.head_dim])?)
+        };
+        Ok(Activations {
+            ids: a.ids.narrow(0, seq)?,
+            x: a.x.narrow(0, seq)?,
+            n: a.n.narrow(0, seq)?,
+            qkv: a.qkv.narrow(0, seq)?,
+            q: heads(&a.q)?,
+            attn: heads(&a.attn)?,
+            o: a.o.narrow(0, seq)?,
+            gate_up: a.gate_up.narrow(0, seq)?,
+            act: a.act.narrow(0, seq)?,
+            logits: a.logits.clone(),
+            sdpa_scratch: None,
+            heads: a.heads.as_ref().map(|t| t.narrow(0, seq)).transpose()?,
+            part: match (&a.part, a.x.dims().first()) {
+                (Some(part), Some(&rows)) => Some(part.narrow(0, seq * (part.numel() / rows.max(1)))?),
+                _ => None,
+            },
+        })
+    }
+
     /// Records the logits of rows `from..from + n` of `a`'s final norm into `out` (`[n, vocab]`);
     /// where the pass fused its norms, the final norm first.
     fn record_logits(&self, a: &Activations, from: usize, n: usize, out: &Tensor) -> Result<()> {
         let output = self.output.as_ref().unwrap_or(&self.embed);
         let rows = a.x.dims().first().copied().unwrap_or(1);
         let normed = a.n.narrow(from, n)?;
-        self.record_final_norm(&a.x.narrow(from, n)?, &normed, self.fuses_norms(Products::Auto, rows))?;
-        self.matmul_with(&Input::plain(&normed), output, out, Products::Auto)
+        self.record_final_norm(&a.x.narrow(from, n)?, &normed, self.fuses_norms(AUTO, rows))?;
+        self.matmul_with(&Input::plain(&normed), output, out, AUTO)
     }
 
     /// The final norm of `x` into `n` where a pass fused its other norms (the layers left it
@@ -1568,7 +1661,6 @@ impl Decoder {
         // may span chunks), else the last chunk's `[1, vocab]`.
         let first_row = total - rows;
         let all = if rows > 1 { Some(Tensor::empty(&self.rt, [rows, c.vocab], DType::F32)?) } else { None };
-        let mut full: Option<Activations> = None;
         let mut done = 0;
         for part in ids.chunks(chunk) {
             let seq = part.len();
@@ -1588,17 +1680,7 @@ impl Decoder {
                 self.record_logits(a, from - done, n, &out)?;
                 Ok(Some(out))
             };
-            let logits = if seq == 1 {
-                self.with_step(cache, run)?
-            } else if seq == chunk {
-                if full.is_none() {
-                    full = Some(self.activations(seq, cache.capacity)?);
-                }
-                let a = full.as_ref().ok_or_else(|| Error::InvalidInput("no chunk activations".into()))?;
-                run(a, cache)?
-            } else {
-                run(&self.activations(seq, cache.capacity)?, cache)?
-            };
+            let logits = if seq == 1 { self.with_step(cache, run)? } else { self.with_rows(cache, seq, chunk, run)? };
             done += seq;
             if done == total {
                 return match (all, logits) {
@@ -1638,7 +1720,8 @@ impl Decoder {
         let rt = &self.rt;
         let start = cache.len;
         let end = start + seq;
-        let fused = self.fuses_norms(Products::Auto, seq);
+        let products = Products::Auto { part: a.part.as_ref() };
+        let fused = self.fuses_norms(products, seq);
         let stream = Stream { x: &a.x, n: &a.n, o: &a.o, gate_up: &a.gate_up, act: &a.act, fused };
         self.record_embedding(ids, &stream)?;
         let rope_factors = self.rope_factors.for_context(cache.capacity, c.rope_long_from);
@@ -1650,7 +1733,7 @@ impl Decoder {
                 (Some(k), Some(v)) => (k, v),
                 _ => return Err(Error::InvalidInput("the cache belongs to another model".into())),
             };
-            self.project_with(&layer.qkv, &stream.input(&layer.attn_norm), &a.qkv, Products::Auto)?;
+            self.project_with(&layer.qkv, &stream.input(&layer.attn_norm), &a.qkv, products)?;
             let q_heads = a.q.reshape([c.n_head, seq, c.head_dim])?;
             let qkv_rope = QkvRope::new(&a.qkv, &q_heads, k_cache, v_cache, self.rope_options(layer, start as u32))?;
             rt.record(&self.with_layer_extras(qkv_rope, layer, rope_factors)?)?;
@@ -1672,21 +1755,28 @@ impl Decoder {
                 None => rt.record(attention(&a.q, &keys, &values, &a.attn, options, SdpaImpl::Auto)?.1.as_ref())?,
             }
             // [n_head, seq, hd] → [seq, n_head · hd]: a copy unless there is one token.
-            let heads = if seq == 1 {
-                a.attn.reshape([1, c.n_head * c.head_dim])?
-            } else {
-                attn_rows.permute(&[1, 0, 2])?.reshape([seq, c.n_head * c.head_dim])?
+            let heads = match &a.heads {
+                Some(heads) => {
+                    let hd = c.head_dim;
+                    let rows = heads.reshape([seq, c.n_head, hd])?;
+                    let (src_strides, dst_strides) = ([hd, seq * hd, 1], [c.n_head * hd, hd, 1]);
+                    let (src, dst) = (Strided::new(0, &src_strides), Strided::new(0, &dst_strides));
+                    rt.record(&StridedCopy::new(&attn_rows, src, &rows, dst, rows.dims())?)?;
+                    heads.clone()
+                }
+                None => a.attn.reshape([seq, c.n_head * c.head_dim])?,
             };
-            self.record_block_rest(il, layer, &heads, &stream, Products::Auto)?;
+            self.record_block_rest(il, layer, &heads, &stream, products)?;
         }
         cache.len = end;
         Ok(())
     }
 
-    /// The stacked projections of `input` (`[seq, n_embd]`) into `out` (`[seq, total rows]`).
-    fn project(&self, stacked: &Stacked, input: &Input<'_>, out: &Tensor) -> Result<()> {
+    /// The stacked projections of `input` (`[seq, n_embd]`) into `out` (`[seq, total rows]`);
+    /// split ones of several rows through `part` where given.
+    fn project(&self, stacked: &Stacked, input: &Input<'_>, out: &Tensor, part: Option<&Tensor>) -> Result<()> {
         let parts = match stacked {
-            Stacked::Fused(m) => return self.matmul_with(input, m, out, Products::Auto),
+            Stacked::Fused(m) => return self.matmul_with(input, m, out, AUTO),
             Stacked::Split(parts) => parts,
         };
         let seq = input.x.dims().first().copied().unwrap_or(1);
@@ -1695,7 +1785,14 @@ impl Decoder {
             if seq == 1 {
                 // One row: each projection is a contiguous slice of it.
                 let slice = out.reshape([out.numel()])?.narrow(at, m.rows())?.reshape([1, m.rows()])?;
-                self.matmul_with(input, m, &slice, Products::Auto)?;
+                self.matmul_with(input, m, &slice, AUTO)?;
+            } else if let Some(part) = part
+                && input.norm.is_none()
+                && !input.add
+            {
+                let tmp = part.narrow(0, seq * m.rows())?.reshape([seq, m.rows()])?;
+                self.matmul_with(input, m, &tmp, AUTO)?;
+                out.write_slice(&tmp, 1, at)?;
             } else if input.norm.is_none() && !input.add {
                 out.write_slice(&input.x.qmatmul(m)?, 1, at)?;
             } else {

@@ -78,6 +78,47 @@ fn batched_steps_equal_solo_steps_on_every_architecture() {
     }
 }
 
+/// Every slot's prompts run in one set of row buffers: after a first burst, prompts of other
+/// lengths (up to the rows the buffers grew to) build no bind groups — a server's next prompts
+/// rebind what the earlier ones bound — and give the logits a fresh cache gives.
+#[test]
+fn prompts_reuse_one_set_of_row_buffers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    // Fused and split projections, q/k norms, biases, LongRoPE.
+    for name in ["llama3", "qwen2", "qwen3", "phi3_longrope"] {
+        let rt = Runtime::new().unwrap();
+        let decoder = Decoder::load(&GgufFile::open(dir.join(format!("{name}.gguf"))).unwrap(), &rt).unwrap();
+        let prompt = |len: usize, salt: u32| -> Vec<u32> { (0..len as u32).map(|i| 1 + (i * 7 + salt) % 30).collect() };
+        let second = [3usize, 11, 16, 7];
+        let want: Vec<Vec<f32>> = second
+            .iter()
+            .zip(0..)
+            .map(|(&len, salt)| {
+                let mut cache = decoder.new_cache(64).unwrap();
+                decoder.forward(&prompt(len, salt), &mut cache).unwrap().to_vec::<f32>().unwrap()
+            })
+            .collect();
+        let mut kv = decoder.new_slots(4, 64).unwrap();
+        for (slot, len) in [13usize, 2, 9, 5].into_iter().enumerate() {
+            decoder.prefill_slot(&prompt(len, 99), &mut kv, slot, PREFILL_CHUNK).unwrap().to_vec::<f32>().unwrap();
+        }
+        let before = rt.cache().stats().bind_group_misses;
+        for (slot, (&len, salt)) in second.iter().zip(0..).enumerate() {
+            kv.truncate(slot, 0);
+            let got = decoder.prefill_slot(&prompt(len, salt), &mut kv, slot, PREFILL_CHUNK).unwrap();
+            let got = got.to_vec::<f32>().unwrap();
+            let same = got.iter().zip(&want[slot]).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same && got.len() == want[slot].len(),
+                "{name}, prompt of {len}: logits differ from a fresh cache's"
+            );
+            assert_eq!(kv.len(slot), len);
+        }
+        let built = rt.cache().stats().bind_group_misses - before;
+        assert_eq!(built, 0, "{name}: the second burst of prompts built {built} bind groups");
+    }
+}
+
 #[test]
 fn batched_steps_equal_solo_steps_with_a_sliding_window() {
     let dir = common::TempDir::new("batched");
