@@ -38,7 +38,8 @@ pub struct EngineConfig {
     pub ctx_size: usize,
     /// Requests that may wait for a slot; one more is refused ([`SubmitError::QueueFull`]).
     pub max_queue: usize,
-    /// Prompt tokens prefilled between two decode steps at most.
+    /// Prompt tokens prefilled between two decode steps at most while streams decode (eight
+    /// times as many while none does).
     pub prefill_chunk: usize,
     /// Run short prompts and steps of 1 to 8 sequences before the first request
     /// ([`Engine::start`]), so that requests do not wait for the GPU pipelines they need to
@@ -397,6 +398,9 @@ struct Scheduler {
     clock: u64,
 }
 
+/// Prompt chunks run between two scheduler steps while no stream is decoding.
+const IDLE_PREFILL_CHUNKS: usize = 8;
+
 impl Scheduler {
     fn run(mut self, messages: mpsc::Receiver<Message>) {
         loop {
@@ -418,10 +422,13 @@ impl Scheduler {
             self.admit();
             // Up to a chunk's worth of prompt tokens between two decode steps, over as many
             // prompts as that covers: a burst of short prompts starts together instead of one
-            // per step, and a long one still never stalls the running streams for more.
+            // per step, and a long one still never stalls the running streams for more. With no
+            // stream decoding there is nothing to stall: up to IDLE_PREFILL_CHUNKS chunks run
+            // (a burst of prompts arriving at once all start before the first decode step).
             // Greedy prompts' first tokens are read back together after the loop, so the GPU
             // runs one prompt while the host records the next.
-            let mut budget = self.config.prefill_chunk;
+            let idle = self.flight.is_none() && self.decoding().is_empty();
+            let mut budget = self.config.prefill_chunk * if idle { IDLE_PREFILL_CHUNKS } else { 1 };
             let mut firsts = Vec::new();
             while budget > 0 {
                 match self.prefill_one(budget, &mut firsts) {
@@ -565,14 +572,17 @@ impl Scheduler {
             logits.runtime().synchronize()?;
             return Ok(done);
         }
-        if r.sampler.is_greedy() && r.request.logprobs.is_none() {
-            let argmax = Argmax::new(&logits)?;
+        let (id, greedy) = (r.id, r.sampler.is_greedy());
+        if greedy && r.request.logprobs.is_none() {
+            // Every prompt's logits live in the slots' one set of row buffers, so one argmax op
+            // serves them all; its read-back is copied out before the next prompt runs.
+            let argmax = self.argmax(&logits)?;
             argmax.record()?;
             let read = logits.runtime().start_read(&[&argmax.values, &argmax.ids])?;
-            firsts.push(First { id: r.id, argmax, read });
+            firsts.push(First { id, logits, read });
             return Ok(done);
         }
-        let greedy = if r.sampler.is_greedy() { Argmax::new(&logits)?.read()?.first().copied() } else { None };
+        let greedy = if greedy { self.argmax(&logits)?.read()?.first().copied() } else { None };
         let (token, logprobs) = self.pick(at, &logits, greedy)?;
         if !self.accept(at, token, logprobs) {
             self.finish(at);
@@ -591,7 +601,7 @@ impl Scheduler {
             let Some(at) = self.running.iter().position(|r| r.id == first.id) else { continue };
             // Greedy, no log-probabilities: the logits themselves are not read again (later
             // prompts may have overwritten them).
-            let (token, logprobs) = self.pick(at, &first.argmax.logits, Some(best))?;
+            let (token, logprobs) = self.pick(at, &first.logits, Some(best))?;
             if !self.accept(at, token, logprobs) {
                 self.finish(at);
             }
@@ -653,7 +663,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The argmax op of a step's `logits`, built on first use for each row count.
+    /// The argmax op of `logits` (a step's, one tensor per row count, or a prompt's), built on
+    /// first use.
     fn argmax(&mut self, logits: &Tensor) -> Result<&Argmax> {
         let at = match self.argmax.iter().position(|a| a.serves(logits)) {
             Some(at) => at,
@@ -852,11 +863,11 @@ fn warm_up(llm: &Llm, kv: &mut KvSlots, config: &EngineConfig) -> Result<Vec<Arg
     Ok(argmax)
 }
 
-/// A greedy prompt's first token, being read back: its request, its argmax (which keeps the
-/// logits it read) and the read.
+/// A greedy prompt's first token, being read back: its request, the logits its argmax read
+/// and the read.
 struct First {
     id: u64,
-    argmax: Argmax,
+    logits: Tensor,
     read: PendingRead,
 }
 
