@@ -477,11 +477,14 @@ pub struct GenerateBenchArgs {
     /// `metallic serve --exact-batches`), not the tensor cores above 8 sequences.
     #[arg(long)]
     exact_batches: bool,
-    /// Experimental: solo decode steps multiply x rounded to 8-bit blocks of 32 on the
-    /// integer-dot GEMV (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0 matrices; norms unfused). Changes the
-    /// decoded numbers slightly; for measuring.
-    #[arg(long)]
+    /// Solo decode steps multiply x rounded to 8-bit blocks of 32 on the integer-dot GEMV
+    /// (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0 matrices; norms unfused), whatever the model's width
+    /// (by default: on GPUs, for models 2048 or more wide).
+    #[arg(long, conflicts_with = "no_q8_gemv")]
     q8_gemv: bool,
+    /// Solo decode steps on the f32 GEMV, whatever the model's width.
+    #[arg(long)]
+    no_q8_gemv: bool,
 }
 
 /// Prefill tokens/s (one forward pass over `prompt_tokens`) and decode tokens/s (greedy, one
@@ -495,7 +498,9 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
     let mut llm = Llm::load_with(&args.model, &rt)?;
     CacheType::apply(args.cache_type, &mut llm)?;
     llm.set_exact_batches(args.exact_batches);
-    llm.set_q8_products(args.q8_gemv)?;
+    if args.q8_gemv || args.no_q8_gemv {
+        llm.set_q8_products(args.q8_gemv)?;
+    }
     let text = "The quick brown fox jumps over the lazy dog while the river runs past the old mill. ";
     let ids = llm.tokenize(text, false);
     let prompt = |n: usize| -> Vec<u32> {
@@ -567,7 +572,7 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             "model": args.model.display().to_string(),
             "device": rt.context().adapter_info().name,
             "kv_cache": decoder.cache_dtype().to_string(),
-            "q8_gemv": args.q8_gemv,
+            "q8_gemv": llm.decoder().q8_products(),
             "prompt_tokens": args.prompt_tokens,
             "prefill_tokens_per_s": prefill_rate,
             "prefill_runs": prefill_runs,

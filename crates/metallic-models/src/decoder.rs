@@ -675,6 +675,22 @@ impl<'a> Input<'a> {
 /// 2048 (1B) is unmeasured and left unfused.
 const FUSED_NORMS_MAX_WIDTH: usize = 1024;
 
+/// Narrowest residual stream whose one-token passes multiply x rounded to 8-bit blocks on the
+/// integer-dot GEMV by default on GPUs ([`Decoder::set_q8_products`]). Measured on an H100
+/// (docs/PERFORMANCE.md, 2026-12-08): the GEMV on such x read Q4_K / Q6_K / Q8_0 weights at
+/// 1.1-1.6 / 2.0-2.4 / 1.0-1.3x the f32 GEMV's rate at 8B shapes (its quantize dispatch
+/// included), decode went 150 -> 186 tokens/s on Llama-3.1-8B Q4_K_M and 544 -> 569 on
+/// Llama-3.2-1B. Narrower models keep their norms fused into the products (which the 8-bit
+/// path cannot read through) and are bound by dispatches, not by weight reads.
+const Q8_PRODUCTS_MIN_WIDTH: usize = 2048;
+
+/// Whether a model `n_embd` wide takes the 8-bit products by default: on GPUs, from
+/// [`Q8_PRODUCTS_MIN_WIDTH`]. Not on CPU adapters, where the integer dot product is emulated
+/// (lavapipe: about 10x slower).
+fn q8_products_by_default(cpu: bool, n_embd: usize) -> bool {
+    !cpu && n_embd >= Q8_PRODUCTS_MIN_WIDTH
+}
+
 /// Up to this many sequences a batched step runs every product on the one-row GEMV, which
 /// reads each weight once for up to 8 rows of x: bit-identical to solo steps.
 pub const EXACT_STEP_ROWS: usize = 8;
@@ -833,8 +849,8 @@ pub struct Decoder {
     /// Whether batched steps of more than [`EXACT_STEP_ROWS`] sequences keep every product on
     /// the one-row kernel (see [`set_exact_batches`](Self::set_exact_batches)).
     exact_batches: bool,
-    /// Experimental ([`set_q8_products`](Self::set_q8_products)): one-token passes multiply
-    /// x rounded to 8-bit blocks on the integer-dot GEMV, quantized into this scratch.
+    /// Where one-token passes multiply x rounded to 8-bit blocks on the integer-dot GEMV
+    /// ([`set_q8_products`](Self::set_q8_products)): the scratch x is quantized into.
     q8_scratch: Option<Tensor>,
     rt: Runtime,
 }
@@ -881,7 +897,8 @@ impl Decoder {
         let embed = w.matrix("token_embd.weight", c.vocab, c.n_embd)?;
         progress(total, total);
         let fuse_norms = norms_fusable(&layers) && c.n_embd <= FUSED_NORMS_MAX_WIDTH;
-        Ok(Decoder {
+        let q8 = q8_products_by_default(rt.context().caps().cpu(), c.n_embd);
+        let mut decoder = Decoder {
             fuse_norms,
             exact_batches: false,
             q8_scratch: None,
@@ -893,7 +910,9 @@ impl Decoder {
             config,
             cache_dtype: Self::default_cache_dtype(rt),
             rt: rt.clone(),
-        })
+        };
+        decoder.set_q8_products(q8)?;
+        Ok(decoder)
     }
 
     /// f16 where the device has f16 shaders (half the memory and the attention reads of f32;
@@ -1219,12 +1238,14 @@ impl Decoder {
         tensor_core_product(ctx.caps().cpu(), cooperative_available(ctx), self.exact_batches, rows, w_rows)
     }
 
-    /// Experimental, for measuring: one-token passes (solo decode) run their products by
-    /// Q4_K, Q5_K, Q6_K, Q8_0 and Q4_0 matrices on the integer-dot GEMV over x rounded to
-    /// 8-bit blocks of 32 ([`QMatmulPath::GemvQ8`]), the norms and the MLP's gate as separate
-    /// kernels (`true`); or as by default (`false`). Changes the decoded numbers (x's
-    /// rounding), so it is off unless asked for.
-    #[doc(hidden)]
+    /// One-token passes (solo decode) run their products by Q4_K, Q5_K, Q6_K, Q8_0 and Q4_0
+    /// matrices on the integer-dot GEMV over x rounded to 8-bit blocks of 32
+    /// ([`QMatmulPath::GemvQ8`], as llama.cpp's GPU back-ends round x for their quantized
+    /// GEMVs), the norms and the MLP's gate as separate kernels (`true`); or on the f32 GEMV
+    /// (`false`). x's rounding moves the logits slightly (0.3% of their spread on Qwen2.5
+    /// 0.5B; greedy tokens agree with llama.cpp's up to its near-ties). On by default on GPUs
+    /// for models 2048 or more wide, where decode is bound by reading the weights; off on
+    /// narrower models and CPU adapters. Batched steps are not affected.
     pub fn set_q8_products(&mut self, on: bool) -> Result<()> {
         self.q8_scratch = None;
         if on {
@@ -1235,6 +1256,11 @@ impl Decoder {
             self.q8_scratch = Some(Tensor::empty(&self.rt, [words], DType::U32)?);
         }
         Ok(())
+    }
+
+    /// Whether one-token passes take the 8-bit products ([`set_q8_products`](Self::set_q8_products)).
+    pub fn q8_products(&self) -> bool {
+        self.q8_scratch.is_some()
     }
 
     /// The scratch of [`set_q8_products`](Self::set_q8_products) where a one-row product by
@@ -1806,7 +1832,18 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
-    use super::{EXACT_STEP_ROWS, WIDE_STEP_PRODUCT, tensor_core_product};
+    use super::{
+        EXACT_STEP_ROWS, Q8_PRODUCTS_MIN_WIDTH, WIDE_STEP_PRODUCT, q8_products_by_default, tensor_core_product,
+    };
+
+    #[test]
+    fn only_wide_models_on_gpus_take_the_8_bit_products_by_default() {
+        assert!(q8_products_by_default(false, Q8_PRODUCTS_MIN_WIDTH), "Llama-3.2-1B's width");
+        assert!(q8_products_by_default(false, 4096), "Llama-3.1-8B's");
+        assert!(!q8_products_by_default(false, 896), "Qwen2.5 0.5B keeps its fused norms");
+        assert!(!q8_products_by_default(false, 640), "Gemma 3 270M");
+        assert!(!q8_products_by_default(true, 4096), "a CPU adapter emulates the integer dot product");
+    }
 
     #[test]
     fn only_wide_products_of_large_inexact_steps_on_gpus_with_cooperative_matrices_take_the_tensor_cores() {

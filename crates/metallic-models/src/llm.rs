@@ -127,9 +127,8 @@ impl Llm {
         self.decoder.set_exact_batches(exact);
     }
 
-    /// Experimental, for measuring: solo decode steps on the integer-dot GEMV over x rounded
-    /// to 8 bits ([`Decoder::set_q8_products`]).
-    #[doc(hidden)]
+    /// Solo decode steps on the integer-dot GEMV over x rounded to 8 bits, or on the f32
+    /// GEMV ([`Decoder::set_q8_products`]: by default on GPUs for models 2048 or more wide).
     pub fn set_q8_products(&mut self, on: bool) -> Result<()> {
         self.decoder.set_q8_products(on)
     }

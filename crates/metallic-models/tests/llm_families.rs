@@ -301,7 +301,8 @@ fn qwen_greedy_decoding_matches_llama_cpp() {
     greedy_decoding_matches_llama_cpp(qwen(), &["counting", "rust_fn", "chat_system_math"]);
 }
 
-/// Qwen2.5 with the experimental 8-bit products (`Decoder::set_q8_products`: x rounded to
+/// Qwen2.5 with the 8-bit products (`Decoder::set_q8_products`, by default on GPUs for models
+/// 2048 or more wide, asked for here: x rounded to
 /// 8-bit blocks of 32 in every one-token product by a Q4_K, Q6_K or Q8_0 matrix, as
 /// llama.cpp's own quantized matmuls round it): the one-token logits move (so the path ran)
 /// by less than 2% of their spread, and step-by-step decoding still gives llama.cpp's tokens up
@@ -317,6 +318,7 @@ fn qwen_greedy_decoding_with_8_bit_products_matches_llama_cpp() {
         decoder.forward(&case.prompt_ids, &mut cache).unwrap();
         decoder.forward(&case.tokens[..1], &mut cache).unwrap().to_vec::<f32>().unwrap()
     };
+    assert!(!qwen().decoder.q8_products(), "896 wide: the f32 GEMV by default");
     let (plain, rounded) = (step(&qwen().decoder), step(&q8.decoder));
     let spread =
         plain.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) - plain.iter().fold(f32::INFINITY, |m, &v| m.min(v));
