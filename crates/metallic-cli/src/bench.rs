@@ -253,6 +253,10 @@ pub enum BenchCommand {
         /// weight rows (default: the engine's choice for M); for tuning.
         #[arg(long, value_parser = parse_tile)]
         coop_tile: Option<(u32, u32)>,
+        /// Splits of K for the cooperative GEMM, 1 to 16, or 0 for as many as its output tiles
+        /// call for (default: none); experimental, for tuning.
+        #[arg(long)]
+        coop_splits: Option<u32>,
     },
     /// Softmax over the last dimension of [rows, cols].
     Softmax {
@@ -428,8 +432,22 @@ pub fn run(command: BenchCommand) -> metallic_models::Result<()> {
         BenchCommand::Sdpa { args, .. } => sdpa(&rt, dtype, &args)?,
         BenchCommand::Gemm { args, .. } => gemm(&rt, dtype, &args)?,
         BenchCommand::Gemv { n, k, .. } => gemv(&rt, dtype, n, k)?,
-        BenchCommand::Qmatmul { ty, m, n, k, path, gemv_unit, gemv_lanes, gemv_wg, gemv_rows, coop_tile, .. } => {
-            let tuning = GemvTuning { unit: gemv_unit, lanes: gemv_lanes, wg: gemv_wg, rows: gemv_rows, coop_tile };
+        BenchCommand::Qmatmul {
+            ty,
+            m,
+            n,
+            k,
+            path,
+            gemv_unit,
+            gemv_lanes,
+            gemv_wg,
+            gemv_rows,
+            coop_tile,
+            coop_splits,
+            ..
+        } => {
+            let tuning =
+                GemvTuning { unit: gemv_unit, lanes: gemv_lanes, wg: gemv_wg, rows: gemv_rows, coop_tile, coop_splits };
             qmatmul(&rt, dtype, ty.into(), [m, n, k], path.into(), tuning)?
         }
         BenchCommand::Softmax { rows, .. } => softmax(&rt, dtype, &rows)?,
@@ -664,6 +682,7 @@ struct GemvTuning {
     wg: Option<u32>,
     rows: Option<u32>,
     coop_tile: Option<(u32, u32)>,
+    coop_splits: Option<u32>,
 }
 
 /// `--coop-tile ROWSxCOLS`.
@@ -708,6 +727,9 @@ fn qmatmul(
     if let Some((rows, cols)) = tuning.coop_tile {
         op = op.coop_tile(rows, cols);
     }
+    if let Some(splits) = tuning.coop_splits {
+        op = op.coop_splits(splits);
+    }
     let mut path = format!("{:?}", op.chosen_path()).to_lowercase();
     if op.chosen_path() == QMatmulPath::GemvQ8 {
         // One op records both dispatches: the figure is the pair's.
@@ -716,7 +738,14 @@ fn qmatmul(
     if let Some((rows, cols)) = tuning.coop_tile {
         path.push_str(&format!(" tile {rows}x{cols}"));
     }
-    for (name, knob) in [("unit", tuning.unit), ("lanes", tuning.lanes), ("wg", tuning.wg), ("rows", tuning.rows)] {
+    let knobs = [
+        ("unit", tuning.unit),
+        ("lanes", tuning.lanes),
+        ("wg", tuning.wg),
+        ("rows", tuning.rows),
+        ("splits of K", tuning.coop_splits),
+    ];
+    for (name, knob) in knobs {
         if let Some(v) = knob {
             path.push_str(&format!(" {name} {v}"));
         }

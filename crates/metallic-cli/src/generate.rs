@@ -485,6 +485,11 @@ pub struct GenerateBenchArgs {
     /// Solo decode steps on the f32 GEMV, whatever the model's width.
     #[arg(long)]
     no_q8_gemv: bool,
+    /// Experimental: products on the cooperative GEMM (GPUs with tensor cores) split K across
+    /// workgroups where their output tiles are few (short prompts, batched steps); for
+    /// measuring.
+    #[arg(long)]
+    coop_split_k: bool,
 }
 
 /// Prefill tokens/s (one forward pass over `prompt_tokens`) and decode tokens/s (greedy, one
@@ -501,6 +506,7 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
     if args.q8_gemv || args.no_q8_gemv {
         llm.set_q8_products(args.q8_gemv)?;
     }
+    llm.set_coop_split_k(args.coop_split_k);
     let text = "The quick brown fox jumps over the lazy dog while the river runs past the old mill. ";
     let ids = llm.tokenize(text, false);
     let prompt = |n: usize| -> Vec<u32> {
@@ -573,6 +579,7 @@ pub fn bench(args: GenerateBenchArgs) -> Result<()> {
             "device": rt.context().adapter_info().name,
             "kv_cache": decoder.cache_dtype().to_string(),
             "q8_gemv": llm.decoder().q8_products(),
+            "coop_split_k": args.coop_split_k,
             "prompt_tokens": args.prompt_tokens,
             "prefill_tokens_per_s": prefill_rate,
             "prefill_runs": prefill_runs,

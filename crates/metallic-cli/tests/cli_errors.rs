@@ -81,6 +81,23 @@ fn wrong_inputs_end_in_one_line() {
             vec!["bench", "qmatmul", "--type", "q4-1", "--n", "64", "--k", "256", "--path", "gemv-q8", "--iters", "1"],
             "the GEMV over quantized x takes Q4_K, Q5_K, Q6_K, Q8_0 and Q4_0, not Q4_1",
         ),
+        (
+            vec![
+                "bench",
+                "qmatmul",
+                "--type",
+                "q4-k",
+                "--n",
+                "64",
+                "--k",
+                "256",
+                "--coop-splits",
+                "17",
+                "--iters",
+                "1",
+            ],
+            "17 splits of K: 1 to 16, or 0 for the tiles' choice",
+        ),
     ];
     for (args, what) in &cases {
         assert_clean_failure(&metallic(args), 1, what, args);

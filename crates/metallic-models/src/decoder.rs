@@ -852,6 +852,8 @@ pub struct Decoder {
     /// Where one-token passes multiply x rounded to 8-bit blocks on the integer-dot GEMV
     /// ([`set_q8_products`](Self::set_q8_products)): the scratch x is quantized into.
     q8_scratch: Option<Tensor>,
+    /// Experimental ([`set_coop_split_k`](Self::set_coop_split_k)).
+    coop_split_k: bool,
     rt: Runtime,
 }
 
@@ -902,6 +904,7 @@ impl Decoder {
             fuse_norms,
             exact_batches: false,
             q8_scratch: None,
+            coop_split_k: false,
             embed,
             output_norm: w.vector("output_norm.weight", c.n_embd)?,
             output,
@@ -1269,6 +1272,16 @@ impl Decoder {
         self.q8_scratch.as_ref().filter(|_| rows == 1 && QMatmul::gemv_q8_supports(w.quant_type()))
     }
 
+    /// Experimental, not measured yet: products on the cooperative GEMM split K across
+    /// workgroups where their output tiles are few (short prompts, batched steps of 9 to 128
+    /// sequences: [`QMatmul::coop_splits`]), a second dispatch adding the partial products. The
+    /// sum runs in another order, so the numbers move by f32 rounding; prompts and steps of a
+    /// given row count still give each row the same bits whatever the others.
+    #[doc(hidden)]
+    pub fn set_coop_split_k(&mut self, on: bool) {
+        self.coop_split_k = on;
+    }
+
     /// Turns the fused norms and residual adds of [`fuses_norms`](Self::fuses_norms) off (or
     /// on where the model's layers allow them, whatever its width): for tests comparing the
     /// two and for measuring.
@@ -1308,6 +1321,9 @@ impl Decoder {
         }
         if input.add {
             op = op.accumulate()?;
+        }
+        if self.coop_split_k {
+            op = op.coop_splits(0);
         }
         Ok(op)
     }

@@ -133,6 +133,13 @@ impl Llm {
         self.decoder.set_q8_products(on)
     }
 
+    /// Experimental: the cooperative GEMM splits K for products of few output tiles
+    /// ([`Decoder::set_coop_split_k`]).
+    #[doc(hidden)]
+    pub fn set_coop_split_k(&mut self, on: bool) {
+        self.decoder.set_coop_split_k(on);
+    }
+
     /// The tokenizer.
     pub fn vocab(&self) -> &Vocab {
         &self.vocab

@@ -225,7 +225,10 @@ const COOP_TILES: [(u32, u32); 4] = [(64, 64), (64, 128), (128, 64), (128, 128)]
 /// against the f64 reference within the rounding of x and the weights to f16 (2^-11 each,
 /// relative), tiles cut by M and N, every tile shape giving the same bits, and each row of x
 /// giving the same bits whether it runs with 129 others or 4 (x read as vectors where K is a
-/// multiple of 4, as scalars elsewhere). Elsewhere forcing it is an `Unsupported` error and Auto never takes it.
+/// multiple of 4, as scalars elsewhere); K split across 1 to 16 workgroups (and as many as the
+/// output tiles call for) within the same bound, rows alone again giving their bits among 130
+/// for the same split. Elsewhere forcing it is an `Unsupported` error and Auto never takes it;
+/// more than 16 splits are refused everywhere.
 #[test]
 fn cooperative_gemm_matches_cpu() {
     let rt = runtime();
@@ -238,6 +241,8 @@ fn cooperative_gemm_matches_cpu() {
     let y = Tensor::zeros(&rt, [67, n], DType::F32).unwrap();
     let auto = QMatmul::new(&x, &w, &y).unwrap();
     let forced = auto.clone().path(QMatmulPath::Cooperative);
+    let refused = rt.record(&auto.clone().coop_splits(17));
+    assert!(matches!(refused, Err(Error::InvalidArgument { .. })), "17 splits: {refused:?}");
     if !coop {
         assert_ne!(auto.chosen_path(), QMatmulPath::Cooperative);
         assert!(matches!(rt.record(&forced), Err(Error::Unsupported { .. })));
@@ -288,6 +293,24 @@ fn cooperative_gemm_matches_cpu() {
                     alone.iter().zip(inside).all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{what}: rows 62..67 alone differ from the same rows among 130"
                 );
+                // K split across workgroups: the same bound, and rows alone as among 130.
+                for splits in [1, 3, 16, 0] {
+                    let op = |x: &Tensor, y: &Tensor| {
+                        QMatmul::new(x, &w, y).unwrap().path(QMatmulPath::Cooperative).coop_splits(splits)
+                    };
+                    let ysplit = poisoned(&rt, &[m, n], dtype);
+                    rt.record(&op(&x, &ysplit)).unwrap();
+                    let split = ysplit.to_vec_f32().unwrap();
+                    let what = format!("{what}, {splits} splits of K");
+                    worst = worst.max(assert_dot_close(&split, &want, &scale, tol, &what));
+                    let ys = poisoned(&rt, &[5, n], dtype);
+                    rt.record(&op(&some, &ys)).unwrap();
+                    let alone = ys.to_vec_f32().unwrap();
+                    assert!(
+                        alone.iter().zip(&split[62 * n..67 * n]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: rows 62..67 alone differ from the same rows among 130"
+                    );
+                }
             }
         }
     }

@@ -243,6 +243,39 @@ struct GemmParams {
     part_off: u32,
 }
 
+/// Records the split-K reduction: `c[c_off + i] = sum_s part[part_off + s * count + i]` for the
+/// `count` contiguous elements of `c` from `splits` f32 partial products (the quantized
+/// cooperative GEMM's second pass).
+pub(crate) fn encode_split_reduce(
+    encoder: &mut ComputeEncoder<'_>,
+    cache: &ResourceCache,
+    dtype: DType,
+    part: &TensorBinding,
+    c: &TensorBinding,
+    count: u32,
+    splits: u32,
+) -> Result<()> {
+    let params =
+        ReduceParams { count, splits, part_off: part.elem_offset(), c_off: c.elem_offset(), alpha: 1.0, beta: 0.0 };
+    dispatch_reduce(encoder, cache, dtype, part, c, params)
+}
+
+fn dispatch_reduce(
+    encoder: &mut ComputeEncoder<'_>,
+    cache: &ResourceCache,
+    dtype: DType,
+    part: &TensorBinding,
+    c: &TensorBinding,
+    params: ReduceParams,
+) -> Result<()> {
+    let workgroups = encoder.linear_grid(params.count as usize, SPLIT_REDUCE_WG)?;
+    let overrides = Overrides::new(&[("WG", f64::from(SPLIT_REDUCE_WG))])?;
+    encoder.dispatch(
+        cache,
+        Dispatch { kernel: &SPLITK_REDUCE, dtype, overrides, bindings: &[part, c], params, workgroups },
+    )
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct ReduceParams {
@@ -774,19 +807,7 @@ impl Operation for Matmul {
                     alpha: self.alpha,
                     beta: self.beta,
                 };
-                let workgroups = encoder.linear_grid(count as usize, SPLIT_REDUCE_WG)?;
-                let overrides = Overrides::new(&[("WG", f64::from(SPLIT_REDUCE_WG))])?;
-                encoder.dispatch(
-                    cache,
-                    Dispatch {
-                        kernel: &SPLITK_REDUCE,
-                        dtype,
-                        overrides,
-                        bindings: &[&part, &c],
-                        params: reduce,
-                        workgroups,
-                    },
-                )
+                dispatch_reduce(encoder, cache, dtype, &part, &c, reduce)
             }
             MatmulPath::Gemm128 | MatmulPath::Cooperative => {
                 // The partial-sum slot is not accessed without SPLIT: C fills it.

@@ -16,6 +16,11 @@ struct Params {
     // Row stride of y (N of the whole matrix) and this part's first output column.
     ldy: u32,
     n0: u32,
+    // The cooperative GEMM's split of K (gemm_coop.wgsl; the tiled GEMM takes all of K): the
+    // weights each workgroup along z sums (a multiple of its K-step), and how far apart in y
+    // the splits' partial products lie.
+    k_chunk: u32,
+    split_stride: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<T>;

@@ -3,8 +3,9 @@
 // only where XVEC, set by the Rust side where x's offset and K are multiples of 4, so a vec4
 // starting inside a row ends inside it), the weights only through `deq8` under `r < n` and
 // `g < groups` (its reads stay inside row r's `row_words` words, and the part's binding holds
-// n of them by construction), y is written only under `row < m` and `col < n`, all sizes the
-// Rust side validated against the bindings. Workgroup-memory indices, the cooperative loads'
+// n of them by construction), y is written only under `row < m` and `col < n` (at split z of
+// the grid's z: `z * split_stride` further on, the Rust side sizing y for every split), all
+// sizes the Rust side validated against the bindings. Workgroup-memory indices, the cooperative loads'
 // and stores' whole 16 x 16 footprints included, are built from `lid < WG` (= 32 SGM SGN), the subgroup
 // id (< SGM * SGN: the Rust side runs this kernel only where subgroups have exactly 32
 // invocations) and the tile constants; the private arrays are indexed below XPT <= 8 and
@@ -30,7 +31,15 @@ enable wgpu_cooperative_matrix;
 // fragments in the same order whatever the tile: a row's result depends neither on how many
 // rows run with it nor on the tile shape the Rust side picks for their count.
 //
-// Grid: x = N tiles, y = M tiles, clamped to the device limit; workgroups loop over the rest.
+// Split K: with few rows of x there are too few tiles to fill the GPU, and one workgroup's
+// walk along K is the whole latency. Then the workgroups along z each take `k_chunk` weights
+// of every row and write their partial tile to their own copy of y (`split_stride` apart); a
+// second kernel (gemm_split.wgsl) adds the copies in order. The sum then runs over the same
+// K-steps, grouped by split: a row's result still does not depend on the other rows, for a
+// given split.
+//
+// Grid: x = N tiles, y = M tiles, clamped to the device limit; workgroups loop over the rest;
+// z = splits of K (1: all of K).
 
 // Subgroups along M (1 or 2) and along N (2 or 4).
 override SGM: u32 = 2u;
@@ -134,7 +143,7 @@ fn put_w4(at: u32, v: vec4<f16>) {
 
 // Writes one accumulator (tile rows r0.., part columns c0..) to y through the subgroup's
 // staging tile. Every invocation calls it (barriers).
-fn store_frag(acc: coop_mat16x16<f32, C>, sg: u32, lane: u32, r0: u32, c0: u32) {
+fn store_frag(acc: coop_mat16x16<f32, C>, sg: u32, lane: u32, r0: u32, c0: u32, split: u32) {
     let at = sg * 256u;
     coopStoreT(acc, &c_sh[at], 16u);
     workgroupBarrier();
@@ -143,7 +152,7 @@ fn store_frag(acc: coop_mat16x16<f32, C>, sg: u32, lane: u32, r0: u32, c0: u32) 
         let row = r0 + i / 16u;
         let col = c0 + i % 16u;
         if row < params.m && col < params.n {
-            y[params.y_off + row * params.ldy + params.n0 + col] = T(c_sh[at + i]);
+            y[params.y_off + split * params.split_stride + row * params.ldy + params.n0 + col] = T(c_sh[at + i]);
         }
     }
     workgroupBarrier();
@@ -174,7 +183,8 @@ fn fetch(lid: u32, m0: u32, c0: u32, k0: u32) {
     }
 }
 
-fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32) {
+// The tile at rows m0.., columns c0.. over weights kb..ke (split `split` of K).
+fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32, kb: u32, ke: u32, split: u32) {
     let wr = (sg / SGN) * 64u;
     let wc = (sg % SGN) * 32u;
     var c00 = coop_mat16x16<f32, C>();
@@ -185,8 +195,8 @@ fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32) {
     var c21 = coop_mat16x16<f32, C>();
     var c30 = coop_mat16x16<f32, C>();
     var c31 = coop_mat16x16<f32, C>();
-    fetch(lid, m0, c0, 0u);
-    for (var k0 = 0u; k0 < params.k; k0 += BK) {
+    fetch(lid, m0, c0, kb);
+    for (var k0 = kb; k0 < ke; k0 += BK) {
         // Every subgroup is done with the previous K-step's tiles.
         workgroupBarrier();
         for (var j = 0u; j < xpt(); j += 1u) {
@@ -200,7 +210,7 @@ fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32) {
         }
         workgroupBarrier();
         let k1 = k0 + BK;
-        if k1 < params.k {
+        if k1 < ke {
             fetch(lid, m0, c0, k1);
         }
         for (var kk = 0u; kk < BK; kk += 16u) {
@@ -222,14 +232,14 @@ fn tile(lid: u32, sg: u32, lane: u32, m0: u32, c0: u32) {
     }
     let r = m0 + wr;
     let c = c0 + wc;
-    store_frag(c00, sg, lane, r, c);
-    store_frag(c01, sg, lane, r, c + 16u);
-    store_frag(c10, sg, lane, r + 16u, c);
-    store_frag(c11, sg, lane, r + 16u, c + 16u);
-    store_frag(c20, sg, lane, r + 32u, c);
-    store_frag(c21, sg, lane, r + 32u, c + 16u);
-    store_frag(c30, sg, lane, r + 48u, c);
-    store_frag(c31, sg, lane, r + 48u, c + 16u);
+    store_frag(c00, sg, lane, r, c, split);
+    store_frag(c01, sg, lane, r, c + 16u, split);
+    store_frag(c10, sg, lane, r + 16u, c, split);
+    store_frag(c11, sg, lane, r + 16u, c + 16u, split);
+    store_frag(c20, sg, lane, r + 32u, c, split);
+    store_frag(c21, sg, lane, r + 32u, c + 16u, split);
+    store_frag(c30, sg, lane, r + 48u, c, split);
+    store_frag(c31, sg, lane, r + 48u, c + 16u, split);
 }
 
 // WG (the prelude's workgroup size): 32 SGM SGN, set so by the Rust side.
@@ -243,9 +253,11 @@ fn main(
 ) {
     let tiles_m = (params.m + bm() - 1u) / bm();
     let tiles_n = (params.n + bn() - 1u) / bn();
+    let kb = wid.z * params.k_chunk;
+    let ke = min(params.k, kb + params.k_chunk);
     for (var tm = wid.y; tm < tiles_m; tm += nwg.y) {
         for (var tn = wid.x; tn < tiles_n; tn += nwg.x) {
-            tile(lid, sg, lane, tm * bm(), tn * bn());
+            tile(lid, sg, lane, tm * bm(), tn * bn(), kb, ke, wid.z);
         }
     }
 }

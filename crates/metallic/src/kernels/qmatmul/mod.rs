@@ -243,6 +243,30 @@ fn coop_tile(m: u32) -> (u32, u32) {
     if m > 128 { (128, 128) } else { (128, 64) }
 }
 
+/// Workgroups the cooperative GEMM's split of K aims for (an H100 has 132 SMs).
+const COOP_SPLIT_TARGET: u32 = 256;
+/// Fewest weights of a row one split takes (four K-steps).
+const COOP_SPLIT_MIN_CHUNK: u32 = 128;
+/// Most splits of K.
+const COOP_SPLIT_MAX: u32 = 16;
+
+/// Splits of K for the cooperative GEMM over `tiles` output tiles of rows of `k` weights, and
+/// the weights each takes (a multiple of the K-step, 32): enough for about
+/// [`COOP_SPLIT_TARGET`] workgroups, splits of at least [`COOP_SPLIT_MIN_CHUNK`] weights.
+/// Profiled on an H100 (docs/PERFORMANCE.md, 2026-12-08): a 20-token prompt of SmolLM2 ran
+/// its products at 20 rows of x as 9 to 48 workgroups of 58 to 43 us each — one workgroup's
+/// walk along K was the whole latency.
+fn coop_splits(tiles: u32, k: u32) -> (u32, u32) {
+    let want = COOP_SPLIT_TARGET.div_ceil(tiles.max(1)).min(k / COOP_SPLIT_MIN_CHUNK).clamp(1, COOP_SPLIT_MAX);
+    split_chunk(want, k)
+}
+
+/// `splits` splits of `k` weights: the chunk (a multiple of 32) and how many chunks that makes.
+fn split_chunk(splits: u32, k: u32) -> (u32, u32) {
+    let chunk = k.div_ceil(splits.max(1)).next_multiple_of(32).max(32);
+    (k.div_ceil(chunk).max(1), chunk)
+}
+
 /// Words one block takes on the GPU and the byte ranges of the GGML block in GPU order (the
 /// quantized types; the float types are laid out per row).
 fn block_layout(ty: QuantType) -> Option<(usize, &'static [(usize, usize)])> {
@@ -503,6 +527,7 @@ pub struct QMatmul {
     gemv_rows: Option<u32>,
     /// The cooperative GEMM's tile (rows of x, weight rows); `None`: chosen from M.
     coop_tile: Option<(u32, u32)>,
+    coop_splits: Option<u32>,
     /// The activation of x's first half (the gate), when x is read through one.
     gated: Option<GatedAct>,
     /// x read as `rms_norm(x) · weight`: the weight and epsilon.
@@ -549,6 +574,8 @@ struct GemmParams {
     y_off: u32,
     ldy: u32,
     n0: u32,
+    k_chunk: u32,
+    split_stride: u32,
 }
 
 /// `dims` with the last dimension replaced by `last`.
@@ -582,6 +609,7 @@ impl QMatmul {
             gemv_lanes: None,
             gemv_rows: None,
             coop_tile: None,
+            coop_splits: None,
             gated: None,
             norm: None,
             accumulate: false,
@@ -608,6 +636,7 @@ impl QMatmul {
             gemv_lanes: None,
             gemv_rows: None,
             coop_tile: None,
+            coop_splits: None,
             gated: Some(act),
             norm: None,
             accumulate: false,
@@ -717,6 +746,18 @@ impl QMatmul {
     #[doc(hidden)]
     pub fn coop_tile(mut self, rows: u32, cols: u32) -> Self {
         self.coop_tile = Some((rows, cols));
+        self
+    }
+
+    /// Experimental (not measured yet, so off by default): splits of K for the cooperative GEMM,
+    /// 1 to 16, or 0 for as many as its output tiles call for ([`coop_splits`]: products of few
+    /// tiles, where one workgroup's walk along K is the whole latency). Without it K is not
+    /// split. Splits apply to f32 products whose weights are one part (they need a scratch of
+    /// f32 partial products and write all of y's rows); a second dispatch adds the partial
+    /// products in order.
+    #[doc(hidden)]
+    pub fn coop_splits(mut self, splits: u32) -> Self {
+        self.coop_splits = Some(splits);
         self
     }
 
@@ -865,6 +906,14 @@ impl Operation for QMatmul {
             if !eps.is_finite() || *eps < 0.0 {
                 return Err(Error::invalid(OP, format!("the norm's epsilon {eps}")));
             }
+        }
+        if let Some(splits) = self.coop_splits
+            && splits > COOP_SPLIT_MAX
+        {
+            return Err(Error::invalid(
+                OP,
+                format!("{splits} splits of K: 1 to {COOP_SPLIT_MAX}, or 0 for the tiles' choice"),
+            ));
         }
         if let Some(tile) = self.coop_tile
             && !COOP_TILES.contains(&tile)
@@ -1039,6 +1088,8 @@ impl Operation for QMatmul {
                         y_off: y.elem_offset(),
                         ldy,
                         n0,
+                        k_chunk: k,
+                        split_stride: 0,
                     };
                     let dispatch = if path == QMatmulPath::Gemm {
                         Dispatch {
@@ -1060,13 +1111,52 @@ impl Operation for QMatmul {
                             ("SGN", f64::from(sgn)),
                             ("XVEC", if xvec { 1.0 } else { 0.0 }),
                         ])?;
+                        let grid = [n.div_ceil(bn).min(max), m.div_ceil(bm).min(max)];
+                        // Split K where asked for and it applies (f32, one part filling y's rows).
+                        let (splits, chunk) = match self.coop_splits {
+                            _ if dtype != DType::F32 || w.parts.len() != 1 || n != ldy => (1, k),
+                            None => (1, k),
+                            Some(0) => coop_splits(grid[0] * grid[1], k),
+                            Some(s) => split_chunk(s, k),
+                        };
+                        if splits > 1 {
+                            let count = m.checked_mul(n).ok_or_else(|| Error::invalid(OP, "y too large"))?;
+                            let total = count_u32(OP, count as usize * splits as usize)?;
+                            let scratch = Tensor::empty(self.x.runtime(), [total as usize], DType::F32)?;
+                            let part = encoder.bind(&scratch)?;
+                            let params = GemmParams {
+                                y_off: part.elem_offset(),
+                                ldy: n,
+                                n0: 0,
+                                k_chunk: chunk,
+                                split_stride: count,
+                                ..params
+                            };
+                            let workgroups = [grid[0], grid[1], splits.min(max)];
+                            let bindings = [&x, &wb, &part, &x];
+                            encoder.dispatch(
+                                cache,
+                                Dispatch {
+                                    kernel: &GEMM_COOP,
+                                    dtype,
+                                    overrides,
+                                    bindings: &bindings,
+                                    params,
+                                    workgroups,
+                                },
+                            )?;
+                            crate::kernels::matmul::encode_split_reduce(
+                                encoder, cache, dtype, &part, &y, count, splits,
+                            )?;
+                            continue;
+                        }
                         Dispatch {
                             kernel: &GEMM_COOP,
                             dtype,
                             overrides,
                             bindings: &coop_bindings,
                             params,
-                            workgroups: [n.div_ceil(bn).min(max), m.div_ceil(bm).min(max), 1],
+                            workgroups: [grid[0], grid[1], 1],
                         }
                     };
                     encoder.dispatch(cache, dispatch)?;
