@@ -203,7 +203,7 @@ impl PipelineKey {
     /// (a list written by another version, or damaged).
     pub fn from_line(line: &str, kernels: &[&'static Kernel]) -> Option<PipelineKey> {
         let mut words = line.split_ascii_whitespace();
-        let (name, hash) = (words.next()?, u64::from_str_radix(words.next()?, 16).ok()?);
+        let (name, hash) = (words.next()?, hex16(words.next()?)?);
         let kernel = *kernels.iter().find(|k| k.name == name && source_hash(k.source) == hash)?;
         let dtype = |w: &str| [DType::F32, DType::F16, DType::U32].into_iter().find(|d| d.to_string() == w);
         let dtype_word = words.next()?;
@@ -221,10 +221,19 @@ impl PipelineKey {
         let mut items = Vec::new();
         for word in words {
             let (name, bits) = word.split_once('=')?;
-            items.push((override_name(name)?, f64::from_bits(u64::from_str_radix(bits, 16).ok()?)));
+            items.push((override_name(name)?, f64::from_bits(hex16(bits)?)));
         }
         Some(PipelineKey { kernel, variant, overrides: Overrides::new(&items).ok()? })
     }
+}
+
+/// A u64 written as exactly 16 hex digits (as [`PipelineKey::to_line`] writes them): a cut-off
+/// value (`WG=4040` of `WG=4040000000000000`) is damage, not a smaller number.
+fn hex16(word: &str) -> Option<u64> {
+    if word.len() != 16 || !word.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(word, 16).ok()
 }
 
 /// FNV-1a over a kernel's source: a saved key names the source it was compiled from.

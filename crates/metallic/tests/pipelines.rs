@@ -54,7 +54,12 @@ fn keys_survive_their_text_lines() {
         line.replace("f32", "f64"),
         format!("{line} WG=zz"),
         format!("{line} 9bad=0000000000000000"),
-        line[..line.len() / 2].to_string(),
+        // Cut inside its last word: an override's value (`WG=4040` of `WG=4040000000000000`,
+        // which once parsed as another value) or the subgroups flag.
+        line[..line.len() - 3].to_string(),
+        // A value of other than 16 hex digits.
+        format!("{line} WG=40"),
+        format!("{line} WG=+040000000000000"),
     ] {
         assert_eq!(PipelineKey::from_line(&bad, metallic::kernels::ALL), None, "{bad:?}");
     }
