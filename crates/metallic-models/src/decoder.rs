@@ -1344,11 +1344,24 @@ impl Decoder {
             Stacked::Fused(m) => return self.matmul_with(input, m, out, one_row),
             Stacked::Split(parts) => parts,
         };
+        self.project_parts(parts, input, out, part, one_row)
+    }
+
+    /// Each of `parts` (a split projection of several rows) into `part` (flat, room for the
+    /// widest), then into its columns of `out`, on the kernels `products` says.
+    fn project_parts(
+        &self,
+        parts: &[QuantMatrix],
+        input: &Input<'_>,
+        out: &Tensor,
+        part: &Tensor,
+        products: Products<'_>,
+    ) -> Result<()> {
         let m = input.x.dims().first().copied().unwrap_or(1);
         let mut at = 0;
         for w in parts {
             let tmp = part.narrow(0, m * w.rows())?.reshape([m, w.rows()])?;
-            self.matmul_with(input, w, &tmp, one_row)?;
+            self.matmul_with(input, w, &tmp, products)?;
             out.write_slice(&tmp, 1, at)?;
             at += w.rows();
         }
@@ -1822,24 +1835,19 @@ impl Decoder {
             Stacked::Split(parts) => parts,
         };
         let seq = input.x.dims().first().copied().unwrap_or(1);
-        let mut at = 0;
-        for m in parts {
-            if seq == 1 {
-                // One row: each projection is a contiguous slice of it.
-                let slice = out.reshape([out.numel()])?.narrow(at, m.rows())?.reshape([1, m.rows()])?;
-                self.matmul_with(input, m, &slice, AUTO)?;
-            } else if let Some(part) = part
-                && input.norm.is_none()
-                && !input.add
-            {
-                let tmp = part.narrow(0, seq * m.rows())?.reshape([seq, m.rows()])?;
-                self.matmul_with(input, m, &tmp, AUTO)?;
-                out.write_slice(&tmp, 1, at)?;
-            } else if input.norm.is_none() && !input.add {
-                out.write_slice(&input.x.qmatmul(m)?, 1, at)?;
-            } else {
+        if seq > 1 {
+            if input.norm.is_some() || input.add {
                 return Err(Error::InvalidInput("a fused norm on a split projection of several rows".into()));
             }
+            let part =
+                part.ok_or_else(|| Error::InvalidInput("a split projection of several rows without room".into()))?;
+            return self.project_parts(parts, input, out, part, AUTO);
+        }
+        // One row: each projection is a contiguous slice of it.
+        let mut at = 0;
+        for m in parts {
+            let slice = out.reshape([out.numel()])?.narrow(at, m.rows())?.reshape([1, m.rows()])?;
+            self.matmul_with(input, m, &slice, AUTO)?;
             at += m.rows();
         }
         Ok(())

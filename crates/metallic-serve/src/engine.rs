@@ -383,6 +383,13 @@ struct Running {
     stream: StreamDecoder,
 }
 
+impl Running {
+    /// Past its prompt with a token to feed: in the next decode step.
+    fn is_decoding(&self) -> bool {
+        self.prefilled == self.request.prompt.len() && !self.generated.is_empty()
+    }
+}
+
 struct Scheduler {
     llm: Arc<Llm>,
     config: EngineConfig,
@@ -427,7 +434,7 @@ impl Scheduler {
             // (a burst of prompts arriving at once all start before the first decode step).
             // Greedy prompts' first tokens are read back together after the loop, so the GPU
             // runs one prompt while the host records the next.
-            let idle = self.flight.is_none() && self.decoding().is_empty();
+            let idle = self.flight.is_none() && !self.running.iter().any(Running::is_decoding);
             let mut budget = self.config.prefill_chunk * if idle { IDLE_PREFILL_CHUNKS } else { 1 };
             let mut firsts = Vec::new();
             while budget > 0 {
@@ -680,7 +687,7 @@ impl Scheduler {
     fn decoding(&self) -> Vec<Decoding> {
         self.running
             .iter()
-            .filter(|r| r.prefilled == r.request.prompt.len())
+            .filter(|r| r.is_decoding())
             .filter_map(|r| {
                 let greedy = r.sampler.is_greedy();
                 r.generated.last().map(|&token| Decoding {

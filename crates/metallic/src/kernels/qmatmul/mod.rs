@@ -980,7 +980,6 @@ impl Operation for QMatmul {
             let n = count_u32(OP, part.rows)?;
             let n0 = count_u32(OP, part.row0)?;
             let bindings = [&x, &wb, &y];
-            let coop_bindings = [&x, &wb, &y, &x];
             let gemv_params = GemvParams {
                 n,
                 k,
@@ -1091,15 +1090,18 @@ impl Operation for QMatmul {
                         k_chunk: k,
                         split_stride: 0,
                     };
-                    let dispatch = if path == QMatmulPath::Gemm {
-                        Dispatch {
-                            kernel: &GEMM,
-                            dtype,
-                            overrides: w.overrides(256)?,
-                            bindings: &bindings,
-                            params,
-                            workgroups: [n.div_ceil(GEMM_TILE).min(max), m.div_ceil(GEMM_TILE).min(max), 1],
-                        }
+                    if path == QMatmulPath::Gemm {
+                        encoder.dispatch(
+                            cache,
+                            Dispatch {
+                                kernel: &GEMM,
+                                dtype,
+                                overrides: w.overrides(256)?,
+                                bindings: &bindings,
+                                params,
+                                workgroups: [n.div_ceil(GEMM_TILE).min(max), m.div_ceil(GEMM_TILE).min(max), 1],
+                            },
+                        )?;
                     } else {
                         let (bm, bn) = self.coop_tile.unwrap_or_else(|| coop_tile(m));
                         // Subgroups of 32 along M and N, each computing 64 x 32 of the tile.
@@ -1112,54 +1114,50 @@ impl Operation for QMatmul {
                             ("XVEC", if xvec { 1.0 } else { 0.0 }),
                         ])?;
                         let grid = [n.div_ceil(bn).min(max), m.div_ceil(bm).min(max)];
-                        // Split K where asked for and it applies (f32, one part filling y's rows).
+                        // Split K where asked for and it applies (f32, one part filling y's rows):
+                        // the splits' partial products go to a scratch, then add into y.
+                        let applies = dtype == DType::F32 && w.parts.len() == 1 && n == ldy;
                         let (splits, chunk) = match self.coop_splits {
-                            _ if dtype != DType::F32 || w.parts.len() != 1 || n != ldy => (1, k),
-                            None => (1, k),
-                            Some(0) => coop_splits(grid[0] * grid[1], k),
-                            Some(s) => split_chunk(s, k),
+                            Some(0) if applies => coop_splits(grid[0] * grid[1], k),
+                            Some(s) if applies => split_chunk(s, k),
+                            _ => (1, k),
                         };
-                        if splits > 1 {
+                        // The scratch and the outputs of one split.
+                        let part = if splits > 1 {
                             let count = m.checked_mul(n).ok_or_else(|| Error::invalid(OP, "y too large"))?;
                             let total = count_u32(OP, count as usize * splits as usize)?;
                             let scratch = Tensor::empty(self.x.runtime(), [total as usize], DType::F32)?;
-                            let part = encoder.bind(&scratch)?;
-                            let params = GemmParams {
-                                y_off: part.elem_offset(),
+                            Some((encoder.bind(&scratch)?, count))
+                        } else {
+                            None
+                        };
+                        let params = match &part {
+                            Some((p, count)) => GemmParams {
+                                y_off: p.elem_offset(),
                                 ldy: n,
                                 n0: 0,
                                 k_chunk: chunk,
-                                split_stride: count,
+                                split_stride: *count,
                                 ..params
-                            };
-                            let workgroups = [grid[0], grid[1], splits.min(max)];
-                            let bindings = [&x, &wb, &part, &x];
-                            encoder.dispatch(
-                                cache,
-                                Dispatch {
-                                    kernel: &GEMM_COOP,
-                                    dtype,
-                                    overrides,
-                                    bindings: &bindings,
-                                    params,
-                                    workgroups,
-                                },
-                            )?;
-                            crate::kernels::matmul::encode_split_reduce(
-                                encoder, cache, dtype, &part, &y, count, splits,
-                            )?;
-                            continue;
+                            },
+                            None => params,
+                        };
+                        let out = part.as_ref().map_or(&y, |(p, _)| p);
+                        encoder.dispatch(
+                            cache,
+                            Dispatch {
+                                kernel: &GEMM_COOP,
+                                dtype,
+                                overrides,
+                                bindings: &[&x, &wb, out, &x],
+                                params,
+                                workgroups: [grid[0], grid[1], splits.min(max)],
+                            },
+                        )?;
+                        if let Some((p, count)) = &part {
+                            crate::kernels::matmul::encode_split_reduce(encoder, cache, dtype, p, &y, *count, splits)?;
                         }
-                        Dispatch {
-                            kernel: &GEMM_COOP,
-                            dtype,
-                            overrides,
-                            bindings: &coop_bindings,
-                            params,
-                            workgroups: [grid[0], grid[1], 1],
-                        }
-                    };
-                    encoder.dispatch(cache, dispatch)?;
+                    }
                 }
             }
         }
