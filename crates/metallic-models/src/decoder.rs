@@ -362,7 +362,7 @@ impl Loader<'_> {
     /// per run of consecutive parts that share a weight type (one GEMV for each run instead of
     /// one per part: q and k of a Q4_K_M file are Q4_K, its v often Q6_K).
     fn stacked(&self, parts: &[(&str, usize)], cols: usize) -> Result<Vec<QuantMatrix>> {
-        // Each run: its type, rows and the parts' bytes (copied together only when several).
+        // Each run: its type, rows and the parts' bytes.
         let mut runs: Vec<(metallic::quant::QuantType, usize, Vec<&[u8]>)> = Vec::new();
         for &(name, rows) in parts {
             let info = self.info(name)?;
@@ -377,13 +377,7 @@ impl Loader<'_> {
             }
         }
         runs.into_iter()
-            .map(|(ty, rows, datas)| {
-                let bytes = match datas.as_slice() {
-                    [one] => std::borrow::Cow::Borrowed(*one),
-                    several => std::borrow::Cow::Owned(several.concat()),
-                };
-                Ok(QuantMatrix::from_bytes(self.rt, ty, rows, cols, &bytes)?)
-            })
+            .map(|(ty, rows, datas)| Ok(QuantMatrix::from_pieces(self.rt, ty, rows, cols, &datas)?))
             .collect()
     }
 

@@ -65,16 +65,24 @@ impl Llm {
         progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
         let file = GgufFile::open(path)?;
-        let vocab = Vocab::from_gguf(&file)?;
-        // Ids the tokenizer makes must have embeddings: fail here, not at the first such token.
         let rows = DecoderConfig::from_gguf(&file)?.vocab;
+        // The tokenizer (262,144 tokens for Gemma 3: tens of milliseconds) builds on another
+        // core while the weights upload.
+        let (vocab, decoder) = std::thread::scope(|scope| {
+            let vocab = scope.spawn(|| Vocab::from_gguf(&file));
+            let decoder = Decoder::load_with_progress(&file, rt, progress);
+            let vocab =
+                vocab.join().unwrap_or_else(|_| Err(Error::Tokenizer("building the vocabulary panicked".into())));
+            // A vocabulary error first: it says more about the file than a weight's would.
+            Ok::<_, Error>((vocab?, decoder?))
+        })?;
+        // Ids the tokenizer makes must have embeddings: fail here, not at the first such token.
         if vocab.len() > rows {
             return Err(Error::format(
                 file.path(),
                 format!("the tokenizer has {} tokens but token_embd.weight only {rows} rows", vocab.len()),
             ));
         }
-        let decoder = Decoder::load_with_progress(&file, rt, progress)?;
         let stops = vocab.end_tokens().to_vec();
         let chat = ChatTemplate::from_gguf(&file)?;
         let context = decoder.config().n_ctx_train.min(decoder.max_context());

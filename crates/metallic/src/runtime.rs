@@ -238,6 +238,29 @@ impl Runtime {
         Ok(read)
     }
 
+    /// Writes `len` bytes, which `fill` writes straight into the queue's staging memory, into
+    /// `buffer` at `offset` (both whole words), ordered after all work recorded so far: the
+    /// upload of data built on the host (repacked weights) without a copy of its own first.
+    pub(crate) fn write_bytes_with(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        len: u64,
+        fill: impl FnOnce(wgpu::WriteOnly<'_, [u8]>) -> Result<()>,
+    ) -> Result<()> {
+        if !offset.is_multiple_of(4) || !len.is_multiple_of(4) {
+            return Err(Error::invalid("write", format!("{len} bytes at {offset}: both must be whole words")));
+        }
+        let Some(size) = wgpu::BufferSize::new(len) else {
+            return fill(wgpu::WriteOnly::from_mut(&mut [][..]));
+        };
+        self.flush()?;
+        let mut view = self.inner.ctx.queue().write_buffer_with(buffer, offset, size).ok_or_else(|| {
+            Error::invalid("write", format!("bytes {offset}..{} outside a {}-byte buffer", offset + len, buffer.size()))
+        })?;
+        fill(view.slice(..))
+    }
+
     /// Writes `data` into `buffer` at `offset`, ordered after all work recorded so far.
     pub(crate) fn write_bytes(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) -> Result<()> {
         self.flush()?;

@@ -670,6 +670,14 @@ fn parts_split_the_rows() {
         let got = w.embedding(&ids).unwrap().to_vec::<f32>().unwrap();
         let whole = QuantMatrix::from_bytes(&rt, ty, n, k, &bytes).unwrap();
         assert_eq!(got, whole.embedding(&ids).unwrap().to_vec::<f32>().unwrap(), "{ty}");
+        // Rows given in pieces (q, k and v of a layer) whose seams fall inside the parts of
+        // 5 rows and on their edges: the same table, row for row.
+        let rb = ty.bytes_for(k).unwrap();
+        let pieces = [&bytes[..3 * rb], &bytes[3 * rb..3 * rb], &bytes[3 * rb..10 * rb], &bytes[10 * rb..]];
+        let stacked = QuantMatrix::from_pieces_split(&rt, ty, n, k, &pieces, 5).unwrap();
+        let all = Tensor::from_vec(&rt, [n], (0..n as u32).collect()).unwrap();
+        let want = whole.embedding(&all).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(stacked.embedding(&all).unwrap().to_vec::<f32>().unwrap(), want, "{ty} in pieces");
     }
 }
 
@@ -746,6 +754,10 @@ fn errors() {
         Err(Error::InvalidArgument { .. })
     ));
     assert!(matches!(QuantMatrix::from_bytes(&rt, ty, 0, 64, &[]), Err(Error::InvalidArgument { .. })));
+    // Pieces of the right total whose seam cuts a row.
+    let rb = ty.bytes_for(64).unwrap();
+    let cut = [&bytes[..rb + 1], &bytes[rb + 1..]];
+    assert!(matches!(QuantMatrix::from_pieces(&rt, ty, 3, 64, &cut), Err(Error::InvalidArgument { .. })));
     // Every block type: a byte short, K not a whole number of blocks.
     for t in TYPES.into_iter().filter(|t| t.block_elems() > 1) {
         let k = 2 * t.block_elems();

@@ -185,6 +185,24 @@ impl Tensor {
         self.rt.write_bytes(self.storage.buffer(), self.offset, bytemuck::cast_slice(data))
     }
 
+    /// Sets the tensor's bytes in `range` (whole words) to what `fill` writes into the
+    /// (write-only) staging memory of the upload: data built on the host goes up without a copy
+    /// of its own first. `fill` must write every byte. Several threads may each fill a range.
+    pub(crate) fn write_with(
+        &self,
+        range: std::ops::Range<usize>,
+        fill: impl FnOnce(wgpu::WriteOnly<'_, [u8]>) -> Result<()>,
+    ) -> Result<()> {
+        if range.start > range.end || range.end > self.size_in_bytes() {
+            return Err(Error::invalid(
+                "Tensor::write_with",
+                format!("bytes {range:?} of a {}-byte tensor", self.size_in_bytes()),
+            ));
+        }
+        let at = self.offset + range.start as u64;
+        self.rt.write_bytes_with(self.storage.buffer(), at, range.len() as u64, fill)
+    }
+
     /// Copies the data to the host (submits pending work and waits for it).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype {

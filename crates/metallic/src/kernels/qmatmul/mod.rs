@@ -296,29 +296,94 @@ fn row_words(ty: QuantType, cols: usize) -> Option<usize> {
     }
 }
 
-/// Repacks `src` (whole rows in GGML's layout, `row_bytes` each) into `dst` (the same rows in
-/// the GPU layout, `words` each).
-fn repack(ty: QuantType, src: &[u8], row_bytes: usize, dst: &mut [u32], words: usize) -> Result<()> {
+/// Repacks `rows` (each `row_bytes` in GGML's layout) into `dst` (the same rows in the GPU
+/// layout, `words` each, padding zeroed), which they must fill exactly.
+fn repack<'a>(
+    ty: QuantType,
+    rows: impl Iterator<Item = &'a [u8]>,
+    row_bytes: usize,
+    mut dst: wgpu::WriteOnly<'_, [u8]>,
+    words: usize,
+) -> Result<()> {
     let bad = || Error::invalid("QuantMatrix", "repacking ran out of bounds");
-    let dst: &mut [u8] = bytemuck::cast_slice_mut(dst);
     let (bb, layout) = (ty.block_bytes(), block_layout(ty));
-    for (row, out) in src.chunks_exact(row_bytes).zip(dst.chunks_exact_mut(words * 4)) {
+    if let Some((block_words, segments)) = layout
+        && segments.iter().map(|&(start, end)| end - start).sum::<usize>() > block_words * 4
+    {
+        return Err(bad());
+    }
+    for row in rows {
+        let mut out = dst.split_off(..words * 4).ok_or_else(bad)?;
         match layout {
-            None => out.get_mut(..row_bytes).ok_or_else(bad)?.copy_from_slice(row),
+            // The GPU's blocks are GGML's (Q4_K: 144 bytes, 36 words): one copy per row.
+            Some((block_words, &[(0, end)])) if end == bb && bb == block_words * 4 => {
+                out.split_off(..row_bytes).ok_or_else(bad)?.copy_from_slice(row);
+            }
             Some((block_words, segments)) => {
-                for (block, out) in row.chunks_exact(bb).zip(out.chunks_exact_mut(block_words * 4)) {
-                    let mut at = 0;
+                for block in row.chunks_exact(bb) {
+                    let mut out = out.split_off(..block_words * 4).ok_or_else(bad)?;
                     for &(start, end) in segments {
-                        let len = end - start;
                         let from = block.get(start..end).ok_or_else(bad)?;
-                        out.get_mut(at..at + len).ok_or_else(bad)?.copy_from_slice(from);
-                        at += len;
+                        out.split_off(..from.len()).ok_or_else(bad)?.copy_from_slice(from);
                     }
+                    out.fill(0);
                 }
             }
+            None => out.split_off(..row_bytes).ok_or_else(bad)?.copy_from_slice(row),
         }
+        out.fill(0);
     }
-    Ok(())
+    if dst.is_empty() { Ok(()) } else { Err(bad()) }
+}
+
+/// Rows `first..first + count` of a matrix whose rows lie in `pieces`, in order.
+fn rows_of<'a>(
+    pieces: &'a [&'a [u8]],
+    row_bytes: usize,
+    first: usize,
+    count: usize,
+) -> impl Iterator<Item = &'a [u8]> + Send + 'a {
+    pieces.iter().flat_map(move |p| p.chunks_exact(row_bytes)).skip(first).take(count)
+}
+
+/// Bytes each thread repacking a part should have at least: below it, starting a thread costs
+/// more than the copy it takes over.
+const REPACK_BYTES_PER_THREAD: usize = 4 << 20;
+
+/// Most threads repacking one part (memory bandwidth, not cores, bounds the copy beyond it).
+const REPACK_THREADS: usize = 8;
+
+/// Repacks rows `first..first + count` of `pieces` into `dst` ([`repack`]), on several threads
+/// when the part is large (each writing its own range): loading a model is mostly this copy,
+/// and one core does not reach the memory's bandwidth.
+fn repack_rows(
+    ty: QuantType,
+    pieces: &[&[u8]],
+    row_bytes: usize,
+    (first, count): (usize, usize),
+    dst: &Tensor,
+    words: usize,
+) -> Result<()> {
+    let row_out = words * 4;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(REPACK_THREADS).min(count * row_out / REPACK_BYTES_PER_THREAD).max(1);
+    let per_thread = count.div_ceil(threads);
+    let share = |start: usize| {
+        let n = per_thread.min(count - start);
+        let rows = rows_of(pieces, row_bytes, first + start, n);
+        dst.write_with(start * row_out..(start + n) * row_out, |out| repack(ty, rows, row_bytes, out, words))
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> =
+            (per_thread..count).step_by(per_thread).map(|start| scope.spawn(move || share(start))).collect();
+        // The first share on this thread.
+        let first = share(0);
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(Error::invalid("QuantMatrix", "a repacking thread panicked"))))
+            .chain([first])
+            .collect()
+    })
 }
 
 /// A range of whole rows of a [`QuantMatrix`] in one u32 tensor.
@@ -350,7 +415,14 @@ impl QuantMatrix {
     /// a row larger than one storage binding, and with [`Error::InvalidShape`] when `cols` is
     /// not a whole number of blocks.
     pub fn from_bytes(rt: &Runtime, ty: QuantType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        Self::from_bytes_split(rt, ty, rows, cols, bytes, usize::MAX)
+        Self::from_pieces_split(rt, ty, rows, cols, &[bytes], usize::MAX)
+    }
+
+    /// [`from_bytes`](Self::from_bytes) for a matrix whose rows lie in several slices, in order,
+    /// each a whole number of rows (one layer's q, k and v stacked into one matrix), without
+    /// joining them into one copy first.
+    pub fn from_pieces(rt: &Runtime, ty: QuantType, rows: usize, cols: usize, pieces: &[&[u8]]) -> Result<Self> {
+        Self::from_pieces_split(rt, ty, rows, cols, pieces, usize::MAX)
     }
 
     /// [`from_bytes`](Self::from_bytes) with at most `max_part_rows` rows per part, to exercise
@@ -362,6 +434,19 @@ impl QuantMatrix {
         rows: usize,
         cols: usize,
         bytes: &[u8],
+        max_part_rows: usize,
+    ) -> Result<Self> {
+        Self::from_pieces_split(rt, ty, rows, cols, &[bytes], max_part_rows)
+    }
+
+    /// [`from_pieces`](Self::from_pieces) with at most `max_part_rows` rows per part.
+    #[doc(hidden)]
+    pub fn from_pieces_split(
+        rt: &Runtime,
+        ty: QuantType,
+        rows: usize,
+        cols: usize,
+        pieces: &[&[u8]],
         max_part_rows: usize,
     ) -> Result<Self> {
         const WHAT: &str = "QuantMatrix";
@@ -378,8 +463,15 @@ impl QuantMatrix {
             )
         })?;
         let want = row_bytes.checked_mul(rows).ok_or_else(|| Error::invalid(WHAT, "the matrix size overflows"))?;
-        if bytes.len() != want {
-            return Err(Error::invalid(WHAT, format!("{rows} x {cols} {ty} takes {want} bytes, got {}", bytes.len())));
+        let got: usize = pieces.iter().map(|p| p.len()).sum();
+        if got != want {
+            return Err(Error::invalid(WHAT, format!("{rows} x {cols} {ty} takes {want} bytes, got {got}")));
+        }
+        if let Some(p) = pieces.iter().find(|p| !p.len().is_multiple_of(row_bytes)) {
+            return Err(Error::invalid(
+                WHAT,
+                format!("a piece of {} bytes is not whole rows of {row_bytes} bytes", p.len()),
+            ));
         }
         count_u32(WHAT, cols)?;
         count_u32(WHAT, rows)?;
@@ -398,12 +490,9 @@ impl QuantMatrix {
         let mut row0 = 0;
         while row0 < rows {
             let n = part_rows.min(rows - row0);
-            let src = bytes
-                .get(row0 * row_bytes..(row0 + n) * row_bytes)
-                .ok_or_else(|| Error::invalid(WHAT, "rows out of range"))?;
-            let mut packed = vec![0u32; n * words];
-            repack(ty, src, row_bytes, &mut packed, words)?;
-            parts.push(Part { words: Tensor::from_vec(rt, [n * words], packed)?, row0, rows: n });
+            let part = Tensor::empty(rt, [n * words], DType::U32)?;
+            repack_rows(ty, pieces, row_bytes, (row0, n), &part, words)?;
+            parts.push(Part { words: part, row0, rows: n });
             row0 += n;
         }
         Ok(QuantMatrix { ty, rows, cols, row_words: words, parts })
