@@ -4,7 +4,7 @@
 # 1, 8 and 32 concurrent streaming clients (bench/serve_load.py: different prompts, TOKENS
 # tokens each, greedy) after unreported warm-up rounds, then metallic's single-stream `bench
 # generate` for the same length. MODES="default exact" runs metallic serve twice, the second
-# time with --exact-batches.
+# time with --exact-batches; "split" runs it with the experimental --coop-split-k.
 # usage: [TOKENS=128] [CTX=1024] [MODES=default] bench/serve_on_device.sh METALLIC_BIN PEER_DIR MODEL OUT_DIR
 set -eu
 bin=$1 peer=$2 model=$3 out=$4
@@ -44,6 +44,7 @@ load() {
         flag=""
         label=metallic
         if [ "$mode" = exact ]; then flag=--exact-batches label=metallic-exact; fi
+        if [ "$mode" = split ]; then flag=--coop-split-k label=metallic-split; fi
         "$bin" serve --model "$model" --port 8090 --parallel 32 --ctx-size "$ctx" $flag > "$out/metallic-serve-$mode.log" 2>&1 &
         server=$!
         wait_healthy http://127.0.0.1:8090 && load http://127.0.0.1:8090 "$label"

@@ -70,6 +70,14 @@ pub struct ServeArgs {
     /// which compile the GPU pipelines requests need): a faster start, slower first requests.
     #[arg(long)]
     no_warmup: bool,
+    /// Experimental: products of few output tiles on the tensor cores split K across
+    /// workgroups (`bench generate --coop-split-k`).
+    #[arg(long, hide = true)]
+    coop_split_k: bool,
+    /// Experimental: pipelined greedy steps in flight at once, 1 to 4
+    /// (`EngineConfig::pipeline_depth`).
+    #[arg(long, hide = true, default_value_t = 1)]
+    pipeline_depth: usize,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -179,6 +187,7 @@ fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<Language
     bar.finish_and_clear();
     crate::generate::CacheType::apply(args.cache_type, &mut llm)?;
     llm.set_exact_batches(args.exact_batches);
+    llm.set_coop_split_k(args.coop_split_k);
     let trained = llm.decoder().config().n_ctx_train;
     let (ctx_size, why) = match args.ctx_size {
         Some(n) if n > trained => (n, format!("--ctx-size; beyond the model's trained context of {trained}")),
@@ -195,6 +204,7 @@ fn load_language(path: &Path, args: &ServeArgs, rt: &Runtime) -> Result<Language
         max_queue: args.max_queue,
         prefill_chunk: PREFILL_CHUNK,
         warm_up: !args.no_warmup,
+        pipeline_depth: args.pipeline_depth,
     };
     let loaded = start.elapsed();
     precompiling.join();

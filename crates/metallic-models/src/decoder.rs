@@ -576,6 +576,13 @@ struct Activations {
     part: Option<Tensor>,
 }
 
+/// One sequence's tokens in a pass over several ([`Decoder::record_sequences`]): its cache
+/// and how many rows, which follow the previous sequence's.
+struct Rows<'c> {
+    cache: &'c mut KvCache,
+    len: usize,
+}
+
 impl KvCache {
     /// Positions held so far.
     pub fn len(&self) -> usize {
@@ -620,6 +627,9 @@ pub struct KvSlots {
     steps: Vec<Option<StepActivations>>,
     /// The row buffers every slot's prompt chunks run in (see [`KvCache`]).
     rows: Option<Activations>,
+    /// The last rows' logits of prompts run together ([`Decoder::prefill_slots`]), `[n,
+    /// vocab]` for the most prompts run together so far.
+    prompt_logits: Option<Tensor>,
 }
 
 /// The residual-stream tensors of a pass (`[rows, ..]`), one-sequence or batched.
@@ -947,12 +957,16 @@ impl Decoder {
         &self.config
     }
 
+    /// Every layer's weight matrices.
+    fn layer_matrices(&self) -> impl Iterator<Item = &QuantMatrix> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.qkv.matrices().into_iter().chain(l.gate_up.matrices()).chain([&l.wo, &l.down]))
+    }
+
     /// Bytes of weights on the GPU.
     pub fn weight_bytes(&self) -> usize {
-        let matrices = self
-            .layers
-            .iter()
-            .flat_map(|l| l.qkv.matrices().into_iter().chain(l.gate_up.matrices()).chain([&l.wo, &l.down]));
+        let matrices = self.layer_matrices();
         let vectors = self.layers.iter().flat_map(Layer::vectors).chain(self.rope_factors.tensors());
         matrices.chain([&self.embed]).chain(self.output.as_ref()).map(QuantMatrix::size_in_bytes).sum::<usize>()
             + vectors.chain([&self.output_norm]).map(Tensor::size_in_bytes).sum::<usize>()
@@ -1012,6 +1026,7 @@ impl Decoder {
             lens: vec![0; slots],
             steps: (0..slots).map(|_| None).collect(),
             rows: None,
+            prompt_logits: None,
         })
     }
 
@@ -1034,6 +1049,82 @@ impl Decoder {
             *len = view.len;
         }
         Ok(logits)
+    }
+
+    /// Runs several slots' next tokens in one pass — `prompts[i]` = (slot, tokens), each slot
+    /// at most once, `chunk` as for [`prefill_slot`](Self::prefill_slot) (the row buffers grow
+    /// to it, or to the rows given when more) — and returns the logits of each one's last
+    /// token, `[prompts, vocab]`, live in `kv` until the next such pass.
+    ///
+    /// The quantized products run once over every prompt's rows (a burst of short prompts
+    /// fills the GPU's matrix kernels where one alone leaves most of it idle); each prompt's
+    /// RoPE, attention and cache writes are its own, with the kernels a
+    /// [`prefill_slot`](Self::prefill_slot) of it alone takes. Where
+    /// [`prefills_together`](Self::prefills_together) holds for every prompt's length, its
+    /// logits and cached keys and values are bit-identical to running it alone.
+    pub fn prefill_slots(&self, prompts: &[(usize, &[u32])], kv: &mut KvSlots, chunk: usize) -> Result<Tensor> {
+        let c = &self.config;
+        if prompts.is_empty() || chunk == 0 {
+            return Err(Error::InvalidInput("a pass of no prompts, or a chunk of 0 tokens".into()));
+        }
+        let mut views = Vec::with_capacity(prompts.len());
+        for (i, &(slot, ids)) in prompts.iter().enumerate() {
+            if slot >= kv.slots() || prompts.iter().take(i).any(|&(s, _)| s == slot) {
+                return Err(Error::InvalidInput(format!("slot {slot} of {}, or twice in one pass", kv.slots())));
+            }
+            if ids.is_empty() {
+                return Err(Error::InvalidInput(format!("no tokens to run in slot {slot}")));
+            }
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= c.vocab) {
+                return Err(Error::InvalidInput(format!("token id {bad} outside the vocabulary of {}", c.vocab)));
+            }
+            let view = kv.view(slot)?;
+            self.check_cache(&view, ids.len())?;
+            views.push(view);
+        }
+        let total: usize = prompts.iter().map(|(_, ids)| ids.len()).sum();
+        let logits = match kv.prompt_logits.take() {
+            Some(t) if t.dims().first().is_some_and(|&n| n >= prompts.len()) => t,
+            _ => Tensor::empty(&self.rt, [prompts.len().next_power_of_two(), c.vocab], DType::F32)?,
+        };
+        let buffers = self.row_buffers(kv.rows.take(), total, chunk, kv.capacity)?;
+        let mut run = || -> Result<Tensor> {
+            let a = self.first_rows(&buffers, total)?;
+            let ids: Vec<u32> = prompts.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+            a.ids.write(&ids)?;
+            let mut seqs: Vec<Rows<'_>> =
+                views.iter_mut().zip(prompts).map(|(cache, (_, ids))| Rows { cache, len: ids.len() }).collect();
+            self.record_sequences(&a.ids, &a, &mut seqs)?;
+            // Each prompt's last row alone, as its own pass would take it.
+            let mut last = 0;
+            for (i, (_, ids)) in prompts.iter().enumerate() {
+                last += ids.len();
+                self.record_logits(&a, last - 1, 1, &logits.narrow(i, 1)?)?;
+            }
+            Ok(logits.narrow(0, prompts.len())?)
+        };
+        let result = run();
+        kv.rows = Some(buffers);
+        kv.prompt_logits = Some(logits);
+        let result = result?;
+        for (&(slot, _), view) in prompts.iter().zip(&views) {
+            if let Some(len) = kv.lens.get_mut(slot) {
+                *len = view.len;
+            }
+        }
+        Ok(result)
+    }
+
+    /// Whether a prompt chunk of `rows` tokens run with others in
+    /// [`prefill_slots`](Self::prefill_slots) gives the bits it gives alone: when every
+    /// product of `rows` rows takes the kernel a pass of any more rows takes (the GEMMs, whose
+    /// rows do not depend on each other) — more than 4 rows on GPUs, more than 32 on CPU
+    /// adapters (where up to 32 take the row GEMV) — and more than one row (a one-token pass
+    /// takes the decode step's kernels).
+    pub fn prefills_together(&self, rows: usize) -> bool {
+        let x = &self.output_norm;
+        rows > 1
+            && self.layer_matrices().all(|w| QMatmul::auto_path(x, rows, w) == QMatmul::auto_path(x, usize::MAX / 2, w))
     }
 
     /// Copies the first `len` positions of slot `from` into slot `to` and sets `to`'s length to
@@ -1610,13 +1701,19 @@ impl Decoder {
         chunk: usize,
         f: impl FnOnce(&Activations, &mut KvCache) -> Result<T>,
     ) -> Result<T> {
-        let buffers = match cache.rows.take() {
-            Some(a) if a.x.dims().first().is_some_and(|&rows| rows >= seq) => a,
-            _ => self.activations(seq.next_power_of_two().max(16).min(chunk).max(seq), cache.capacity)?,
-        };
+        let buffers = self.row_buffers(cache.rows.take(), seq, chunk, cache.capacity)?;
         let result = self.first_rows(&buffers, seq).and_then(|a| f(&a, cache));
         cache.rows = Some(buffers);
         result
+    }
+
+    /// `held` if it has `seq` rows, else row buffers grown to the next power of two rows (at
+    /// least 16, at most `chunk` unless `seq` is more).
+    fn row_buffers(&self, held: Option<Activations>, seq: usize, chunk: usize, capacity: usize) -> Result<Activations> {
+        match held {
+            Some(a) if a.x.dims().first().is_some_and(|&rows| rows >= seq) => Ok(a),
+            _ => self.activations(seq.next_power_of_two().max(16).min(chunk).max(seq), capacity),
+        }
     }
 
     /// Views of the first `seq` rows of `a` (a pass over more than one token).
@@ -1765,59 +1862,87 @@ impl Decoder {
     /// Records `seq` tokens (`ids`, on the GPU) through every layer after what `cache` holds:
     /// their keys and values go to `cache`, the final norm of their residual stream to `a.n`.
     fn record_layers(&self, ids: &Tensor, a: &Activations, cache: &mut KvCache, seq: usize) -> Result<()> {
+        self.record_sequences(ids, a, &mut [Rows { cache, len: seq }])
+    }
+
+    /// [`record_layers`](Self::record_layers) for several sequences' tokens in one pass: `ids`
+    /// (and `a`'s rows) hold each sequence's tokens in turn, `seqs` says whose and how many.
+    /// The products run once over every row; each sequence's RoPE, attention and cache writes
+    /// are its own, the same kernels on the same shapes as when it runs alone — so a row's
+    /// arithmetic is a one-sequence pass's wherever its products take the same kernel (see
+    /// [`prefills_together`](Self::prefills_together)).
+    fn record_sequences(&self, ids: &Tensor, a: &Activations, seqs: &mut [Rows<'_>]) -> Result<()> {
         let c = &self.config;
         let rt = &self.rt;
-        let start = cache.len;
-        let end = start + seq;
+        let total: usize = seqs.iter().map(|s| s.len).sum();
         let products = Products::Auto { part: a.part.as_ref() };
-        let fused = self.fuses_norms(products, seq);
+        let fused = self.fuses_norms(products, total);
         let stream = Stream { x: &a.x, n: &a.n, o: &a.o, gate_up: &a.gate_up, act: &a.act, fused };
         self.record_embedding(ids, &stream)?;
-        let rope_factors = self.rope_factors.for_context(cache.capacity, c.rope_long_from);
-        let attn_rows = a.attn.reshape([c.n_head, seq, c.head_dim])?;
-        let capacity = cache.capacity;
-        let whole = |t: &Tensor| t.reshape([1, c.n_head_kv, capacity, c.head_dim]);
+        // Each sequence's queries and attention output, head-major (`[1, n_head, len, hd]`),
+        // one after another in `a.q` and `a.attn`.
+        let hd = c.head_dim;
+        let head_major = |t: &Tensor, row0: usize, len: usize| -> Result<Tensor> {
+            Ok(t.reshape([t.numel()])?
+                .narrow(c.n_head * row0 * hd, c.n_head * len * hd)?
+                .reshape([1, c.n_head, len, hd])?)
+        };
         for (il, layer) in self.layers.iter().enumerate() {
-            let (k_cache, v_cache) = match (cache.k.get(il), cache.v.get(il)) {
-                (Some(k), Some(v)) => (k, v),
-                _ => return Err(Error::InvalidInput("the cache belongs to another model".into())),
-            };
             self.project_with(&layer.qkv, &stream.input(&layer.attn_norm), &a.qkv, products)?;
-            let q_heads = a.q.reshape([c.n_head, seq, c.head_dim])?;
-            let qkv_rope = QkvRope::new(&a.qkv, &q_heads, k_cache, v_cache, self.rope_options(layer, start as u32))?;
-            rt.record(&self.with_layer_extras(qkv_rope, layer, rope_factors)?)?;
-            // Queries at start..end see keys up to their own position (the first `end` of the
-            // cache are read, the cache is bound whole); a local layer's only the last `window`.
             let window = if layer.local { c.sliding_window } else { None };
-            let (keys, values) = (whole(k_cache)?, whole(v_cache)?);
-            let options = SdpaOptions {
-                scale: Some(c.attn_scale),
-                causal: true,
-                window,
-                keys: Some(end),
-                ..SdpaOptions::default()
-            };
-            match &a.sdpa_scratch {
-                Some(scratch) => {
-                    rt.record(&SplitKAttention::with_scratch(&a.q, &keys, &values, &a.attn, options, scratch)?)?
+            let mut row0 = 0;
+            for s in seqs.iter() {
+                let cache = &*s.cache;
+                let (k_cache, v_cache) = match (cache.k.get(il), cache.v.get(il)) {
+                    (Some(k), Some(v)) => (k, v),
+                    _ => return Err(Error::InvalidInput("the cache belongs to another model".into())),
+                };
+                let (seq, start, capacity) = (s.len, cache.len, cache.capacity);
+                let end = start + seq;
+                let (q, attn) = (head_major(&a.q, row0, seq)?, head_major(&a.attn, row0, seq)?);
+                let qkv = if seqs.len() == 1 { a.qkv.clone() } else { a.qkv.narrow(row0, seq)? };
+                let q_heads = q.reshape([c.n_head, seq, hd])?;
+                let qkv_rope = QkvRope::new(&qkv, &q_heads, k_cache, v_cache, self.rope_options(layer, start as u32))?;
+                let factors = self.rope_factors.for_context(capacity, c.rope_long_from);
+                rt.record(&self.with_layer_extras(qkv_rope, layer, factors)?)?;
+                // Queries at start..end see keys up to their own position (the first `end` of
+                // the cache are read, the cache is bound whole); a local layer's only the last
+                // `window`.
+                let whole = |t: &Tensor| t.reshape([1, c.n_head_kv, capacity, hd]);
+                let (keys, values) = (whole(k_cache)?, whole(v_cache)?);
+                let options = SdpaOptions {
+                    scale: Some(c.attn_scale),
+                    causal: true,
+                    window,
+                    keys: Some(end),
+                    ..SdpaOptions::default()
+                };
+                match &a.sdpa_scratch {
+                    Some(scratch) => {
+                        rt.record(&SplitKAttention::with_scratch(&q, &keys, &values, &attn, options, scratch)?)?
+                    }
+                    None => rt.record(attention(&q, &keys, &values, &attn, options, SdpaImpl::Auto)?.1.as_ref())?,
                 }
-                None => rt.record(attention(&a.q, &keys, &values, &a.attn, options, SdpaImpl::Auto)?.1.as_ref())?,
-            }
-            // [n_head, seq, hd] → [seq, n_head · hd]: a copy unless there is one token.
-            let heads = match &a.heads {
-                Some(heads) => {
-                    let hd = c.head_dim;
-                    let rows = heads.reshape([seq, c.n_head, hd])?;
+                // [n_head, seq, hd] → the sequence's rows of [rows, n_head · hd].
+                if let Some(heads) = &a.heads {
+                    let rows = heads.narrow(row0, seq)?.reshape([seq, c.n_head, hd])?;
                     let (src_strides, dst_strides) = ([hd, seq * hd, 1], [c.n_head * hd, hd, 1]);
                     let (src, dst) = (Strided::new(0, &src_strides), Strided::new(0, &dst_strides));
+                    let attn_rows = attn.reshape([c.n_head, seq, hd])?;
                     rt.record(&StridedCopy::new(&attn_rows, src, &rows, dst, rows.dims())?)?;
-                    heads.clone()
                 }
-                None => a.attn.reshape([seq, c.n_head * c.head_dim])?,
+                row0 += seq;
+            }
+            // One token: its attention output is already a row.
+            let heads = match &a.heads {
+                Some(heads) => heads.clone(),
+                None => a.attn.reshape([total, c.n_head * hd])?,
             };
             self.record_block_rest(il, layer, &heads, &stream, products)?;
         }
-        cache.len = end;
+        for s in seqs.iter_mut() {
+            s.cache.len += s.len;
+        }
         Ok(())
     }
 

@@ -336,3 +336,85 @@ fn steps_of_more_than_eight_sequences() {
 /// How far (relative to the largest logit) a tensor-core step of SmolLM2 may stray from solo:
 /// 3.0e-4 measured on an H200 (session 17), no greedy token changed.
 const TENSOR_CORE_TOL: f32 = 2e-3;
+
+/// Prompts run together in one pass ([`Decoder::prefill_slots`]) of lengths that
+/// [`Decoder::prefills_together`] admits — one after a cached prefix of its slot — give the
+/// logits and the cached keys and values (checked through a decode step after) that each
+/// gives alone, bit for bit: on the architecture paths of the synthetic files (q/k norms,
+/// biases, split projections, LongRoPE) and a Gemma 3 whose sliding window is shorter than
+/// the prompts.
+#[test]
+fn prompts_run_together_equal_each_alone() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    let gemma_dir = common::TempDir::new("together");
+    let mut decoders: Vec<(String, Decoder)> = ["llama3", "qwen2", "qwen3", "phi3_longrope"]
+        .iter()
+        .map(|name| (name.to_string(), load(&dir.join(format!("{name}.gguf")))))
+        .collect();
+    decoders.push(("tiny gemma3".into(), tiny_gemma(&gemma_dir, 2, 5)));
+    for (name, decoder) in &decoders {
+        assert!(!decoder.prefills_together(1), "{name}: one token takes the step's kernels");
+        // The shortest chunk that runs with others as alone (4 rows on GPUs, 32 on CPUs).
+        let min = (2..=64).find(|&n| decoder.prefills_together(n)).unwrap();
+        assert!(!decoder.prefills_together(min - 1) && decoder.prefills_together(min + 40), "{name}");
+        let prompt = |len: usize, salt: u32| -> Vec<u32> { (0..len as u32).map(|i| 1 + (i * 5 + salt) % 37).collect() };
+        let prefix = prompt(6, 8);
+        // (slot, tokens): slot 2 continues after `prefix`.
+        let parts = [(3usize, prompt(min, 1)), (0, prompt(min + 9, 2)), (2, prompt(min + 3, 3))];
+        let fed = [4u32, 17, 29];
+        let capacity = 2 * min + 32;
+        // Alone: each in a cache of its own, then one step of its fed token.
+        let alone: Vec<(Vec<f32>, Vec<f32>)> = parts
+            .iter()
+            .zip(fed)
+            .map(|((slot, ids), t)| {
+                let mut cache = decoder.new_cache(capacity).unwrap();
+                if *slot == 2 {
+                    decoder.forward(&prefix, &mut cache).unwrap();
+                }
+                let first = decoder.forward(ids, &mut cache).unwrap().to_vec::<f32>().unwrap();
+                (first, decoder.forward(&[t], &mut cache).unwrap().to_vec::<f32>().unwrap())
+            })
+            .collect();
+        let mut kv = decoder.new_slots(4, capacity).unwrap();
+        decoder.prefill_slot(&prefix, &mut kv, 2, PREFILL_CHUNK).unwrap();
+        let together: Vec<(usize, &[u32])> = parts.iter().map(|(slot, ids)| (*slot, ids.as_slice())).collect();
+        let firsts = decoder.prefill_slots(&together, &mut kv, PREFILL_CHUNK).unwrap();
+        assert_eq!(firsts.dims(), [3, decoder.config().vocab]);
+        let firsts = firsts.to_vec::<f32>().unwrap();
+        for ((slot, ids), len) in parts.iter().zip([0, 0, prefix.len()]) {
+            assert_eq!(kv.len(*slot), len + ids.len(), "{name}: slot {slot}'s length");
+        }
+        let rows: Vec<(usize, u32)> = parts.iter().zip(fed).map(|((slot, _), t)| (*slot, t)).collect();
+        let steps = decoder.step(&rows, &mut kv).unwrap().to_vec::<f32>().unwrap();
+        let vocab = decoder.config().vocab;
+        let same =
+            |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        for (i, (first, step)) in alone.iter().enumerate() {
+            assert!(same(&firsts[i * vocab..(i + 1) * vocab], first), "{name}: prompt {i}'s logits differ");
+            assert!(same(&steps[i * vocab..(i + 1) * vocab], step), "{name}: prompt {i}'s next step differs");
+        }
+    }
+}
+
+#[test]
+fn bad_prompt_passes_are_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
+    let decoder = load(&dir.join("qwen2.gguf"));
+    let mut kv = decoder.new_slots(2, 8).unwrap();
+    let err = |r: metallic_models::Result<metallic::Tensor>| r.unwrap_err().to_string();
+    let ids: &[u32] = &[1, 2, 3];
+    assert!(err(decoder.prefill_slots(&[], &mut kv, PREFILL_CHUNK)).contains("no prompts"));
+    assert!(err(decoder.prefill_slots(&[(0, ids)], &mut kv, 0)).contains("chunk of 0"));
+    assert!(err(decoder.prefill_slots(&[(2, ids)], &mut kv, PREFILL_CHUNK)).contains("slot 2 of 2"));
+    assert!(err(decoder.prefill_slots(&[(0, ids), (0, ids)], &mut kv, PREFILL_CHUNK)).contains("twice"));
+    assert!(err(decoder.prefill_slots(&[(0, ids), (1, &[])], &mut kv, PREFILL_CHUNK)).contains("no tokens"));
+    assert!(
+        err(decoder.prefill_slots(&[(1, &[1_000_000])], &mut kv, PREFILL_CHUNK)).contains("outside the vocabulary")
+    );
+    assert!(err(decoder.prefill_slots(&[(0, ids), (1, &[1; 9])], &mut kv, PREFILL_CHUNK)).contains("exceed"));
+    // A refused pass changes no length.
+    assert_eq!((kv.len(0), kv.len(1)), (0, 0));
+    decoder.prefill_slots(&[(1, ids), (0, &ids[..1])], &mut kv, PREFILL_CHUNK).unwrap();
+    assert_eq!((kv.len(0), kv.len(1)), (1, 3));
+}

@@ -20,6 +20,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use metallic::kernels::topk::TopK;
 use metallic::{DType, PendingRead, Tensor};
@@ -45,7 +46,15 @@ pub struct EngineConfig {
     /// ([`Engine::start`]), so that requests do not wait for the GPU pipelines they need to
     /// be compiled.
     pub warm_up: bool,
+    /// Pipelined greedy steps in flight at once (1 to [`MAX_PIPELINE_DEPTH`]): with 1, a step's
+    /// tokens are read back right after the next step is recorded; with 2, after the one
+    /// after it, so the read-back's latency hides behind a step's recording. Experimental
+    /// (not measured yet); a sequence that ends has up to this many positions computed in vain.
+    pub pipeline_depth: usize,
 }
+
+/// Most pipelined steps in flight ([`EngineConfig::pipeline_depth`]).
+pub const MAX_PIPELINE_DEPTH: usize = 4;
 
 /// One generation asked of the engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +184,14 @@ pub struct EngineStats {
     pub generated_tokens: u64,
     /// Decode steps run since start.
     pub steps: u64,
+    /// Prompt chunks run in one pass with others since start (a burst's short prompts).
+    pub prompts_together: u64,
+    /// Time the scheduler spent working on the host since start: recording passes and steps,
+    /// sampling, detokenizing, bookkeeping (not waiting for requests, nor for the GPU's token
+    /// read-backs).
+    pub scheduler_busy: Duration,
+    /// Time the scheduler waited for the GPU's token read-backs since start.
+    pub scheduler_waiting: Duration,
 }
 
 /// Counters the scheduler updates and anyone may read.
@@ -188,6 +205,17 @@ struct Shared {
     prefix_hits: AtomicU64,
     generated_tokens: AtomicU64,
     steps: AtomicU64,
+    prompts_together: AtomicU64,
+    /// Nanoseconds (see [`EngineStats`]).
+    busy_ns: AtomicU64,
+    waiting_ns: AtomicU64,
+}
+
+impl Shared {
+    /// Adds `d` to a nanosecond counter.
+    fn add_time(counter: &AtomicU64, d: Duration) {
+        counter.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
 }
 
 enum Message {
@@ -229,6 +257,12 @@ impl Engine {
                 config.parallel, config.ctx_size, config.prefill_chunk
             )));
         }
+        if !(1..=MAX_PIPELINE_DEPTH).contains(&config.pipeline_depth) {
+            return Err(Error::InvalidInput(format!(
+                "a pipeline depth of {}: 1 to {MAX_PIPELINE_DEPTH} steps",
+                config.pipeline_depth
+            )));
+        }
         // The device's limits (one layer's keys in one binding, all in the memory pool) are
         // linear in the positions of all slots together.
         let most = llm.decoder().max_context() / config.parallel;
@@ -248,7 +282,7 @@ impl Engine {
             config,
             slots: (0..config.parallel).map(|_| Slot { tokens: Vec::new(), used: 0 }).collect(),
             kv,
-            flight: None,
+            flights: VecDeque::new(),
             argmax,
             queue: VecDeque::new(),
             running: Vec::new(),
@@ -312,6 +346,9 @@ impl Engine {
             prefix_hits: s.prefix_hits.load(Ordering::SeqCst),
             generated_tokens: s.generated_tokens.load(Ordering::SeqCst),
             steps: s.steps.load(Ordering::SeqCst),
+            prompts_together: s.prompts_together.load(Ordering::SeqCst),
+            scheduler_busy: Duration::from_nanos(s.busy_ns.load(Ordering::SeqCst)),
+            scheduler_waiting: Duration::from_nanos(s.waiting_ns.load(Ordering::SeqCst)),
         }
     }
 
@@ -395,8 +432,9 @@ struct Scheduler {
     config: EngineConfig,
     slots: Vec<Slot>,
     kv: KvSlots,
-    /// A pipelined step recorded and not yet read back.
-    flight: Option<Flight>,
+    /// Pipelined steps recorded and not yet read back, oldest first (at most
+    /// [`EngineConfig::pipeline_depth`]).
+    flights: VecDeque<Flight>,
     /// Argmax ops of the step logits, one per row count seen.
     argmax: Vec<Argmax>,
     queue: VecDeque<Pending>,
@@ -412,12 +450,14 @@ impl Scheduler {
     fn run(mut self, messages: mpsc::Receiver<Message>) {
         loop {
             // Idle: wait for work; busy: take what has arrived and go on.
-            if self.running.is_empty() && self.queue.is_empty() && self.flight.is_none() {
+            if self.running.is_empty() && self.queue.is_empty() && self.flights.is_empty() {
                 match messages.recv() {
                     Ok(m) => self.take(m),
                     Err(_) => return,
                 }
             }
+            let started = Instant::now();
+            let waited_before = self.shared.waiting_ns.load(Ordering::SeqCst);
             loop {
                 match messages.try_recv() {
                     Ok(m) => self.take(m),
@@ -434,11 +474,11 @@ impl Scheduler {
             // (a burst of prompts arriving at once all start before the first decode step).
             // Greedy prompts' first tokens are read back together after the loop, so the GPU
             // runs one prompt while the host records the next.
-            let idle = self.flight.is_none() && !self.running.iter().any(Running::is_decoding);
+            let idle = self.flights.is_empty() && !self.running.iter().any(Running::is_decoding);
             let mut budget = self.config.prefill_chunk * if idle { IDLE_PREFILL_CHUNKS } else { 1 };
             let mut firsts = Vec::new();
             while budget > 0 {
-                match self.prefill_one(budget, &mut firsts) {
+                match self.prefill_next(budget, &mut firsts) {
                     Ok(0) => break,
                     Ok(done) => budget = budget.saturating_sub(done),
                     Err(e) => {
@@ -454,7 +494,17 @@ impl Scheduler {
                 self.fail_all(&e);
             }
             self.publish();
+            let waited = Duration::from_nanos(self.shared.waiting_ns.load(Ordering::SeqCst) - waited_before);
+            Shared::add_time(&self.shared.busy_ns, started.elapsed().saturating_sub(waited));
         }
+    }
+
+    /// Waits for `read`, counting the time as waiting for the GPU.
+    fn wait_for(&self, read: PendingRead) -> Result<Vec<Vec<u8>>> {
+        let start = Instant::now();
+        let bytes = read.wait();
+        Shared::add_time(&self.shared.waiting_ns, start.elapsed());
+        Ok(bytes?)
     }
 
     fn take(&mut self, message: Message) {
@@ -556,6 +606,84 @@ impl Scheduler {
         }
     }
 
+    /// Runs the next prompt chunks, `limit` tokens at most: the oldest prompt still
+    /// prefilling, together with the later ones whose next chunks fit in one pass where each
+    /// gives in a pass with others the bits it gives alone
+    /// ([`Decoder::prefills_together`](metallic_models::decoder::Decoder::prefills_together):
+    /// a burst of short prompts then runs its products once, filling the GPU where each
+    /// prompt alone leaves most of it idle); else that oldest chunk alone
+    /// ([`prefill_one`](Self::prefill_one)). Returns the tokens run: 0 when no prompt is left.
+    fn prefill_next(&mut self, limit: usize, firsts: &mut Vec<First>) -> Result<usize> {
+        let chunk = self.config.prefill_chunk;
+        let room = chunk.min(limit);
+        let decoder = self.llm.decoder();
+        // (index in `running`, end of its chunk)
+        let mut batch: Vec<(usize, usize)> = Vec::new();
+        let mut rows = 0;
+        for (at, r) in self.running.iter().enumerate().filter(|(_, r)| r.prefilled < r.request.prompt.len()) {
+            let len = (r.request.prompt.len() - r.prefilled).min(chunk);
+            let joins = rows + len <= room && decoder.prefills_together(len);
+            // The oldest prompt goes first, alone if it cannot lead a pass.
+            if batch.is_empty() && !joins {
+                break;
+            }
+            if joins {
+                batch.push((at, r.prefilled + len));
+                rows += len;
+            }
+        }
+        if batch.len() < 2 {
+            return self.prefill_one(limit, firsts);
+        }
+        let parts: Vec<(usize, &[u32])> = batch
+            .iter()
+            .filter_map(|&(at, end)| self.running.get(at).map(|r| (r.slot, r.request.prompt.get(r.prefilled..end))))
+            .map(|(slot, part)| (slot, part.unwrap_or_default()))
+            .collect();
+        let logits = self.llm.decoder().prefill_slots(&parts, &mut self.kv, chunk)?;
+        self.shared.prompt_tokens.fetch_add(rows as u64, Ordering::SeqCst);
+        self.shared.prompts_together.fetch_add(batch.len() as u64, Ordering::SeqCst);
+        // Prompts that ended: greedy ones without log-probabilities read their first tokens
+        // with one argmax over the pass's logits (landed with the other firsts); the others
+        // take theirs now, before the next pass overwrites the logits.
+        let mut greedy = Vec::new();
+        // (request id, row, greedy)
+        let mut others = Vec::new();
+        for (row, &(at, end)) in batch.iter().enumerate() {
+            let Some(r) = self.running.get_mut(at) else { continue };
+            if let Some(slot) = self.slots.get_mut(r.slot) {
+                slot.tokens.extend_from_slice(r.request.prompt.get(r.prefilled..end).unwrap_or_default());
+            }
+            r.prefilled = end;
+            if end < r.request.prompt.len() {
+                continue;
+            }
+            match (r.sampler.is_greedy(), r.request.logprobs) {
+                (true, None) => greedy.push((r.id, row)),
+                (is_greedy, _) => others.push((r.id, row, is_greedy)),
+            }
+        }
+        if greedy.is_empty() && others.is_empty() {
+            logits.runtime().synchronize()?;
+        }
+        if !greedy.is_empty() {
+            let argmax = self.argmax(&logits)?;
+            argmax.record()?;
+            let read = logits.runtime().start_read(&[&argmax.values, &argmax.ids])?;
+            firsts.push(First { rows: greedy, logits: logits.clone(), read });
+        }
+        let best = if others.iter().any(|o| o.2) { self.argmax(&logits)?.read()? } else { Vec::new() };
+        for (id, row, is_greedy) in others {
+            let Some(at) = self.running.iter().position(|r| r.id == id) else { continue };
+            let greedy = best.get(row).copied().filter(|_| is_greedy);
+            let (token, logprobs) = self.pick(at, &logits.narrow(row, 1)?, greedy)?;
+            if !self.accept(at, token, logprobs) {
+                self.finish(at);
+            }
+        }
+        Ok(rows)
+    }
+
     /// Runs one chunk (of `limit` tokens at most) of the oldest prompt still prefilling; when it
     /// completes the prompt, the first token is sampled from its logits — or, for a greedy
     /// request without log-probabilities, its argmax is recorded and its read started, pushed
@@ -586,7 +714,7 @@ impl Scheduler {
             let argmax = self.argmax(&logits)?;
             argmax.record()?;
             let read = logits.runtime().start_read(&[&argmax.values, &argmax.ids])?;
-            firsts.push(First { id, logits, read });
+            firsts.push(First { rows: vec![(id, 0)], logits, read });
             return Ok(done);
         }
         let greedy = if greedy { self.argmax(&logits)?.read()?.first().copied() } else { None };
@@ -601,16 +729,19 @@ impl Scheduler {
     /// them to their sequences.
     fn land_firsts(&mut self, firsts: Vec<First>) -> Result<()> {
         for first in firsts {
-            let best = argmax_of_bytes(&first.read.wait()?)
-                .first()
-                .copied()
-                .ok_or_else(|| Error::InvalidInput("a first token's read-back is empty".into()))?;
-            let Some(at) = self.running.iter().position(|r| r.id == first.id) else { continue };
-            // Greedy, no log-probabilities: the logits themselves are not read again (later
-            // prompts may have overwritten them).
-            let (token, logprobs) = self.pick(at, &first.logits, Some(best))?;
-            if !self.accept(at, token, logprobs) {
-                self.finish(at);
+            let tokens = argmax_of_bytes(&self.wait_for(first.read)?);
+            for (id, row) in first.rows {
+                let best = tokens
+                    .get(row)
+                    .copied()
+                    .ok_or_else(|| Error::InvalidInput("a first token's read-back is short".into()))?;
+                let Some(at) = self.running.iter().position(|r| r.id == id) else { continue };
+                // Greedy, no log-probabilities: the logits themselves are not read again (later
+                // prompts may have overwritten them).
+                let (token, logprobs) = self.pick(at, &first.logits.narrow(row, 1)?, Some(best))?;
+                if !self.accept(at, token, logprobs) {
+                    self.finish(at);
+                }
             }
         }
         Ok(())
@@ -621,25 +752,35 @@ impl Scheduler {
     ///
     /// When every such sequence is greedy (and wants no log-probabilities) the steps are
     /// pipelined: a step's argmax stays on the GPU and feeds the next step, which is recorded
-    /// before this one's tokens are read back (a [`Flight`]), so the GPU never waits for the
-    /// host between steps. A sequence that ends (or is cancelled) meanwhile has had one more
-    /// position computed in vain; its slot forgets it. Otherwise greedy rows take one argmax over
-    /// every row and the others sample their own row, step by step.
+    /// before this one's tokens are read back (a [`Flight`]; up to
+    /// [`EngineConfig::pipeline_depth`] of them), so the GPU never waits for the host between
+    /// steps. A sequence that ends (or is cancelled) meanwhile has had a position computed in
+    /// vain for each step in flight; its slot forgets them. Otherwise greedy rows take one
+    /// argmax over every row and the others sample their own row, step by step.
     fn decode_step(&mut self) -> Result<()> {
         let decoding = self.decoding();
-        if let Some(flight) = self.flight.take() {
-            let steady = flight.rows.iter().map(|r| r.0).eq(decoding.iter().map(|d| d.id));
-            if steady {
-                // The same sequences: the next step takes this one's tokens on the GPU.
-                let slots: Vec<usize> = flight.rows.iter().map(|r| r.1).collect();
-                let logits = self.llm.decoder().step_on_gpu(&slots, &flight.ids, &mut self.kv)?;
+        if let Some(newest) = self.flights.back() {
+            let steady = newest.rows.iter().map(|r| r.0).eq(decoding.iter().map(|d| d.id));
+            let slots: Vec<usize> = newest.rows.iter().map(|r| r.1).collect();
+            // Each step in flight took a position: one more must fit in every slot.
+            let room = slots.iter().all(|&slot| self.kv.len(slot) < self.kv.capacity());
+            if steady && room {
+                // The same sequences: the next step takes the newest one's tokens on the GPU.
+                let (rows, ids) = (newest.rows.clone(), newest.ids.clone());
+                let logits = self.llm.decoder().step_on_gpu(&slots, &ids, &mut self.kv)?;
                 self.shared.steps.fetch_add(1, Ordering::SeqCst);
-                let next = Flight::start(flight.rows.clone(), self.argmax(&logits)?)?;
-                self.land(flight)?;
-                self.flight = Some(next);
+                let next = Flight::start(rows, self.argmax(&logits)?)?;
+                self.flights.push_back(next);
+                while self.flights.len() > self.config.pipeline_depth {
+                    if let Some(oldest) = self.flights.pop_front() {
+                        self.land(oldest)?;
+                    }
+                }
                 return Ok(());
             }
-            self.land(flight)?;
+            while let Some(oldest) = self.flights.pop_front() {
+                self.land(oldest)?;
+            }
             return self.decode_step();
         }
         if decoding.is_empty() {
@@ -655,7 +796,8 @@ impl Scheduler {
         self.shared.steps.fetch_add(1, Ordering::SeqCst);
         if decoding.iter().all(|d| d.pipelined) {
             let rows = decoding.iter().map(|d| (d.id, d.slot)).collect();
-            self.flight = Some(Flight::start(rows, self.argmax(&logits)?)?);
+            let flight = Flight::start(rows, self.argmax(&logits)?)?;
+            self.flights.push_back(flight);
             return Ok(());
         }
         let argmax = if decoding.iter().any(|d| d.greedy) { self.argmax(&logits)?.read()? } else { Vec::new() };
@@ -701,17 +843,22 @@ impl Scheduler {
             .collect()
     }
 
-    /// Reads a pipelined step's tokens and hands them to their sequences; then every slot
-    /// forgets positions beyond its tokens (those computed for a sequence that ended or was
-    /// cancelled while the next step was in flight).
+    /// Reads a pipelined step's tokens and hands them to their sequences; then every slot no
+    /// running sequence holds forgets positions beyond its tokens (those computed for a
+    /// sequence that ended or was cancelled while later steps were in flight). A running
+    /// sequence's positions beyond its tokens are the steps still in flight.
     fn land(&mut self, flight: Flight) -> Result<()> {
-        for ((id, slot), (token, best)) in flight.wait()? {
+        let tokens = argmax_of_bytes(&self.wait_for(flight.read)?);
+        if tokens.len() != flight.rows.len() {
+            return Err(Error::InvalidInput("the token read-back is short".into()));
+        }
+        for ((id, slot), (token, best)) in flight.rows.into_iter().zip(tokens) {
             let Some(at) = self.running.iter().position(|r| r.id == id) else { continue };
             if !best.is_finite() {
                 return Err(Error::NotFinite("the logits are NaN or infinite (broken or overflowing weights)".into()));
             }
             let keep = self.accept(at, token, None);
-            // The token is the input of the step in flight, if there is one.
+            // The token is the input of the next step in flight, if there is one.
             let in_flight = self.kv.len(slot);
             if let Some(s) = self.slots.get_mut(slot)
                 && keep
@@ -724,7 +871,9 @@ impl Scheduler {
             }
         }
         for (i, slot) in self.slots.iter().enumerate() {
-            self.kv.truncate(i, slot.tokens.len());
+            if !self.running.iter().any(|r| r.slot == i) {
+                self.kv.truncate(i, slot.tokens.len());
+            }
         }
         Ok(())
     }
@@ -785,7 +934,7 @@ impl Scheduler {
     /// Fails every running request (the device broke or the model's numbers did); their
     /// slots are forgotten, queued requests go on.
     fn fail_all(&mut self, error: &Error) {
-        self.flight = None;
+        self.flights.clear();
         for r in self.running.drain(..) {
             let _ = r.events.send(Event::Failed(error.to_string()));
             self.kv.truncate(r.slot, 0);
@@ -827,7 +976,8 @@ const WARM_PROMPTS: [usize; 9] = [1, 2, 3, 4, 8, 16, 32, 64, 128];
 const WARM_ROWS: usize = 8;
 
 /// Runs what the scheduler will run with short prompts and 1 to [`WARM_ROWS`] sequences —
-/// prefills of [`WARM_PROMPTS`] tokens (as far as a chunk and a slot hold), a step of each
+/// prefills of [`WARM_PROMPTS`] tokens (as far as a chunk and a slot hold), two prompts run
+/// together, a step of each
 /// row count with its argmax, a step fed by the GPU's ids, and where larger steps take the
 /// tensor cores a step of up to 128 and one of `parallel` sequences — so that the GPU pipelines those
 /// kernel configurations need are compiled now, not while a request waits (a first step of
@@ -839,6 +989,16 @@ fn warm_up(llm: &Llm, kv: &mut KvSlots, config: &EngineConfig) -> Result<Vec<Arg
     for len in WARM_PROMPTS.into_iter().filter(|&n| n <= config.prefill_chunk && n < config.ctx_size) {
         decoder.prefill_slot(&vec![0; len], kv, 0, config.prefill_chunk)?;
         kv.truncate(0, 0);
+    }
+    // Prompts run together: a pass of more rows than any one prompt above (the GEMMs' larger
+    // tiles) and the argmax of several prompts' logits.
+    let len = (config.prefill_chunk / 2).min(128).min(config.ctx_size.saturating_sub(1));
+    if kv.slots() >= 2 && decoder.prefills_together(len) {
+        let ids = vec![0; len];
+        let logits = decoder.prefill_slots(&[(0, &ids), (1, &ids)], kv, config.prefill_chunk)?;
+        Argmax::new(&logits)?.read()?;
+        kv.truncate(0, 0);
+        kv.truncate(1, 0);
     }
     let mut argmax: Vec<Argmax> = Vec::new();
     // Slot 0 takes a position per step: the steps need that many.
@@ -870,10 +1030,10 @@ fn warm_up(llm: &Llm, kv: &mut KvSlots, config: &EngineConfig) -> Result<Vec<Arg
     Ok(argmax)
 }
 
-/// A greedy prompt's first token, being read back: its request, the logits its argmax read
-/// and the read.
+/// Greedy prompts' first tokens, being read back: (request id, row of the logits) of each,
+/// the logits the argmax read and the read.
 struct First {
-    id: u64,
+    rows: Vec<(u64, usize)>,
     logits: Tensor,
     read: PendingRead,
 }
@@ -898,15 +1058,6 @@ impl Flight {
         argmax.record()?;
         let read = argmax.ids.runtime().start_read(&[&argmax.values, &argmax.ids])?;
         Ok(Flight { rows, ids: argmax.ids.clone(), read })
-    }
-
-    /// Waits for the tokens: the rows with their (id, best logit).
-    fn wait(self) -> Result<Vec<(Row, (u32, f32))>> {
-        let tokens = argmax_of_bytes(&self.read.wait()?);
-        if tokens.len() != self.rows.len() {
-            return Err(Error::InvalidInput("the token read-back is short".into()));
-        }
-        Ok(self.rows.into_iter().zip(tokens).collect())
     }
 }
 

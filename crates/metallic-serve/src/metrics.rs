@@ -144,9 +144,30 @@ impl Collector for EngineCollector {
             ("metallic_prefix_cache_hits", "Requests that reused a cached prompt prefix.", s.prefix_hits),
             ("metallic_prefix_cache_tokens", "Prompt tokens served from the prefix cache.", s.cached_tokens),
             ("metallic_decode_steps", "Decode steps run.", s.steps),
+            (
+                "metallic_prompts_together",
+                "Prompt chunks run in one pass with other prompts' (bursts of short prompts).",
+                s.prompts_together,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        let seconds = [
+            (
+                "metallic_scheduler_busy_seconds",
+                "Time the scheduler worked on the host: recording passes and steps, sampling, detokenizing.",
+                s.scheduler_busy,
+            ),
+            (
+                "metallic_scheduler_waiting_seconds",
+                "Time the scheduler waited for the GPU's token read-backs.",
+                s.scheduler_waiting,
+            ),
+        ];
+        for (name, help, value) in seconds {
+            let counter = ConstCounter::new(value.as_secs_f64());
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
         Ok(())

@@ -26,7 +26,8 @@ fn llm() -> Arc<Llm> {
 }
 
 fn engine(parallel: usize, max_queue: usize) -> Engine {
-    let config = EngineConfig { parallel, ctx_size: 256, max_queue, prefill_chunk: 512, warm_up: false };
+    let config =
+        EngineConfig { parallel, ctx_size: 256, max_queue, prefill_chunk: 512, warm_up: false, pipeline_depth: 1 };
     Engine::start(llm(), config).unwrap()
 }
 
@@ -93,7 +94,14 @@ fn greedy_requests_give_generates_tokens_alone_and_batched() {
         .collect();
     // One at a time through an engine that warmed up first (its prefills and steps leave
     // nothing behind: the same tokens, no token counted).
-    let config = EngineConfig { parallel: 4, ctx_size: 256, max_queue: 16, prefill_chunk: 512, warm_up: true };
+    let config = EngineConfig {
+        parallel: 4,
+        ctx_size: 256,
+        max_queue: 16,
+        prefill_chunk: 512,
+        warm_up: true,
+        pipeline_depth: 1,
+    };
     let e = Engine::start(llm.clone(), config).unwrap();
     for ((p, n), want) in PROMPTS.iter().zip(lengths).zip(&solo) {
         assert_eq!(&collect(e.submit(request(p, n)).unwrap()).tokens, want, "{p}: alone");
@@ -202,4 +210,92 @@ fn a_system_prompt_running_in_another_slot_is_copied_not_computed() {
 
 fn common_prefix_len(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Prompts that arrive together while another stream decodes run in one pass (their products
+/// once over all their rows) and still give exactly the tokens each gives alone: greedy ones
+/// `Llm::generate`'s, a greedy one with log-probabilities the same tokens, a seeded sampled
+/// one its own run alone.
+#[test]
+fn prompts_arriving_together_run_in_one_pass_and_give_their_solo_tokens() {
+    let llm = llm();
+    let prompts = [
+        "The history of the printing press begins with movable type in East Asia, and in Europe it changed how books, pamphlets and newspapers were made, sold and read by ordinary people in",
+        "A recipe for bread needs flour, water, salt and yeast; mix them, knead the dough for ten minutes, let it rise for an hour in a warm place, shape the loaf and then bake it at",
+        "The planets of the solar system, in order from the sun, are Mercury, Venus, Earth, Mars, Jupiter, Saturn, Uranus and Neptune, and the largest of them by far is",
+        "To sort a list of numbers in Python you can call the built-in sorted function, which returns a new list, or the sort method of the list itself, which sorts it in place and returns",
+    ];
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| llm.tokenize(p, true)).collect();
+    for p in &ids {
+        assert!(llm.decoder().prefills_together(p.len()), "a prompt of {} tokens runs alone", p.len());
+    }
+    let n = 5;
+    let solo: Vec<Vec<u32>> =
+        ids.iter().map(|p| llm.generate(p, n, SamplingOptions::greedy(), |_| {}).unwrap().tokens).collect();
+    let seeded = GenerationRequest {
+        sampling: SamplingOptions { temperature: 0.9, seed: 5, ..SamplingOptions::default() },
+        ..request(prompts[3], n)
+    };
+    let e = engine(5, 16);
+    let alone = collect(e.submit(seeded.clone()).unwrap()).tokens;
+    // A stream decoding (one step at a time) while the four arrive between two of its steps.
+    let mut busy = e.submit(request(PROMPTS[3], 200)).unwrap();
+    assert!(matches!(busy.blocking_recv(), Some(Event::Token { .. })));
+    let before = e.stats().prompts_together;
+    let with_logprobs = GenerationRequest { logprobs: Some(2), ..request(prompts[2], n) };
+    let receivers = [
+        e.submit(request(prompts[0], n)).unwrap(),
+        e.submit(request(prompts[1], n)).unwrap(),
+        e.submit(with_logprobs).unwrap(),
+        e.submit(seeded).unwrap(),
+    ];
+    let got: Vec<Vec<u32>> = receivers.into_iter().map(|rx| collect(rx).tokens).collect();
+    drop(busy);
+    assert!(e.stats().prompts_together - before >= 2, "the prompts ran one by one");
+    for (i, want) in solo.iter().enumerate().take(3) {
+        assert_eq!(&got[i], want, "prompt {i}: tokens differ from its solo run");
+    }
+    assert_eq!(got[3], alone, "the seeded request differs from its run alone");
+    wait_until("every slot is free", || e.stats().active == 0);
+}
+
+/// Two pipelined steps in flight: the same tokens as `Llm::generate` for requests
+/// that end at different steps (positions computed in vain are forgotten), a request that
+/// runs to the end of its context (no step past the slot), every slot free afterwards; depths
+/// outside 1 to 4 are refused.
+#[test]
+fn deeper_pipelines_give_the_same_tokens() {
+    let llm = llm();
+    let lengths = [6, 3, 8, 5, 7];
+    let solo: Vec<Vec<u32>> = PROMPTS
+        .iter()
+        .zip(lengths)
+        .map(|(p, n)| llm.generate(&llm.tokenize(p, true), n, SamplingOptions::greedy(), |_| {}).unwrap().tokens)
+        .collect();
+    let config = |pipeline_depth| EngineConfig {
+        parallel: 4,
+        ctx_size: 256,
+        max_queue: 16,
+        prefill_chunk: 512,
+        warm_up: false,
+        pipeline_depth,
+    };
+    for depth in [2] {
+        let e = Engine::start(llm.clone(), config(depth)).unwrap();
+        let receivers: Vec<_> = PROMPTS.iter().zip(lengths).map(|(p, n)| e.submit(request(p, n)).unwrap()).collect();
+        for ((rx, want), p) in receivers.into_iter().zip(&solo).zip(PROMPTS) {
+            assert_eq!(&collect(rx).tokens, want, "{p}: depth {depth}");
+        }
+        // 250 prompt tokens leave 6 positions: the context ends the generation.
+        let near_full = GenerationRequest { prompt: vec![1; 250], ..request("x", 100) };
+        let got = collect(e.submit(near_full).unwrap());
+        assert_eq!((got.tokens.len(), got.reason), (6, FinishReason::Length), "depth {depth}");
+        wait_until("every slot is free", || {
+            let s = e.stats();
+            (s.active, s.kv_used) == (0, 0)
+        });
+    }
+    for depth in [0, 5] {
+        assert!(Engine::start(llm.clone(), config(depth)).is_err(), "depth {depth}");
+    }
 }

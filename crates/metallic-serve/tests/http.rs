@@ -344,8 +344,14 @@ async fn a_client_that_hangs_up_frees_its_sequence() {
 #[tokio::test]
 async fn a_full_queue_answers_429_and_the_server_stays_healthy() {
     let _turn = one_at_a_time().await;
-    let engine =
-        EngineConfig { parallel: 1, ctx_size: 256, max_queue: 1, prefill_chunk: PREFILL_CHUNK, warm_up: false };
+    let engine = EngineConfig {
+        parallel: 1,
+        ctx_size: 256,
+        max_queue: 1,
+        prefill_chunk: PREFILL_CHUNK,
+        warm_up: false,
+        pipeline_depth: 1,
+    };
     let server = TestServer::start(Setup { engine: Some(engine), ..Setup::default() }).await;
     // Greedy: the first request surely runs on while the queue fills (no early end of text).
     let long = json!({"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, "stream": true});
@@ -394,6 +400,11 @@ async fn metrics_count_requests_tokens_and_latencies() {
     assert_eq!(value("metallic_kv_positions_free"), 512.0);
     assert_eq!(value("metallic_prefix_cache_hits_total"), 0.0);
     assert!(value("metallic_decode_steps_total") >= generated - 1.0);
+    // One prompt, alone.
+    assert_eq!(value("metallic_prompts_together_total"), 0.0);
+    // The scheduler recorded a prompt and steps, and read tokens back.
+    assert!(value("metallic_scheduler_busy_seconds_total") > 0.0);
+    assert!(value("metallic_scheduler_waiting_seconds_total") > 0.0);
 }
 
 #[tokio::test]

@@ -84,6 +84,7 @@ impl Default for Setup {
                 max_queue: 8,
                 prefill_chunk: PREFILL_CHUNK,
                 warm_up: false,
+                pipeline_depth: 1,
             }),
         }
     }
