@@ -83,15 +83,23 @@ const PROMPTS: [&str; 5] = [
     "Water boils at",
 ];
 
+/// Tokens generated for each of [`PROMPTS`].
+const LENGTHS: [usize; 5] = [6, 3, 8, 5, 7];
+
+/// `Llm::generate`'s greedy tokens for each of [`PROMPTS`], [`LENGTHS`] of them.
+fn solo_greedy() -> Vec<Vec<u32>> {
+    let llm = llm();
+    PROMPTS
+        .iter()
+        .zip(LENGTHS)
+        .map(|(p, n)| llm.generate(&llm.tokenize(p, true), n, SamplingOptions::greedy(), |_| {}).unwrap().tokens)
+        .collect()
+}
+
 #[test]
 fn greedy_requests_give_generates_tokens_alone_and_batched() {
     let llm = llm();
-    let lengths = [6, 3, 8, 5, 7];
-    let solo: Vec<Vec<u32>> = PROMPTS
-        .iter()
-        .zip(lengths)
-        .map(|(p, n)| llm.generate(&llm.tokenize(p, true), n, SamplingOptions::greedy(), |_| {}).unwrap().tokens)
-        .collect();
+    let solo = solo_greedy();
     // One at a time through an engine that warmed up first (its prefills and steps leave
     // nothing behind: the same tokens, no token counted).
     let config = EngineConfig {
@@ -103,11 +111,11 @@ fn greedy_requests_give_generates_tokens_alone_and_batched() {
         pipeline_depth: 1,
     };
     let e = Engine::start(llm.clone(), config).unwrap();
-    for ((p, n), want) in PROMPTS.iter().zip(lengths).zip(&solo) {
+    for ((p, n), want) in PROMPTS.iter().zip(LENGTHS).zip(&solo) {
         assert_eq!(&collect(e.submit(request(p, n)).unwrap()).tokens, want, "{p}: alone");
     }
     // All at once: four slots, five requests (one waits), sequences joining and leaving the batch.
-    let receivers: Vec<_> = PROMPTS.iter().zip(lengths).map(|(p, n)| e.submit(request(p, n)).unwrap()).collect();
+    let receivers: Vec<_> = PROMPTS.iter().zip(LENGTHS).map(|(p, n)| e.submit(request(p, n)).unwrap()).collect();
     for ((rx, want), p) in receivers.into_iter().zip(&solo).zip(PROMPTS) {
         let got = collect(rx);
         assert_eq!(&got.tokens, want, "{p}: batched");
@@ -266,12 +274,7 @@ fn prompts_arriving_together_run_in_one_pass_and_give_their_solo_tokens() {
 #[test]
 fn deeper_pipelines_give_the_same_tokens() {
     let llm = llm();
-    let lengths = [6, 3, 8, 5, 7];
-    let solo: Vec<Vec<u32>> = PROMPTS
-        .iter()
-        .zip(lengths)
-        .map(|(p, n)| llm.generate(&llm.tokenize(p, true), n, SamplingOptions::greedy(), |_| {}).unwrap().tokens)
-        .collect();
+    let solo = solo_greedy();
     let config = |pipeline_depth| EngineConfig {
         parallel: 4,
         ctx_size: 256,
@@ -282,7 +285,7 @@ fn deeper_pipelines_give_the_same_tokens() {
     };
     for depth in [2] {
         let e = Engine::start(llm.clone(), config(depth)).unwrap();
-        let receivers: Vec<_> = PROMPTS.iter().zip(lengths).map(|(p, n)| e.submit(request(p, n)).unwrap()).collect();
+        let receivers: Vec<_> = PROMPTS.iter().zip(LENGTHS).map(|(p, n)| e.submit(request(p, n)).unwrap()).collect();
         for ((rx, want), p) in receivers.into_iter().zip(&solo).zip(PROMPTS) {
             assert_eq!(&collect(rx).tokens, want, "{p}: depth {depth}");
         }
