@@ -627,6 +627,9 @@ pub struct KvSlots {
     steps: Vec<Option<StepActivations>>,
     /// The row buffers every slot's prompt chunks run in (see [`KvCache`]).
     rows: Option<Activations>,
+    /// The one-token activations every slot's chunks of one token run in (a prompt whose
+    /// cached prefix leaves its last token): one set, so their logits are one tensor.
+    one: Option<Activations>,
     /// The last rows' logits of prompts run together ([`Decoder::prefill_slots`]), `[n,
     /// vocab]` for the most prompts run together so far.
     prompt_logits: Option<Tensor>,
@@ -1026,6 +1029,7 @@ impl Decoder {
             lens: vec![0; slots],
             steps: (0..slots).map(|_| None).collect(),
             rows: None,
+            one: None,
             prompt_logits: None,
         })
     }
@@ -1039,11 +1043,14 @@ impl Decoder {
             return Err(Error::InvalidInput(format!("slot {slot} of {}", kv.slots())));
         }
         let mut view = kv.view(slot)?;
-        // Every slot's prompts run in the same row buffers: a burst of prompts allocates
-        // nothing and rebinds what the previous prompts bound.
+        // Every slot's prompts run in the same row buffers (one-token chunks in the same
+        // one-token activations): a burst of prompts allocates nothing and rebinds what the
+        // previous prompts bound.
         view.rows = kv.rows.take();
+        view.step = kv.one.take();
         let logits = self.prefill(ids, &mut view, 1, chunk, &mut |_, _| {});
         kv.rows = view.rows.take();
+        kv.one = view.step.take();
         let logits = logits?;
         if let Some(len) = kv.lens.get_mut(slot) {
             *len = view.len;
@@ -1120,10 +1127,13 @@ impl Decoder {
     /// product of `rows` rows takes the kernel a pass of any more rows takes (the GEMMs, whose
     /// rows do not depend on each other) — more than 4 rows on GPUs, more than 32 on CPU
     /// adapters (where up to 32 take the row GEMV) — and more than one row (a one-token pass
-    /// takes the decode step's kernels).
+    /// takes the decode step's kernels); never with the experimental split of K
+    /// ([`set_coop_split_k`](Self::set_coop_split_k)), whose splits follow the pass's rows.
     pub fn prefills_together(&self, rows: usize) -> bool {
         let x = &self.output_norm;
+        // A split of K follows the pass's output tiles: its order of sums depends on the rows.
         rows > 1
+            && !self.coop_split_k
             && self.layer_matrices().all(|w| QMatmul::auto_path(x, rows, w) == QMatmul::auto_path(x, usize::MAX / 2, w))
     }
 

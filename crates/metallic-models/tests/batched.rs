@@ -116,6 +116,15 @@ fn prompts_reuse_one_set_of_row_buffers() {
         }
         let built = rt.cache().stats().bind_group_misses - before;
         assert_eq!(built, 0, "{name}: the second burst of prompts built {built} bind groups");
+        // Prompts whose cached prefix leaves one token run in one set of one-token
+        // activations: their logits are one tensor (a server keeps an argmax op per logits
+        // tensor it sees).
+        let mut one = |slot: usize| {
+            kv.truncate(slot, 3);
+            decoder.prefill_slot(&[5], &mut kv, slot, PREFILL_CHUNK).unwrap()
+        };
+        let (a, b) = (one(0), one(1));
+        assert!(a.buffer() == b.buffer() && a.byte_offset() == b.byte_offset(), "{name}: one-token prompts' logits");
     }
 }
 
@@ -400,7 +409,12 @@ fn prompts_run_together_equal_each_alone() {
 #[test]
 fn bad_prompt_passes_are_refused() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic");
-    let decoder = load(&dir.join("qwen2.gguf"));
+    let mut decoder = load(&dir.join("qwen2.gguf"));
+    // The experimental split of K sums in an order that follows the pass's rows.
+    assert!(decoder.prefills_together(100));
+    decoder.set_coop_split_k(true);
+    assert!(!decoder.prefills_together(100));
+    decoder.set_coop_split_k(false);
     let mut kv = decoder.new_slots(2, 8).unwrap();
     let err = |r: metallic_models::Result<metallic::Tensor>| r.unwrap_err().to_string();
     let ids: &[u32] = &[1, 2, 3];

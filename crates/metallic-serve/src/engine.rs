@@ -186,11 +186,12 @@ pub struct EngineStats {
     pub steps: u64,
     /// Prompt chunks run in one pass with others since start (a burst's short prompts).
     pub prompts_together: u64,
-    /// Time the scheduler spent working on the host since start: recording passes and steps,
-    /// sampling, detokenizing, bookkeeping (not waiting for requests, nor for the GPU's token
-    /// read-backs).
+    /// Time the scheduler spent on everything but [`scheduler_waiting`](Self::scheduler_waiting)
+    /// since start (not counting idle waits for requests): recording passes and steps,
+    /// sampling (with the logits it reads back), detokenizing, bookkeeping.
     pub scheduler_busy: Duration,
-    /// Time the scheduler waited for the GPU's token read-backs since start.
+    /// Time the scheduler waited for the token read-backs of pipelined greedy steps and of
+    /// greedy prompts' first tokens since start.
     pub scheduler_waiting: Duration,
 }
 

@@ -157,12 +157,12 @@ impl Collector for EngineCollector {
         let seconds = [
             (
                 "metallic_scheduler_busy_seconds",
-                "Time the scheduler worked on the host: recording passes and steps, sampling, detokenizing.",
+                "Time the scheduler spent on anything but the waits below: recording passes and steps, sampling (with the logits it reads back), detokenizing.",
                 s.scheduler_busy,
             ),
             (
                 "metallic_scheduler_waiting_seconds",
-                "Time the scheduler waited for the GPU's token read-backs.",
+                "Time the scheduler waited for the token read-backs of pipelined greedy steps and of greedy prompts' first tokens.",
                 s.scheduler_waiting,
             ),
         ];

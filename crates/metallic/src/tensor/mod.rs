@@ -187,7 +187,8 @@ impl Tensor {
 
     /// Sets the tensor's bytes in `range` (whole words) to what `fill` writes into the
     /// (write-only) staging memory of the upload: data built on the host goes up without a copy
-    /// of its own first. `fill` must write every byte. Several threads may each fill a range.
+    /// of its own first. `fill` must write every byte; where it fails, the range's contents are
+    /// unspecified. Several threads may each fill a range.
     pub(crate) fn write_with(
         &self,
         range: std::ops::Range<usize>,
