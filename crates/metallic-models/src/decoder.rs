@@ -1910,7 +1910,7 @@ impl Decoder {
                 let (seq, start, capacity) = (s.len, cache.len, cache.capacity);
                 let end = start + seq;
                 let (q, attn) = (head_major(&a.q, row0, seq)?, head_major(&a.attn, row0, seq)?);
-                let qkv = if seqs.len() == 1 { a.qkv.clone() } else { a.qkv.narrow(row0, seq)? };
+                let qkv = a.qkv.narrow(row0, seq)?;
                 let q_heads = q.reshape([c.n_head, seq, hd])?;
                 let qkv_rope = QkvRope::new(&qkv, &q_heads, k_cache, v_cache, self.rope_options(layer, start as u32))?;
                 let factors = self.rope_factors.for_context(capacity, c.rope_long_from);

@@ -668,10 +668,7 @@ impl Scheduler {
             logits.runtime().synchronize()?;
         }
         if !greedy.is_empty() {
-            let argmax = self.argmax(&logits)?;
-            argmax.record()?;
-            let read = logits.runtime().start_read(&[&argmax.values, &argmax.ids])?;
-            firsts.push(First { rows: greedy, logits: logits.clone(), read });
+            firsts.push(self.start_firsts(greedy, &logits)?);
         }
         let best = if others.iter().any(|o| o.2) { self.argmax(&logits)?.read()? } else { Vec::new() };
         for (id, row, is_greedy) in others {
@@ -712,10 +709,7 @@ impl Scheduler {
         if greedy && r.request.logprobs.is_none() {
             // Every prompt's logits live in the slots' one set of row buffers, so one argmax op
             // serves them all; its read-back is copied out before the next prompt runs.
-            let argmax = self.argmax(&logits)?;
-            argmax.record()?;
-            let read = logits.runtime().start_read(&[&argmax.values, &argmax.ids])?;
-            firsts.push(First { rows: vec![(id, 0)], logits, read });
+            firsts.push(self.start_firsts(vec![(id, 0)], &logits)?);
             return Ok(done);
         }
         let greedy = if greedy { self.argmax(&logits)?.read()?.first().copied() } else { None };
@@ -726,7 +720,14 @@ impl Scheduler {
         Ok(done)
     }
 
-    /// Waits for the first tokens [`prefill_one`](Self::prefill_one) left reading and hands
+    /// Records the argmax of `logits` (prompts' last rows) and starts reading it back for the
+    /// greedy requests `rows` ((request id, row)), landed by [`land_firsts`](Self::land_firsts).
+    fn start_firsts(&mut self, rows: Vec<(u64, usize)>, logits: &Tensor) -> Result<First> {
+        let read = self.argmax(logits)?.start()?;
+        Ok(First { rows, logits: logits.clone(), read })
+    }
+
+    /// Waits for the first tokens the prefills left reading and hands
     /// them to their sequences.
     fn land_firsts(&mut self, firsts: Vec<First>) -> Result<()> {
         for first in firsts {
@@ -1056,9 +1057,7 @@ impl Flight {
     /// argmax: that step reads them first (queue order), and the read-back's copy is recorded
     /// here, before it.
     fn start(rows: Vec<Row>, argmax: &Argmax) -> Result<Flight> {
-        argmax.record()?;
-        let read = argmax.ids.runtime().start_read(&[&argmax.values, &argmax.ids])?;
-        Ok(Flight { rows, ids: argmax.ids.clone(), read })
+        Ok(Flight { rows, ids: argmax.ids.clone(), read: argmax.start()? })
     }
 }
 
@@ -1090,6 +1089,12 @@ impl Argmax {
 
     fn record(&self) -> Result<()> {
         Ok(self.logits.runtime().record(&self.op)?)
+    }
+
+    /// Records the argmax and starts reading back its values and ids.
+    fn start(&self) -> Result<PendingRead> {
+        self.record()?;
+        Ok(self.logits.runtime().start_read(&[&self.values, &self.ids])?)
     }
 
     /// Records the argmax and reads it: (id, best logit) per row (NaN ranks lowest: a
